@@ -1,0 +1,59 @@
+"""The `jaxevo` command. Each subcommand lives in `jaxevo/commands/<name>.py` and exposes
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when
+their subcommand runs, so `jaxevo --help` is instant and one broken command cannot break the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Order = the command-line contract in DESIGN.md.
+COMMANDS = {
+    "generate": "sample completions for a JSONL of prompts",
+    "export": "write a model as a Hugging Face directory (config, safetensors, tokenizer)",
+    "evolve": "run or resume self-evolution rounds from a config",
+    "train": "one SFT or preference phase on a JSONL data set",
+    "eval": "accuracy of a model on a built-in task or a JSONL of {prompt, answer}",
+    "plan": "compile the train step and sampler on abstract shapes; print memory and FLOPs",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxevo", description=(
+        "Self-evolution rounds for LLMs in JAX: sample, critique, refine, train, repeat."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_ in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name in _requested():
+            importlib.import_module(f"jaxevo.commands.{name}").add_arguments(p)
+    return parser
+
+
+def _requested() -> set[str]:
+    return {a for a in sys.argv[1:2] if a in COMMANDS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = build_parser()
+    args = parser.parse_args()
+    if not args.command:
+        parser.print_help()
+        return 0
+    from jaxevo.errors import JaxevoError
+
+    try:
+        return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
+    except JaxevoError as e:
+        print(f"jaxevo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jaxevo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

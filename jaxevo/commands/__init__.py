@@ -1,0 +1,1 @@
+"""One module per `jaxevo` subcommand: add_arguments(parser), run(args) -> exit code."""
