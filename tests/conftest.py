@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny model configs of every supported family, made without torch."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
+
+COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+              rms_norm_eps=1e-6)
+# HF config.json dicts of tiny random models, one per supported family.
+TINY_HF = {
+    "llama3": dict(COMMON, model_type="llama", architectures=["LlamaForCausalLM"],
+                   rope_theta=500000.0, tie_word_embeddings=False,
+                   rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}),
+    "mistral": dict(COMMON, model_type="mistral", architectures=["MistralForCausalLM"],
+                    sliding_window=None, tie_word_embeddings=False),
+    "qwen2": dict(COMMON, model_type="qwen2", architectures=["Qwen2ForCausalLM"],
+                  tie_word_embeddings=True),
+}
+
+
+def tiny_cfg(family: str = "llama3", **runtime) -> ModelConfig:
+    return ModelConfig.from_hf(TINY_HF[family], **runtime)
+
+
+def random_params(cfg: ModelConfig, seed: int = 0):
+    """Random params with non-trivial norms and biases (so their mapping is tested too)."""
+    tok = jnp.zeros((1, 1), jnp.int32)
+    params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(seed), tok, tok, jnp.ones((1, 1, 1), bool))["params"])
+    rng = np.random.RandomState(seed)
+
+    def jitter(path, x):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name or "bias" in name:
+            return x + jnp.asarray(rng.normal(0, 0.1, x.shape), x.dtype)
+        return x
+    return jax.tree_util.tree_map_with_path(jitter, params)
+
+
+def forward(cfg, params, tokens, valid=None):
+    tokens = jnp.asarray(tokens)
+    valid = jnp.ones(tokens.shape, jnp.int32) if valid is None else jnp.asarray(valid)
+    logits, _ = jax.jit(Transformer(cfg).apply)({"params": params}, tokens,
+                                                positions_from_valid(valid), causal_mask(valid))
+    return np.asarray(logits)
+
+
+@pytest.fixture(params=sorted(TINY_HF))
+def family(request):
+    return request.param
+
+
+def numpy_hf_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """A transformers-named state dict drawn from numpy's RandomState (stable across versions,
+    unlike framework RNGs), so golden values made from it stay valid."""
+    from jaxevo.weights.convert import abstract_params, params_to_hf
+
+    rng = np.random.RandomState(seed)
+    shapes = abstract_params(cfg)
+
+    def draw(path, s):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            return 1.0 + rng.normal(0, 0.1, s.shape).astype(np.float32)
+        return rng.normal(0, 0.05 if "bias" in name else 0.02, s.shape).astype(np.float32)
+    params = jax.tree_util.tree_map_with_path(draw, shapes)
+    return dict(params_to_hf(params, cfg))
+
+
+GOLDEN_TOKENS = np.array([[1, 5, 9, 33, 2, 17, 88, 101, 127, 0, 64, 3],
+                          [0, 0, 0, 0, 7, 7, 8, 9, 120, 45, 44, 43]], np.int32)
+GOLDEN_VALID = np.array([[1] * 12, [0] * 4 + [1] * 8], np.int32)  # row 1 is left-padded

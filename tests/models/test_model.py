@@ -1,0 +1,130 @@
+"""Core model checks that run without torch: golden logits, padding, cache, errors."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxevo.errors import UnsupportedModelError, WeightsError
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.transformer import (Transformer, cache_mask, causal_mask, init_cache,
+                                       positions_from_valid)
+from jaxevo.weights.convert import load_params
+from jaxevo.weights.source import DictSource
+from tests.conftest import (GOLDEN_TOKENS, GOLDEN_VALID, TINY_HF, forward, numpy_hf_weights,
+                            random_params, tiny_cfg)
+
+GOLDEN = np.load(Path(__file__).parents[1] / "golden" / "tiny_logits.npz")
+
+
+def test_golden_logits_match_transformers(family):
+    """Logits equal transformers' (stored once by tests/golden/make_model_goldens.py), f32 1e-5."""
+    cfg = tiny_cfg(family)
+    params = load_params(DictSource(numpy_hf_weights(cfg)), cfg)
+    out = forward(cfg, params, GOLDEN_TOKENS, GOLDEN_VALID)
+    ref = GOLDEN[family]
+    assert np.abs(out[0] - ref[0]).max() <= 1e-5
+    assert np.abs(out[1, 4:] - ref[1, 4:]).max() <= 1e-5  # padded positions are not compared
+
+
+def test_left_padding_does_not_change_real_tokens():
+    cfg = tiny_cfg("llama3")
+    params = random_params(cfg)
+    tok = np.array([[5, 6, 7, 8]])
+    alone = forward(cfg, params, tok)
+    padded = forward(cfg, params, np.array([[0, 0, 5, 6, 7, 8]]), np.array([[0, 0, 1, 1, 1, 1]]))
+    np.testing.assert_allclose(padded[0, 2:], alone[0], atol=1e-5)
+
+
+def test_kv_cache_decode_equals_full_forward(family):
+    """Prefill 5 tokens into a cache, then decode 3 one at a time: same logits as one forward."""
+    cfg = tiny_cfg(family)
+    params = random_params(cfg)
+    tok = jnp.asarray(np.random.RandomState(1).randint(0, 128, (2, 8)))
+    full = forward(cfg, params, tok)
+    model, s = Transformer(cfg), 8
+    cache = init_cache(cfg, 2, s)
+    kv_valid = jnp.zeros((2, s), bool).at[:, :5].set(True)
+    pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
+    logits, cache = model.apply({"params": params}, tok[:, :5], pos, cache_mask(kv_valid, jnp.arange(5)),
+                                cache=cache, cache_index=jnp.int32(0))
+    np.testing.assert_allclose(logits, full[:, :5], atol=1e-5)
+    for t in range(5, 8):
+        kv_valid = kv_valid.at[:, t].set(True)
+        logits, cache = model.apply({"params": params}, tok[:, t:t + 1], jnp.full((2, 1), t),
+                                    cache_mask(kv_valid, jnp.array([t])), cache=cache,
+                                    cache_index=jnp.int32(t))
+        np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
+
+
+def test_return_hidden_gives_logits_through_head():
+    from jaxevo.models.transformer import lm_head_weight, logits_from_hidden
+
+    cfg = tiny_cfg("llama3")
+    params = random_params(cfg)
+    tok = jnp.asarray(GOLDEN_TOKENS)
+    valid = jnp.ones_like(tok)
+    hidden, _ = Transformer(cfg).apply({"params": params}, tok, positions_from_valid(valid),
+                                       causal_mask(valid), return_hidden=True)
+    assert hidden.shape == (2, 12, cfg.hidden_size)
+    logits = logits_from_hidden(hidden, lm_head_weight(params, cfg), cfg)
+    np.testing.assert_allclose(logits, forward(cfg, params, tok), atol=1e-5)
+
+
+def test_bf16_compute_close_to_f32():
+    cfg = tiny_cfg("llama3")
+    params = random_params(cfg)
+    ref = forward(cfg, params, GOLDEN_TOKENS)
+    out = forward(cfg.replace(dtype="bfloat16"), params, GOLDEN_TOKENS)
+    assert out.dtype == np.float32  # logits always f32
+    assert np.abs(out - ref).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_remat_same_loss_and_grads(remat):
+    cfg = tiny_cfg("llama3")
+    params = random_params(cfg)
+    tok = jnp.asarray(GOLDEN_TOKENS)
+    valid = jnp.ones_like(tok)
+
+    def loss(p, c):
+        logits, _ = Transformer(c).apply({"params": p}, tok, positions_from_valid(valid), causal_mask(valid))
+        return jnp.mean(jax.nn.logsumexp(logits, -1))
+    l0, g0 = jax.value_and_grad(loss)(params, cfg)
+    l1, g1 = jax.value_and_grad(loss)(params, cfg.replace(remat=remat))
+    np.testing.assert_allclose(l0, l1, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), g0, g1)
+
+
+def test_sliding_window_masks_old_keys():
+    valid = jnp.ones((1, 6), jnp.int32)
+    m = causal_mask(valid, sliding_window=2)[0]
+    assert bool(m[5, 4]) and bool(m[5, 5]) and not bool(m[5, 3])
+
+
+def test_unsupported_architecture_is_a_clear_error():
+    with pytest.raises(UnsupportedModelError, match="gemma"):
+        ModelConfig.from_hf(dict(TINY_HF["llama3"], model_type="gemma"))
+    with pytest.raises(UnsupportedModelError, match="yarn"):
+        ModelConfig.from_hf(dict(TINY_HF["llama3"], rope_scaling={"rope_type": "yarn", "factor": 2.0}))
+
+
+def test_missing_and_mismatched_tensors_are_clear_errors():
+    cfg = tiny_cfg("llama3")
+    w = numpy_hf_weights(cfg)
+    del w["model.layers.1.mlp.up_proj.weight"]
+    with pytest.raises(WeightsError, match="missing.*model.layers.1.mlp.up_proj.weight"):
+        load_params(DictSource(w), cfg)
+    w = numpy_hf_weights(cfg)
+    w["model.norm.weight"] = np.ones(63, np.float32)
+    with pytest.raises(WeightsError, match=r"model.norm.weight is \(63,\), config needs \(64,\)"):
+        load_params(DictSource(w), cfg)
+
+
+def test_num_params_matches_tree():
+    for family in TINY_HF:
+        cfg = tiny_cfg(family)
+        n = sum(x.size for x in jax.tree.leaves(random_params(cfg)))
+        assert cfg.num_params() == n
