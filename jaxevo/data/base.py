@@ -1,0 +1,99 @@
+"""The one source interface and its registry.
+
+A `Source` is a random-access, iterable view of records with stable ids. Every backend (JSONL,
+Hugging Face `datasets`, TFDS array_record, the built-in generators) already offers ``len`` and
+``__getitem__``, so a source is just (getter, index range): sharding by host is slicing that
+range, and a host never reads another host's records.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from jaxevo.data.records import Record
+from jaxevo.errors import ConfigError
+
+__all__ = ["Source", "SOURCE_REGISTRY", "register_source", "check_spec_keys"]
+
+
+class Source:
+    """An ordered, shardable collection of records.
+
+    Args:
+      name: shown in error messages and reports.
+      getter: ``getter(i)`` returns record ``i`` of the full (unsharded) source.
+      length: number of records in the full source.
+      indices: the positions this view covers (defaults to all).
+    """
+
+    def __init__(self, name: str, getter: Callable[[int], Record], length: int, indices: range | None = None):
+        self.name = name
+        self._getter = getter
+        self._length = length
+        self.indices = range(length) if indices is None else indices
+
+    @classmethod
+    def from_records(cls, name: str, records: Sequence[Record]) -> "Source":
+        """A source over an in-memory list (generators, JSONL, tests)."""
+        records = list(records)
+        return cls(name, records.__getitem__, len(records))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Record:
+        return self._getter(self.indices[i])
+
+    def __iter__(self) -> Iterator[Record]:
+        # Duplicate ids would silently merge items in later stages (answers are keyed by id), so
+        # they are an error here, where the user can still fix the id column.
+        seen: set[str] = set()
+        for i in self.indices:
+            record = self._getter(i)
+            if record["id"] in seen:
+                raise ConfigError(f"{self.name}: duplicate id {record['id']!r} (record {i}); "
+                                  "choose a unique id_field or drop it to use positional ids")
+            seen.add(record["id"])
+            yield record
+
+    def shard(self, process_index: int, process_count: int) -> "Source":
+        """The records of host `process_index` of `process_count`: every `process_count`-th one,
+        starting at `process_index`. Each record is in exactly one shard; shard sizes differ by
+        at most one; the same on every host because it depends only on positions."""
+        if process_count < 1 or not 0 <= process_index < process_count:
+            raise ConfigError(f"shard({process_index}, {process_count}): need 0 <= process_index < process_count")
+        return Source(f"{self.name}[shard {process_index}/{process_count}]", self._getter, self._length,
+                      self.indices[process_index::process_count])
+
+    def take(self, n: int) -> "Source":
+        """The first `n` records of this view."""
+        return Source(self.name, self._getter, self._length, self.indices[:n])
+
+    def to_list(self) -> list[Record]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"Source({self.name!r}, {len(self)} records)"
+
+
+SourceFactory = Callable[[Mapping[str, Any]], Source]
+SOURCE_REGISTRY: dict[str, tuple[SourceFactory, tuple[str, ...]]] = {}
+
+
+def register_source(name: str, keys: Iterable[str]) -> Callable[[SourceFactory], SourceFactory]:
+    """Register a factory for ``{"type": name, ...}`` specs. `keys` are the spec keys it accepts
+    besides ``type``; `load_source` rejects any other key, so a typo is an error, not a default."""
+
+    def deco(fn: SourceFactory) -> SourceFactory:
+        if name in SOURCE_REGISTRY:
+            raise ValueError(f"source type {name!r} registered twice")
+        SOURCE_REGISTRY[name] = (fn, tuple(keys))
+        return fn
+
+    return deco
+
+
+def check_spec_keys(spec: Mapping[str, Any], allowed: Iterable[str], what: str) -> None:
+    unknown = sorted(set(spec) - set(allowed) - {"type"})
+    if unknown:
+        raise ConfigError(f"{what}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
