@@ -1,0 +1,148 @@
+"""The run directory: where every stage writes its output before the next one starts.
+
+    runs/NAME/
+      config.yaml            the resolved config of the run (what `evolve` was started with)
+      manifest.json          config hash, per-round and per-stage status, timings, metrics
+      round_001/
+        01_generate/...      one folder per stage, written to a tmp name then renamed
+        ...
+        model/               the round's model (a jaxevo checkpoint directory)
+
+A stage is done when its folder exists under its final name *and* the manifest says so; both
+are written atomically (tmp + rename), so a run killed anywhere resumes at the first unfinished
+stage and never reads half-written output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from jaxevo.errors import ConfigError
+
+# Config sections that may change between a run and its resume without mixing results.
+RESUME_SAFE = ("run.rounds", "run.progress", "eval.limit_report")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> int:
+    """Write records atomically; returns the count."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    n = 0
+    with open(tmp, "w") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def config_hash(config: dict[str, Any], ignore: Iterable[str] = RESUME_SAFE) -> str:
+    """Hash of the config with the resume-safe keys removed."""
+    flat = dict(_flatten(config))
+    for k in ignore:
+        flat.pop(k, None)
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flatten(v, key + ".")
+        else:
+            yield key, v
+
+
+class RunDir:
+    """Bookkeeping of one run: stage folders, the manifest, resume checks."""
+
+    def __init__(self, root: str | Path, config: dict[str, Any]):
+        self.root = Path(root)
+        self.config = config
+        self.hash = config_hash(config)
+        self.manifest_path = self.root / "manifest.json"
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> "RunDir":
+        """Create the run or check that `config` may resume it (refuses a changed config)."""
+        import yaml
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.manifest_path.exists():
+            m = self.manifest()
+            if m["config_hash"] != self.hash:
+                old = yaml.safe_load((self.root / "config.yaml").read_text()) or {}
+                diff = _diff(dict(_flatten(old)), dict(_flatten(self.config)))
+                raise ConfigError(
+                    f"{self.root} was started with a different config; resuming would mix results. "
+                    f"Changed keys: {diff}. Use a new run directory (run.dir=...), or revert the "
+                    f"change. Only {', '.join(RESUME_SAFE)} may change on resume.")
+        else:
+            atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+            self._write({"config_hash": self.hash, "created": time.time(), "rounds": {}})
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest_path.read_text())
+
+    def _write(self, m: dict[str, Any]) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(m, indent=1, default=str))
+
+    # ------------------------------------------------------------------ stages
+    def round_dir(self, r: int) -> Path:
+        return self.root / f"round_{r:03d}"
+
+    def stage_dir(self, r: int, index: int, name: str) -> Path:
+        return self.round_dir(r) / f"{index:02d}_{name}"
+
+    def is_done(self, r: int, name: str) -> bool:
+        st = self.manifest()["rounds"].get(str(r), {}).get("stages", {}).get(name)
+        return bool(st and st.get("done"))
+
+    def stage_info(self, r: int, name: str) -> dict[str, Any]:
+        return self.manifest()["rounds"].get(str(r), {}).get("stages", {}).get(name, {})
+
+    def begin_stage(self, r: int, index: int, name: str) -> Path:
+        """A fresh tmp folder for the stage's outputs (leftovers of a killed attempt are kept
+        only when the stage resumes itself, e.g. training from its own checkpoints)."""
+        tmp = self.stage_dir(r, index, name).with_name(f"{index:02d}_{name}.partial")
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp
+
+    def finish_stage(self, r: int, index: int, name: str, info: dict[str, Any]) -> Path:
+        final = self.stage_dir(r, index, name)
+        tmp = final.with_name(f"{index:02d}_{name}.partial")
+        if final.exists():  # a previous attempt renamed but died before the manifest write
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        m = self.manifest()
+        rd = m["rounds"].setdefault(str(r), {"stages": {}})
+        rd["stages"][name] = {"done": True, "finished": time.time(), **info}
+        self._write(m)
+        return final
+
+    def set_round_info(self, r: int, **info) -> None:
+        m = self.manifest()
+        m["rounds"].setdefault(str(r), {"stages": {}}).update(info)
+        self._write(m)
+
+
+def _diff(old: dict, new: dict) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys[:8]) or "(none)"
