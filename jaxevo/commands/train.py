@@ -1,13 +1,34 @@
-"""`jaxevo train` — not built yet (issue 4)."""
+"""`jaxevo train --config configs/X.yaml [key=value ...]` — one SFT or preference phase."""
 
 from __future__ import annotations
 
+import json
+import logging
+
 
 def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+    p.add_argument("--config", required=True, help="YAML file of a TrainConfig (see configs/train_*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. optim.lr=1e-6 steps=20 data.path=pairs.jsonl")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
 
 def run(args) -> int:
-    from jaxevo.errors import JaxevoError
+    from jaxevo.config import load_config, to_dict
+    from jaxevo.train import TrainConfig, train
 
-    raise JaxevoError("'jaxevo train' is not implemented yet (issue 4)")
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    res = train(cfg)
+    last = res.history[-1] if res.history else {}
+    summary = {"steps": res.steps, "out_dir": str(res.out_dir),
+               "export_dir": str(res.export_dir) if res.export_dir else None,
+               "final_metrics": {k: v for k, v in last.items() if k != "tokens"},
+               "data": res.stats}
+    print(json.dumps(summary, indent=2, default=str))
+    return 0

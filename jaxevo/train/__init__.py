@@ -1,0 +1,19 @@
+"""The trainer: one sharded train step for every objective, Orbax train state, the loop.
+
+* :mod:`~jaxevo.train.config` — `TrainConfig` (frozen dataclasses; load with `jaxevo.config.load_config`)
+* :mod:`~jaxevo.train.batches` — JSONL -> padded views -> fixed-size bucketed batches, packing
+* :mod:`~jaxevo.train.objectives` — registry: objective name -> views + loss from `jaxevo.losses`
+* :mod:`~jaxevo.train.optim` — AdamW with decay mask, schedules, clipping
+* :mod:`~jaxevo.train.state` — `TrainState` and its shardings
+* :mod:`~jaxevo.train.step` — the one jitted step (micro-batch scan, chunked log-probs, NaN guard)
+* :mod:`~jaxevo.train.reference` — reference log-probs computed once
+* :mod:`~jaxevo.train.checkpoint` — Orbax `Checkpointer`, `export_model` (jaxevo checkpoint dir)
+* :mod:`~jaxevo.train.loop` — `train(cfg)`
+"""
+
+from jaxevo.train.config import TrainConfig
+from jaxevo.train.loop import TrainingDivergedError, TrainResult, train
+from jaxevo.train.objectives import OBJECTIVES, Objective, get_objective, register_objective
+
+__all__ = ["OBJECTIVES", "Objective", "TrainConfig", "TrainResult", "TrainingDivergedError",
+           "get_objective", "register_objective", "train"]

@@ -1,0 +1,270 @@
+"""Objective registry: a configured name -> which sequence views to run and which loss to apply.
+
+An `Objective` says
+* ``fields``: the JSONL fields it needs;
+* ``views``: ``(name, context_fn, response_fn)`` — how each example becomes model inputs
+  (e.g. DPO: ``chosen = prompt ⊕ chosen``, ``rejected = prompt ⊕ rejected``);
+* ``uses_ref(hp)``: whether the loss needs reference log-probs (then they are precomputed once);
+* ``loss(inp, hp)``: a pure function of one micro-batch's log-probs (a `LossInputs`) returning
+  ``(loss_part, metrics)``. ``loss_part`` is this micro-batch's share of the *global* batch loss
+  (divide by the global normalisers in ``inp.norm``), so summing parts over micro-batches gives
+  exactly the loss of the whole batch; ``metrics`` maps names to ``(sum, count)`` pairs that are
+  summed over micro-batches and divided once at the end (never a mean of means).
+
+The losses themselves are `jaxevo.losses`; this module is only glue. Add an objective with
+``@register_objective`` — the train step never branches on names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from jaxevo.errors import ConfigError
+from jaxevo.losses import PREFERENCE_LOSSES, evolve_loss, preference_loss, preference_metrics
+from jaxevo.losses.objectives import self_meta_loss, sequence_nll
+
+Array = jax.Array
+Metrics = dict[str, tuple[Array, Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInputs:
+    """One micro-batch, as seen by an objective's loss.
+
+    logps / counts: view -> [b] summed response log-probs / response token counts (policy).
+    token_lp / masks: view -> [b, T] token log-probs / trained-token masks (token-level losses).
+    ref: view -> [b] reference log-prob sums (precomputed or from a reference forward), or {}.
+    extras: per-example [b] arrays from the data (``weight``, ``margin``, ...).
+    norm: global-batch normalisers: ``examples`` (global batch size) and ``tokens/<view>``.
+    """
+
+    logps: Mapping[str, Array]
+    counts: Mapping[str, Array]
+    token_lp: Mapping[str, Array]
+    masks: Mapping[str, Array]
+    ref: Mapping[str, Array]
+    extras: Mapping[str, Array]
+    norm: Mapping[str, Array]
+
+
+ContextFn = Callable[[Mapping[str, Any], Mapping[str, str]], str]
+ResponseFn = Callable[[Mapping[str, Any]], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    name: str
+    fields: tuple[str, ...]
+    views: tuple[tuple[str, ContextFn, ResponseFn], ...]
+    loss: Callable[[LossInputs, Any], tuple[Array, Metrics]]
+    uses_ref: Callable[[Any], bool] = lambda hp: False
+    token_level: bool = False  # only token-level losses may pack examples
+    optional_fields: tuple[str, ...] = ()  # per-example numbers copied into extras when present
+
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return tuple(v[0] for v in self.views)
+
+
+OBJECTIVES: dict[str, Objective] = {}
+
+
+def register_objective(obj: Objective, *aliases: str) -> Objective:
+    for name in (obj.name, *aliases):
+        if name in OBJECTIVES:
+            raise ValueError(f"objective {name!r} registered twice")
+        OBJECTIVES[name] = obj
+    return obj
+
+
+def get_objective(name: str) -> Objective:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ConfigError(f"unknown objective.name {name!r}; known: {sorted(OBJECTIVES)}") from None
+
+
+def _f32(x) -> Array:
+    return jnp.asarray(x, jnp.float32)
+
+
+def _mean_metric(x: Array) -> tuple[Array, Array]:
+    """A per-example [b] value as (sum, count)."""
+    x = jax.lax.stop_gradient(_f32(x))
+    return jnp.sum(x), jnp.asarray(x.shape[0], jnp.float32)
+
+
+def _scalar_metric(x: Array, b: int) -> tuple[Array, Array]:
+    """A micro-batch mean as (sum, count) = (mean * b, b)."""
+    return jax.lax.stop_gradient(_f32(x)) * b, jnp.asarray(b, jnp.float32)
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def _prompt(r, t):
+    return r["prompt"]
+
+
+def _field(name: str) -> ResponseFn:
+    return lambda r: r[name]
+
+
+def _refine_context(r, t):
+    return t["refine_template"].format(prompt=r["prompt"], previous=r["rejected"])
+
+
+def _feedback_context(r, t):
+    return t["feedback_template"].format(prompt=r["prompt"], previous=r["response"])
+
+
+def _self_refine_context(r, t):
+    return (t["refine_template"].format(prompt=r["prompt"], previous=r["response"])
+            + "\n\nFeedback:\n" + r["feedback"])
+
+
+# ----------------------------------------------------------------------------- SFT
+
+
+def _sft(inp: LossInputs, hp) -> tuple[Array, Metrics]:
+    lp, m = inp.token_lp["response"], inp.masks["response"]
+    s = jnp.sum(jnp.where(m, lp, 0.0))
+    n = jnp.sum(m).astype(jnp.float32)
+    loss = -s / jnp.maximum(inp.norm["tokens/response"], 1.0)  # token mean over the global batch
+    return loss, {"nll": (jax.lax.stop_gradient(-s), n)}
+
+
+register_objective(Objective(
+    name="sft",
+    fields=("prompt", "response"),
+    views=(("response", _prompt, _field("response")),),
+    loss=_sft,
+    token_level=True,
+))
+
+
+# ----------------------------------------------------------------------------- preference
+
+
+def _accepts(fn, name: str) -> bool:
+    return name in inspect.signature(fn).parameters
+
+
+def _reference_free(loss_type: str) -> bool:
+    fn = PREFERENCE_LOSSES.get(loss_type)
+    if fn is None:
+        raise ConfigError(f"unknown objective.loss_type {loss_type!r}; known: {sorted(PREFERENCE_LOSSES)}")
+    params = list(inspect.signature(fn).parameters.values())
+    return len(params) >= 3 and params[2].default is None  # (c, r, rc=None, rr=None): no reference
+
+
+def _preference(inp: LossInputs, hp) -> tuple[Array, Metrics]:
+    fn = PREFERENCE_LOSSES[hp.loss_type]
+    kw = dict(hp.hparams)
+    if _accepts(fn, "beta"):
+        kw.setdefault("beta", hp.beta)
+    c, r = inp.logps["chosen"], inp.logps["rejected"]
+    # Lengths, fDPO weights and margins are passed to the losses that take them.
+    for name, value in (("chosen_lengths", inp.counts["chosen"]),
+                        ("rejected_lengths", inp.counts["rejected"]),
+                        ("weights", inp.extras.get("weight")),
+                        ("margin", inp.extras.get("margin"))):
+        if value is not None and _accepts(fn, name):
+            kw.setdefault(name, value)
+    rc, rr = inp.ref.get("chosen"), inp.ref.get("rejected")
+    losses, cr, rrw = preference_loss(hp.loss_type, c, r, rc, rr, **kw)
+    loss = jnp.sum(losses) / inp.norm["examples"]
+    metrics: Metrics = {}
+    if hp.nll_weight:
+        nll_sum = -jnp.sum(c)
+        loss = loss + hp.nll_weight * nll_sum / jnp.maximum(inp.norm["tokens/chosen"], 1.0)
+        metrics["nll"] = (jax.lax.stop_gradient(nll_sum), jnp.sum(inp.counts["chosen"]))
+    # TRL logs summed log-probs for the DPO family, averaged ones for reference-free losses.
+    if _reference_free(hp.loss_type):
+        lc = c / jnp.maximum(inp.counts["chosen"], 1.0)
+        lr = r / jnp.maximum(inp.counts["rejected"], 1.0)
+    else:
+        lc, lr = c, r
+    sums = preference_metrics(cr, rrw, lc, lr)
+    count = sums.pop("count")
+    metrics.update({k: (v, count) for k, v in sums.items()})
+    metrics["pref_loss"] = _mean_metric(losses)
+    return loss, metrics
+
+
+register_objective(Objective(
+    name="preference",
+    fields=("prompt", "chosen", "rejected"),
+    views=(("chosen", _prompt, _field("chosen")), ("rejected", _prompt, _field("rejected"))),
+    loss=_preference,
+    uses_ref=lambda hp: not _reference_free(hp.loss_type),
+    optional_fields=("weight", "margin"),
+), "dpo")
+
+
+# ----------------------------------------------------------------------------- EVOLVE
+
+
+def _evolve(inp: LossInputs, hp) -> tuple[Array, Metrics]:
+    kw = dict(hp.hparams)
+    kw.setdefault("beta", hp.beta)
+    kw.setdefault("nll_weight", 0.0)
+    names = ("direct_chosen", "direct_rejected", "refine_chosen", "refine_rejected")
+    ref = [inp.ref.get(n) for n in names]
+    counts = {f"{n}_count": inp.counts[n] for n in names}
+    loss, aux = evolve_loss(*(inp.logps[n] for n in names), *ref, **counts, **kw)
+    b = inp.logps["direct_chosen"].shape[0]
+    # evolve_loss averages over the micro-batch; micro-batches are equal-sized and full.
+    loss = loss * b / inp.norm["examples"]
+    if hp.nll_weight:  # token mean over the *global* batch (exact under accumulation)
+        nll_sum = -jnp.sum(inp.logps["direct_chosen"])
+        loss = loss + hp.nll_weight * nll_sum / jnp.maximum(inp.norm["tokens/direct_chosen"], 1.0)
+    return loss, {k: _scalar_metric(v, b) for k, v in aux.items()}
+
+
+def _evolve_uses_ref(hp) -> bool:
+    return hp.hparams.get("variant", "dpo") != "simpo"
+
+
+register_objective(Objective(
+    name="evolve",
+    fields=("prompt", "chosen", "rejected"),
+    views=(
+        ("direct_chosen", _prompt, _field("chosen")),
+        ("direct_rejected", _prompt, _field("rejected")),
+        ("refine_chosen", _refine_context, _field("chosen")),
+        ("refine_rejected", _refine_context, _field("rejected")),
+    ),
+    loss=_evolve,
+    uses_ref=_evolve_uses_ref,
+))
+
+
+# ----------------------------------------------------------------------------- SELF meta-skills
+
+
+def _self_meta(inp: LossInputs, hp) -> tuple[Array, Metrics]:
+    nll = {v: sequence_nll(inp.logps[v], inp.counts[v]) for v in ("feedback", "refine", "direct")}
+    kw = dict(hp.hparams)
+    loss, aux = self_meta_loss(nll["feedback"], nll["refine"], nll["direct"], **kw)
+    b = inp.logps["direct"].shape[0]
+    loss = loss * b / inp.norm["examples"]
+    return loss, {k: _scalar_metric(v, b) for k, v in aux.items()}
+
+
+register_objective(Objective(
+    name="self_meta",
+    # {"prompt", "response" (initial answer), "feedback" (critique), "refined" (improved answer)}
+    fields=("prompt", "response", "feedback", "refined"),
+    views=(
+        ("feedback", _feedback_context, _field("feedback")),
+        ("refine", _self_refine_context, _field("refined")),
+        ("direct", _prompt, _field("refined")),
+    ),
+    loss=_self_meta,
+))

@@ -1,0 +1,208 @@
+"""The one train step every objective uses.
+
+    step(state, batch) -> (state, metrics)
+
+1. The global batch [B, ...] is split into ``num_micro`` micro-batches (strided, so each stays
+   spread over the batch-sharded devices) and scanned with `lax.scan`; gradients accumulate in fp32.
+2. Per micro-batch, all of the objective's views (e.g. chosen and rejected) are concatenated along
+   the batch axis and run through the model **once** (``return_hidden=True``); token log-probs are
+   computed in sequence (and optionally vocabulary) chunks from the hidden states and the LM head
+   (`jaxevo.losses.token_logprobs`), never as full fp32 [B, T, V] logits.
+3. The objective maps per-sequence log-prob sums / token log-probs to this micro-batch's share of
+   the global loss plus (sum, count) metrics; reference log-probs come from the batch
+   (``ref/<view>``, precomputed once) unless the step was built with a reference forward.
+4. AdamW update; if the loss, the gradient norm or the new parameters are not finite the update is
+   *skipped* (state returned unchanged) and ``metrics["finite"]`` is 0 — the loop raises.
+
+The step is `jax.jit`-ed with in/out shardings from the logical-axis rules and the state donated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from jaxevo.losses import token_logprobs
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.transformer import Transformer, causal_mask, lm_head_weight
+from jaxevo.sharding import use_mesh
+from jaxevo.train.objectives import LossInputs, Objective
+from jaxevo.train.state import TrainState
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def batch_spec_sharding(mesh) -> NamedSharding:
+    """Leading (example) axis over data x fsdp; works for [B] and [B, T] arrays alike."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array]],
+                  names: tuple[str, ...], *, chunk: int = 128, vocab_chunk: int | None = None):
+    """One forward over all ``names`` views (concatenated on the batch axis).
+
+    Returns ``{view: (token_lp [b, T] f32, mask [b, T] bool, sum [b] f32, count [b] f32)}``.
+    """
+    cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
+           for k in ("tokens", "labels", "segments", "positions")}
+    seg = cat["segments"]
+    mask = causal_mask(seg > 0, seg, cfg.sliding_window)
+    hidden, _ = Transformer(cfg).apply({"params": params}, cat["tokens"], cat["positions"], mask,
+                                       return_hidden=True)
+    w = lm_head_weight(params, cfg).astype(hidden.dtype)
+    tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk)
+    lmask = cat["labels"] >= 0
+    sums = jnp.sum(jnp.where(lmask, tlp, 0.0), axis=-1)
+    counts = jnp.sum(lmask, axis=-1).astype(jnp.float32)
+    b = views[names[0]]["tokens"].shape[0]
+    out = {}
+    for i, v in enumerate(names):
+        s = slice(i * b, (i + 1) * b)
+        out[v] = (tlp[s], lmask[s], sums[s], counts[s])
+    return out
+
+
+def _split_micro(x: jax.Array, n: int, constrain: NamedSharding | None) -> jax.Array:
+    """[B, ...] -> [n, B/n, ...] with micro-batch j = rows j, j+n, j+2n, ... (stays spread)."""
+    b = x.shape[0]
+    y = x.reshape(b // n, n, *x.shape[1:]).swapaxes(0, 1)
+    if constrain is not None:
+        y = jax.lax.with_sharding_constraint(y, constrain)
+    return y
+
+
+def make_train_step(
+    cfg: ModelConfig,
+    objective: Objective,
+    hp: Any,
+    tx: optax.GradientTransformation,
+    schedule: Callable[[Any], Any],
+    *,
+    mesh,
+    state_shardings: TrainState,
+    num_micro: int = 1,
+    chunk: int = 128,
+    vocab_chunk: int | None = None,
+    ref_forward: bool = False,
+    ref_cfg: ModelConfig | None = None,
+    ref_shardings: Any = None,
+):
+    """Build the jitted step ``step(state, batch[, ref_params]) -> (state, metrics)``.
+
+    ``metrics`` (all replicated scalars): ``loss``, ``grad_norm`` (before clipping), ``param_norm``,
+    ``lr``, ``finite`` (1.0 when the update was applied) and, for every objective metric ``m``,
+    ``m/sum`` and ``m/count`` (divide on the host: see `finalize_metrics`).
+    ``ref_forward=True`` runs the frozen ``ref_params`` through ``ref_cfg`` every step instead of
+    reading ``ref/<view>`` from the batch.
+    """
+    names = objective.view_names
+    uses_ref = objective.uses_ref(hp)
+    n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
+    ref_cfg = ref_cfg or cfg
+
+    def loss_fn(params, micro, norm, ref_params):
+        out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
+        if uses_ref and ref_forward:
+            ref_out = forward_views(jax.lax.stop_gradient(ref_params), ref_cfg, micro.views, names,
+                                    chunk=chunk, vocab_chunk=vocab_chunk)
+            ref = {v: jax.lax.stop_gradient(ref_out[v][2]) for v in names}
+        elif uses_ref:
+            ref = {v: micro.extras[f"ref/{v}"] for v in names}
+        else:
+            ref = {}
+        inp = LossInputs(
+            logps={v: o[2] for v, o in out.items()},
+            counts={v: o[3] for v, o in out.items()},
+            token_lp={v: o[0] for v, o in out.items()},
+            masks={v: o[1] for v, o in out.items()},
+            ref=ref,
+            extras={k: x for k, x in micro.extras.items() if not k.startswith("ref/")},
+            norm=norm,
+        )
+        loss, metrics = objective.loss(inp, hp)
+        return loss, metrics
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch, ref_params=None):
+        b = batch.size
+        norm = {"examples": jnp.asarray(b, jnp.float32)}
+        for v in names:
+            norm[f"tokens/{v}"] = jnp.sum(batch.views[v]["labels"] >= 0).astype(jnp.float32)
+        if num_micro == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch, norm, ref_params)
+            grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+        else:
+            mb = b // num_micro
+            constrain = (NamedSharding(mesh, P(None, BATCH_AXES)) if mb % n_batch_dev == 0 else None)
+            micro = jax.tree.map(lambda x: _split_micro(x, num_micro, constrain), batch)
+            first = jax.tree.map(lambda x: x[0], micro)
+            _, m_shape = jax.eval_shape(loss_fn, state.params, first, norm, ref_params)
+            zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+            zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
+
+            def body(carry, mbatch):
+                g_acc, l_acc, m_acc = carry
+                (l, m), g = grad_fn(state.params, mbatch, norm, ref_params)
+                g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
+                m_acc = jax.tree.map(jnp.add, m_acc, m)
+                return (g_acc, l_acc + l, m_acc), None
+
+            (grads, loss, metrics), _ = jax.lax.scan(
+                body, (zeros_g, jnp.zeros((), jnp.float32), zeros_m), micro)
+
+        grad_norm = optax.global_norm(grads)
+        grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        param_norm = optax.global_norm(new_params)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+        rng, _ = jax.random.split(jax.random.wrap_key_data(state.rng))
+        new_state = TrainState(
+            step=state.step + ok.astype(jnp.int32),
+            params=keep(new_params, state.params),
+            opt_state=keep(new_opt, state.opt_state),
+            rng=jnp.where(ok, jax.random.key_data(rng), state.rng),
+        )
+        out = {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "param_norm": param_norm,
+            "lr": jnp.asarray(schedule(state.step), jnp.float32),
+            "finite": ok.astype(jnp.float32),
+        }
+        for k, (s, c) in metrics.items():
+            out[f"{k}/sum"] = s
+            out[f"{k}/count"] = c
+        return new_state, out
+
+    rep = NamedSharding(mesh, P())
+    bsh = batch_spec_sharding(mesh)
+    in_sh = (state_shardings, bsh, ref_shardings if ref_forward else None)
+    jitted = jax.jit(step, in_shardings=in_sh, out_shardings=(state_shardings, rep),
+                     donate_argnums=(0,))
+
+    def call(state, batch, ref_params=None):
+        with use_mesh(mesh):
+            return jitted(state, batch, ref_params)
+
+    call.jitted = jitted
+    return call
+
+
+def finalize_metrics(raw: dict[str, Any]) -> dict[str, float]:
+    """Host side: ``m/sum`` and ``m/count`` -> ``m`` (the mean over the whole global batch)."""
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if k.endswith("/sum"):
+            name = k[: -len("/sum")]
+            c = float(raw[f"{name}/count"])
+            out[name] = float(v) / c if c else float("nan")
+        elif not k.endswith("/count"):
+            out[k] = float(v)
+    return out

@@ -1,0 +1,71 @@
+"""Tiny models, a character tokenizer and toy data sets for the trainer tests (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.transformer import Transformer
+
+CHARS = string.ascii_letters + string.digits + " .,:;!?+-*/=()\n'\"#<>|_"
+SPECIAL = ["<pad>", "<eos>", "<unk>"]
+TINY_HF = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=128,
+               hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-6,
+               tie_word_embeddings=False, eos_token_id=1, pad_token_id=0, bos_token_id=None)
+
+
+def char_tokenizer():
+    """A transformers PreTrainedTokenizerFast over single characters (vocab < 128, no template)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIAL + list(CHARS))}
+    assert len(vocab) <= 128
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+
+
+def tiny_cfg(**runtime) -> ModelConfig:
+    return ModelConfig.from_hf(TINY_HF, **runtime)
+
+
+def tiny_params(cfg: ModelConfig, seed: int = 0):
+    tok = jnp.zeros((1, 1), jnp.int32)
+    return nn.meta.unbox(Transformer(cfg).init(jax.random.key(seed), tok, tok,
+                                               jnp.ones((1, 1, 1), bool))["params"])
+
+
+def write_tiny_model(directory: Path, seed: int = 0) -> Path:
+    """A HF-format directory (config.json, safetensors, tokenizer) of a random tiny Llama."""
+    from jaxevo.weights.hf import export_hf
+
+    cfg = tiny_cfg()
+    export_hf(tiny_params(cfg, seed), cfg, directory, tokenizer=char_tokenizer())
+    return Path(directory)
+
+
+def sft_records(n: int = 16):
+    """Deterministic toy task: echo a word reversed."""
+    words = ["cat", "dog", "bird", "fish", "lion", "bear", "wolf", "frog", "duck", "goat",
+             "mole", "seal", "crab", "moth", "hare", "lynx", "orca", "puma", "newt", "toad"]
+    return [{"prompt": f"rev {w}", "response": w[::-1]} for w in words[:n]]
+
+
+def pref_records(n: int = 8):
+    words = ["cat", "dog", "bird", "fish", "lion", "bear", "wolf", "frog", "duck", "goat",
+             "mole", "seal"]
+    return [{"prompt": f"say {w}", "chosen": f"{w} yes", "rejected": f"{w} no!"} for w in words[:n]]
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path = Path(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
