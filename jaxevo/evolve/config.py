@@ -1,0 +1,149 @@
+"""`EvolveConfig`: one self-evolution run, as frozen dataclasses (YAML + key=value overrides).
+
+The three recipes are configs of the same stages (configs/self.yaml, evolve.yaml, dpse.yaml,
+demo.yaml); what differs is data, prompts, scorer, selection and losses — never code paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from jaxevo.errors import ConfigError
+from jaxevo.train.config import TrainConfig
+
+FEEDBACK_TEMPLATE = (
+    "Question: {prompt}\n\nAnswer: {previous}\n\nCheck the answer step by step. Then write "
+    "'Judgement: correct' or 'Judgement: incorrect'.")
+REFINE_TEMPLATE = (
+    "{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
+    "Improve this answer. Give the complete improved answer.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSection:
+    dir: str = "runs/demo"
+    rounds: int = 3
+    seed: int = 0
+    progress: bool = True  # progress bars
+    recipe: str = "custom"  # a label for reports (self / evolve / dpse / demo)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+    path: str = "smollm2-135m-instruct"  # the start model (any M of the CLI contract)
+    sample_dtype: str = "bfloat16"  # compute + weight dtype for generation
+    mesh: tuple[int, int, int] = (1, -1, 1)
+    system: str | None = None  # system message of the chat template, if any
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptsSection:
+    # A `jaxevo.data.load_source` spec of the unlabeled training prompts (gold answers, if any,
+    # reach only the verifier scorer — never the training data).
+    source: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"type": "arithmetic", "split": "train", "n": 4096, "levels": [1, 2]})
+    per_round: int = 256  # prompts per round; round r takes a fresh slice of the source
+    chat: bool = True  # wrap prompts in the chat template
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSection:
+    n: int = 4  # samples per prompt
+    temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    max_new_tokens: int = 192
+    batch_size: int = 64  # sequences per sampler call
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedbackSection:
+    enabled: bool = False
+    template: str = FEEDBACK_TEMPLATE  # {prompt}, {previous}
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineSection:
+    steps: int = 0  # length of the chain of self-refinement (0 = off)
+    template: str = REFINE_TEMPLATE  # {prompt}, {previous}; also the training refine view's context
+    only_if_rejected: bool = False  # SELF: refine only answers the feedback judged incorrect
+    max_new_tokens: int = 192
+    temperature: float = 0.7
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSection:
+    scorer: str = "verifier"  # see jaxevo.evolve.scorers.SCORERS
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    judge_model: str | None = None  # scorer "judge": the model that writes the feedback
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectSection:
+    sft: Literal["accepted", "none"] = "accepted"
+    min_score: float = 0.5
+    max_per_prompt: int = 1
+    require_format: bool = True
+    pairs: Literal["none", "score", "rule"] = "none"
+    min_margin: float = 0.5
+    control: bool = False  # also train+eval a format-only control arm of the same size
+
+
+@dataclasses.dataclass(frozen=True)
+class CensorSection:
+    """DPSE: satisfaction S = sum_k w_k s_k over interaction signals (weights renormalised)."""
+
+    weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
+        "explicit": 0.3, "sentiment": 0.15, "continuation": 0.1, "rephrase": 0.1,
+        "correction": 0.2, "engagement": 0.05, "quality": 0.1})
+    quality: Literal["none", "verifier", "self_judge"] = "none"  # what fills the `quality` signal
+    expand_topics: int = 0  # topic-aware expansion: extra prompts from the worst-satisfied topics
+    topic_alpha: float = 0.5  # frequency-aware PO: w(x) ∝ f_topic^alpha, mean 1 (0 = plain DPO)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSection:
+    source: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"type": "arithmetic", "split": "test", "n": 200, "levels": [1, 2]})
+    max_new_tokens: int = 192
+    batch_size: int = 64
+    self_refine: bool = False  # also report accuracy after one online self-refinement step
+    before: bool = True  # evaluate the start model as round 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundsSection:
+    restart_from_base: bool = False  # SELF "restart": each round trains the base on all data so far
+    reference: Literal["previous", "sft"] = "sft"  # preference reference: round start or SFT result
+    meta_round: bool = False  # SELF: a round 0 of meta-skill training on verifier-built data
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolveConfig:
+    run: RunSection = RunSection()
+    model: ModelSection = ModelSection()
+    prompts: PromptsSection = PromptsSection()
+    sample: SampleSection = SampleSection()
+    feedback: FeedbackSection = FeedbackSection()
+    refine: RefineSection = RefineSection()
+    score: ScoreSection = ScoreSection()
+    select: SelectSection = SelectSection()
+    censor: CensorSection = CensorSection()
+    sft: TrainConfig | None = None  # phase 1 (out_dir/model/data are filled in by the driver)
+    preference: TrainConfig | None = None  # phase 2
+    eval: EvalSection = EvalSection()
+    rounds: RoundsSection = RoundsSection()
+
+    def __post_init__(self):
+        if self.run.rounds < 1:
+            raise ConfigError(f"run.rounds={self.run.rounds} must be >= 1")
+        if self.select.pairs != "none" and self.preference is None:
+            raise ConfigError("select.pairs is set but there is no `preference:` phase to train on them")
+        if self.select.pairs == "rule" and self.refine.steps < 1:
+            raise ConfigError("select.pairs=rule pairs a refinement with its start: set refine.steps >= 1")
+        if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
+            raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")
