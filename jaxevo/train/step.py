@@ -155,11 +155,11 @@ def make_train_step(
             (grads, loss, metrics), _ = jax.lax.scan(
                 body, (zeros_g, jnp.zeros((), jnp.float32), zeros_m), micro)
 
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
-        param_norm = optax.global_norm(new_params)
+        param_norm = optax.tree.norm(new_params)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
         rng, _ = jax.random.split(jax.random.wrap_key_data(state.rng))

@@ -69,3 +69,44 @@ def write_jsonl(path: Path, rows) -> Path:
     path = Path(path)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def pretrained(seed: int = 0, **runtime):
+    """An in-memory `Pretrained` (tiny random Llama + char tokenizer)."""
+    from jaxevo.weights.load import Pretrained
+
+    cfg = tiny_cfg(**runtime)
+    return Pretrained(cfg=cfg, params=tiny_params(cfg, seed), tokenizer=char_tokenizer(), path=None)
+
+
+def make_step(objective_name: str, records, *, num_micro: int = 1, batch_size: int = 8,
+              mesh=None, optim=None, objective_kw=None, seed: int = 0, dtype: str = "float32",
+              max_length: int = 32):
+    """(step_fn, state, stream) built the way `jaxevo.train.loop.train` builds them."""
+    from jaxevo.sharding import make_mesh, param_shardings
+    from jaxevo.train.batches import BatchStream, tokenize_views
+    from jaxevo.train.config import ObjectiveSection, OptimSection
+    from jaxevo.train.objectives import get_objective
+    from jaxevo.train.optim import make_optimizer
+    from jaxevo.train.reference import attach_reference, compute_reference_logps
+    from jaxevo.train.state import init_state, state_shardings
+    from jaxevo.train.step import make_train_step
+
+    mesh = mesh if mesh is not None else make_mesh((1, -1, 1))
+    pre = pretrained(seed, dtype=dtype)
+    obj = get_objective(objective_name)
+    hp = ObjectiveSection(name=objective_name, **(objective_kw or {}))
+    data = tokenize_views(records, obj.views, pre.tokenizer, max_length=max_length,
+                          chat_template=False, pad_to_multiple=8)
+    p_sh = param_shardings(pre.cfg, mesh)
+    params = jax.device_put(pre.params, p_sh)
+    if obj.uses_ref(hp):
+        ref = compute_reference_logps(params, pre.cfg, data, obj.view_names, mesh=mesh,
+                                      param_shardings=p_sh, batch_size=8, pad_to_multiple=8)
+        data = attach_reference(data, ref)
+    tx, sched = make_optimizer(optim or OptimSection(lr=1e-2, schedule="constant", clip_norm=None), 100)
+    sh = state_shardings(p_sh, tx, jax.eval_shape(lambda: params), mesh)
+    state = init_state(params, tx, 0, sh)
+    step = make_train_step(pre.cfg, obj, hp, tx, sched, mesh=mesh, state_shardings=sh,
+                           num_micro=num_micro)
+    return step, state, BatchStream(data, batch_size, seed=seed, pad_to_multiple=8)
