@@ -1,13 +1,70 @@
-"""`jaxevo eval` — not built yet (issue 5)."""
+"""`jaxevo eval --model M (--task T | --data FILE.jsonl) [--limit N]`: verifiable accuracy.
+
+Items are {"prompt", "answer"}; the first strict-format final answer of each completion is compared
+exactly. Prints accuracy with a 95% Wilson interval; writes per-item `results.jsonl` and
+`summary.json` under --out.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+# Built-in tasks: a load_source spec of held-out items (test splits never overlap training).
+TASKS = {
+    "arithmetic": {"type": "arithmetic", "split": "test", "levels": [1, 2]},
+    "arithmetic-hard": {"type": "arithmetic", "split": "test", "levels": [3, 4]},
+}
+
 
 def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+    p.add_argument("--model", required=True, help="HF directory, .gguf, jaxevo checkpoint, or embedded name")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--task", choices=sorted(TASKS), help="a built-in verifiable task")
+    src.add_argument("--data", help="JSONL with {prompt, answer} lines")
+    p.add_argument("--limit", type=int, default=200, help="evaluate the first N items (default 200)")
+    p.add_argument("--max-new-tokens", type=int, default=192)
+    p.add_argument("--k", type=int, default=1, help="samples per item (k > 1: pass@k and majority@k)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--self-refine", action="store_true", help="also report one online self-refinement step")
+    p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument("--out", help="output directory (default: eval-<task or data name>)")
 
 
 def run(args) -> int:
-    from jaxevo.errors import JaxevoError
+    from jaxevo.data import load_source
+    from jaxevo.errors import ConfigError
+    from jaxevo.evaluate import evaluate
+    from jaxevo.sampling.api import Sampler
 
-    raise JaxevoError("'jaxevo eval' is not implemented yet (issue 5)")
+    if args.task:
+        spec = dict(TASKS[args.task], n=args.limit)
+    else:
+        spec = {"type": "jsonl", "path": args.data, "limit": args.limit}
+    items = [dict(r) for r in load_source(spec)][: args.limit]
+    missing = [i for i, it in enumerate(items) if it.get("answer") in (None, "")]
+    if missing:
+        raise ConfigError(f"{args.data}: item {missing[0]} has no 'answer' (every line needs prompt and answer)")
+    sampler = Sampler.load(args.model, dtype=args.dtype)
+    rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
+                             temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
+                             self_refine=args.self_refine, progress=True)
+    summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
+    out = Path(args.out or f"eval-{args.task or Path(args.data).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "results.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    line = (f"accuracy {summary['accuracy']:.1%} ({summary['correct']}/{summary['n']}, "
+            f"95% CI {summary['ci95_low']:.1%}-{summary['ci95_high']:.1%}), formatted {summary['formatted']:.0%}")
+    if args.self_refine:
+        line += f"; after self-refinement {summary['refined/accuracy']:.1%}"
+    for key in (f"pass@{args.k}", f"majority@{args.k}"):
+        if key in summary:
+            line += f"; {key} {summary[key]:.1%}"
+    print(line)
+    print(f"wrote {out}/results.jsonl and {out}/summary.json")
+    return 0
