@@ -171,7 +171,13 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
     latest = ckpt.latest_step() if cfg.checkpoint.resume else None
     if latest is not None:
-        state, meta = ckpt.restore(abstract_state(abstract_params, tx, st_sh), latest)
+        try:
+            state, meta = ckpt.restore(abstract_state(abstract_params, tx, st_sh), latest)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"cannot resume from {ckpt.dir} step {latest}: its train state does not match this "
+                f"run's model/optimizer ({type(e).__name__}: {str(e)[:500]}); use a new out_dir or "
+                "checkpoint.resume=false") from e
         pos = meta.get("data_position", {})
         if pos.get("batch_size", cfg.batch_size) != cfg.batch_size:
             raise ConfigError(f"{ckpt.dir}: checkpoint was written with batch_size="

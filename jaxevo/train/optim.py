@@ -47,9 +47,9 @@ def make_optimizer(optim, total_steps: int) -> tuple[optax.GradientTransformatio
     """(tx, schedule) from an `OptimSection`."""
     sched = make_schedule(optim.lr, total_steps, schedule=optim.schedule,
                           warmup_steps=optim.warmup_steps, min_lr_ratio=optim.min_lr_ratio)
-    parts = []
-    if optim.clip_norm:
-        parts.append(optax.clip_by_global_norm(optim.clip_norm))
+    # Clipping is always in the chain (inf = off) so the optimizer-state structure, and with it
+    # the checkpoint format, does not depend on the setting.
+    parts = [optax.clip_by_global_norm(optim.clip_norm or float("inf"))]
     parts.append(optax.adamw(sched, b1=optim.b1, b2=optim.b2, eps=optim.eps,
                              weight_decay=optim.weight_decay, mask=decay_mask))
     return optax.chain(*parts), sched
