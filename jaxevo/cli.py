@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from jaxevo.errors import JaxevoError
+    from jaxevo.runtime import enable_compilation_cache
 
+    enable_compilation_cache()
     try:
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
     except JaxevoError as e:

@@ -11,7 +11,7 @@ import collections
 import math
 from typing import Any, Sequence
 
-from jaxevo.data.answers import answers_match, extract_answer, is_well_formatted
+from jaxevo.data.answers import answers_match, check_probe, extract_answer, is_well_formatted
 
 DEFAULT_REFINE = ("{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
                   "Improve this answer. Give the complete improved answer.")
@@ -34,6 +34,13 @@ def accuracy_summary(correct: Sequence[bool]) -> dict[str, float]:
     return {"accuracy": k / n if n else 0.0, "ci95_low": lo, "ci95_high": hi, "correct": k, "n": n}
 
 
+def is_correct(item: dict[str, Any], text: str) -> bool:
+    """Memory probes ("What is my cat called?") are checked as facts, everything else as a number."""
+    if item.get("kind") == "probe":
+        return check_probe(text, str(item["answer"]), item.get("distractors") or ())
+    return answers_match(extract_answer(text), item["answer"])
+
+
 def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 192,
              k: int = 1, temperature: float = 0.0, seed: int = 0, chat: bool = True,
              self_refine: bool = False, refine_template: str = DEFAULT_REFINE,
@@ -54,7 +61,7 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
     rows = []
     for it, comps in zip(items, outs):
         preds = [extract_answer(c.text) for c in comps]
-        ok = [answers_match(p, it["answer"]) for p in preds]
+        ok = [is_correct(it, c.text) for c in comps]
         votes = collections.Counter(p for p in preds if p is not None)
         majority = votes.most_common(1)[0][0] if votes else None
         rows.append({"id": it.get("id"), "prompt": it["prompt"], "answer": it["answer"],
@@ -72,10 +79,10 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
         refined = sampler.generate(refine_prompts, SamplingParams(max_new_tokens=max_new_tokens,
                                                                   temperature=0.0), chat=chat,
                                    progress=progress)
-        for r, comps in zip(rows, refined):
+        for it, r, comps in zip(items, rows, refined):
             r["refined"] = comps[0].text
             r["refined_prediction"] = extract_answer(comps[0].text)
-            r["refined_correct"] = answers_match(r["refined_prediction"], r["answer"])
+            r["refined_correct"] = is_correct(it, comps[0].text)
         ref = accuracy_summary([r["refined_correct"] for r in rows])
         summary.update({f"refined/{key}": v for key, v in ref.items()})
     return rows, summary

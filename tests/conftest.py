@@ -9,6 +9,10 @@ import numpy as np
 import pytest
 
 from jaxevo.models.config import ModelConfig
+from jaxevo.runtime import enable_compilation_cache
+
+# Same programs recompile across tests (every train phase builds its step anew): cache them.
+enable_compilation_cache()
 from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
 
 COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,

@@ -1,13 +1,24 @@
-"""`jaxevo evolve` — not built yet (issue 6)."""
+"""`jaxevo evolve --config configs/X.yaml [key=value ...]`: run or resume self-evolution rounds."""
 
 from __future__ import annotations
 
 
 def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+    p.add_argument("--config", required=True, help="a recipe config, e.g. configs/demo.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted overrides, e.g. run.rounds=1 sample.n=2 run.dir=runs/try")
 
 
 def run(args) -> int:
-    from jaxevo.errors import JaxevoError
+    import logging
 
-    raise JaxevoError("'jaxevo evolve' is not implemented yet (issue 6)")
+    from jaxevo.config import load_config, to_dict
+    from jaxevo.evolve.config import EvolveConfig
+    from jaxevo.evolve.driver import run_evolve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    cfg = load_config(EvolveConfig, args.config, args.overrides)
+    print(f"jaxevo evolve: {cfg.run.recipe} recipe, {cfg.run.rounds} rounds, run directory {cfg.run.dir}")
+    run_evolve(cfg, to_dict(cfg))
+    print(f"report: {cfg.run.dir}/report.md")
+    return 0

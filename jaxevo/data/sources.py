@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 # Importing these modules registers their source types (the registry lives in `base`).
-from jaxevo.data import arithmetic, dialogues, instructions, loaders  # noqa: F401
+from jaxevo.data import arithmetic, dialogue_turns, dialogues, instructions, loaders  # noqa: F401
 from jaxevo.data.base import SOURCE_REGISTRY, Source, check_spec_keys, register_source
 from jaxevo.errors import ConfigError
 

@@ -84,10 +84,12 @@ class ScoreSection:
 
 @dataclasses.dataclass(frozen=True)
 class SelectSection:
-    sft: Literal["accepted", "none"] = "accepted"
+    # SFT data: the accepted responses, EVOLVE's two views of every pair, or nothing.
+    sft: Literal["accepted", "refine_views", "none"] = "accepted"
     min_score: float = 0.5
     max_per_prompt: int = 1
     require_format: bool = True
+    allow_truncated: bool = False  # train on responses cut off by max_new_tokens (tests only)
     pairs: Literal["none", "score", "rule"] = "none"
     min_margin: float = 0.5
     control: bool = False  # also train+eval a format-only control arm of the same size
@@ -143,6 +145,8 @@ class EvolveConfig:
             raise ConfigError(f"run.rounds={self.run.rounds} must be >= 1")
         if self.select.pairs != "none" and self.preference is None:
             raise ConfigError("select.pairs is set but there is no `preference:` phase to train on them")
+        if self.select.sft == "refine_views" and self.select.pairs == "none":
+            raise ConfigError("select.sft=refine_views builds SFT views from pairs: set select.pairs")
         if self.select.pairs == "rule" and self.refine.steps < 1:
             raise ConfigError("select.pairs=rule pairs a refinement with its start: set refine.steps >= 1")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:

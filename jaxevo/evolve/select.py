@@ -21,9 +21,10 @@ from jaxevo.data.answers import is_well_formatted
 Group = Mapping[str, Any]
 
 
-def _usable(r: Mapping[str, Any], require_format: bool) -> bool:
-    # A response cut off by the length limit has no reliable ending: never train on it.
-    return r.get("finish") != "length" and (not require_format or is_well_formatted(r["text"]))
+def _usable(r: Mapping[str, Any], require_format: bool, allow_truncated: bool = False) -> bool:
+    # A response cut off by the length limit has no reliable ending: do not train on it.
+    return ((allow_truncated or r.get("finish") != "length")
+            and (not require_format or is_well_formatted(r["text"])))
 
 
 def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -32,13 +33,14 @@ def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt: int = 1,
-              require_format: bool = True, kinds: Sequence[str] = ("sample", "refine")) -> list[dict]:
+              require_format: bool = True, allow_truncated: bool = False,
+              kinds: Sequence[str] = ("sample", "refine")) -> list[dict]:
     """The accepted responses: score >= min_score, distinct texts, at most `max_per_prompt` each."""
     out = []
     for g in groups:
         seen: set[str] = set()
         cands = [r for r in g["responses"] if r.get("kind", "sample") in kinds
-                 and r["score"] >= min_score and _usable(r, require_format)]
+                 and r["score"] >= min_score and _usable(r, require_format, allow_truncated)]
         for r in _ranked(cands):
             if r["text"] in seen or len(seen) >= max_per_prompt:
                 continue
@@ -49,7 +51,7 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
 
 
 def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: float = 0.5,
-                require_format: bool = False) -> list[dict]:
+                allow_truncated: bool = False) -> list[dict]:
     """One pair per prompt.
 
     mode="score": best vs worst response by score, kept if their margin >= `min_margin`.
@@ -59,12 +61,15 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
     """
     out = []
     for g in groups:
-        rs = [r for r in g["responses"] if r.get("finish") != "length" or not require_format]
+        # A truncated response may be the rejected one, never the chosen one.
+        rs = list(g["responses"])
         if len(rs) < 2:
             continue
         if mode == "score":
             ranked = _ranked(rs)
-            best, worst = ranked[0], ranked[-1]
+            best, worst = next((r for r in ranked if _usable(r, False, allow_truncated)), None), ranked[-1]
+            if best is None:
+                continue
             if best["score"] - worst["score"] < min_margin or best["text"] == worst["text"]:
                 continue
         elif mode == "rule":
@@ -72,7 +77,7 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
             if len(chain) < 2 or chain[0].get("step", 0) != 0:
                 continue
             best, worst = chain[-1], chain[0]
-            if best["text"] == worst["text"] or worst["score"] - best["score"] > min_margin:
+            if not _usable(best, False, allow_truncated) or best["text"] == worst["text"] or worst["score"] - best["score"] > min_margin:
                 continue
         else:
             from jaxevo.errors import ConfigError
@@ -83,12 +88,26 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
     return out
 
 
-def format_control(groups: Iterable[Group], count: int, seed: int) -> list[dict]:
+def refine_views(pairs: Iterable[Mapping[str, Any]], template: str) -> list[dict]:
+    """EVOLVE's self-refinement-aware SFT as plain SFT records: for a pair (x, y_w, y_l),
+    -[log p(y_w | x) + log p(y_w | x, y_l, z)] is the NLL of two examples — answer x with y_w, and
+    rewrite y_l into y_w under the refinement template z."""
+    out = []
+    for p in pairs:
+        out.append({"prompt": p["prompt"], "response": p["chosen"], "id": p["id"], "view": "direct"})
+        out.append({"prompt": template.format(prompt=p["prompt"], previous=p["rejected"]),
+                    "response": p["chosen"], "id": p["id"], "view": "refine"})
+    return out
+
+
+def format_control(groups: Iterable[Group], count: int, seed: int,
+                   allow_truncated: bool = False) -> list[dict]:
     """`count` random well-formatted responses, one per prompt, ignoring every score: what SFT on
     the format alone gives (DESIGN.md: 22 such samples moved the base model 9.5% -> 15.5%)."""
     pool = []
     for g in groups:
-        ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample" and _usable(r, True)]
+        ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample"
+              and _usable(r, True, allow_truncated)]
         if ok:
             pool.append((g, ok))
     rng = random.Random(seed)

@@ -1,0 +1,166 @@
+"""The round driver: runs (or resumes) `run.rounds` rounds of the configured stages.
+
+    result = run_evolve(cfg, raw_config)
+
+Round 0 is the start model's evaluation. Each round r >= 1 starts from round r-1's model, runs the
+stages of `stages.ORDER`, and records its model in the manifest; a rerun skips every stage the
+manifest marks done (and a training stage resumes from its own Orbax checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from jaxevo.evolve.config import EvolveConfig
+from jaxevo.evolve.rundir import RunDir, read_jsonl, write_jsonl
+from jaxevo.evolve.stages import ORDER, STAGES, write_json
+
+log = logging.getLogger(__name__)
+EVAL_INDEX = ORDER.index("eval") + 1
+
+
+class Ctx:
+    """What a stage may ask about its run and round. Models are named by path (checkpoint dirs)."""
+
+    def __init__(self, cfg: EvolveConfig, run: RunDir, round_: int, mesh, stop_at: int | None = None):
+        self.cfg, self.run, self.round, self.mesh, self.stop_at = cfg, run, round_, mesh, stop_at
+        self.seed = cfg.run.seed * 1000 + round_
+        self.base_path = cfg.model.path
+        self._samplers: dict[str, Any] = {}
+        self._pool: list[dict] | None = None
+
+    # -------------------------------------------------------------- files of earlier stages
+    def output(self, name: str, round_: int | None = None) -> Path:
+        r = self.round if round_ is None else round_
+        return self.run.stage_dir(r, ORDER.index(name) + 1, name)
+
+    def previous_groups(self, name: str) -> Path:
+        """groups.jsonl of the closest earlier stage that writes groups."""
+        for prev in reversed(ORDER[: ORDER.index(name)]):
+            p = self.output(prev) / "groups.jsonl"
+            if p.exists():
+                return p
+        raise FileNotFoundError(f"no groups.jsonl before stage {name}")
+
+    def prompt_pool(self) -> list[dict]:
+        if self._pool is None:
+            from jaxevo.data import load_source
+
+            self._pool = [dict(r) for r in load_source(self.cfg.prompts.source)]
+        return self._pool
+
+    # -------------------------------------------------------------- models
+    def start_model(self) -> str:
+        """The model this round starts from: the previous round's, or the base model."""
+        if self.round <= 1:
+            return self.base_path
+        prev = self.run.manifest()["rounds"].get(str(self.round - 1), {}).get("model")
+        if not prev:
+            raise RuntimeError(f"round {self.round - 1} has no model in the manifest")
+        return self._abs(prev)
+
+    def _abs(self, p: str) -> str:
+        return str(self.run.root / p) if not Path(p).is_absolute() and (self.run.root / p).exists() else p
+
+    def latest_model(self) -> str:
+        """The newest model of this round: after preference, else after SFT, else the start model."""
+        for name in ("preference", "sft"):
+            info = self.run.stage_info(self.round, name)
+            if info.get("model"):
+                return str(self.output(name) / info["model"])
+        return self.start_model()
+
+    def sampler(self, model: str | None = None):
+        from jaxevo.sampling.api import Sampler
+
+        model = model or self.start_model()
+        if model not in self._samplers:
+            self._samplers = {model: Sampler.load(model, dtype=self.cfg.model.sample_dtype,
+                                                  max_batch=self.cfg.sample.batch_size)}
+        return self._samplers[model]
+
+    def judge_sampler(self):
+        if not self.cfg.score.judge_model:
+            from jaxevo.errors import ConfigError
+
+            raise ConfigError("score.scorer=judge needs score.judge_model")
+        return self.sampler(self.cfg.score.judge_model)
+
+    def sampling(self, max_new_tokens: int, temperature: float, n: int = 1, salt: int = 0):
+        from jaxevo.sampling.api import SamplingParams
+
+        c = self.cfg.sample
+        return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
+                              top_p=c.top_p, top_k=c.top_k, min_p=c.min_p,
+                              seed=self.seed * 7919 + salt)
+
+    def sampler_stats(self) -> dict[str, Any]:
+        st = next(iter(self._samplers.values())).last_stats
+        return {"new_tokens": st.new_tokens, "tokens_per_s": round(st.tokens_per_second, 1)}
+
+    def evaluate(self, model: str, out: Path) -> dict[str, Any]:
+        from jaxevo.data import load_source
+        from jaxevo.evaluate import evaluate
+
+        e = self.cfg.eval
+        items = [dict(r) for r in load_source(e.source)]
+        s = self.sampler(model)
+        rows, summary = evaluate(s, items, max_new_tokens=e.max_new_tokens, chat=self.cfg.prompts.chat,
+                                 self_refine=e.self_refine, refine_template=self.cfg.refine.template,
+                                 progress=self.cfg.run.progress)
+        write_jsonl(out / "results.jsonl", rows)
+        write_json(out / "eval.json", summary)
+        return summary
+
+
+def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int, str] | None = None,
+               stop_at_step: int | None = None, mesh=None) -> dict[str, Any]:
+    """Run or resume. `stop_after=(round, stage)` / `stop_at_step` end the run early as if it were
+    killed there (used by the resume tests). Returns the manifest."""
+    from jaxevo.evolve.report import print_round, write_report
+    from jaxevo.sharding import make_mesh
+
+    run = RunDir(cfg.run.dir, raw).open()
+    mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
+    if cfg.eval.before and not run.is_done(0, "eval"):
+        ctx = Ctx(cfg, run, 0, mesh)
+        tmp = run.begin_stage(0, EVAL_INDEX, "eval")
+        t0 = time.time()
+        info = {"model": cfg.model.path, **ctx.evaluate(cfg.model.path, tmp)}
+        run.finish_stage(0, EVAL_INDEX, "eval", dict(info, seconds=round(time.time() - t0, 2)))
+        print_round(run, 0)
+    for r in range(1, cfg.run.rounds + 1):
+        if run.manifest()["rounds"].get(str(r), {}).get("done"):
+            continue
+        ctx = Ctx(cfg, run, r, mesh, stop_at=stop_at_step)
+        for i, name in enumerate(ORDER, 1):
+            if run.is_done(r, name):
+                continue
+            tmp = run.begin_stage(r, i, name)
+            t0 = time.time()
+            info = STAGES[name](ctx, tmp)
+            info["seconds"] = round(time.time() - t0, 2)
+            run.finish_stage(r, i, name, info)
+            log.info("round %d %s: %s", r, name, {k: v for k, v in info.items() if k != "topic_stats"})
+            if stop_after == (r, name):
+                return run.manifest()
+        model = ctx.latest_model()
+        rel = str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
+        run.set_round_info(r, model=rel, done=True)
+        print_round(run, r)
+    final = run.root / "final_model"
+    last = Ctx(cfg, run, cfg.run.rounds, mesh).latest_model()
+    if not final.exists():
+        from jaxevo.weights.load import hf_dir_for
+
+        tmp = final.with_name("final_model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(hf_dir_for(last), tmp)
+        tmp.replace(final)
+    write_report(run, cfg)
+    return run.manifest()

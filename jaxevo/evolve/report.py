@@ -1,0 +1,132 @@
+"""Round reports: a table row per round on the terminal, `report.md` + `accuracy.svg` at the end.
+
+Everything is read back from the manifest, so a report can be rebuilt from any run directory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxevo.evolve.rundir import RunDir, atomic_write_text
+
+COLUMNS = ("round", "accuracy (95% CI)", "vs start", "control", "refined", "data",
+           "sft loss", "pref acc", "gen s", "train s", "eval s", "total s")
+
+
+def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
+    rd = m["rounds"].get(str(r), {})
+    st = rd.get("stages", {})
+    ev = st.get("eval", {})
+    start = m["rounds"].get("0", {}).get("stages", {}).get("eval", {})
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    acc = ev.get("accuracy")
+    row = {
+        "round": str(r),
+        "accuracy (95% CI)": "-" if acc is None else
+        f"{pct(acc)} ({pct(ev['ci95_low'])}-{pct(ev['ci95_high'])})",
+        "vs start": "-" if acc is None or start.get("accuracy") is None or r == 0
+        else f"{100 * (acc - start['accuracy']):+.1f} pt",
+        "control": pct(st.get("control", {}).get("eval", {}).get("accuracy")),
+        "refined": pct(ev.get("refined/accuracy")),
+        "data": "-" if "data" not in st else f"{st['data']['sft_examples']} sft / {st['data']['pairs']} pairs",
+        "sft loss": _fmt(st.get("sft", {}).get("final", {}).get("loss")),
+        "pref acc": _fmt(st.get("preference", {}).get("final", {}).get("rewards/accuracies")),
+        "gen s": _secs(st, ("generate", "feedback", "refine", "score")),
+        "train s": _secs(st, ("sft", "preference", "control")),
+        "eval s": _secs(st, ("eval",)),
+        "total s": _secs(st, tuple(st)),
+    }
+    return row
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _secs(st: dict, names: tuple[str, ...]) -> str:
+    s = sum(st.get(n, {}).get("seconds", 0.0) for n in names)
+    return f"{s:.0f}" if s else "-"
+
+
+def table(rows: list[dict[str, str]]) -> str:
+    head = "| " + " | ".join(COLUMNS) + " |"
+    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    return "\n".join([head, sep] + ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows])
+
+
+def print_round(run: RunDir, r: int) -> None:
+    row = round_row(run.manifest(), r)
+    print("  ".join(f"{c}={row[c]}" for c in COLUMNS if row[c] != "-"), flush=True)
+
+
+def accuracy_svg(points: list[tuple[int, float, float, float]], control: list[tuple[int, float]],
+                 width: int = 520, height: int = 300) -> str:
+    """A line plot of accuracy per round with 95% CI bars; control arm as hollow dots."""
+    pad, top = 50, 20
+    rounds = [p[0] for p in points] or [0]
+    xmax = max(max(rounds), 1)
+    ymax = min(1.0, max([p[3] for p in points] + [c[1] for c in control] + [0.1]) * 1.15)
+
+    def x(r):
+        return pad + (width - 2 * pad) * r / xmax
+
+    def y(v):
+        return height - pad - (height - pad - top) * v / ymax
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="{top}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
+             f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">round</text>',
+             f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" '
+             f'text-anchor="middle">held-out accuracy</text>']
+    for k in range(5):
+        v = ymax * k / 4
+        parts.append(f'<text x="{pad - 6}" y="{y(v) + 4}" text-anchor="end">{100 * v:.0f}%</text>')
+    for r in rounds:
+        parts.append(f'<text x="{x(r)}" y="{height - pad + 16}" text-anchor="middle">{r}</text>')
+    if points:
+        path = " ".join(f"{'M' if i == 0 else 'L'}{x(r):.1f},{y(a):.1f}" for i, (r, a, _, _) in enumerate(points))
+        parts.append(f'<path d="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>')
+        for r, a, lo, hi in points:
+            parts.append(f'<line x1="{x(r)}" y1="{y(lo):.1f}" x2="{x(r)}" y2="{y(hi):.1f}" stroke="#1f77b4"/>')
+            parts.append(f'<circle cx="{x(r):.1f}" cy="{y(a):.1f}" r="4" fill="#1f77b4"/>')
+    for r, a in control:
+        parts.append(f'<circle cx="{x(r):.1f}" cy="{y(a):.1f}" r="4" fill="white" stroke="#d62728" stroke-width="2"/>')
+    parts.append(f'<text x="{width - pad}" y="{top + 4}" text-anchor="end" fill="#1f77b4">recipe</text>')
+    if control:
+        parts.append(f'<text x="{width - pad}" y="{top + 18}" text-anchor="end" fill="#d62728">'
+                     'format-only control</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def write_report(run: RunDir, cfg) -> str:
+    m = run.manifest()
+    rounds = sorted(int(r) for r in m["rounds"])
+    rows = [round_row(m, r) for r in rounds]
+    points, control = [], []
+    for r in rounds:
+        st = m["rounds"][str(r)].get("stages", {})
+        ev = st.get("eval", {})
+        if "accuracy" in ev:
+            points.append((r, ev["accuracy"], ev["ci95_low"], ev["ci95_high"]))
+        c = st.get("control", {}).get("eval", {})
+        if "accuracy" in c:
+            control.append((r, c["accuracy"]))
+    atomic_write_text(run.root / "accuracy.svg", accuracy_svg(points, control))
+    md = [f"# jaxevo run `{run.root.name}` ({cfg.run.recipe})", "",
+          f"Start model: `{cfg.model.path}`; scorer: `{cfg.score.scorer}`; "
+          f"{cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round; "
+          f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'} at the start.", "",
+          "![accuracy per round](accuracy.svg)", "", table(rows), "",
+          "`control` is the format-only control arm: SFT on the same number of well-formatted "
+          "self-samples chosen without the scorer, from the same round start. The gain of the "
+          "recipe over the control is what the scorer adds beyond formatting.", "",
+          f"Final model (Hugging Face format): `{run.root / 'final_model'}`"]
+    text = "\n".join(md) + "\n"
+    atomic_write_text(run.root / "report.md", text)
+    print(table(rows))
+    return text

@@ -1,0 +1,305 @@
+"""The stages of one round, in order. Each is a function `(ctx, out_dir) -> info` registered in
+`STAGES`; it reads earlier stages' files, writes its own into `out_dir` (a `.partial` folder the
+driver renames when the stage returns) and returns a small JSON-able dict for the manifest.
+
+    prompts    this round's slice of the prompt source                 prompts.jsonl
+    generate   n sampled answers per prompt (y0)                       groups.jsonl
+    feedback   the model's critique of every answer (SELF)             groups.jsonl (+feedback)
+    refine     a chain of k self-refinements per answer (EVOLVE/SELF)  groups.jsonl (+refinements)
+    score      the scorer's score for every response (+ DPSE expansion) scored.jsonl
+    data       SFT examples, preference pairs, the format-only control  sft.jsonl, pairs.jsonl, ...
+    sft        phase 1 training (resumes from its own checkpoints)      train/final = model
+    preference phase 2 training, reference log-probs computed once      train/final = model
+    control    format-only control arm: same count, no scorer          train/final, eval.json
+    eval       held-out accuracy of the round's model                  results.jsonl, eval.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from jaxevo.evolve import select
+from jaxevo.evolve.rundir import read_jsonl, write_jsonl
+from jaxevo.evolve.scorers import get_scorer
+
+Stage = Callable[["Ctx", Path], dict[str, Any]]
+STAGES: dict[str, Stage] = {}
+ORDER = ("prompts", "generate", "feedback", "refine", "score", "data", "sft", "preference",
+         "control", "eval")
+
+
+def stage(name: str):
+    def deco(fn: Stage) -> Stage:
+        STAGES[name] = fn
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------------------------- prompts
+@stage("prompts")
+def prompts_stage(ctx, out: Path) -> dict[str, Any]:
+    cfg = ctx.cfg.prompts
+    items = ctx.prompt_pool()
+    n = cfg.per_round
+    start = ((ctx.round - 1) * n) % max(1, len(items))
+    chosen = (items + items)[start:start + min(n, len(items))]  # wraps when the pool is exhausted
+    write_jsonl(out / "prompts.jsonl", chosen)
+    return {"prompts": len(chosen), "first_id": chosen[0]["id"] if chosen else None}
+
+
+# ---------------------------------------------------------------------------------- generate
+@stage("generate")
+def generate_stage(ctx, out: Path) -> dict[str, Any]:
+    c = ctx.cfg.sample
+    items = read_jsonl(ctx.output("prompts") / "prompts.jsonl")
+    comps = ctx.sampler().generate(
+        [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=c.n),
+        chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+    groups = []
+    for it, cs in zip(items, comps):
+        groups.append({"item": it, "prompt": it["prompt"], "responses": [
+            _response(cp, kind="sample", chain=j, step=0) for j, cp in enumerate(cs)]})
+    write_jsonl(out / "groups.jsonl", groups)
+    return {"responses": sum(len(g["responses"]) for g in groups), **ctx.sampler_stats()}
+
+
+def _response(cp, **kw) -> dict[str, Any]:
+    return {"text": cp.text, "logp": float(cp.logprob), "length": cp.length,
+            "finish": cp.finish_reason, **kw}
+
+
+# ---------------------------------------------------------------------------------- feedback
+@stage("feedback")
+def feedback_stage(ctx, out: Path) -> dict[str, Any]:
+    groups = read_jsonl(ctx.previous_groups("feedback"))
+    f = ctx.cfg.feedback
+    if f.enabled:
+        todo = [(g, r) for g in groups for r in g["responses"]]
+        sampler = ctx.judge_sampler() if ctx.cfg.score.scorer == "judge" else ctx.sampler()
+        prompts = [f.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
+        comps = sampler.generate(prompts, ctx.sampling(f.max_new_tokens, f.temperature),
+                                 chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+        for (g, r), cs in zip(todo, comps):
+            r["feedback"] = cs[0].text
+    write_jsonl(out / "groups.jsonl", groups)
+    return {"enabled": f.enabled}
+
+
+# ---------------------------------------------------------------------------------- refine
+@stage("refine")
+def refine_stage(ctx, out: Path) -> dict[str, Any]:
+    """Chain of self-refinement: y_k = model(refine(x, y_{k-1})). With `only_if_rejected` (SELF)
+    only answers whose feedback judged them incorrect are refined, once per step."""
+    from jaxevo.evolve.scorers import parse_verdict
+
+    groups = read_jsonl(ctx.previous_groups("refine"))
+    rc = ctx.cfg.refine
+    made = 0
+    for step in range(1, rc.steps + 1):
+        todo = []
+        for g in groups:
+            for chain in {r["chain"] for r in g["responses"]}:
+                last = max((r for r in g["responses"] if r["chain"] == chain), key=lambda r: r["step"])
+                if last["step"] != step - 1:
+                    continue
+                if rc.only_if_rejected and parse_verdict(last.get("feedback")) != 0.0:
+                    continue
+                todo.append((g, last))
+        if not todo:
+            break
+        prompts = [rc.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
+        comps = ctx.sampler().generate(prompts, ctx.sampling(rc.max_new_tokens, rc.temperature, salt=step),
+                                       chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+        for (g, r), cs in zip(todo, comps):
+            g["responses"].append(_response(cs[0], kind="refine", chain=r["chain"], step=step))
+            made += 1
+    write_jsonl(out / "groups.jsonl", groups)
+    return {"refinements": made}
+
+
+# ---------------------------------------------------------------------------------- score
+@stage("score")
+def score_stage(ctx, out: Path) -> dict[str, Any]:
+    groups = read_jsonl(ctx.previous_groups("score"))
+    sc = ctx.cfg.score
+    scorer = get_scorer(sc.scorer)
+    params = dict(sc.params, seed=ctx.seed)
+    if sc.scorer == "censor":
+        params.setdefault("weights", ctx.cfg.censor.weights)
+        params.setdefault("quality", ctx.cfg.censor.quality)
+    for g in groups:
+        for r, s in zip(g["responses"], scorer(g, params)):
+            r["score"] = float(s)
+    info: dict[str, Any] = {}
+    if sc.scorer == "censor" and ctx.cfg.censor.expand_topics > 0:
+        groups, info = _topic_expansion(ctx, groups, scorer, params)
+    # Agreement of the scorer with the verifier, where gold answers exist (judge quality).
+    gold = [(g, r) for g in groups for r in g["responses"] if g["item"].get("answer") not in (None, "")]
+    if gold and sc.scorer != "verifier":
+        from jaxevo.evolve.scorers import verifier
+
+        agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)
+                 for g in groups if g["item"].get("answer") not in (None, "")
+                 for r, v in zip(g["responses"], verifier(g, {}))]
+        info["judge_agreement"] = sum(agree) / len(agree)
+    write_jsonl(out / "scored.jsonl", groups)
+    scores = [r["score"] for g in groups for r in g["responses"]]
+    samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
+    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": len(scores),
+            "accepted_samples": sum(r["score"] >= ctx.cfg.select.min_score for r in samples),
+            **info}
+
+
+def _topic_expansion(ctx, groups, scorer, params):
+    """DPSE topic-aware expansion: more prompts from the topics users were least satisfied with
+    (weighted by topic frequency), answered and scored like the rest."""
+    from jaxevo.evolve.censor import topic_stats, worst_topics
+
+    stats = topic_stats(groups)
+    topics = worst_topics(stats, ctx.cfg.censor.expand_topics)
+    used = {g["item"]["id"] for g in groups}
+    extra = [it for it in ctx.prompt_pool() if it.get("topic") in topics and it["id"] not in used]
+    random.Random(ctx.seed).shuffle(extra)
+    extra = extra[: max(1, len(groups) // 2)]
+    c = ctx.cfg.sample
+    comps = ctx.sampler().generate([it["prompt"] for it in extra],
+                                   ctx.sampling(c.max_new_tokens, c.temperature, n=c.n, salt=101),
+                                   chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+    new = []
+    for it, cs in zip(extra, comps):
+        g = {"item": it, "prompt": it["prompt"], "expanded": True, "responses": [
+            _response(cp, kind="sample", chain=j, step=0) for j, cp in enumerate(cs)]}
+        for r, s in zip(g["responses"], scorer(g, params)):
+            r["score"] = float(s)
+        new.append(g)
+    return groups + new, {"expanded_topics": topics, "expanded_prompts": len(new),
+                          "topic_stats": stats}
+
+
+# ---------------------------------------------------------------------------------- data
+@stage("data")
+def data_stage(ctx, out: Path) -> dict[str, Any]:
+    groups = read_jsonl(ctx.output("score") / "scored.jsonl")
+    s = ctx.cfg.select
+    pairs = []
+    if s.pairs != "none":
+        pairs = select.build_pairs(groups, mode=s.pairs, min_margin=s.min_margin,
+                                   allow_truncated=s.allow_truncated)
+        if ctx.cfg.censor.topic_alpha and ctx.cfg.score.scorer == "censor":
+            from jaxevo.evolve.censor import pair_weights
+
+            for p, w in zip(pairs, pair_weights([p.get("topic") for p in pairs], ctx.cfg.censor.topic_alpha)):
+                p["weight"] = w
+    sft = []
+    if s.sft == "accepted" and ctx.cfg.sft is not None:
+        sft = select.build_sft(groups, min_score=s.min_score, max_per_prompt=s.max_per_prompt,
+                               require_format=s.require_format, allow_truncated=s.allow_truncated)
+    elif s.sft == "refine_views" and ctx.cfg.sft is not None:  # EVOLVE's SR-aware SFT
+        sft = select.refine_views(pairs, ctx.cfg.refine.template)
+    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_1 ∪ ... ∪ D_t
+        for r in range(1, ctx.round):
+            prev = ctx.run.stage_dir(r, ORDER.index("data") + 1, "data") / "sft.jsonl"
+            if prev.exists():
+                sft = _dedupe(read_jsonl(prev) + sft)
+    write_jsonl(out / "sft.jsonl", sft)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    control = []
+    if s.control:
+        count = len(sft) if sft else len(pairs)
+        control = select.format_control(groups, count, seed=ctx.seed,
+                                        allow_truncated=s.allow_truncated)
+        write_jsonl(out / "control.jsonl", control)
+    n_prompts = len(groups)
+    return {"sft_examples": len(sft), "pairs": len(pairs), "control_examples": len(control),
+            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, n_prompts)}
+
+
+def _dedupe(records):
+    seen, out = set(), []
+    for r in records:
+        key = (r["prompt"], r["response"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
+# ---------------------------------------------------------------------------------- training
+def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: str,
+                 reference: str | None = None) -> dict[str, Any]:
+    from jaxevo.train.loop import train
+
+    if not records:
+        return {"skipped": "no training data", "model": None}
+    tc = phase_cfg.replace(
+        out_dir=str(out / "train"),
+        model=dataclasses.replace(phase_cfg.model, path=start_model, reference=reference),
+        data=dataclasses.replace(phase_cfg.data, path="", refine_template=ctx.cfg.refine.template,
+                                 feedback_template=ctx.cfg.feedback.template),
+        seed=ctx.seed,
+        log=dataclasses.replace(phase_cfg.log, progress=ctx.cfg.run.progress))
+    if tc.steps is None:  # never fewer than one step, never a batch larger than the data
+        tc = tc.replace(batch_size=min(tc.batch_size, _fit_batch(len(records), tc)))
+    result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh)
+    if result.export_dir is None:
+        raise _Interrupted(f"training stopped at step {result.steps} (stop_at)")
+    hist = result.history
+    last = hist[-1] if hist else {}
+    # The model's path relative to the stage folder (the folder is renamed when the stage ends).
+    return {"model": str(result.export_dir.relative_to(out.absolute())), "steps": result.steps,
+            "examples": len(records),
+            "final": {k: v for k, v in last.items() if isinstance(v, (int, float))},
+            "first_loss": hist[0]["loss"] if hist else None, **result.stats}
+
+
+def _fit_batch(n: int, tc) -> int:
+    mb = tc.micro_batch_size or tc.batch_size
+    return max(mb, (n // mb) * mb) if n >= mb else mb
+
+
+class _Interrupted(Exception):
+    """Raised when a test asks training to stop mid-phase (simulated kill)."""
+
+
+@stage("sft")
+def sft_stage(ctx, out: Path) -> dict[str, Any]:
+    if ctx.cfg.sft is None:
+        return {"skipped": "no sft phase", "model": None}
+    records = read_jsonl(ctx.output("data") / "sft.jsonl")
+    start = ctx.base_path if ctx.cfg.rounds.restart_from_base else ctx.start_model()
+    return _train_phase(ctx, out, ctx.cfg.sft, records, start)
+
+
+@stage("preference")
+def preference_stage(ctx, out: Path) -> dict[str, Any]:
+    if ctx.cfg.preference is None:
+        return {"skipped": "no preference phase", "model": None}
+    records = read_jsonl(ctx.output("data") / "pairs.jsonl")
+    start = ctx.latest_model()
+    reference = ctx.start_model() if ctx.cfg.rounds.reference == "previous" else None
+    return _train_phase(ctx, out, ctx.cfg.preference, records, start, reference=reference)
+
+
+# ---------------------------------------------------------------------------------- eval
+@stage("control")
+def control_stage(ctx, out: Path) -> dict[str, Any]:
+    if not ctx.cfg.select.control or ctx.cfg.sft is None:
+        return {"skipped": "control off"}
+    records = read_jsonl(ctx.output("data") / "control.jsonl")
+    info = _train_phase(ctx, out, ctx.cfg.sft, records, ctx.start_model())
+    if info.get("model"):
+        info["eval"] = ctx.evaluate(str(out / info["model"]), out)
+    return info
+
+
+@stage("eval")
+def eval_stage(ctx, out: Path) -> dict[str, Any]:
+    return {"model": ctx.latest_model(), **ctx.evaluate(ctx.latest_model(), out)}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str))

@@ -1,0 +1,21 @@
+"""Process-wide JAX settings every entry point wants."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
+    """Persist compiled XLA programs ($JAXEVO_CACHE/xla by default): a round recompiles the same
+    sampler and train step every round and every rerun; with the cache it loads them instead."""
+    import jax
+
+    from jaxevo.weights.load import cache_dir
+
+    d = Path(path or os.environ.get("JAXEVO_XLA_CACHE", cache_dir() / "xla"))
+    d.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(d))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return d
