@@ -69,15 +69,22 @@ def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
 
     The directory is built under a temporary name and renamed into place, so a reader never sees
     a half-written export; an older export at ``out_dir`` is replaced only once the new one is
-    complete.
+    complete. Multi-process: call on every process (params are gathered); process 0 writes.
     """
     from jaxevo.weights.hf import export_hf
 
     out = Path(out_dir).absolute()
+    if jax.process_count() > 1:  # every process takes part in the gather; process 0 writes
+        from jax.experimental import multihost_utils
+
+        host = multihost_utils.process_allgather(params, tiled=True)
+        if jax.process_index() != 0:
+            return out
+    else:
+        host = jax.device_get(params)
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    host = jax.device_get(params)
     export_hf(host, cfg, tmp / "model", tokenizer=tokenizer, dtype=dtype)
     marker = {"format": "jaxevo-checkpoint", "model_dir": "model", **(info or {})}
     (tmp / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2, default=str))

@@ -36,7 +36,7 @@ from jaxevo.train.optim import make_optimizer
 from jaxevo.train.reference import (attach_reference, cached_reference_logps,
                                     compute_reference_logps, fingerprint, reference_model_id)
 from jaxevo.train.state import TrainState, abstract_state, init_state, state_shardings
-from jaxevo.train.step import finalize_metrics, make_train_step
+from jaxevo.train.step import fetch, finalize_metrics, make_train_step, to_global
 from jaxevo.train.tblog import MetricsLogger
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     else:
         state = init_state(params, tx, cfg.seed, st_sh)
         del params
-    start = int(jax.device_get(state.step))
+    start = int(fetch(state.step))
 
     step_fn = make_train_step(
         mcfg, objective, cfg.objective, tx, schedule, mesh=mesh, state_shardings=st_sh,
@@ -222,8 +222,8 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
             batch = stream.batch(s)
             tokens = _batch_tokens(batch)
             t0 = time.time()
-            state, raw = step_fn(state, batch, ref_params)
-            m = finalize_metrics(jax.device_get(raw))
+            state, raw = step_fn(state, to_global(batch, mesh), ref_params)
+            m = finalize_metrics(fetch(raw))
             dt = time.time() - t0
             m.update(step_time_s=dt, tokens_per_s=tokens / dt if dt > 0 else 0.0, tokens=tokens)
             if not m["finite"]:
@@ -244,7 +244,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
             if every and (s + 1) % every == 0 and s + 1 < end:
                 ckpt.save(s + 1, state, meta(s + 1))
                 last_saved = s + 1
-        done = int(jax.device_get(state.step))
+        done = int(fetch(state.step))
         if done != last_saved and (end > start or latest is None):
             ckpt.save(done, state, meta(done))
         ckpt.wait()
@@ -257,10 +257,10 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     stats["train_s"] = round(time.time() - t_start, 3)
 
     export_dir = None
-    if cfg.checkpoint.export and int(jax.device_get(state.step)) == total and jax.process_index() == 0:
+    if cfg.checkpoint.export and int(fetch(state.step)) == total:
         export_dir = export_model(
             state.params, mcfg, out_dir / "final", tokenizer=pretrained.tokenizer,
             info={"step": total, "objective": objective.name, "base_model": cfg.model.path,
                   "config": to_dict(cfg)})
-    return TrainResult(state=state, steps=int(jax.device_get(state.step)), history=history,
+    return TrainResult(state=state, steps=int(fetch(state.step)), history=history,
                        out_dir=out_dir, export_dir=export_dir, stats=stats)

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.sharding import use_mesh
 from jaxevo.train.batches import TokenizedData, VIEW_KEYS
-from jaxevo.train.step import batch_spec_sharding, forward_views
+from jaxevo.train.step import batch_spec_sharding, fetch, forward_views, to_global
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def compute_reference_logps(params, cfg, data: TokenizedData, views: tuple[str, 
             real = idx < n
             idx = np.where(real, idx, 0)  # pad the last batch with row 0, dropped below
             batch = data.take(idx, pad_to_multiple)
-            out = jax.device_get(jf(params, batch.views))
+            out = fetch(jf(params, to_global(batch.views, mesh)))
             for v in views:
                 result[v][idx[real]] = np.asarray(out[v])[real]
     return result

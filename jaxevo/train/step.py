@@ -195,6 +195,27 @@ def make_train_step(
     return call
 
 
+def to_global(batch, mesh):
+    """Host numpy batch (the same global batch on every process) -> global jax arrays laid out
+    with the batch sharding; each process materialises only its addressable shards."""
+    import numpy as np
+
+    sh = batch_spec_sharding(mesh)
+
+    def one(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
+    return jax.tree.map(one, batch)
+
+
+def fetch(tree):
+    """Replicated device values -> numpy on this host (multi-process safe, unlike device_get)."""
+    import numpy as np
+
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array)
+                        else np.asarray(x), tree)
+
+
 def finalize_metrics(raw: dict[str, Any]) -> dict[str, float]:
     """Host side: ``m/sum`` and ``m/count`` -> ``m`` (the mean over the whole global batch)."""
     out: dict[str, float] = {}

