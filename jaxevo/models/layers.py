@@ -91,8 +91,11 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None):
         """x [B,T,E]; mask [B,T,S] bool; layer_cache (k, v) each [B,S,K,D] or None.
 
-        Returns (out [B,T,E], new layer_cache or None). With a cache the new keys/values are
-        written at slots [cache_index, cache_index+T) and attention runs over all S slots.
+        Returns (out [B,T,E], (k, v) of the T new tokens [B,T,K,D] when a cache is given).
+        With a cache the new tokens sit at slots [cache_index, cache_index+T): they attend to the
+        cache's older slots and to each other, but the cache itself is only *read* here — the
+        caller writes all layers' new keys at once after the layer scan (updating a stacked
+        cache inside the scan makes XLA copy the whole cache every layer: 30x slower decoding).
         """
         cfg, dt = self.cfg, self.cfg.dtype
         e, h, k_, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -112,22 +115,38 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "length", "act_heads", "head_dim"))
         k = apply_rope(k, cos, sin)
 
-        new_cache = None
-        if layer_cache is not None:
-            ck, cv = layer_cache
-            ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-            cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
-            new_cache = (ck, cv)
-            k, v = ck.astype(dt), cv.astype(dt)
-
         b, t = x.shape[:2]
-        qg = q.reshape(b, t, k_, h // k_, d)  # grouped-query: G query heads share one KV head
-        logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=F32) / np.sqrt(d)
-        logits = jnp.where(mask[:, None, None], logits, jnp.finfo(F32).min)
-        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=F32).astype(dt)
+        qg = q.reshape(b, t, k_, h // k_, d) / np.sqrt(d).astype(dt)  # G query heads per KV head
+        if layer_cache is None:
+            out = _attend([(qg, k, v, mask)], dt)
+            new_kv = None
+        else:
+            ck, cv = layer_cache
+            s = ck.shape[1]
+            # Older slots come from the cache; the T new tokens' own keys from k, v.
+            old = mask & (jnp.arange(s) < cache_index)[None, None, :]
+            own = jax.lax.dynamic_slice_in_dim(mask, cache_index, t, axis=2)
+            out = _attend([(qg, ck.astype(dt), cv.astype(dt), old), (qg, k, v, own)], dt)
+            new_kv = (k.astype(ck.dtype), v.astype(cv.dtype))
         out = out.reshape(b, t, h, d)
-        return dense(out, wo, "bthd,hde->bte", dt), new_cache
+        return dense(out, wo, "bthd,hde->bte", dt), new_kv
+
+
+def _attend(blocks, dt):
+    """Softmax attention over the concatenation of key blocks, without concatenating keys.
+
+    blocks: [(q [B,T,K,G,D] (pre-scaled), k [B,S_i,K,D], v [B,S_i,K,D], mask [B,T,S_i]), ...].
+    Returns [B,T,K,G,D]. Logits and softmax in f32.
+    """
+    logits = [jnp.where(m[:, None, None], jnp.einsum("btkgd,bskd->bkgts", q, k_, preferred_element_type=F32),
+                        jnp.finfo(F32).min) for q, k_, _, m in blocks]
+    probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1).astype(dt)
+    out, start = 0.0, 0
+    for (_, _, v, _), lg in zip(blocks, logits):
+        p = jax.lax.slice_in_dim(probs, start, start + lg.shape[-1], axis=-1)
+        out = out + jnp.einsum("bkgts,bskd->btkgd", p, v, preferred_element_type=F32)
+        start += lg.shape[-1]
+    return out.astype(dt)
 
 
 class MLP(nn.Module):

@@ -63,9 +63,13 @@ class Transformer(nn.Module):
         layer_cache = None if cache is None else (cache["k"], cache["v"])
         if cache_index is None:
             cache_index = jnp.zeros((), jnp.int32)
-        x, new_cache = stack(x, cos, sin, mask, cache_index, layer_cache)
+        x, new_kv = stack(x, cos, sin, mask, cache_index, layer_cache)
         x = RMSNorm(cfg, name="final_norm")(x)
-        new_cache = None if new_cache is None else {"k": new_cache[0], "v": new_cache[1]}
+        new_cache = None
+        if cache is not None:  # one in-place write of every layer's new keys/values
+            at = (0, 0, cache_index, 0, 0)
+            new_cache = {"k": jax.lax.dynamic_update_slice(cache["k"], new_kv[0], at),
+                         "v": jax.lax.dynamic_update_slice(cache["v"], new_kv[1], at)}
         if return_hidden:
             return x, new_cache
         if cfg.tie_word_embeddings:
