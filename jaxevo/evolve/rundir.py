@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator
 from jaxevo.errors import ConfigError
 
 # Config sections that may change between a run and its resume without mixing results.
-RESUME_SAFE = ("run.rounds", "run.progress", "eval.limit_report")
+RESUME_SAFE = ("run.dir", "run.rounds", "run.progress")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

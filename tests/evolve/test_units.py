@@ -1,0 +1,130 @@
+"""Pure parts of the round driver: scorers, selection, the Censor, the run directory."""
+
+import json
+
+import pytest
+
+from jaxevo.errors import ConfigError
+from jaxevo.evolve import censor, select
+from jaxevo.evolve.rundir import RunDir, config_hash
+from jaxevo.evolve.scorers import get_scorer, parse_verdict
+
+
+def group(texts, answer="12", finish="eos", **item):
+    return {"item": {"id": "q1", "answer": answer, **item}, "prompt": "What is 5+7?",
+            "responses": [{"text": t, "finish": finish, "kind": "sample", "chain": i, "step": 0,
+                           "logp": -float(i), "length": 5} for i, t in enumerate(texts)]}
+
+
+def test_verifier_counts_only_strict_format():
+    g = group(["5+7=12. The answer is 12.", "It is 12", "The answer is 13.", "12 + 0. The answer is 12"])
+    assert get_scorer("verifier")(g, {}) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_verifier_needs_gold():
+    with pytest.raises(ConfigError, match="needs a gold"):
+        get_scorer("verifier")(group(["The answer is 1."], answer=None), {})
+
+
+def test_self_consistency_ignores_unformatted_and_copied_numbers():
+    # Two unformatted answers mention 5 (copied from the question): they must not vote.
+    g = group(["The answer is 12.", "The answer is 12.", "5 and 7", "5", "The answer is 11."])
+    assert get_scorer("self_consistency")(g, {}) == [0.4, 0.4, 0.0, 0.0, 0.2]
+
+
+def test_verdict_parser():
+    assert parse_verdict("Step 1 ok. Judgement: correct") == 1.0
+    assert parse_verdict("judgment - Incorrect, 5+7 is 12") == 0.0
+    assert parse_verdict("Score: 7/10") == 0.7
+    assert parse_verdict("Looks fine to me") is None
+
+
+def test_self_judge_rejects_unformatted_even_if_judged_correct():
+    g = group(["The answer is 12.", "twelve"])
+    g["responses"][0]["feedback"] = "Judgement: correct"
+    g["responses"][1]["feedback"] = "Judgement: correct"
+    assert get_scorer("self_judge")(g, {}) == [1.0, 0.0]
+
+
+def test_build_sft_takes_best_distinct_complete_answers():
+    g = group(["The answer is 12.", "The answer is 12.", "So... The answer is 12.", "The answer is 12."])
+    for r, s in zip(g["responses"], [1.0, 1.0, 1.0, 0.0]):
+        r["score"] = s
+    g["responses"][2]["finish"] = "length"  # cut off: never trained on
+    out = select.build_sft([g], min_score=1.0, max_per_prompt=2)
+    assert [r["response"] for r in out] == ["The answer is 12."]
+
+
+def test_build_pairs_by_score_and_by_rule():
+    g = group(["The answer is 12.", "The answer is 10."])
+    for r, s in zip(g["responses"], [1.0, 0.0]):
+        r["score"] = s
+    (p,) = select.build_pairs([g], mode="score", min_margin=0.5)
+    assert (p["chosen"], p["rejected"], p["margin"]) == ("The answer is 12.", "The answer is 10.", 1.0)
+    # Rule: chosen = last refinement of chain 0, rejected = its start — unless the scorer disagrees.
+    g2 = group(["The answer is 10."])
+    g2["responses"].append({"text": "The answer is 12.", "finish": "eos", "kind": "refine", "chain": 0,
+                            "step": 1, "logp": 0.0, "length": 5})
+    for r, s in zip(g2["responses"], [0.0, 1.0]):
+        r["score"] = s
+    (p,) = select.build_pairs([g2], mode="rule", min_margin=0.0)
+    assert (p["chosen"], p["rejected"]) == ("The answer is 12.", "The answer is 10.")
+    g2["responses"][0]["score"], g2["responses"][1]["score"] = 1.0, 0.0
+    assert select.build_pairs([g2], mode="rule", min_margin=0.0) == []
+
+
+def test_refine_views_are_evolve_sft():
+    pairs = [{"prompt": "Q", "chosen": "good", "rejected": "bad", "id": "1"}]
+    out = select.refine_views(pairs, "{prompt}|{previous}")
+    assert [(r["prompt"], r["response"]) for r in out] == [("Q", "good"), ("Q|bad", "good")]
+
+
+def test_format_control_ignores_scores_and_matches_count():
+    gs = [group([f"The answer is {i}.", "no answer"]) for i in range(5)]
+    for i, g in enumerate(gs):
+        g["item"]["id"] = f"q{i}"
+        for r in g["responses"]:
+            r["score"] = 0.0
+    out = select.format_control(gs, 3, seed=0)
+    assert len(out) == 3 and all(r["response"].startswith("The answer is") for r in out)
+    assert out == select.format_control(gs, 3, seed=0)  # deterministic
+
+
+def test_censor_satisfaction_orders_answers():
+    item = {"id": "d/s0/t0", "prompt": "One pen costs $2. How many dollars for 3 pens?", "answer": "6",
+            "kind": "question", "topic": "shopping"}
+    g = {"item": item, "prompt": item["prompt"], "responses": [
+        {"text": "3 pens cost $6. The answer is 6.", "kind": "sample"},
+        {"text": "The answer is 5.", "kind": "sample"},
+        {"text": "", "kind": "sample"}]}
+    s = censor.satisfaction_scores(g, {"quality": "none"})
+    assert s[0] > s[1] and s[0] > s[2]
+    assert set(g["responses"][0]["signals"]) >= {"explicit", "sentiment", "correction"}
+    with pytest.raises(ConfigError, match="unknown signals"):
+        censor.satisfaction({"explicit": 1.0}, {"explicitt": 1.0})
+
+
+def test_topic_stats_and_weights():
+    gs = [{"item": {"topic": t}, "responses": [{"score": s}]} for t, s in
+          [("a", 1.0), ("a", 0.0), ("a", 0.0), ("b", 1.0)]]
+    st = censor.topic_stats(gs)
+    assert st["a"]["freq"] == 0.75 and st["a"]["mean_s"] == pytest.approx(1 / 3)
+    assert censor.worst_topics(st, 1) == ["a"]
+    w = censor.pair_weights(["a", "a", "a", "b"], alpha=1.0)
+    assert sum(w) / 4 == pytest.approx(1.0) and w[0] == pytest.approx(3 * w[3])
+    assert censor.pair_weights(["a", "b"], alpha=0.0) == [1.0, 1.0]
+
+
+def test_rundir_stage_lifecycle_and_resume_checks(tmp_path):
+    cfg = {"run": {"rounds": 2, "dir": "x"}, "sample": {"n": 4}}
+    run = RunDir(tmp_path, cfg).open()
+    tmp = run.begin_stage(1, 2, "generate")
+    (tmp / "groups.jsonl").write_text("{}\n")
+    assert not run.is_done(1, "generate")
+    run.finish_stage(1, 2, "generate", {"responses": 3})
+    assert run.is_done(1, "generate") and (tmp_path / "round_001" / "02_generate" / "groups.jsonl").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text())["rounds"]["1"]["stages"]["generate"]["responses"] == 3
+    RunDir(tmp_path, {**cfg, "run": {"rounds": 5, "dir": "x"}}).open()  # more rounds: fine
+    with pytest.raises(ConfigError, match=r"sample.n: 4 -> 8"):
+        RunDir(tmp_path, {**cfg, "sample": {"n": 8}}).open()
+    assert config_hash(cfg) == config_hash({**cfg, "run": {"rounds": 9, "dir": "x"}})
