@@ -32,9 +32,26 @@ def test_resume_in_new_process_is_identical(tmp_path):
     full = train(resume_config(tmp_path / "a"), pretrained=pretrained(0, dtype="float32"),
                  records=sft_records(12))
     assert full.steps == 6
-    part = train(resume_config(tmp_path / "b"), pretrained=pretrained(0, dtype="float32"),
-                 records=sft_records(12), stop_at=3)
-    assert part.steps == 3 and Checkpointer(tmp_path / "b" / "checkpoints").latest_step() == 3
+    # run b also saves (asynchronously) at step 2 and keeps training on the donated state
+    cfg_b = resume_config(tmp_path / "b")
+    cfg_b = cfg_b.replace(checkpoint=cfg_b.checkpoint.__class__(every=2, keep=5, export=False))
+    part = train(cfg_b, pretrained=pretrained(0, dtype="float32"), records=sft_records(12), stop_at=3)
+    ck = Checkpointer(tmp_path / "b" / "checkpoints")
+    assert part.steps == 3 and ck.all_steps() == [2, 3]
+    # the mid-run checkpoint holds exactly the step-2 params (param_norm logged at step 2)
+    from jaxevo.sharding import make_mesh, param_shardings
+    from jaxevo.train.optim import make_optimizer
+    from jaxevo.train.state import abstract_state, state_shardings
+    from tests.train.helpers import tiny_cfg
+
+    mesh = make_mesh((1, -1, 1))
+    tx, _ = make_optimizer(cfg_b.optim, 6)
+    ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), part.state.params)
+    st2, meta2 = ck.restore(abstract_state(ap, tx, state_shardings(param_shardings(tiny_cfg(), mesh), tx, ap, mesh)), 2)
+    ck.close()
+    norm2 = float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(st2.params))))
+    assert int(st2.step) == 2 and meta2["data_position"]["examples_seen"] == 8
+    np.testing.assert_allclose(norm2, full.history[1]["param_norm"], rtol=1e-6)
     run_worker("resume", tmp_path / "w", str(tmp_path / "b"), devices=1)
     with np.load(tmp_path / "w" / "params.npz") as z:
         assert int(z["__step__"]) == 6

@@ -34,9 +34,12 @@ SELF_ROWS = [{"prompt": f"add {i} {i}", "response": f"{i}", "feedback": "wrong, 
     (["objective.name=evolve"], pref_records(4)),
     (["objective.name=self_meta"], SELF_ROWS),
     (["objective.name=preference", "objective.loss_type=orpo", "objective.nll_weight=1"], pref_records(4)),
+    (["objective.name=sft", "data.packing=true", "batch_size=2", "micro_batch_size=1"], sft_records(12)),
 ])
 def test_objectives_train(tmp_path, extra, rows):
     res = train(_cfg(tmp_path, *extra), pretrained=pretrained(0, dtype="float32"), records=rows)
+    if "data.packing=true" in extra:
+        assert res.stats["packed_rows"] < res.stats["examples"] == 12
     losses = [h["loss"] for h in res.history]
     assert res.steps == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     ref_file = (tmp_path / "reference_logps.npz").is_file()
