@@ -126,10 +126,11 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
         pretrained = load_pretrained(cfg.model.path, dtype=cfg.model.dtype,
                                      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
                                      mesh=mesh)
-    mcfg = pretrained.cfg
+    mcfg, tokenizer = pretrained.cfg, pretrained.tokenizer
     p_sh = param_shardings(mcfg, mesh)
     params = jax.device_put(pretrained.params, p_sh)
-    data = prepare_data(cfg, objective, pretrained.tokenizer, records)
+    pretrained = None  # keep no second reference to the initial weights alive during training
+    data = prepare_data(cfg, objective, tokenizer, records)
     stats = dict(data.stats, rows=data.num_examples, length=data.length)
     total = total_steps(cfg, data.num_examples)
     log.info("data: %s", stats)
@@ -146,8 +147,9 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
             ref_params, ref_cfg = rp.params, rp.cfg
             ref_id = reference_model_id(cfg.model.reference, cfg.model.dtype)
         else:
-            # The initial weights are the reference; copy them (the state's params are donated).
-            ref_params = jax.tree.map(lambda x: x.copy(), params)
+            # The initial weights are the reference. `init_state` copies them into the (donated)
+            # state, so these arrays stay valid and unchanged.
+            ref_params = params
             ref_id = reference_model_id(cfg.model.path if records is None else "<in-memory>",
                                         cfg.model.dtype)
         if not ref_forward:
@@ -187,6 +189,9 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
         del params
     else:
         state = init_state(params, tx, cfg.seed, st_sh)
+        if ref_forward and any(a is b for a, b in zip(jax.tree.leaves(state.params),
+                                                      jax.tree.leaves(ref_params))):
+            ref_params = jax.tree.map(lambda x: x.copy(), ref_params)  # the state is donated
         del params
     start = int(fetch(state.step))
 
@@ -259,7 +264,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     export_dir = None
     if cfg.checkpoint.export and int(fetch(state.step)) == total:
         export_dir = export_model(
-            state.params, mcfg, out_dir / "final", tokenizer=pretrained.tokenizer,
+            state.params, mcfg, out_dir / "final", tokenizer=tokenizer,
             info={"step": total, "objective": objective.name, "base_model": cfg.model.path,
                   "config": to_dict(cfg)})
     return TrainResult(state=state, steps=int(fetch(state.step)), history=history,

@@ -45,9 +45,7 @@ def state_shardings(param_shardings, tx: optax.GradientTransformation, abstract_
 
 def abstract_state(params_abstract, tx, shardings: TrainState) -> TrainState:
     """ShapeDtypeStructs (with target shardings) of a state: a restore target for any mesh."""
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)
     shapes = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
                                                  opt_state=tx.init(p), rng=jnp.zeros((2,), jnp.uint32)),
                             params_abstract)
-    del rng
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)

@@ -57,8 +57,10 @@ def test_resume_in_new_process_is_identical(tmp_path):
         assert int(z["__step__"]) == 6
         ref = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
                jax.tree_util.tree_flatten_with_path(jax.device_get(full.state.params))[0]}
+        # Bitwise equal in every run so far; the tolerance only absorbs a possible change of
+        # summation order in XLA CPU's parallel scatter-add (embedding gradient) across processes.
         for k, v in ref.items():
-            np.testing.assert_array_equal(z[k], v, err_msg=k)
+            np.testing.assert_allclose(z[k], v, rtol=0, atol=1e-6, err_msg=k)
     # metrics of the resumed half continue the same curve
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]

@@ -31,9 +31,14 @@ def test_mesh_invariance(tmp_path):
     one, many = res["1"], res["2x2x2"]
     assert one["devices"] == 1 and many["devices"] == 8
     assert "fsdp" in many["up_proj_spec"] and "tensor" in many["up_proj_spec"]  # really sharded
-    for k in ("loss", "grad_norm", "rewards/margins", "logps/chosen", "rewards/accuracies"):
+    for k in ("loss", "grad_norm", "rewards/margins", "logps/chosen", "rewards/chosen"):
         np.testing.assert_allclose([m[k] for m in many["curve"]], [m[k] for m in one["curve"]],
                                    rtol=1e-5, atol=1e-5, err_msg=k)
+    # accuracies count margins > 0: at step 1 (policy == reference) the margins are round-off
+    # (|m| < 1e-5) and their signs are noise, so compare them once the margins are real.
+    real = [i for i, m in enumerate(one["curve"]) if abs(m["rewards/margins"]) > 1e-3]
+    assert real and [many["curve"][i]["rewards/accuracies"] for i in real] == [
+        one["curve"][i]["rewards/accuracies"] for i in real]
     assert one["curve"][-1]["loss"] < one["curve"][0]["loss"]
 
 

@@ -35,6 +35,7 @@ SELF_ROWS = [{"prompt": f"add {i} {i}", "response": f"{i}", "feedback": "wrong, 
     (["objective.name=self_meta"], SELF_ROWS),
     (["objective.name=preference", "objective.loss_type=orpo", "objective.nll_weight=1"], pref_records(4)),
     (["objective.name=sft", "data.packing=true", "batch_size=2", "micro_batch_size=1"], sft_records(12)),
+    (["objective.name=dpo", "objective.precompute_ref=false"], pref_records(4)),  # ref forward per step
 ])
 def test_objectives_train(tmp_path, extra, rows):
     res = train(_cfg(tmp_path, *extra), pretrained=pretrained(0, dtype="float32"), records=rows)

@@ -48,7 +48,8 @@ def test_dpo_raises_accuracy_and_margin():
     for i in range(30):
         state, m = step(state, stream.batch(i))
         hist.append(finalize_metrics(jax.device_get(m)))
-    assert hist[0]["rewards/accuracies"] == 0.0 and abs(hist[0]["rewards/margins"]) < 1e-4
+    # step 1: policy == reference, so rewards are round-off (the accuracy of ties is noise)
+    assert abs(hist[0]["rewards/margins"]) < 1e-4 and abs(hist[0]["rewards/chosen"]) < 1e-4
     assert hist[0]["loss"] == pytest.approx(np.log(2), abs=1e-4)  # policy == reference at step 1
     assert hist[-1]["rewards/accuracies"] == 1.0 and hist[-1]["rewards/margins"] > 1.0
     assert hist[-1]["loss"] < 0.3
