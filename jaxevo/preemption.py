@@ -41,14 +41,17 @@ def _handler(signum, frame):  # noqa: ARG001 - signal API
 
 
 def install(signals: Iterable[int] = (signal.SIGTERM,)) -> None:
-    """Install the flag-setting handler (main thread only, as Python requires). Idempotent."""
+    """Install the flag-setting handler. Idempotent; a no-op outside the main thread (Python only
+    lets the main thread set handlers; a trainer run from a worker thread keeps the default)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for s in signals:
         if s not in _installed:
             _installed[s] = signal.signal(s, _handler)
 
 
 def uninstall() -> None:
-    """Restore the previous handlers (tests)."""
+    """Restore the previous handlers (the loop does this when training ends)."""
     for s, prev in list(_installed.items()):
         signal.signal(s, prev)  # type: ignore[arg-type]
         del _installed[s]
@@ -94,43 +97,6 @@ def _preemption_service_reached(step: int) -> bool:
         return bool(multihost_utils.reached_preemption_sync_point(step))
     except Exception:  # service not enabled / not a distributed run
         return False
-
-
-# ------------------------------------------------------------------- until loop.py polls the flag
-def train_preemptible(cfg, *, segment: int | None = None, train_fn=None, **train_kw):
-    """`jaxevo.train.train` that stops cleanly on SIGTERM, without hooks inside the loop.
-
-    Trains in segments of ``segment`` optimizer steps (default ``cfg.checkpoint.every``, else
-    10): each segment is ``train(cfg, stop_at=k)``, which resumes from the latest checkpoint in
-    ``cfg.out_dir`` and ends with a checkpoint at step k. Between segments the flag is checked on
-    all processes; when set, `Preempted` is raised (the checkpoint is already on disk), and the
-    launcher's rerun resumes at step k — to the same result, since train() resumes exactly.
-    Cost: a segment boundary re-enters train() (jit caches make the rebuild cheap); a loop that
-    polls `should_stop` itself stops within one step instead (see docs/scaling.md).
-    ``train_fn``: the function called per segment (default `jaxevo.train.train`; tests wrap it).
-    """
-    if train_fn is None:
-        from jaxevo.train import train as train_fn
-
-    install()
-    seg = int(segment or cfg.checkpoint.every or 10)
-    result, k = None, seg
-    while True:
-        result = train_fn(cfg, stop_at=k, **train_kw)
-        total = _total(cfg, result)
-        if result.steps >= total:
-            return result
-        if should_stop(result.steps):
-            raise Preempted(result.steps, str(result.out_dir))
-        k = result.steps + seg
-
-
-def _total(cfg, result) -> int:
-    if cfg.steps is not None:
-        return int(cfg.steps)
-    import math
-
-    return max(1, math.ceil(cfg.epochs * result.stats["rows"] / cfg.batch_size))
 
 
 class Preempted(SystemExit):

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from jaxevo import preemption
 from jaxevo.config import dump_config, to_dict
 from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.sharding import make_mesh, param_shardings
@@ -221,6 +222,10 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
                    dynamic_ncols=True)
     history: list[dict[str, float]] = []
     last_saved = latest
+    preempted = False
+    # SIGTERM (how TPU VMs announce preemption) only sets a flag while training: the loop ends
+    # after the current step with a checkpoint. Outside training the default handler applies.
+    preemption.install()
     t_start = time.time()
     try:
         for s in range(start, end):
@@ -249,16 +254,22 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
             if every and (s + 1) % every == 0 and s + 1 < end:
                 ckpt.save(s + 1, state, meta(s + 1))
                 last_saved = s + 1
+            if preemption.should_stop(s + 1) and s + 1 < end:  # SIGTERM: checkpoint, then stop
+                preempted = True
+                break
         done = int(fetch(state.step))
         if done != last_saved and (end > start or latest is None):
             ckpt.save(done, state, meta(done))
         ckpt.wait()
     finally:
+        preemption.uninstall()
         if bar is not None:
             bar.close()
         if logger:
             logger.close()
         ckpt.close()
+    if preempted:
+        raise preemption.Preempted(done, str(ckpt.dir))
     stats["train_s"] = round(time.time() - t_start, 3)
 
     export_dir = None

