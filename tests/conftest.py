@@ -82,3 +82,6 @@ def numpy_hf_weights(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
 GOLDEN_TOKENS = np.array([[1, 5, 9, 33, 2, 17, 88, 101, 127, 0, 64, 3],
                           [0, 0, 0, 0, 7, 7, 8, 9, 120, 45, 44, 43]], np.int32)
 GOLDEN_VALID = np.array([[1] * 12, [0] * 4 + [1] * 8], np.int32)  # row 1 is left-padded
+
+
+from tests.evolve.conftest import tiny_model  # noqa: E402,F401  (shared by tests/test_evaluate.py)

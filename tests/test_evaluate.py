@@ -1,0 +1,90 @@
+"""The evaluation harness (pass@k, majority@k, self-refinement, probes, Wilson CI) and `jaxevo eval`."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from jaxevo.evaluate import evaluate, wilson
+
+
+class ScriptedSampler:
+    """Returns scripted completions; records what it was asked (the harness logic is under test)."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, sp, chat=True, progress=None):
+        self.calls.append((list(prompts), sp))
+        return [[SimpleNamespace(text=t, finish_reason="eos") for t in self.script(p, sp)] for p in prompts]
+
+
+ITEMS = [{"id": "a", "prompt": "2+2?", "answer": "4"}, {"id": "b", "prompt": "3+3?", "answer": "6"}]
+
+
+def test_greedy_accuracy_counts_only_strict_answers():
+    s = ScriptedSampler(lambda p, sp: ["The answer is 4."] if p == "2+2?" else ["3+3 is 6"])
+    rows, summary = evaluate(s, ITEMS)
+    assert [r["correct"] for r in rows] == [True, False]
+    assert summary["accuracy"] == 0.5 and summary["formatted"] == 0.5
+    assert s.calls[0][1].temperature == 0.0
+
+
+def test_pass_and_majority_at_k():
+    answers = {"2+2?": ["The answer is 5.", "The answer is 4.", "The answer is 4."],
+               "3+3?": ["The answer is 7.", "The answer is 7.", "The answer is 6."]}
+    s = ScriptedSampler(lambda p, sp: answers[p])
+    rows, summary = evaluate(s, ITEMS, k=3, temperature=0.8)
+    assert summary["accuracy"] == 0.0  # the first sample of each is wrong
+    assert summary["pass@3"] == 1.0 and summary["majority@3"] == 0.5
+    assert rows[0]["majority"] == "4"
+
+
+def test_online_self_refinement_is_reported_beside_the_plain_answer():
+    def script(p, sp):
+        if p.startswith("2+2?\n\nHere is a previous answer"):
+            return ["Let me fix it. The answer is 4."]
+        return ["The answer is 5."] if p == "2+2?" else ["The answer is 6."]
+    s = ScriptedSampler(script)
+    rows, summary = evaluate(s, ITEMS, self_refine=True)
+    assert summary["accuracy"] == 0.5 and summary["refined/accuracy"] == 1.0
+    assert rows[0]["refined_correct"] and not rows[0]["correct"]
+    assert "The answer is 5." in s.calls[1][0][0]  # the refine prompt carries the first answer
+
+
+def test_probe_items_are_checked_as_facts():
+    item = {"prompt": "What is my dog called?", "answer": "Rex", "kind": "probe", "distractors": ["Max"]}
+    s = ScriptedSampler(lambda p, sp: ["Your dog is called Rex."])
+    assert evaluate(s, [item])[1]["accuracy"] == 1.0
+    s = ScriptedSampler(lambda p, sp: ["Rex or Max, I think."])
+    assert evaluate(s, [item])[1]["accuracy"] == 0.0
+
+
+def test_wilson_interval():
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and 0.1 < hi < 0.2
+    lo, hi = wilson(10, 20)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(2 * (0.5 - lo))
+
+
+def test_eval_command_on_a_jsonl_file(tmp_path, tiny_model):
+    data = tmp_path / "items.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"What is {i}+1?", "answer": str(i + 1)}) for i in range(3)))
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "jaxevo.cli", "eval", "--model", tiny_model, "--data", str(data),
+                        "--max-new-tokens", "4", "--out", str(out), "--dtype", "float32"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "accuracy 0.0% (0/3" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 3 and len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_eval_command_rejects_items_without_answers(tmp_path, tiny_model):
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "jaxevo.cli", "eval", "--model", tiny_model, "--data", str(data)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "has no 'answer'" in r.stderr
