@@ -30,10 +30,11 @@ def _require_file(path: str | os.PathLike, key: str = "path") -> Path:
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Parse a JSONL file of objects (blank lines skipped); errors name the file and line."""
-    return [row for _, row in _read_jsonl_rows(path)]
+    return [row for _, row in read_jsonl_rows(path)]
 
 
-def _read_jsonl_rows(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+def read_jsonl_rows(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) pairs of a JSONL file; errors name the file and line."""
     p = _require_file(path)
     rows = []
     with p.open(encoding="utf-8") as f:
@@ -58,7 +59,7 @@ def jsonl_source(spec: Mapping[str, Any]) -> Source:
         raise ConfigError("jsonl source: 'path' is required")
     path = Path(spec["path"]).expanduser()
     fields = FieldMap.from_spec(spec)
-    rows = _read_jsonl_rows(path)
+    rows = read_jsonl_rows(path)
     records = [map_record(row, fields, f"{path.stem}/{i}", f"{path} line {lineno}")
                for i, (lineno, row) in enumerate(rows)]
     return Source.from_records(str(path), records)

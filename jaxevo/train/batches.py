@@ -21,7 +21,6 @@ position of a checkpoint is just the step), and each batch is cut to the shortes
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -105,33 +104,25 @@ def read_records(path: str | Path, required: Sequence[str], limit: int | None = 
 
     ``prompt_field`` names the field read as ``"prompt"``. Errors name the file, line and field.
     """
+    from jaxevo.data.loaders import read_jsonl_rows
+
     p = Path(path).expanduser()
     if not str(path):
         raise ConfigError("data.path is empty: give a JSONL file of training examples")
     if not p.is_file():
         raise ConfigError(f"data file not found: {p}")
     out: list[dict[str, Any]] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{p} line {lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ConfigError(f"{p} line {lineno}: expected a JSON object, got {type(row).__name__}")
-            if prompt_field != "prompt" and prompt_field in row:
-                row = {**row, "prompt": row[prompt_field]}
-            missing = [k for k in required if not isinstance(row.get(k), str)]
-            if missing:
-                have = sorted(row)
-                raise ConfigError(
-                    f"{p} line {lineno}: missing or non-string field(s) {missing}; this objective "
-                    f"needs {list(required)} (the record has {have})")
-            out.append(row)
-            if limit is not None and len(out) >= limit:
-                break
+    for lineno, row in read_jsonl_rows(p):
+        if prompt_field != "prompt" and prompt_field in row:
+            row = {**row, "prompt": row[prompt_field]}
+        missing = [k for k in required if not isinstance(row.get(k), str)]
+        if missing:
+            raise ConfigError(
+                f"{p} line {lineno}: missing or non-string field(s) {missing}; this objective "
+                f"needs {list(required)} (the record has {sorted(row)})")
+        out.append(row)
+        if limit is not None and len(out) >= limit:
+            break
     if not out:
         raise ConfigError(f"{p}: no records")
     return out
