@@ -1,13 +1,115 @@
-"""`jaxevo generate` — not built yet (issue 3)."""
+"""`jaxevo generate --model M --prompts in.jsonl --out out.jsonl [...]`: sample completions.
+
+Each input line is a JSON object with "prompt" (a string, or a list of {"role", "content"} chat
+messages). Each output line keeps the input fields and adds "completions" (n strings) and
+"logprobs" (per completion, the sum of its tokens' log-probs under the model — raw logits,
+temperature 1 — stop token included when it ended on one). The output is written to a temporary
+file and renamed at the end, so a killed run never leaves a truncated file.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 
 def add_arguments(p):
-    p.add_argument("rest", nargs="*")
+    p.add_argument("--model", required=True,
+                   help="HF directory, .gguf file, jaxevo checkpoint, or embedded name (smollm2-135m-instruct)")
+    p.add_argument("--prompts", required=True, help="input JSONL, one {\"prompt\": ...} per line")
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--n", type=int, default=1, help="completions per prompt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--no-chat", action="store_true", help="feed prompts as raw text (no chat template)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="compute dtype (bfloat16: fast; float32: exact f32 log-probs)")
+    p.add_argument("--batch-size", type=int, default=64, help="max rows (prompt x sample) per batch")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="context limit for prompt + new tokens (default: the model's)")
+    p.add_argument("--truncate", action="store_true",
+                   help="left-truncate prompts that do not fit instead of failing")
+    p.add_argument("--mesh", default=None,
+                   help="data,fsdp,tensor mesh shape over all devices, e.g. 1,-1,1 (default: one device)")
+
+
+def read_prompts(path: str) -> list[dict]:
+    from jaxevo.errors import JaxevoError
+
+    p = Path(path)
+    if not p.is_file():
+        raise JaxevoError(f"prompts file {path} does not exist")
+    rows = []
+    with p.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise JaxevoError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise JaxevoError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            if "prompt" not in row:
+                raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field (keys: {sorted(row)})")
+            prompt = row["prompt"]
+            ok = isinstance(prompt, str) or (isinstance(prompt, list) and all(
+                isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
+            if not ok:
+                raise JaxevoError(f"{path}:{lineno}: \"prompt\" must be a string or a list of "
+                                  "{\"role\", \"content\"} messages")
+            rows.append(row)
+    if not rows:
+        raise JaxevoError(f"{path} has no prompts")
+    return rows
 
 
 def run(args) -> int:
     from jaxevo.errors import JaxevoError
+    from jaxevo.sampling import Sampler, SamplingParams
 
-    raise JaxevoError("'jaxevo generate' is not implemented yet (issue 3)")
+    rows = read_prompts(args.prompts)
+    chat = not args.no_chat
+    if not chat and any(not isinstance(r["prompt"], str) for r in rows):
+        raise JaxevoError("--no-chat needs string prompts (got chat messages)")
+    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                        top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+                        repetition_penalty=args.repetition_penalty, n=args.n, seed=args.seed,
+                        stop=tuple(args.stop))
+    mesh = None
+    if args.mesh:
+        from jaxevo.sharding import make_mesh
+
+        try:
+            shape = tuple(int(x) for x in args.mesh.split(","))
+        except ValueError:
+            raise JaxevoError(f"--mesh {args.mesh!r}: give three integers, e.g. 1,-1,1") from None
+        mesh = make_mesh(shape)
+    sampler = Sampler.load(args.model, dtype=args.dtype, mesh=mesh, max_batch=args.batch_size,
+                           max_length=args.max_length)
+    outs = sampler.generate([r["prompt"] for r in rows], sp, chat=chat, truncate=args.truncate)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row, comps in zip(rows, outs):
+            rec = dict(row)
+            rec["completions"] = [c.text for c in comps]
+            rec["logprobs"] = [c.logprob for c in comps]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)
+    st = sampler.last_stats
+    print(f"jaxevo generate: {len(rows)} prompts x {sp.n} -> {out} ({st.new_tokens} tokens in "
+          f"{st.seconds:.1f}s, {st.tokens_per_second:.0f} tok/s"
+          + (f"; {st.truncated_prompts} prompts truncated" if st.truncated_prompts else "") + ")",
+          file=sys.stderr)
+    return 0

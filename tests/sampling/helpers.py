@@ -1,0 +1,64 @@
+"""Tiny models with a real (byte-level BPE, ChatML) tokenizer for sampler tests; no torch needed."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from jaxevo.models.config import ModelConfig
+from tests.conftest import TINY_HF, random_params
+
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+VOCAB = 256 + len(SPECIALS)  # bytes, then the specials
+PAD, IM_START, IM_END = 256, 257, 258
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_hf(family: str = "llama3", vocab: int = VOCAB) -> dict:
+    return dict(TINY_HF[family], vocab_size=vocab, eos_token_id=IM_END, pad_token_id=PAD, bos_token_id=None)
+
+
+def tiny(family: str = "llama3", seed: int = 0, vocab: int = VOCAB, **runtime):
+    cfg = ModelConfig.from_hf(tiny_hf(family, vocab), **runtime)
+    return cfg, random_params(cfg, seed)
+
+
+@functools.lru_cache(maxsize=None)
+def byte_tokenizer():
+    """A PreTrainedTokenizerFast: 256 byte tokens (GPT-2 byte alphabet, no merges) + ChatML specials."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = _bytes_to_unicode()
+    vocab = {alphabet[b]: b for b in range(256)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                  additional_special_tokens=["<|im_start|>"])
+    tok.chat_template = CHATML
+    assert tok.convert_tokens_to_ids(list(SPECIALS)) == [PAD, IM_START, IM_END], tok.convert_tokens_to_ids(list(SPECIALS))
+    return tok
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def tiny_model_dir(tmp: Path, family: str = "llama3", seed: int = 0) -> Path:
+    """A HF directory (config, safetensors, tokenizer) that `load_pretrained` and transformers load."""
+    from jaxevo.weights.hf import export_hf
+
+    cfg, params = tiny(family, seed)
+    return export_hf(params, cfg, Path(tmp) / f"tiny-{family}", tokenizer=byte_tokenizer())

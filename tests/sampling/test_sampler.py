@@ -1,0 +1,173 @@
+"""The sampler on tiny random models: parity with transformers, log-probs, sampling statistics,
+stops, bucketing, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from jaxevo.errors import JaxevoError
+from jaxevo.sampling import Sampler, SamplingParams
+from jaxevo.sampling.sampler import teacher_forced_logprobs
+from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
+
+# Prompts of varied lengths (ids < 256), one padded batch.
+PROMPTS = [list(np.random.RandomState(i).randint(0, 256, size=n)) for i, n in
+           enumerate([5, 1, 17, 9, 30, 2, 12, 23])]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2"])
+def test_greedy_matches_transformers(tmp_path, family):
+    torch = pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM
+
+    d = tiny_model_dir(tmp_path, family)
+    cfg, params = tiny(family)
+    new = 16
+    outs = Sampler(cfg, params).generate_ids(PROMPTS, max_new_tokens=new, temperature=0, stop_token_ids=())
+
+    hf = AutoModelForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
+    width = max(map(len, PROMPTS))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in PROMPTS])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in PROMPTS])
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                          do_sample=False, pad_token_id=0, eos_token_id=None)[:, width:].numpy()
+    got = np.array([o[0].token_ids for o in outs])
+    np.testing.assert_array_equal(got, ref)
+    assert all(o[0].finish_reason == "length" and o[0].length == new for o in outs)
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2"])
+def test_logprobs_equal_teacher_forced(family):
+    cfg, params = tiny(family)
+    outs = Sampler(cfg, params, max_batch=8).generate_ids(
+        PROMPTS[:5], max_new_tokens=12, temperature=1.0, top_p=0.9, repetition_penalty=1.3, n=2,
+        seed=3, stop_token_ids=(7, 9))
+    for p, per_prompt in zip(PROMPTS, outs):
+        for c in per_prompt:
+            ref = teacher_forced_logprobs(params, cfg, p, c.token_ids)
+            np.testing.assert_allclose(c.token_logprobs, ref, atol=1e-4, rtol=0)
+            assert abs(c.logprob - float(ref.sum())) < 1e-3
+            assert c.length == len(c.token_logprobs) <= 12
+
+
+def test_top_k_one_equals_greedy():
+    cfg, params = tiny("llama3")
+    s = Sampler(cfg, params)
+    greedy = s.generate_ids(PROMPTS, max_new_tokens=10, temperature=0, stop_token_ids=())
+    topk1 = s.generate_ids(PROMPTS, max_new_tokens=10, temperature=0.7, top_k=1, seed=5, stop_token_ids=())
+    assert [o[0].token_ids for o in greedy] == [o[0].token_ids for o in topk1]
+
+
+def test_token_frequencies_match_softmax():
+    """First-token frequencies over 4096 samples of one prompt vs the model's softmax (chi-square)."""
+    from scipy import stats
+
+    cfg, params = tiny("llama3", vocab=32)
+    prompt = [3, 1, 4, 1, 5]
+    s = Sampler(cfg, params, max_batch=1024)
+    outs = s.generate_ids([prompt], max_new_tokens=1, temperature=1.0, n=4096, seed=0, stop_token_ids=())[0]
+    counts = np.bincount([c.token_ids[0] for c in outs], minlength=cfg.vocab_size)
+    lp = np.array([teacher_forced_logprobs(params, cfg, prompt, [t])[0] for t in range(cfg.vocab_size)])
+    prob = np.exp(lp.astype(np.float64))
+    expected = prob / prob.sum() * len(outs)
+    keep = expected >= 5  # chi-square validity; pool the rare tail
+    obs, exp = counts[keep], expected[keep]
+    if not keep.all():
+        obs, exp = np.append(obs, counts[~keep].sum()), np.append(exp, expected[~keep].sum())
+    exp *= obs.sum() / exp.sum()
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+    # each sample's log-prob is the model's log-prob of its token
+    for c in outs[:20]:
+        assert abs(c.logprob - lp[c.token_ids[0]]) < 1e-5
+    # same seed => same samples; another seed => different ones
+    again = s.generate_ids([prompt], max_new_tokens=1, n=64, seed=0, stop_token_ids=())[0]
+    assert [c.token_ids for c in again] == [c.token_ids for c in outs[:64]]
+    other = s.generate_ids([prompt], max_new_tokens=1, n=64, seed=1, stop_token_ids=())[0]
+    assert [c.token_ids for c in other] != [c.token_ids for c in outs[:64]]
+
+
+def test_samples_do_not_depend_on_batching():
+    cfg, params = tiny("llama3")
+    sp = SamplingParams(max_new_tokens=8, temperature=0.9, n=3, seed=11, stop_token_ids=())
+    a = Sampler(cfg, params, max_batch=32).generate_ids(PROMPTS, sp)
+    b = Sampler(cfg, params, max_batch=4).generate_ids(PROMPTS, sp)
+    assert [[c.token_ids for c in o] for o in a] == [[c.token_ids for c in o] for o in b]
+    assert len({c.token_ids for c in a[0]}) > 1  # the n samples differ
+
+
+def test_stop_ids_and_stop_strings():
+    cfg, params = tiny("llama3")
+    tok = byte_tokenizer()
+    s = Sampler(cfg, params, tok)
+    prompt = [list(range(40, 60))]
+    full = s.generate_ids(prompt, max_new_tokens=24, temperature=0, stop_token_ids=())[0][0]
+    ids = list(full.token_ids)
+    # a stop id: generation ends at its first occurrence, which is kept in token_ids, not in text
+    k = 5
+    first = ids.index(ids[k])
+    out = s.generate_ids(prompt, max_new_tokens=24, temperature=0, stop_token_ids=(ids[k], IM_END))[0][0]
+    assert out.finish_reason == "eos" and list(out.token_ids) == ids[:first + 1]
+    assert out.text == tok.decode(ids[:first], skip_special_tokens=True)
+    np.testing.assert_allclose(out.token_logprobs, full.token_logprobs[:first + 1], atol=1e-6)
+    # a stop string: text cut before it; tokens up to the one that completes it
+    text = full.text
+    j = next(j for j in range(3, len(text) - 1) if text[j:j + 2].isprintable() and text[j:j + 2].strip()
+             and text.find(text[j:j + 2]) == j)
+    stop = text[j:j + 2]
+    out = s.generate_ids(prompt, max_new_tokens=24, temperature=0, stop_token_ids=(), stop=(stop, "never"))[0][0]
+    assert out.finish_reason == "stop" and out.text == text[:j]
+    assert stop in tok.decode(out.token_ids) and stop not in tok.decode(out.token_ids[:-1])
+    assert list(out.token_ids) == ids[:out.length]
+    assert out.logprob == pytest.approx(float(full.token_logprobs[:out.length].sum()), abs=1e-4)
+
+
+def test_buckets_bound_compilations():
+    from jaxevo.sampling import sampler as core
+
+    cfg, params = tiny("mistral")
+    s = Sampler(cfg, params, max_batch=4)
+    prompts = [list(range(1, 2 + i * 3)) for i in range(11)]  # lengths 1..31
+    before = core.decode._cache_size()
+    s.generate_ids(prompts, max_new_tokens=5, temperature=0.5, stop_token_ids=())
+    # 11 prompts -> 3 batches; lengths 31..1 fall in 3 prompt buckets, batch sizes in {4, 4, 4}
+    assert s.last_stats.batches == 3
+    assert len(s.last_stats.shapes) <= 3
+    assert core.decode._cache_size() - before <= 3
+    # a second run with the same settings compiles nothing new
+    mid = core.decode._cache_size()
+    s.generate_ids(prompts[::-1], max_new_tokens=5, temperature=0.5, stop_token_ids=())
+    assert core.decode._cache_size() == mid
+
+
+def test_too_long_prompt_errors_or_truncates():
+    cfg, params = tiny("llama3")  # max_position_embeddings 256
+    s = Sampler(cfg, params, max_length=64)
+    prompts = [[1, 2, 3], list(range(1, 61))]
+    with pytest.raises(JaxevoError, match=r"prompt 1 has 60 tokens but only 48 fit.*max_new_tokens 16"):
+        s.generate_ids(prompts, max_new_tokens=16)
+    with pytest.raises(JaxevoError, match="prompt 0 is empty"):
+        s.generate_ids([[]], max_new_tokens=4)
+    with pytest.warns(UserWarning, match="truncated 1 prompt"):
+        outs = s.generate_ids(prompts, max_new_tokens=16, temperature=0, truncate=True, stop_token_ids=())
+    c = outs[1][0]
+    assert c.truncated_tokens == 12 and c.prompt_tokens == 48 and outs[0][0].truncated_tokens == 0
+    ref = s.generate_ids([prompts[1][12:]], max_new_tokens=16, temperature=0, stop_token_ids=())[0][0]
+    assert c.token_ids == ref.token_ids
+
+
+def test_text_prompts_and_chat_messages():
+    cfg, params = tiny("qwen2")
+    tok = byte_tokenizer()
+    s = Sampler(cfg, params, tok)
+    msgs = [{"role": "user", "content": "hi there"}]
+    a = s.generate(["hi there", msgs], max_new_tokens=6, temperature=0)
+    assert a[0][0].token_ids == a[1][0].token_ids  # same chat prompt either way
+    assert a[0][0].prompt_tokens == len(tok(s.prompt_text("hi there"), add_special_tokens=False)["input_ids"])
+    raw = s.generate(["hi there"], max_new_tokens=6, temperature=0, chat=False)
+    assert raw[0][0].prompt_tokens == len("hi there")
+    assert isinstance(a[0][0].text, str)
+    with pytest.raises(JaxevoError):
+        s.generate([msgs], chat=False)
