@@ -130,6 +130,16 @@ def _first_true_or_last(cond, positive):
     return jnp.where(jnp.any(hit, axis=-1), first, last_pos)
 
 
+def _cumsum(x):
+    """Inclusive cumulative sum over the last axis (<= a few hundred entries) as one matrix product
+    with a triangular matrix: XLA:CPU lowers `jnp.cumsum` to a loop of small ops, which costs more
+    than the product at the sizes used here. Rounding may differ from a sequential sum by a few
+    ulps (callers do not rely on monotonicity)."""
+    k = x.shape[-1]
+    tri = (jnp.arange(k)[:, None] <= jnp.arange(k)[None, :]).astype(x.dtype)
+    return jnp.matmul(x, tri, precision=lax.Precision.HIGHEST)
+
+
 def inverse_cdf(weights, u, block: int = BLOCK):
     """Draw index i with probability weights[i] / sum(weights) per row, from u ~ U[0, 1) [N].
 
@@ -143,13 +153,13 @@ def inverse_cdf(weights, u, block: int = BLOCK):
     pad = nb * block - v
     w = jnp.pad(weights, ((0, 0), (0, pad))).reshape(n, nb, block)
     bsum = jnp.sum(w, axis=-1)
-    bcum = jnp.cumsum(bsum, axis=-1)
+    bcum = _cumsum(bsum)
     target = u * bcum[:, -1]
     b = _first_true_or_last(bcum > target[:, None], bsum > 0)
     inner = jnp.take_along_axis(w, b[:, None, None], axis=1)[:, 0]  # [N, block]
     before = jnp.take_along_axis(bcum - bsum, b[:, None], axis=1)[:, 0]
     rest = jnp.maximum(target - before, 0.0)
-    j = _first_true_or_last(jnp.cumsum(inner, axis=-1) > rest[:, None], inner > 0)
+    j = _first_true_or_last(_cumsum(inner) > rest[:, None], inner > 0)
     return (b * block + j).astype(jnp.int32)
 
 

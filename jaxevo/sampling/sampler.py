@@ -2,15 +2,20 @@
 
 One call generates for N rows (n samples of P <= N prompts):
 
-    cache, logits = prefill(params, cache, tokens, valid, row_prompt, cfg=..., mesh=...)
-    cache, out = decode(params, cache, logits, tokens, valid, rows, stop_ids, key, knobs, cfg=..., ...)
+    weights = prepare_weights(params, cfg=cfg, matmul_dtype=...)       # once per params
+    cache, logits = prefill(weights, cache, tokens, valid, row_prompt, cfg=..., mesh=...)
+    cache, out = decode(weights, cache, logits, tokens, valid, rows, stop_ids, key, knobs, cfg=..., mode=...)
 
 Layout. Prompts are LEFT-padded to a bucketed length T (row p has T - len_p invalid slots first),
-so the model's one shared cache slot index works for every row: generated token i of every row sits
-at slot T + i, at position len_p + i. The cache [L, N, S, K, D] has S = T + M slots, M the bucketed
-max new tokens. Prefill runs the P distinct prompts once (in chunks of <= `chunk` tokens, so the
+so one shared slot index serves every row: generated token i of every row sits at slot T + i, at
+position len_p + i. The cache (`step.Cache`, per layer) has S = T + M slots, M the bucketed max
+new tokens. Prefill runs the P distinct prompts once (in chunks of <= `chunk` tokens, so the
 attention scores stay small) and copies each prompt's cache into its n rows — n samples share one
 prefill. The cache buffer is donated through both calls and handed back for the next batch.
+
+The forward pass is `step.forward` (the model's arithmetic on a decode-friendly cache layout; see
+that module for why it does not call `Transformer.apply`); tests hold it to the model's
+teacher-forced log-probs and to transformers' greedy tokens.
 
 The decode loop stays on the device: it stops when every row has finished (stop token or its
 length limit) or after M steps; the host sees the result once per batch.

@@ -1,21 +1,26 @@
-"""The one-token decode step, with a per-layer KV cache in a layout fit for decoding.
+"""The sampler's forward pass (prefill chunks and one-token decode steps) over a per-layer KV
+cache in a layout fit for decoding.
 
-Why not `Transformer.apply(..., cache=...)`: measured on the 2-core CPU (SmolLM2-135M, 64 rows,
-bf16, 112 cache slots), that path costs ~1.4 s per step against ~0.5 s for the same forward without a
-cache: the model scans its layers with the stacked cache [L, B, S, K, D] as scan input and output,
-so every step copies the whole cache (a bare scan of the same dynamic-update-slices: ~0.75 s), and
-its attention einsum over [B, S, K, D] runs at ~4 GFLOP/s. Here instead:
+Why not `Transformer.apply(..., cache=...)`: measured on the shared 2-core CPU (SmolLM2-135M,
+64 rows, bf16, 112 cache slots), that path cost ~1.4 s per decode step against ~0.5 s for the same
+forward without a cache: the model scans its layers with the stacked cache [L, B, S, K, D] as scan
+input and output, so every step copies the whole cache (a bare `lax.scan` doing the same per-layer
+dynamic-update-slices: ~0.75 s per step), and its attention einsum over [B, S, K, D] ran at
+~4 GFLOP/s. Here instead:
 
-* the layers are unrolled over a static per-layer split of the params (made once per decode call,
-  outside the loop), and each layer's cache is its own loop-carried buffer, so writing one slot is
-  an in-place update of that buffer and nothing else is copied;
+* the layers are unrolled over per-layer weights prepared once per params (`prepare_weights`), and
+  each layer's cache is its own loop-carried buffer, so writing one slot is an in-place update of
+  that buffer and nothing else is copied;
 * keys are stored [N, K, D, S] (slots minor) and values [N, K, S, D]: both attention products
-  become plain batched matrix products (~2.6x faster than the model's layout on that CPU).
+  become plain batched matrix products (~2.6x faster than the model's layout on that CPU);
+* q/k/v and gate/up are fused into one matrix each (fewer, larger matmuls);
+* on CPU the cache is float32 (`storage_dtype`): XLA:CPU upcasts a bf16 dynamic-update-slice to
+  f32 and copies the whole buffer twice per write.
 
-The arithmetic is the model's own: `RMSNorm`, `MLP`, `dense`, `apply_rope`, `rope_cos_sin` from
-`jaxevo.models.layers`, the same dtype recipe (compute-dtype matmul inputs, f32 accumulation, f32
-norms / RoPE / softmax). Tests hold it to teacher-forced log-probs of the model (<= 1e-4, f32) and
-to transformers' greedy tokens.
+The arithmetic is the model's: `RMSNorm`, `apply_rope`, `rope_cos_sin` from `jaxevo.models.layers`
+and the same dtype recipe (compute-dtype matmul operands, f32 accumulation, f32 norms / RoPE /
+softmax, compute-dtype activations). Tests hold it to the model's teacher-forced log-probs
+(<= 1e-4, f32) and to transformers' greedy tokens.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ PROMPTS = [list(np.random.RandomState(i).randint(0, 256, size=n)) for i, n in
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2"])
+@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2", "mistral-sw"])
 def test_greedy_matches_transformers(tmp_path, family):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
@@ -39,10 +39,10 @@ def test_greedy_matches_transformers(tmp_path, family):
     assert all(o[0].finish_reason == "length" and o[0].length == new for o in outs)
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2"])
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral-sw"])
 def test_logprobs_equal_teacher_forced(family):
     cfg, params = tiny(family)
-    outs = Sampler(cfg, params, max_batch=8).generate_ids(
+    outs = Sampler(cfg, params, max_batch=8, prefill_chunk=16).generate_ids(  # 2 prefill chunks
         PROMPTS[:5], max_new_tokens=12, temperature=1.0, top_p=0.9, repetition_penalty=1.3, n=2,
         seed=3, stop_token_ids=(7, 9))
     for p, per_prompt in zip(PROMPTS, outs):
