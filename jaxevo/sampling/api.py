@@ -56,6 +56,8 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()  # stop strings (checked on the host; trimmed from the text)
     stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos + end-of-turn ids
+    speculate: int = 0  # prompt-lookup draft tokens verified per step (0 = off); see lookup.py
+    lookup_ngram: int = 3  # longest n-gram searched for in the prompt + output
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -72,6 +74,9 @@ class SamplingParams:
             (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
             (self.n >= 1, "n must be >= 1"),
             (all(self.stop), "stop strings must be non-empty"),
+            (self.speculate >= 0 and self.lookup_ngram >= 1, "speculate must be >= 0, lookup_ngram >= 1"),
+            (not self.speculate or (self.top_k == 0 and self.top_p == 1 and self.repetition_penalty == 1),
+             "speculate (prompt-lookup decoding) supports greedy, temperature and min_p sampling only"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -122,6 +127,8 @@ class RunStats:
     prefill_seconds: float = 0.0
     shapes: set = dataclasses.field(default_factory=set)  # distinct (N, P, T, S) compiled shapes
     truncated_prompts: int = 0
+    decode_steps: int = 0  # speculative decoding only: forward passes after prefill
+    draft_accepted: int = 0  # speculative decoding only: accepted draft tokens
 
     @property
     def tokens_per_second(self) -> float:
@@ -153,15 +160,28 @@ def batch_bucket(x: int, multiple: int = 1, maximum: int | None = None) -> int:
 
 # --------------------------------------------------------------------------------- sampler
 class Sampler:
-    """Holds the model, its mesh, compiled programs (shared process-wide by jit) and a reusable
-    KV-cache buffer. Cheap to rebuild with new params: `sampler.with_params(params)`."""
+    """Holds the model, its mesh, the prepared decode weights and a reusable KV-cache buffer;
+    compiled programs are shared process-wide (jit caches). Rebuild with new params after a
+    training phase: `sampler.with_params(params)`.
+
+    cfg, params, tokenizer: as returned by `load_pretrained` (`Sampler.load(M)` does that).
+    mesh: a `jaxevo.sharding.make_mesh` mesh (params already sharded for it), or None.
+    max_batch: rows (prompt x sample) per decode call. max_length: context limit for prompt + new
+    tokens (default cfg.max_position_embeddings). prefill_chunk: prompt tokens per prefill pass.
+    min_prompt_bucket / prompt_buckets: prompt lengths are padded to the next of
+    {2^k, 3 * 2^(k-1)} >= min_prompt_bucket (multiples of prefill_chunk above it), or to the next of
+    an explicit `prompt_buckets` list. matmul_dtype: storage dtype of the prepared weights (see
+    `step.prepare_weights`; default float32 on CPU, else the compute dtype).
+    """
 
     def __init__(self, cfg: ModelConfig, params: Any, tokenizer: Any = None, *, mesh=None,
                  max_batch: int = 64, max_length: int | None = None, prefill_chunk: int = 256,
-                 min_prompt_bucket: int = 16, matmul_dtype: str | None = None):
+                 min_prompt_bucket: int = 16, matmul_dtype: str | None = None,
+                 prompt_buckets: Sequence[int] | None = None):
         self.cfg = cfg
         self.params = params
         self.matmul_dtype = matmul_dtype
+        self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
         self._weights = None
         self.tokenizer = tokenizer
         self.mesh = mesh
@@ -187,7 +207,8 @@ class Sampler:
         shared (jit caches them process-wide)."""
         return Sampler(self.cfg, params, self.tokenizer, mesh=self.mesh, max_batch=self.max_batch,
                        max_length=self.max_length, prefill_chunk=self.prefill_chunk,
-                       min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype)
+                       min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype,
+                       prompt_buckets=self.prompt_buckets)
 
     @property
     def weights(self):
@@ -281,7 +302,7 @@ class Sampler:
             for g in range(0, len(rows), max_rows):
                 group = rows[g:g + max_rows]
                 out = self._run_group(ids, group, sp.n, m_bucket, sp.max_new_tokens, stop_arr,
-                                      key, mode, knobs, shard, stats)
+                                      key, mode, knobs, shard, stats, sp.speculate, sp.lookup_ngram)
                 for r, (p, s) in enumerate(group):
                     results[p][s] = self._completion(out, r, p, s, len(ids[p]), cut[p], stop_ids, sp.stop)
                     stats.new_tokens += int(out.lengths[r])
@@ -325,14 +346,15 @@ class Sampler:
                           f"(see Completion.truncated_tokens)", stacklevel=3)
         return ids, cut
 
-    def _run_group(self, ids, group, n, m_bucket, max_new, stop_arr, key, mode, knobs, shard, stats):
+    def _run_group(self, ids, group, n, m_bucket, max_new, stop_arr, key, mode, knobs, shard, stats,
+                   sp_speculate=0, sp_ngram=3):
         cfg = self.cfg
         prompts = list(dict.fromkeys(p for p, _ in group))
         slot = {p: j for j, p in enumerate(prompts)}
         nb = batch_bucket(len(group), shard, self.max_batch)
         pb = batch_bucket(len(prompts), shard, self.max_batch)
-        t = length_bucket(max(len(ids[p]) for p in prompts), self.min_prompt_bucket, self.prefill_chunk)
-        s = t + m_bucket
+        t = self._prompt_bucket(max(len(ids[p]) for p in prompts))
+        s = t + m_bucket + (sp_speculate + 1 if sp_speculate else 0)
         pad = core.pad_id(cfg)
         tokens = np.full((pb, t), pad, np.int32)
         valid = np.zeros((pb, t), bool)
@@ -363,10 +385,26 @@ class Sampler:
             if stats.batches == 0:
                 jax.block_until_ready(logits)
                 stats.prefill_seconds += time.perf_counter() - t0
-            cache, out = core.decode(self.weights, cache, logits, tokens_d, valid_d, rows, stop_arr,
-                                     key, knobs, cfg=cfg, mode=mode, mesh=self.mesh)
+            if sp_speculate:
+                from jaxevo.sampling.lookup import decode_lookup
+
+                cache, out, spec = decode_lookup(self.weights, cache, logits, tokens_d, valid_d, rows,
+                                                 stop_arr, key, knobs, cfg=cfg, mode=mode, mesh=self.mesh,
+                                                 k=sp_speculate, ngram=sp_ngram)
+                stats.decode_steps += int(spec["steps"])
+                stats.draft_accepted += int(spec["accepted"])
+            else:
+                cache, out = core.decode(self.weights, cache, logits, tokens_d, valid_d, rows, stop_arr,
+                                         key, knobs, cfg=cfg, mode=mode, mesh=self.mesh)
         self._cache = cache
         return _to_host(out)
+
+    def _prompt_bucket(self, length: int) -> int:
+        if self.prompt_buckets:
+            for b in self.prompt_buckets:
+                if b >= length and (b <= self.prefill_chunk or b % self.prefill_chunk == 0):
+                    return b
+        return length_bucket(length, self.min_prompt_bucket, self.prefill_chunk)
 
     def _put(self, x: np.ndarray):
         if self.mesh is None:

@@ -128,8 +128,13 @@ def _attention(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, visible):
     q = apply_rope(qkv[..., :h * d].reshape(n, t, h, d), cos, sin)
     k = apply_rope(qkv[..., h * d:(h + kh) * d].reshape(n, t, kh, d), cos, sin)
     v = qkv[..., (h + kh) * d:].reshape(n, t, kh, d)
-    ck = lax.dynamic_update_slice(ck, k.transpose(0, 2, 3, 1).astype(ck.dtype), (0, 0, 0, slot))
-    cv = lax.dynamic_update_slice(cv, v.transpose(0, 2, 1, 3).astype(cv.dtype), (0, 0, slot, 0))
+    k, v = k.transpose(0, 2, 3, 1).astype(ck.dtype), v.transpose(0, 2, 1, 3).astype(cv.dtype)
+    if jnp.ndim(slot) == 0:  # one slot for every row
+        ck = lax.dynamic_update_slice(ck, k, (0, 0, 0, slot))
+        cv = lax.dynamic_update_slice(cv, v, (0, 0, slot, 0))
+    else:  # a slot per row [N] (speculative decoding: rows advance by different amounts)
+        ck = jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, 0, o)))(ck, k, slot)
+        cv = jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, o, 0)))(cv, v, slot)
     # Operands in the cache's dtype: exact products of compute-dtype values, f32 accumulation.
     # Grouped-query attention: G query heads share a KV head.
     qg = q.reshape(n, t, kh, g, d).astype(ck.dtype)
@@ -160,8 +165,9 @@ def _mlp(cfg: ModelConfig, w, x):
 def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
             constrain=lambda c: c):
     """tokens, positions [N, T] int32 -> (final-normed hidden [N, T, E], cache). The tokens'
-    keys/values go to slots [slot, slot + T); visible [N, T, S] bool marks what each query attends
-    to (its own slot included). `weights` from `prepare_weights`."""
+    keys/values go to slots [slot, slot + T) (slot: int32 scalar, or [N] per row); visible
+    [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
+    `prepare_weights`."""
     dt = cfg.dtype
     x = jnp.take(weights["embedding"], tokens, axis=0).astype(dt)  # [N, T, E]
     cos, sin = rope_cos_sin(positions, cfg)  # [N, T, D]

@@ -84,3 +84,13 @@ def test_greedy_and_top_k_one():
     np.testing.assert_array_equal(g, np.argmax(LOGITS, -1))
     np.testing.assert_array_equal(choose(lg, keys, Mode(top_k=1), Knobs.make(0.5)), g)
     np.testing.assert_array_equal(choose(lg, keys, Mode(top_p=True), Knobs.make(1.0, top_p=1e-6)), g)
+
+
+def test_buckets():
+    from jaxevo.sampling.api import batch_bucket, length_bucket
+
+    assert [length_bucket(x) for x in (1, 16, 17, 24, 25, 33, 100, 200, 256)] == [16, 16, 24, 24, 32, 48, 128, 256, 256]
+    assert length_bucket(300, chunk=256) == 512 and length_bucket(5, minimum=8, chunk=1 << 30) == 8
+    assert [batch_bucket(x) for x in (1, 3, 5, 64)] == [1, 4, 8, 64]
+    assert batch_bucket(3, multiple=8) == 8 and batch_bucket(40, maximum=48) == 48
+    assert batch_bucket(10, multiple=4, maximum=6) == 12  # never below the rows, a multiple of the shards

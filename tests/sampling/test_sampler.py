@@ -140,6 +140,10 @@ def test_buckets_bound_compilations():
     mid = core.decode._cache_size()
     s.generate_ids(prompts[::-1], max_new_tokens=5, temperature=0.5, stop_token_ids=())
     assert core.decode._cache_size() == mid
+    # explicit prompt buckets
+    s2 = Sampler(cfg, params, max_batch=4, prompt_buckets=(40, 20))
+    s2.generate_ids(prompts[-2:], max_new_tokens=5, temperature=0.5, stop_token_ids=())
+    assert {sh[2] for sh in s2.last_stats.shapes} == {40}
 
 
 def test_too_long_prompt_errors_or_truncates():
