@@ -337,13 +337,18 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
     row_prompt = rows(n, (n,), jnp.int32)
     rep = NamedSharding(mesh, P())
     with use_mesh(mesh):
-        pre = core.prefill.lower(params, cache, tokens, valid, row_prompt, cfg=mcfg, mesh=mesh,
+        # The sampler runs on weights prepared once per params (fused q/k/v, gate/up): plan those.
+        prep = core.prepare_weights.lower(params, cfg=mcfg, matmul_dtype=s.dtype).compile()
+        weights = jax.tree.map(lambda x, sh: abstract(x.shape, x.dtype, sh),
+                               jax.eval_shape(lambda p_: core.step.prepare_weights(p_, mcfg, s.dtype), params),
+                               prep.output_shardings)
+        pre = core.prefill.lower(weights, cache, tokens, valid, row_prompt, cfg=mcfg, mesh=mesh,
                                  chunk=s.prefill_chunk).compile()
         sp = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=s.max_new_tokens)
         knobs = jax.tree.map(lambda x: abstract(x.shape, x.dtype, rep), sp.knobs())
         key = abstract((), jax.eval_shape(lambda: jax.random.key(0)).dtype, rep)
         r = core.Rows(row_prompt, row_prompt, rows(n, (n,), jnp.bool_), row_prompt)
-        dec = core.decode.lower(params, cache, rows(n, (n, mcfg.vocab_size), jnp.float32), tokens,
+        dec = core.decode.lower(weights, cache, rows(n, (n, mcfg.vocab_size), jnp.float32), tokens,
                                 valid, r, abstract((8,), jnp.int32, rep), key, knobs, cfg=mcfg,
                                 mode=sp.mode(mcfg.vocab_size), mesh=mesh).compile()
     n_params = mcfg.num_params()
