@@ -44,31 +44,20 @@ def add_arguments(p):
 
 
 def read_prompts(path: str) -> list[dict]:
+    from jaxevo.data.loaders import read_jsonl_rows
     from jaxevo.errors import JaxevoError
 
-    p = Path(path)
-    if not p.is_file():
-        raise JaxevoError(f"prompts file {path} does not exist")
     rows = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JaxevoError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise JaxevoError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            if "prompt" not in row:
-                raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field (keys: {sorted(row)})")
-            prompt = row["prompt"]
-            ok = isinstance(prompt, str) or (isinstance(prompt, list) and all(
-                isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
-            if not ok:
-                raise JaxevoError(f"{path}:{lineno}: \"prompt\" must be a string or a list of "
-                                  "{\"role\", \"content\"} messages")
-            rows.append(row)
+    for lineno, row in read_jsonl_rows(path):  # missing file / bad JSON: clear ConfigErrors
+        if "prompt" not in row:
+            raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field (keys: {sorted(row)})")
+        prompt = row["prompt"]
+        ok = isinstance(prompt, str) or (isinstance(prompt, list) and all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
+        if not ok:
+            raise JaxevoError(f"{path}:{lineno}: \"prompt\" must be a string or a list of "
+                              "{\"role\", \"content\"} messages")
+        rows.append(row)
     if not rows:
         raise JaxevoError(f"{path} has no prompts")
     return rows

@@ -44,7 +44,8 @@ def test_generate_clear_errors(tmp_path, model_dir, capsys):
     dst = tmp_path / "out.jsonl"
     rc = main(["generate", "--model", str(model_dir), "--prompts", str(tmp_path / "missing.jsonl"),
                "--out", str(dst)])
-    assert rc == 2 and "missing.jsonl does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "file not found" in err and "missing.jsonl" in err
     bad = tmp_path / "bad.jsonl"
     _write(bad, [{"prompt": "ok"}, {"question": "no prompt here"}])
     rc = main(["generate", "--model", str(model_dir), "--prompts", str(bad), "--out", str(dst)])
