@@ -171,7 +171,7 @@ class Sampler:
     min_prompt_bucket / prompt_buckets: prompt lengths are padded to the next of
     {2^k, 3 * 2^(k-1)} >= min_prompt_bucket (multiples of prefill_chunk above it), or to the next of
     an explicit `prompt_buckets` list. matmul_dtype: storage dtype of the prepared weights (see
-    `step.prepare_weights`; default float32 on CPU, else the compute dtype).
+    `step.prepare_weights`; default `sampler.default_matmul_dtype`).
     """
 
     def __init__(self, cfg: ModelConfig, params: Any, tokenizer: Any = None, *, mesh=None,
@@ -213,8 +213,8 @@ class Sampler:
     @property
     def weights(self):
         """The decode weights (`step.prepare_weights`), made once from `params` and kept: they
-        hold a copy of the matrices in `matmul_dtype` (default: float32 on CPU, else the compute
-        dtype). Delete `params` yourself if you no longer need them."""
+        hold a copy of the matrices in `matmul_dtype` (default: `sampler.default_matmul_dtype`).
+        Delete `params` yourself if you no longer need them."""
         if self._weights is None:
             platform = (self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]).platform
             mm = self.matmul_dtype or core.default_matmul_dtype(self.cfg, platform)

@@ -159,8 +159,28 @@ prepare_weights = jax.jit(step.prepare_weights, static_argnames=("cfg", "matmul_
 
 
 def default_matmul_dtype(cfg: ModelConfig, platform: str) -> str:
-    """bf16-rounded weights stored as f32 on CPU for 16-bit models (see `step.prepare_weights`)."""
-    return "float32" if platform == "cpu" else cfg.dtype
+    """The compute dtype, except float32 on a CPU without native bf16 dot instructions: there the
+    bf16 kernels convert to f32 inside anyway, and XLA's f32 matrix-vector path is the faster one at
+    batch 1 (measured on a 2-core AVX-512F Xeon without AVX512_BF16: 41.8 vs 46.7 ms per decode
+    step at batch 1, equal at batch 64). Same products either way (see `step.prepare_weights`)."""
+    if platform == "cpu" and jnp.dtype(cfg.dtype).itemsize == 2 and not cpu_has_native_bf16():
+        return "float32"
+    return cfg.dtype
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """True if the host CPU advertises bf16 dot-product instructions (x86 AVX512_BF16 / AMX-BF16,
+    Arm BF16). Read from /proc/cpuinfo; False where that is unavailable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags |= set(line.split(":", 1)[1].split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 # ------------------------------------------------------------------------------- prefill
