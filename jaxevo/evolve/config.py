@@ -108,6 +108,29 @@ class CensorSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class MetaSection:
+    """SELF's meta-skill round (round 0, before the self-evolution rounds): learn to write feedback
+    and to refine from tuples (question, answer, feedback, refined answer). The paper's annotator
+    is GPT-4; here the tuples come from the model's own samples checked by `scorer` against gold
+    answers (METHODS.md §3.2/§5: "gold-answer-checked self-samples"): the feedback is a templated
+    verdict, the refined answer an accepted sample of the same question. Gold answers reach the
+    data only as that accept/reject verdict. Trained with the `self_meta` objective (three views:
+    feedback, feedback-conditioned refinement, direct answer weighted by `beta`); the result is
+    the start model of round 1 and, with `rounds.restart_from_base`, the model each round restarts
+    from, its direct-answer view mixed into every round's SFT data."""
+
+    enabled: bool = False
+    prompts: int = 128  # taken from the END of the prompt source (rounds take theirs from the start)
+    n: int = 4  # samples per prompt
+    scorer: str = "verifier"
+    min_score: float = 1.0  # a sample at or above this is "correct"
+    beta: float = 1.0  # weight of the direct-answer view in the meta-skill loss
+    epochs: int = 2  # of the meta phase (its other settings are the `sft:` phase's)
+    max_length: int = 640  # tokens per view: the refine view holds question, answer, feedback, refinement
+    evaluate: bool = True  # also evaluate the meta-skill model (SELF's M_meta) in round 0
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSection:
     source: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"type": "arithmetic", "split": "test", "n": 200, "levels": [1, 2]})
@@ -121,7 +144,6 @@ class EvalSection:
 class RoundsSection:
     restart_from_base: bool = False  # SELF "restart": each round trains the base on all data so far
     reference: Literal["previous", "sft"] = "sft"  # preference reference: round start or SFT result
-    meta_round: bool = False  # SELF: a round 0 of meta-skill training on verifier-built data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +161,7 @@ class EvolveConfig:
     preference: TrainConfig | None = None  # phase 2
     eval: EvalSection = EvalSection()
     rounds: RoundsSection = RoundsSection()
+    meta: MetaSection = MetaSection()
 
     def __post_init__(self):
         if self.run.rounds < 1:
@@ -149,5 +172,7 @@ class EvolveConfig:
             raise ConfigError("select.sft=refine_views builds SFT views from pairs: set select.pairs")
         if self.select.pairs == "rule" and self.refine.steps < 1:
             raise ConfigError("select.pairs=rule pairs a refinement with its start: set refine.steps >= 1")
+        if self.meta.enabled and self.sft is None:
+            raise ConfigError("meta.enabled trains with the `sft:` phase's settings: add an `sft:` section")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")

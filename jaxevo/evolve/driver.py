@@ -2,7 +2,8 @@
 
     result = run_evolve(cfg, raw_config)
 
-Round 0 is the start model's evaluation. Each round r >= 1 starts from round r-1's model, runs the
+Round 0 is the start model's evaluation (preceded, with `meta.enabled`, by SELF's meta-skill
+training, whose model then replaces the start model). Each round r >= 1 starts from round r-1's model, runs the
 stages of `stages.ORDER`, and records its model in the manifest; a rerun skips every stage the
 manifest marks done (and a training stage resumes from its own Orbax checkpoints).
 """
@@ -16,12 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from jaxevo import distributed
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.rundir import RunDir, read_jsonl, write_jsonl
 from jaxevo.evolve.stages import ORDER, STAGES, write_json
 
 log = logging.getLogger(__name__)
 EVAL_INDEX = ORDER.index("eval") + 1
+META_INDEX = 0  # round 0's meta-skill stage (SELF) runs before the start model's evaluation
 
 
 class Ctx:
@@ -30,9 +33,14 @@ class Ctx:
     def __init__(self, cfg: EvolveConfig, run: RunDir, round_: int, mesh, stop_at: int | None = None):
         self.cfg, self.run, self.round, self.mesh, self.stop_at = cfg, run, round_, mesh, stop_at
         self.seed = cfg.run.seed * 1000 + round_
+        # The model rounds start (and SELF restarts) from: the meta-skill model once it exists.
         self.base_path = cfg.model.path
+        meta = run.stage_info(0, "meta")
+        if cfg.meta.enabled and meta.get("model"):
+            self.base_path = str(run.stage_dir(0, META_INDEX, "meta") / meta["model"])
         self._samplers: dict[str, Any] = {}
         self._pool: list[dict] | None = None
+        self.progress = cfg.run.progress and distributed.is_main()  # bars on process 0 only
 
     # -------------------------------------------------------------- files of earlier stages
     def output(self, name: str, round_: int | None = None) -> Path:
@@ -81,8 +89,14 @@ class Ctx:
         model = model or self.start_model()
         if model not in self._samplers:
             self._samplers = {model: Sampler.load(model, dtype=self.cfg.model.sample_dtype,
-                                                  max_batch=self.cfg.sample.batch_size)}
+                                                  max_batch=self.cfg.sample.batch_size,
+                                                  mesh=self._sampler_mesh())}
         return self._samplers[model]
+
+    def _sampler_mesh(self):
+        """The run's mesh when it spans several processes (every host must take part in the
+        sampler's programs); on one process None, the sampler's fast single-device path."""
+        return self.mesh if distributed.process_count() > 1 else None
 
     def judge_sampler(self):
         if not self.cfg.score.judge_model:
@@ -112,7 +126,7 @@ class Ctx:
         s = self.sampler(model)
         rows, summary = evaluate(s, items, max_new_tokens=e.max_new_tokens, chat=self.cfg.prompts.chat,
                                  self_refine=e.self_refine, refine_template=self.cfg.refine.template,
-                                 progress=self.cfg.run.progress)
+                                 progress=self.progress)
         write_jsonl(out / "results.jsonl", rows)
         write_json(out / "eval.json", summary)
         return summary
@@ -121,19 +135,30 @@ class Ctx:
 def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int, str] | None = None,
                stop_at_step: int | None = None, mesh=None) -> dict[str, Any]:
     """Run or resume. `stop_after=(round, stage)` / `stop_at_step` end the run early as if it were
-    killed there (used by the resume tests). Returns the manifest."""
+    killed there (used by the resume tests). Returns the manifest.
+
+    Multi-host: call on every process with the same config; all of them run every stage, process 0
+    writes the files (see `rundir`)."""
     from jaxevo.evolve.report import print_round, write_report
     from jaxevo.sharding import make_mesh
 
     run = RunDir(cfg.run.dir, raw).open()
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
+    if cfg.meta.enabled and not run.is_done(0, "meta"):
+        tmp = run.begin_stage(0, META_INDEX, "meta")
+        t0 = time.time()
+        info = STAGES["meta"](Ctx(cfg, run, 0, mesh, stop_at=stop_at_step), tmp)
+        run.finish_stage(0, META_INDEX, "meta", dict(info, seconds=round(time.time() - t0, 2)))
+        log.info("round 0 meta: %s", {k: v for k, v in info.items() if k != "final"})
+        if stop_after == (0, "meta"):
+            return run.manifest()
     if cfg.eval.before and not run.is_done(0, "eval"):
         ctx = Ctx(cfg, run, 0, mesh)
         tmp = run.begin_stage(0, EVAL_INDEX, "eval")
         t0 = time.time()
         info = {"model": cfg.model.path, **ctx.evaluate(cfg.model.path, tmp)}
         run.finish_stage(0, EVAL_INDEX, "eval", dict(info, seconds=round(time.time() - t0, 2)))
-        print_round(run, 0)
+        distributed.main_only(print_round)(run, 0)
     for r in range(1, cfg.run.rounds + 1):
         if run.manifest()["rounds"].get(str(r), {}).get("done"):
             continue
@@ -152,15 +177,17 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
         model = ctx.latest_model()
         rel = str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
         run.set_round_info(r, model=rel, done=True)
-        print_round(run, r)
+        distributed.main_only(print_round)(run, r)
     final = run.root / "final_model"
     last = Ctx(cfg, run, cfg.run.rounds, mesh).latest_model()
-    if not final.exists():
-        from jaxevo.weights.load import hf_dir_for
+    if distributed.is_main():
+        if not final.exists():
+            from jaxevo.weights.load import hf_dir_for
 
-        tmp = final.with_name("final_model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(hf_dir_for(last), tmp)
-        tmp.replace(final)
-    write_report(run, cfg)
+            tmp = final.with_name("final_model.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(hf_dir_for(last), tmp)
+            tmp.replace(final)
+        write_report(run, cfg)
+    distributed.barrier("jaxevo_run_done")
     return run.manifest()

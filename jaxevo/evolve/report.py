@@ -103,6 +103,20 @@ def accuracy_svg(points: list[tuple[int, float, float, float]], control: list[tu
     return "\n".join(parts)
 
 
+def _meta_lines(m: dict[str, Any]) -> list[str]:
+    """SELF's meta-skill round, when the run had one."""
+    meta = m["rounds"].get("0", {}).get("stages", {}).get("meta")
+    if not meta:
+        return []
+    ev = meta.get("eval", {})
+    acc = "not evaluated" if "accuracy" not in ev else (
+        f"{100 * ev['accuracy']:.1f}% ({100 * ev['ci95_low']:.1f}-{100 * ev['ci95_high']:.1f}%)")
+    return [f"Meta-skill round (round 0, before the start model's evaluation): {meta.get('tuples', 0)} "
+            f"tuples ({meta.get('incorrect_tuples', 0)} with an incorrect answer) from "
+            f"{meta.get('prompts', 0)} prompts, {meta.get('steps', 0)} training steps; the meta-skill "
+            f"model scores {acc}. Rounds 1+ start from it.", ""]
+
+
 def write_report(run: RunDir, cfg) -> str:
     m = run.manifest()
     rounds = sorted(int(r) for r in m["rounds"])
@@ -121,7 +135,7 @@ def write_report(run: RunDir, cfg) -> str:
           f"Start model: `{cfg.model.path}`; scorer: `{cfg.score.scorer}`; "
           f"{cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round; "
           f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'} at the start.", "",
-          "![accuracy per round](accuracy.svg)", "", table(rows), "",
+          "![accuracy per round](accuracy.svg)", "", table(rows), "", *_meta_lines(m),
           "`control` is the format-only control arm: SFT on the same number of well-formatted "
           "self-samples chosen without the scorer, from the same round start. The gain of the "
           "recipe over the control is what the scorer adds beyond formatting.", "",

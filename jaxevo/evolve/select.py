@@ -116,6 +116,35 @@ def format_control(groups: Iterable[Group], count: int, seed: int,
             for g, ok in pool[:count]]
 
 
+def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_format: bool = True,
+                allow_truncated: bool = False) -> list[dict]:
+    """SELF's meta-skill tuples {"prompt", "response", "feedback", "refined"} from scored samples:
+    a sample scoring >= `min_score` gets the verdict "correct" and is its own refinement; any other
+    sample gets "incorrect" (with what is wrong: the stated answer, or that there is none) and, as
+    its refinement, the best accepted sample of the same prompt. Prompts without an accepted
+    sample give no tuple (there is nothing to refine towards). The feedback ends with the verdict
+    line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
+    from jaxevo.data.answers import extract_answer
+
+    out = []
+    for g in groups:
+        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
+        good = [r for r in _ranked(rs) if r["score"] >= min_score and _usable(r, require_format, allow_truncated)]
+        if not good:
+            continue
+        for r in rs:
+            if r in good:
+                fb, refined = "The reasoning and the final answer are right.\nJudgement: correct", r["text"]
+            else:
+                ans = extract_answer(r["text"])
+                what = (f"The final answer {ans} is wrong." if ans is not None
+                        else "The answer does not state a final answer in the required format.")
+                fb, refined = f"{what}\nJudgement: incorrect", good[0]["text"]
+            out.append({"prompt": g["prompt"], "response": r["text"], "feedback": fb,
+                        "refined": refined, "id": g["item"]["id"]})
+    return out
+
+
 def _topic(g: Group) -> dict[str, Any]:
     t = g["item"].get("topic")
     return {"topic": t} if t is not None else {}

@@ -58,7 +58,7 @@ def generate_stage(ctx, out: Path) -> dict[str, Any]:
     items = read_jsonl(ctx.output("prompts") / "prompts.jsonl")
     comps = ctx.sampler().generate(
         [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=c.n),
-        chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+        chat=ctx.cfg.prompts.chat, progress=ctx.progress)
     groups = []
     for it, cs in zip(items, comps):
         groups.append({"item": it, "prompt": it["prompt"], "responses": [
@@ -82,7 +82,7 @@ def feedback_stage(ctx, out: Path) -> dict[str, Any]:
         sampler = ctx.judge_sampler() if ctx.cfg.score.scorer == "judge" else ctx.sampler()
         prompts = [f.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
         comps = sampler.generate(prompts, ctx.sampling(f.max_new_tokens, f.temperature),
-                                 chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+                                 chat=ctx.cfg.prompts.chat, progress=ctx.progress)
         for (g, r), cs in zip(todo, comps):
             r["feedback"] = cs[0].text
     write_jsonl(out / "groups.jsonl", groups)
@@ -95,6 +95,7 @@ def refine_stage(ctx, out: Path) -> dict[str, Any]:
     """Chain of self-refinement: y_k = model(refine(x, y_{k-1})). With `only_if_rejected` (SELF)
     only answers whose feedback judged them incorrect are refined, once per step."""
     from jaxevo.evolve.scorers import parse_verdict
+    from jaxevo.train.objectives import self_refine_prompt
 
     groups = read_jsonl(ctx.previous_groups("refine"))
     rc = ctx.cfg.refine
@@ -111,9 +112,10 @@ def refine_stage(ctx, out: Path) -> dict[str, Any]:
                 todo.append((g, last))
         if not todo:
             break
-        prompts = [rc.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
+        # With a feedback stage (SELF) the refinement acts on the feedback, as in meta-skill training.
+        prompts = [self_refine_prompt(rc.template, g["prompt"], r["text"], r.get("feedback")) for g, r in todo]
         comps = ctx.sampler().generate(prompts, ctx.sampling(rc.max_new_tokens, rc.temperature, salt=step),
-                                       chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+                                       chat=ctx.cfg.prompts.chat, progress=ctx.progress)
         for (g, r), cs in zip(todo, comps):
             g["responses"].append(_response(cs[0], kind="refine", chain=r["chain"], step=step))
             made += 1
@@ -168,7 +170,7 @@ def _topic_expansion(ctx, groups, scorer, params):
     c = ctx.cfg.sample
     comps = ctx.sampler().generate([it["prompt"] for it in extra],
                                    ctx.sampling(c.max_new_tokens, c.temperature, n=c.n, salt=101),
-                                   chat=ctx.cfg.prompts.chat, progress=ctx.cfg.run.progress)
+                                   chat=ctx.cfg.prompts.chat, progress=ctx.progress)
     new = []
     for it, cs in zip(extra, comps):
         g = {"item": it, "prompt": it["prompt"], "expanded": True, "responses": [
@@ -200,7 +202,10 @@ def data_stage(ctx, out: Path) -> dict[str, Any]:
                                require_format=s.require_format, allow_truncated=s.allow_truncated)
     elif s.sft == "refine_views" and ctx.cfg.sft is not None:  # EVOLVE's SR-aware SFT
         sft = select.refine_views(pairs, ctx.cfg.refine.template)
-    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_1 ∪ ... ∪ D_t
+    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta(QA) ∪ D_1 ∪ ... ∪ D_t
+        meta_qa = ctx.run.stage_dir(0, 0, "meta") / "qa.jsonl"
+        if ctx.cfg.meta.enabled and meta_qa.exists():
+            sft = _dedupe(read_jsonl(meta_qa) + sft)
         for r in range(1, ctx.round):
             prev = ctx.run.stage_dir(r, ORDER.index("data") + 1, "data") / "sft.jsonl"
             if prev.exists():
@@ -241,7 +246,7 @@ def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: st
         data=dataclasses.replace(phase_cfg.data, path="", refine_template=ctx.cfg.refine.template,
                                  feedback_template=ctx.cfg.feedback.template),
         seed=ctx.seed,
-        log=dataclasses.replace(phase_cfg.log, progress=ctx.cfg.run.progress))
+        log=dataclasses.replace(phase_cfg.log, progress=ctx.progress))
     if tc.steps is None:  # never fewer than one step, never a batch larger than the data
         tc = tc.replace(batch_size=min(tc.batch_size, _fit_batch(len(records), tc)))
     result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh)
@@ -284,6 +289,47 @@ def preference_stage(ctx, out: Path) -> dict[str, Any]:
     return _train_phase(ctx, out, ctx.cfg.preference, records, start, reference=reference)
 
 
+# ---------------------------------------------------------------------------------- meta (SELF)
+@stage("meta")
+def meta_stage(ctx, out: Path) -> dict[str, Any]:
+    """SELF's round 0 (see `config.MetaSection`): sample the last `meta.prompts` prompts of the
+    source, score them, build (question, answer, feedback, refined) tuples and train the
+    meta-skill objective from the start model. Writes meta.jsonl, qa.jsonl (the direct-answer
+    view, mixed into later rounds' SFT data), the model, and its evaluation."""
+    m = ctx.cfg.meta
+    pool = ctx.prompt_pool()
+    items = pool[-min(m.prompts, len(pool)):]
+    c = ctx.cfg.sample
+    comps = ctx.sampler(ctx.cfg.model.path).generate(
+        [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=m.n, salt=211),
+        chat=ctx.cfg.prompts.chat, progress=ctx.progress)
+    scorer = get_scorer(m.scorer)
+    groups = []
+    for it, cs in zip(items, comps):
+        g = {"item": it, "prompt": it["prompt"],
+             "responses": [_response(cp, kind="sample", chain=j, step=0) for j, cp in enumerate(cs)]}
+        for r, s in zip(g["responses"], scorer(g, {"seed": ctx.seed})):
+            r["score"] = float(s)
+        groups.append(g)
+    s = ctx.cfg.select
+    tuples = select.meta_tuples(groups, min_score=m.min_score, require_format=s.require_format,
+                                allow_truncated=s.allow_truncated)
+    qa = _dedupe([{"prompt": t["prompt"], "response": t["refined"], "id": t["id"]} for t in tuples])
+    write_jsonl(out / "scored.jsonl", groups)
+    write_jsonl(out / "meta.jsonl", tuples)
+    write_jsonl(out / "qa.jsonl", qa)
+    phase = ctx.cfg.sft.replace(
+        epochs=m.epochs, steps=None, data=dataclasses.replace(ctx.cfg.sft.data, max_length=m.max_length),
+        objective=dataclasses.replace(ctx.cfg.sft.objective, name="self_meta", hparams={"beta": m.beta}))
+    info = {"prompts": len(items), "accepted_samples": sum(r["score"] >= m.min_score for g in groups
+                                                           for r in g["responses"]),
+            "tuples": len(tuples), "incorrect_tuples": sum("incorrect" in t["feedback"] for t in tuples),
+            "qa": len(qa), **_train_phase(ctx, out, phase, tuples, ctx.cfg.model.path)}
+    if info.get("model") and m.evaluate:
+        info["eval"] = ctx.evaluate(str(out / info["model"]), out)
+    return info
+
+
 # ---------------------------------------------------------------------------------- eval
 @stage("control")
 def control_stage(ctx, out: Path) -> dict[str, Any]:
@@ -302,4 +348,8 @@ def eval_stage(ctx, out: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str))
+    """Process 0 writes (see `rundir`); the other processes skip."""
+    from jaxevo import distributed
+
+    if distributed.is_main():
+        path.write_text(json.dumps(obj, indent=2, default=str))

@@ -123,9 +123,15 @@ def _feedback_context(r, t):
     return t["feedback_template"].format(prompt=r["prompt"], previous=r["response"])
 
 
+def self_refine_prompt(template: str, prompt: str, previous: str, feedback: str | None) -> str:
+    """SELF's refinement context: the refine template, then the feedback it should act on. The
+    round driver's refine stage builds the same text when a feedback stage ran."""
+    text = template.format(prompt=prompt, previous=previous)
+    return text + "\n\nFeedback:\n" + feedback if feedback else text
+
+
 def _self_refine_context(r, t):
-    return (t["refine_template"].format(prompt=r["prompt"], previous=r["response"])
-            + "\n\nFeedback:\n" + r["feedback"])
+    return self_refine_prompt(t["refine_template"], r["prompt"], r["response"], r["feedback"])
 
 
 # ----------------------------------------------------------------------------- SFT

@@ -13,7 +13,8 @@ from tests.evolve.conftest import recipe
 TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     "demo": ["sft.epochs=1", "sft.batch_size=4", "sft.micro_batch_size=2"],
     "evolve": ["sft.batch_size=4", "preference.batch_size=2"],
-    "self": ["sft.epochs=1", "sft.batch_size=4"],
+    "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
+             "meta.min_score=0.0", "meta.epochs=1"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",
              "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2"],
 }
@@ -62,6 +63,18 @@ def test_two_rounds(name, tmp_path, tiny_model):
     if name == "self":
         groups = read_jsonl(root / "round_001" / "05_score" / "scored.jsonl")
         assert all("feedback" in resp for g in groups for resp in g["responses"])
+        # The meta-skill round ran first; its model is where every round restarts from, and its
+        # direct-answer data is mixed into every round's SFT data.
+        meta = m["rounds"]["0"]["stages"]["meta"]
+        assert meta["tuples"] == 4 * 2 and meta["steps"] >= 1 and 0 <= meta["eval"]["accuracy"] <= 1
+        tuples = read_jsonl(root / "round_000" / "00_meta" / "meta.jsonl")
+        assert {"prompt", "response", "feedback", "refined"} <= set(tuples[0])
+        assert (root / "round_000" / "00_meta" / meta["model"] / "jaxevo.json").exists()
+        for r in (1, 2):
+            info = json.loads((root / f"round_{r:03d}" / "07_sft" / "train" / "final" / "jaxevo.json").read_text())
+            assert "00_meta" in info["base_model"], info["base_model"]
+        qa = {x["response"] for x in read_jsonl(root / "round_000" / "00_meta" / "qa.jsonl")}
+        assert qa <= {x["response"] for x in read_jsonl(root / "round_002" / "06_data" / "sft.jsonl")}
     if name == "dpse":
         pairs = read_jsonl(root / "round_001" / "06_data" / "pairs.jsonl")
         assert all("weight" in p for p in pairs)

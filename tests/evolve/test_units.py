@@ -90,6 +90,27 @@ def test_format_control_ignores_scores_and_matches_count():
     assert out == select.format_control(gs, 3, seed=0)  # deterministic
 
 
+def test_meta_tuples_teach_verdicts_and_refine_towards_an_accepted_answer():
+    g = group(["5+7=12. The answer is 12.", "The answer is 13.", "I think twelve", "The answer is 12."])
+    g["responses"][3]["logp"] = -10.0  # the lower-ranked of the two accepted answers
+    for r, s in zip(g["responses"], get_scorer("verifier")(g, {})):
+        r["score"] = s
+    wrong = group(["The answer is 3."])
+    wrong["responses"][0]["score"] = 0.0
+    t = select.meta_tuples([g, wrong], min_score=1.0)
+    for x in t:  # every refinement may end in a parseable verdict the self_judge scorer reads
+        assert parse_verdict(x["feedback"]) in (0.0, 1.0)
+    assert len(t) == 4  # the second prompt has no accepted answer: nothing to refine towards
+    by = {x["response"]: x for x in t}
+    assert parse_verdict(by["5+7=12. The answer is 12."]["feedback"]) == 1.0
+    assert by["5+7=12. The answer is 12."]["refined"] == "5+7=12. The answer is 12."
+    assert "13 is wrong" in by["The answer is 13."]["feedback"]
+    assert by["The answer is 13."]["refined"] == "5+7=12. The answer is 12."  # the best accepted
+    assert "does not state a final answer" in by["I think twelve"]["feedback"]
+    assert parse_verdict(by["I think twelve"]["feedback"]) == 0.0
+    assert all("12" not in x["feedback"] for x in t)  # the gold answer never enters the feedback
+
+
 def test_censor_satisfaction_orders_answers():
     item = {"id": "d/s0/t0", "prompt": "One pen costs $2. How many dollars for 3 pens?", "answer": "6",
             "kind": "question", "topic": "shopping"}
