@@ -48,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 
     enable_compilation_cache()
     try:
+        if args.command != "plan":  # plan compiles for a target mesh on this host alone
+            from jaxevo import distributed
+
+            # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
+            distributed.initialize()
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
     except JaxevoError as e:
         print(f"jaxevo {args.command}: error: {e}", file=sys.stderr)

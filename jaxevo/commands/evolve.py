@@ -12,13 +12,18 @@ def add_arguments(p):
 def run(args) -> int:
     import logging
 
+    from jaxevo import distributed
     from jaxevo.config import load_config, to_dict
     from jaxevo.evolve.config import EvolveConfig
     from jaxevo.evolve.driver import run_evolve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    main = distributed.is_main()  # on a pod, process 0 speaks for all
+    logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s",
+                        datefmt="%H:%M:%S")
     cfg = load_config(EvolveConfig, args.config, args.overrides)
-    print(f"jaxevo evolve: {cfg.run.recipe} recipe, {cfg.run.rounds} rounds, run directory {cfg.run.dir}")
+    if main:
+        print(f"jaxevo evolve: {cfg.run.recipe} recipe, {cfg.run.rounds} rounds, run directory {cfg.run.dir}")
     run_evolve(cfg, to_dict(cfg))
-    print(f"report: {cfg.run.dir}/report.md")
+    if main:
+        print(f"report: {cfg.run.dir}/report.md")
     return 0

@@ -11,6 +11,12 @@
 A stage is done when its folder exists under its final name *and* the manifest says so; both
 are written atomically (tmp + rename), so a run killed anywhere resumes at the first unfinished
 stage and never reads half-written output.
+
+Multi-host: every process runs every stage (sampling and training are collective programs) and
+reads the same files, but only process 0 writes them (`write_jsonl`, `atomic_write_text`, the
+manifest, the stage renames); the other processes wait at a barrier after each manifest update.
+So the run directory must be on storage every host sees (a GCS bucket mounted with gcsfuse, a
+Filestore/NFS share), as Orbax's multi-host checkpoints already require.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from jaxevo import distributed
 from jaxevo.errors import ConfigError
 
 # Config sections that may change between a run and its resume without mixing results.
@@ -30,13 +37,18 @@ RESUME_SAFE = ("run.dir", "run.rounds", "run.progress")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` atomically (process 0 only; a no-op on the other processes)."""
+    if not distributed.is_main():
+        return
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    """Write records atomically; returns the count."""
+    """Write records atomically (process 0 only; the others just count); returns the count."""
+    if not distributed.is_main():
+        return sum(1 for _ in records)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     n = 0
     with open(tmp, "w") as f:
@@ -83,8 +95,10 @@ class RunDir:
         """Create the run or check that `config` may resume it (refuses a changed config)."""
         import yaml
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        if self.manifest_path.exists():
+        if distributed.is_main():
+            self.root.mkdir(parents=True, exist_ok=True)
+        distributed.barrier("jaxevo_rundir_open")
+        if distributed.broadcast(self.manifest_path.exists()):  # one answer for every process
             m = self.manifest()
             if m["config_hash"] != self.hash:
                 old = yaml.safe_load((self.root / "config.yaml").read_text()) or {}
@@ -102,7 +116,9 @@ class RunDir:
         return json.loads(self.manifest_path.read_text())
 
     def _write(self, m: dict[str, Any]) -> None:
+        """Process 0 writes the manifest; every process then waits until it is in place."""
         atomic_write_text(self.manifest_path, json.dumps(m, indent=1, default=str))
+        distributed.barrier("jaxevo_manifest")
 
     # ------------------------------------------------------------------ stages
     def round_dir(self, r: int) -> Path:
@@ -128,9 +144,12 @@ class RunDir:
     def finish_stage(self, r: int, index: int, name: str, info: dict[str, Any]) -> Path:
         final = self.stage_dir(r, index, name)
         tmp = final.with_name(f"{index:02d}_{name}.partial")
-        if final.exists():  # a previous attempt renamed but died before the manifest write
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        # Every process has finished its part of the stage (e.g. an Orbax save) before the rename.
+        distributed.barrier("jaxevo_stage_end")
+        if distributed.is_main():
+            if final.exists():  # a previous attempt renamed but died before the manifest write
+                shutil.rmtree(final)
+            os.replace(tmp, final)
         m = self.manifest()
         rd = m["rounds"].setdefault(str(r), {"stages": {}})
         rd["stages"][name] = {"done": True, "finished": time.time(), **info}

@@ -69,19 +69,22 @@ def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
 
     The directory is built under a temporary name and renamed into place, so a reader never sees
     a half-written export; an older export at ``out_dir`` is replaced only once the new one is
-    complete. Multi-process: call on every process (params are gathered); process 0 writes.
+    complete. Multi-process: call on every process (params are gathered one tensor at a time);
+    process 0 writes.
     """
     from jaxevo.weights.hf import export_hf
 
     out = Path(out_dir).absolute()
-    if jax.process_count() > 1:  # every process takes part in the gather; process 0 writes
-        from jax.experimental import multihost_utils
+    if jax.process_index() != 0:
+        # Take part in the per-tensor gathers of `params_to_hf` (collectives), write nothing: no
+        # host ever holds more than one gathered tensor, never the whole model.
+        from jaxevo.weights.convert import params_to_hf
+        from jaxevo.weights.hf import export_dtype
 
-        host = multihost_utils.process_allgather(params, tiled=True)
-        if jax.process_index() != 0:
-            return out
-    else:
-        host = jax.device_get(params)
+        for _ in params_to_hf(params, cfg, export_dtype(dtype)):
+            pass
+        return out
+    host = params  # gathered tensor by tensor while writing
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

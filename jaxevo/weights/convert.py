@@ -170,9 +170,14 @@ def _fill(buf, w, idx, layer):
 
 
 def params_to_hf(params, cfg: ModelConfig, dtype=np.float32) -> Iterator[tuple[str, np.ndarray]]:
-    """Yield (transformers name, array [torch layout]) one tensor at a time, gathered to host."""
+    """Yield (transformers name, array [torch layout]) one tensor at a time, gathered to host.
+    Multi-process: every process must iterate (each tensor's gather is a collective); a 16-bit
+    `dtype` is cast on the devices before the gather (half the traffic and host memory)."""
     for ent in table(cfg):
-        full = _to_host(_get(params, ent.path))
+        x = _get(params, ent.path)
+        if isinstance(x, jax.Array) and np.dtype(dtype).itemsize < x.dtype.itemsize:
+            x = x.astype(dtype)
+        full = _to_host(x)
         if ent.per_layer:
             for i in range(cfg.num_layers):
                 yield ent.hf.format(i=i), np.ascontiguousarray(ent.to_hf(full[i]).astype(dtype))

@@ -51,14 +51,19 @@ class HFDirSource:
         return self._where[name].get(name)
 
 
+def export_dtype(name: str):
+    """The numpy dtype of an export dtype name (float32 / bfloat16 / float16)."""
+    import ml_dtypes
+
+    return {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}[name]
+
+
 def export_hf(params, cfg: ModelConfig, out_dir: str | Path, tokenizer=None,
               dtype: str = "float32", max_shard_bytes: int = 2 * 2**30) -> Path:
     """Write a transformers-loadable directory. Tensors stream one at a time into shards."""
-    import ml_dtypes
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    np_dtype = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}[dtype]
+    np_dtype = export_dtype(dtype)
     shard, size, shards, total = [], 0, [], 0
 
     def flush():

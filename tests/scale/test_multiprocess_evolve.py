@@ -1,0 +1,108 @@
+"""The round driver on two `jax.distributed` processes (4 CPU devices each) == one process with 8
+devices: one EVOLVE round (sampling, refinement, verifier, SFT, preference, eval) gives the same
+data, manifest and final model, and only process 0 writes the run directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.scale.test_multiprocess import ROOT, env, free_port
+
+WORKER = "tests.scale._evolve_worker"
+TIMING = {"seconds", "tokens_per_s", "steps_per_s", "tokens_per_s_train", "examples_per_s"}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(single-process dir, two-process dir), all three processes started together."""
+    model = tmp_path_factory.mktemp("model")
+    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
+    # The model directory must exist before the runs share it: one process makes it first.
+    subprocess.run([sys.executable, "-c", "from pathlib import Path; import tests.scale._evolve_worker as w; "
+                    f"w.make_model(Path({str(model)!r}))"], cwd=ROOT, env=env(1), check=True)
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", WORKER, str(one), str(model)], cwd=ROOT, env=env(8),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
+    for i in range(2):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", WORKER, str(two), str(model)], cwd=ROOT,
+            env=env(4, JAXEVO_COORDINATOR=f"127.0.0.1:{port}", JAXEVO_NUM_PROCESSES=2, JAXEVO_PROCESS_ID=i),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=900)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, log in zip(procs, logs):
+        if p.returncode:
+            lines = [ln for ln in log.splitlines() if "[Gloo]" not in ln]
+            raise AssertionError(f"worker {p.args} failed ({p.returncode}):\n" + "\n".join(lines[-60:]))
+    return one, two
+
+
+def _strip(x):
+    """A manifest without wall times, throughputs and absolute paths (run-specific)."""
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items()
+                if k not in TIMING and k not in ("finished", "created") and not k.endswith("_s")}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+def _close(a, b, path=""):
+    """Equal structures; floats to 1e-4 (reduction order: gloo across processes vs in-process)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            _close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-4 + 1e-4 * abs(a), (path, a, b)
+    elif isinstance(a, str) and str(ROOT) not in a and "/tmp" in a:
+        pass  # absolute paths of the two run directories
+    else:
+        assert a == b, (path, a, b)
+
+
+def test_round_driver_two_processes_equal_one(runs):
+    one, two = runs
+    a = json.loads((one / "proc0.json").read_text())
+    b0 = json.loads((two / "proc0.json").read_text())
+    b1 = json.loads((two / "proc1.json").read_text())
+    assert (a["processes"], a["devices"]) == (1, 8) and (b0["processes"], b0["devices"]) == (2, 8)
+    # Both processes end with the manifest process 0 wrote, and it equals the single-process one.
+    assert b0["manifest"] == b1["manifest"] == json.loads((two / "run" / "manifest.json").read_text())
+    _close(_strip(a["manifest"]), _strip(b0["manifest"]))
+    st = b0["manifest"]["rounds"]["1"]["stages"]
+    assert st["sft"]["steps"] >= 1 and st["preference"]["steps"] >= 1 and st["data"]["pairs"] >= 1
+    # The same data, sample for sample (texts exact, log-probs to 1e-4).
+    for rel in ("round_001/01_prompts/prompts.jsonl", "round_001/05_score/scored.jsonl",
+                "round_001/06_data/sft.jsonl", "round_001/06_data/pairs.jsonl",
+                "round_001/10_eval/results.jsonl"):
+        ra = [json.loads(x) for x in (one / "run" / rel).read_text().splitlines()]
+        rb = [json.loads(x) for x in (two / "run" / rel).read_text().splitlines()]
+        assert ra, rel
+        _close(ra, rb, rel)
+    # Only process 0 wrote: no temp files of another process, no partial stages.
+    leftovers = [p for p in (two / "run").rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
+    assert not leftovers, leftovers
+    # The final models are equal.
+    from jaxevo.weights.safetensors_io import SafetensorsFile
+
+    fa = SafetensorsFile(one / "run" / "final_model" / "model.safetensors")
+    fb = SafetensorsFile(two / "run" / "final_model" / "model.safetensors")
+    assert sorted(fa.keys()) == sorted(fb.keys())
+    for k in fa.keys():
+        np.testing.assert_allclose(fb.get(k), fa.get(k), rtol=0, atol=1e-5, err_msg=k)
