@@ -1,5 +1,7 @@
 """Subprocess side of the multi-process round-driver test: one round of the EVOLVE recipe (sample,
-refine, verifier scores, SFT, preference, eval) on a tiny random model over all global devices.
+refine, verifier scores, SFT, preference, eval) on a tiny random model over all global devices
+(mesh (2, 2, 2); sampling in float32: a random model's near-flat distribution turns bf16 rounding
+differences between shardings into different samples).
 
     python -m tests.scale._evolve_worker OUT MODEL_DIR      # env as in `_mp_worker`
 
@@ -21,7 +23,7 @@ import jax  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHRINK = [
-    "run.rounds=1", "run.progress=false", "model.mesh=[1,-1,1]",
+    "run.rounds=1", "run.progress=false", "model.mesh=[2,2,2]", "model.sample_dtype=float32",
     "prompts.per_round=4", "sample.n=2", "sample.max_new_tokens=10", "sample.batch_size=8",
     "refine.max_new_tokens=10", "eval.source.n=4", "eval.max_new_tokens=10", "eval.batch_size=8",
     "select.min_score=0.0", "select.require_format=false", "select.allow_truncated=true",
