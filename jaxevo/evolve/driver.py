@@ -159,6 +159,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
         info = {"model": cfg.model.path, **ctx.evaluate(cfg.model.path, tmp)}
         run.finish_stage(0, EVAL_INDEX, "eval", dict(info, seconds=round(time.time() - t0, 2)))
         distributed.main_only(print_round)(run, 0)
+        distributed.main_only(_log_round)(run, 0)
     for r in range(1, cfg.run.rounds + 1):
         if run.manifest()["rounds"].get(str(r), {}).get("done"):
             continue
@@ -178,6 +179,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
         rel = str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
         run.set_round_info(r, model=rel, done=True)
         distributed.main_only(print_round)(run, r)
+        distributed.main_only(_log_round)(run, r)
     final = run.root / "final_model"
     last = Ctx(cfg, run, cfg.run.rounds, mesh).latest_model()
     if distributed.is_main():
@@ -191,3 +193,15 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
         write_report(run, cfg)
     distributed.barrier("jaxevo_run_done")
     return run.manifest()
+
+
+def _log_round(run: RunDir, r: int) -> None:
+    """Round metrics to RUN/metrics.jsonl and RUN/tensorboard (step = round)."""
+    from jaxevo.evolve.report import round_metrics
+    from jaxevo.train.tblog import MetricsLogger
+
+    logger = MetricsLogger(run.root)
+    try:
+        logger.log(r, round_metrics(run.manifest(), r))
+    finally:
+        logger.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 from jaxevo.evolve.rundir import RunDir, atomic_write_text
 
-COLUMNS = ("round", "accuracy (95% CI)", "vs start", "control", "refined", "data",
+COLUMNS = ("round", "accuracy (95% CI)", "vs start", "win vs prev", "control", "refined", "data",
            "sft loss", "pref acc", "gen s", "train s", "eval s", "total s")
 
 
@@ -29,6 +29,7 @@ def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
         f"{pct(acc)} ({pct(ev['ci95_low'])}-{pct(ev['ci95_high'])})",
         "vs start": "-" if acc is None or start.get("accuracy") is None or r == 0
         else f"{100 * (acc - start['accuracy']):+.1f} pt",
+        "win vs prev": pct(ev.get("vs_previous", {}).get("win_rate")),
         "control": pct(st.get("control", {}).get("eval", {}).get("accuracy")),
         "refined": pct(ev.get("refined/accuracy")),
         "data": "-" if "data" not in st else f"{st['data']['sft_examples']} sft / {st['data']['pairs']} pairs",
@@ -40,6 +41,25 @@ def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
         "total s": _secs(st, tuple(st)),
     }
     return row
+
+
+def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
+    """The round's numbers as flat scalars (for metrics.jsonl / TensorBoard, step = round)."""
+    st = m["rounds"].get(str(r), {}).get("stages", {})
+    ev = st.get("eval", {})
+    out = {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float)) and k != "seconds"}
+    out.update({f"eval/vs_previous/{k}": v for k, v in ev.get("vs_previous", {}).items() if v is not None})
+    ctrl = st.get("control", {}).get("eval", {})
+    if "accuracy" in ctrl:
+        out["control/accuracy"] = ctrl["accuracy"]
+    for name, keys in (("score", ("mean_score", "accepted_samples", "judge_agreement")),
+                       ("data", ("sft_examples", "pairs", "yield_per_prompt"))):
+        out.update({f"{name}/{k}": st[name][k] for k in keys if k in st.get(name, {})})
+    for phase in ("sft", "preference"):
+        out.update({f"{phase}/{k}": v for k, v in st.get(phase, {}).get("final", {}).items()
+                    if k in ("loss", "rewards/accuracies", "rewards/margins")})
+    out["time/round_s"] = sum(x.get("seconds", 0.0) for x in st.values())
+    return out
 
 
 def _fmt(x) -> str:

@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
+from jaxevo import distributed
 from jaxevo.evolve import select
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
 from jaxevo.evolve.scorers import get_scorer
@@ -344,12 +345,26 @@ def control_stage(ctx, out: Path) -> dict[str, Any]:
 
 @stage("eval")
 def eval_stage(ctx, out: Path) -> dict[str, Any]:
-    return {"model": ctx.latest_model(), **ctx.evaluate(ctx.latest_model(), out)}
+    info = {"model": ctx.latest_model(), **ctx.evaluate(ctx.latest_model(), out)}
+    prev = ctx.run.stage_dir(ctx.round - 1, ORDER.index("eval") + 1, "eval") / "results.jsonl"
+    if distributed.is_main() and prev.exists():  # process 0 wrote results.jsonl and the manifest
+        info["vs_previous"] = win_rate(read_jsonl(prev), read_jsonl(out / "results.jsonl"))
+    return info
+
+
+def win_rate(before: list[dict], after: list[dict]) -> dict[str, Any]:
+    """Paired comparison of two evaluations of the same items (by id): a win is an item the new
+    model gets right and the previous one wrong; win_rate = (wins + ties / 2) / items."""
+    old = {r["id"]: bool(r["correct"]) for r in before}
+    pairs = [(old[r["id"]], bool(r["correct"])) for r in after if r["id"] in old]
+    wins = sum(b and not a for a, b in pairs)
+    losses = sum(a and not b for a, b in pairs)
+    n = len(pairs)
+    return {"win_rate": (wins + (n - wins - losses) / 2) / n if n else None, "wins": wins,
+            "losses": losses, "items": n}
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Process 0 writes (see `rundir`); the other processes skip."""
-    from jaxevo import distributed
-
     if distributed.is_main():
         path.write_text(json.dumps(obj, indent=2, default=str))

@@ -48,6 +48,12 @@ def test_two_rounds(name, tmp_path, tiny_model):
         # The round's model is a loadable checkpoint directory.
         model = root / rd["model"]
         assert (model / "jaxevo.json").exists(), model
+    # Round metrics: one metrics.jsonl line per round (and TensorBoard), win rate vs the round before.
+    rows = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and all("eval/accuracy" in r for r in rows)
+    assert "eval/vs_previous/win_rate" in rows[2] and (root / "tensorboard").is_dir()
+    vs = m["rounds"]["2"]["stages"]["eval"]["vs_previous"]
+    assert vs["items"] == m["rounds"]["2"]["stages"]["eval"]["n"] and 0 <= vs["win_rate"] <= 1
     # Round 2 starts from round 1's model.
     cfg2 = json.loads((root / "round_002" / "07_sft" / "train" / "final" / "jaxevo.json").read_text()) \
         if (root / "round_002" / "07_sft" / "train" / "final").exists() else None

@@ -111,6 +111,14 @@ def test_meta_tuples_teach_verdicts_and_refine_towards_an_accepted_answer():
     assert all("12" not in x["feedback"] for x in t)  # the gold answer never enters the feedback
 
 
+def test_win_rate_pairs_items_by_id():
+    from jaxevo.evolve.stages import win_rate
+
+    before = [{"id": i, "correct": c} for i, c in enumerate([1, 1, 0, 0, 0])]
+    after = [{"id": i, "correct": c} for i, c in enumerate([1, 0, 1, 1, 0])] + [{"id": 9, "correct": 1}]
+    assert win_rate(before, after) == {"win_rate": (2 + 2 / 2) / 5, "wins": 2, "losses": 1, "items": 5}
+
+
 def test_censor_satisfaction_orders_answers():
     item = {"id": "d/s0/t0", "prompt": "One pen costs $2. How many dollars for 3 pens?", "answer": "6",
             "kind": "question", "topic": "shopping"}
