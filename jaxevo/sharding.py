@@ -69,8 +69,19 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:
 
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh):
-    """Activate the mesh and the logical rules (needed by `nn.with_logical_constraint`)."""
-    with mesh, nn.logical_axis_rules(RULES):
+    """Activate the mesh and the logical rules (needed by `nn.with_logical_constraint`).
+
+    Uses the `with mesh:` context, which JAX 0.10 deprecates in favour of `jax.set_mesh`: flax
+    linen's logical constraints still read the mesh that context sets, so the warning is silenced
+    here rather than the context replaced."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*with mesh.*context manager.*deprecated",
+                                category=DeprecationWarning)
+        ctx = contextlib.ExitStack()
+        ctx.enter_context(mesh)
+    with ctx, nn.logical_axis_rules(RULES):
         yield
 
 
