@@ -223,7 +223,7 @@ def _compile(lower):
     except Exception as e:  # XlaRuntimeError; the TPU compiler's verdict is the useful answer
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
-        return None, str(e).split("\n")[0][:400]
+        return None, str(e)[:8000]  # the first line is the verdict; then the largest allocations
 
 
 def abstract(shape, dtype, sharding):
@@ -455,7 +455,7 @@ def format_plan(plan: dict[str, Any]) -> str:
           f"  optimizer state       {_g(sb['opt_state'])}",
           f"  batch                 {_g(sb['batch'])}",
           f"  temp (activations...) {_g(mem.get('temp', 0))}",
-          *([f"  DOES NOT FIT: {tr['does_not_fit']}"] if tr.get("does_not_fit") else []),
+          *([f"  DOES NOT FIT: {tr['does_not_fit'].splitlines()[0][:400]}"] if tr.get("does_not_fit") else []),
           f"  peak estimate         {_g(mem.get('peak_estimate', 0))}  of {_g(chip['hbm_bytes'])} HBM "
           f"({100 * mem.get('peak_estimate', 0) / chip['hbm_bytes']:.0f} %)",
           f"  FLOPs/step/device: XLA {tr['cost']['flops'] / 1e12:.2f} T (scan body counted once), model (6N·tok + attn) "

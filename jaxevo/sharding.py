@@ -71,17 +71,11 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:
 def use_mesh(mesh: Mesh):
     """Activate the mesh and the logical rules (needed by `nn.with_logical_constraint`).
 
-    Uses the `with mesh:` context, which JAX 0.10 deprecates in favour of `jax.set_mesh`: flax
-    linen's logical constraints still read the mesh that context sets, so the warning is silenced
-    here rather than the context replaced."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*with mesh.*context manager.*deprecated",
-                                category=DeprecationWarning)
-        ctx = contextlib.ExitStack()
-        ctx.enter_context(mesh)
-    with ctx, nn.logical_axis_rules(RULES):
+    `jax.set_mesh`, not the legacy `with mesh:` context: flax linen's logical constraints read
+    `jax.sharding.get_abstract_mesh()`, which only `jax.set_mesh` sets — under `with mesh:` every
+    `nn.with_logical_constraint` in the model silently did nothing (tests/models/test_mesh.py
+    checks that they now reach the compiled program)."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
         yield
 
 

@@ -25,6 +25,24 @@ def _param(mod: nn.Module, name: str, shape, axes, init, cfg: ModelConfig):
     return mod.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(cfg.param_dtype))
 
 
+def _weight(mod: nn.Module, name: str, shape, axes, init, cfg: ModelConfig):
+    """A matmul weight as used: its compute-dtype copy, gathered over the fsdp axis (ZeRO-3).
+
+    The stored parameter stays sharded on `embed` over fsdp; the constraint makes XLA's SPMD
+    partitioner all-gather each layer's (compute-dtype) weight just before its matmul. Without it
+    the partitioner may instead keep the weight sharded on the contracting dim and compute partial
+    products for the WHOLE batch on every device, then all-reduce them: for Llama-3.1-8B on
+    v5e-64 (`jaxevo plan`) that meant bf16[128, 2048, 14336] MLP products per chip and 39 GB of
+    temporaries (docs/scaling.md). A no-op without a mesh."""
+    w = _param(mod, name, shape, axes, init, cfg)
+    return gathered(w, axes, cfg.dtype)
+
+
+def gathered(w, axes, dtype):
+    """`w` cast to `dtype` and constrained to its sharding with `embed` replicated (see `_weight`)."""
+    return nn.with_logical_constraint(w.astype(dtype), tuple(None if a == "embed" else a for a in axes))
+
+
 def dense(x, w, spec: str, dtype):
     """einsum in the compute dtype with f32 accumulation, result in the compute dtype."""
     return jnp.einsum(spec, x.astype(dtype), w.astype(dtype), preferred_element_type=F32).astype(dtype)
@@ -100,10 +118,10 @@ class Attention(nn.Module):
         cfg, dt = self.cfg, self.cfg.dtype
         e, h, k_, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         init = nn.initializers.normal(0.02)
-        wq = _param(self, "q_proj", (e, h, d), ("embed", "heads", "head_dim"), init, cfg)
-        wk = _param(self, "k_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
-        wv = _param(self, "v_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
-        wo = _param(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"), init, cfg)
+        wq = _weight(self, "q_proj", (e, h, d), ("embed", "heads", "head_dim"), init, cfg)
+        wk = _weight(self, "k_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
+        wv = _weight(self, "v_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
+        wo = _weight(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"), init, cfg)
         q = dense(x, wq, "bte,ehd->bthd", dt)
         k = dense(x, wk, "bte,ehd->bthd", dt)
         v = dense(x, wv, "bte,ehd->bthd", dt)
@@ -157,9 +175,9 @@ class MLP(nn.Module):
         cfg, dt = self.cfg, self.cfg.dtype
         e, f = cfg.hidden_size, cfg.intermediate_size
         init = nn.initializers.normal(0.02)
-        gate = _param(self, "gate_proj", (e, f), ("embed", "mlp"), init, cfg)
-        up = _param(self, "up_proj", (e, f), ("embed", "mlp"), init, cfg)
-        down = _param(self, "down_proj", (f, e), ("mlp", "embed"), init, cfg)
+        gate = _weight(self, "gate_proj", (e, f), ("embed", "mlp"), init, cfg)
+        up = _weight(self, "up_proj", (e, f), ("embed", "mlp"), init, cfg)
+        down = _weight(self, "down_proj", (f, e), ("mlp", "embed"), init, cfg)
         g = dense(x, gate, "bte,ef->btf", dt)
         u = dense(x, up, "bte,ef->btf", dt)
         hmid = (jax.nn.silu(g.astype(F32)) * u.astype(F32)).astype(dt)

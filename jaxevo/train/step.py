@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.losses import token_logprobs
 from jaxevo.models.config import ModelConfig
+from jaxevo.models.layers import gathered
 from jaxevo.models.transformer import Transformer, causal_mask, lm_head_weight
 from jaxevo.sharding import use_mesh
 from jaxevo.train.objectives import LossInputs, Objective
@@ -53,7 +54,7 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
     mask = causal_mask(seg > 0, seg, cfg.sliding_window)
     hidden, _ = Transformer(cfg).apply({"params": params}, cat["tokens"], cat["positions"], mask,
                                        return_hidden=True)
-    w = lm_head_weight(params, cfg).astype(hidden.dtype)
+    w = gathered(lm_head_weight(params, cfg), ("embed", "vocab"), hidden.dtype)  # see layers._weight
     tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk)
     lmask = cat["labels"] >= 0
     sums = jnp.sum(jnp.where(lmask, tlp, 0.0), axis=-1)
