@@ -345,7 +345,8 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
         pre = core.prefill.lower(weights, cache, tokens, valid, row_prompt, cfg=mcfg, mesh=mesh,
                                  chunk=s.prefill_chunk).compile()
         sp = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=s.max_new_tokens)
-        knobs = jax.tree.map(lambda x: abstract(x.shape, x.dtype, rep), sp.knobs())
+        # eval_shape: no concrete array may be created under jax.set_mesh of compile-only devices.
+        knobs = jax.tree.map(lambda x: abstract(x.shape, x.dtype, rep), jax.eval_shape(sp.knobs))
         key = abstract((), jax.eval_shape(lambda: jax.random.key(0)).dtype, rep)
         r = core.Rows(row_prompt, row_prompt, rows(n, (n,), jnp.bool_), row_prompt)
         dec = core.decode.lower(weights, cache, rows(n, (n, mcfg.vocab_size), jnp.float32), tokens,
