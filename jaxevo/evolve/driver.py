@@ -98,6 +98,14 @@ class Ctx:
         sampler's programs); on one process None, the sampler's fast single-device path."""
         return self.mesh if distributed.process_count() > 1 else None
 
+    def release_samplers(self) -> None:
+        """Drop the cached samplers (their prepared weights and KV cache buffers: ~3 GB for the
+        135M model at 64 rows on CPU) before a training phase needs the memory."""
+        import gc
+
+        self._samplers = {}
+        gc.collect()
+
     def judge_sampler(self):
         if not self.cfg.score.judge_model:
             from jaxevo.errors import ConfigError

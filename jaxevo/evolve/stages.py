@@ -241,6 +241,7 @@ def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: st
 
     if not records:
         return {"skipped": "no training data", "model": None}
+    ctx.release_samplers()
     tc = phase_cfg.replace(
         out_dir=str(out / "train"),
         model=dataclasses.replace(phase_cfg.model, path=start_model, reference=reference),
