@@ -139,7 +139,8 @@ def _meta_lines(m: dict[str, Any]) -> list[str]:
 
 def write_report(run: RunDir, cfg) -> str:
     m = run.manifest()
-    rounds = sorted(int(r) for r in m["rounds"])
+    # Rounds beyond run.rounds can exist when a run was started with more and finished with fewer.
+    rounds = sorted(int(r) for r in m["rounds"] if int(r) <= cfg.run.rounds)
     rows = [round_row(m, r) for r in rounds]
     points, control = [], []
     for r in rounds:

@@ -157,3 +157,24 @@ def test_rundir_stage_lifecycle_and_resume_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"sample.n: 4 -> 8"):
         RunDir(tmp_path, {**cfg, "sample": {"n": 8}}).open()
     assert config_hash(cfg) == config_hash({**cfg, "run": {"rounds": 9, "dir": "x"}})
+
+
+def test_report_stops_at_run_rounds(tmp_path):
+    """A run started with more rounds and finished with fewer (run.rounds is resume-safe) reports
+    only the rounds it was finished with."""
+    import dataclasses
+
+    from jaxevo.evolve.config import EvolveConfig
+    from jaxevo.evolve.report import write_report
+
+    cfg = EvolveConfig()
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, rounds=1))
+    run = RunDir(tmp_path / "run", {"a": 1}).open()
+    ev = {"accuracy": 0.5, "ci95_low": 0.4, "ci95_high": 0.6, "n": 10}
+    for r in (0, 1):
+        run.begin_stage(r, 10, "eval")
+        run.finish_stage(r, 10, "eval", ev)
+    run.begin_stage(2, 1, "prompts")
+    run.finish_stage(2, 1, "prompts", {"prompts": 4})
+    text = write_report(run, cfg)
+    assert "| 1 | 50.0%" in text and "| 2 |" not in text
