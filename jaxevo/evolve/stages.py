@@ -79,15 +79,22 @@ def feedback_stage(ctx, out: Path) -> dict[str, Any]:
     groups = read_jsonl(ctx.previous_groups("feedback"))
     f = ctx.cfg.feedback
     if f.enabled:
-        todo = [(g, r) for g in groups for r in g["responses"]]
-        sampler = ctx.judge_sampler() if ctx.cfg.score.scorer == "judge" else ctx.sampler()
-        prompts = [f.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
-        comps = sampler.generate(prompts, ctx.sampling(f.max_new_tokens, f.temperature),
-                                 chat=ctx.cfg.prompts.chat, progress=ctx.progress)
-        for (g, r), cs in zip(todo, comps):
-            r["feedback"] = cs[0].text
+        _write_feedback(ctx, [(g, r) for g in groups for r in g["responses"]])
     write_jsonl(out / "groups.jsonl", groups)
     return {"enabled": f.enabled}
+
+
+def _write_feedback(ctx, todo: list[tuple[dict, dict]]) -> None:
+    """The feedback of the model (or `score.judge_model`) on each (group, response): r["feedback"]."""
+    if not todo:
+        return
+    f = ctx.cfg.feedback
+    sampler = ctx.judge_sampler() if ctx.cfg.score.scorer == "judge" else ctx.sampler()
+    prompts = [f.template.format(prompt=g["prompt"], previous=r["text"]) for g, r in todo]
+    comps = sampler.generate(prompts, ctx.sampling(f.max_new_tokens, f.temperature),
+                             chat=ctx.cfg.prompts.chat, progress=ctx.progress)
+    for (_, r), cs in zip(todo, comps):
+        r["feedback"] = cs[0].text
 
 
 # ---------------------------------------------------------------------------------- refine
@@ -117,9 +124,13 @@ def refine_stage(ctx, out: Path) -> dict[str, Any]:
         prompts = [self_refine_prompt(rc.template, g["prompt"], r["text"], r.get("feedback")) for g, r in todo]
         comps = ctx.sampler().generate(prompts, ctx.sampling(rc.max_new_tokens, rc.temperature, salt=step),
                                        chat=ctx.cfg.prompts.chat, progress=ctx.progress)
+        new = []
         for (g, r), cs in zip(todo, comps):
-            g["responses"].append(_response(cs[0], kind="refine", chain=r["chain"], step=step))
+            new.append((g, _response(cs[0], kind="refine", chain=r["chain"], step=step)))
+            g["responses"].append(new[-1][1])
             made += 1
+        if ctx.cfg.feedback.enabled:  # SELF re-judges every refinement (f^ ~ M(.|p, r^))
+            _write_feedback(ctx, new)
     write_jsonl(out / "groups.jsonl", groups)
     return {"refinements": made}
 

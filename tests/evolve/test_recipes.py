@@ -89,3 +89,20 @@ def test_two_rounds(name, tmp_path, tiny_model):
     if name == "demo":  # a random model writes no well-formatted answer: the control arm is empty
         st = m["rounds"]["1"]["stages"]
         assert st["data"]["control_examples"] == 0 and st["control"]["skipped"] == "no training data"
+
+
+def test_self_refinements_are_rejudged(tmp_path, tiny_model, monkeypatch):
+    """SELF refines the answers its feedback rejects and judges every refinement again, so the
+    self_judge scorer has a verdict for each (a random model's feedback never parses: force
+    'incorrect' so that every sample is refined)."""
+    from jaxevo.evolve import scorers
+
+    monkeypatch.setattr(scorers, "parse_verdict", lambda text: 0.0)
+    cfg, raw = recipe("self", tmp_path / "self", tiny_model, *TRAIN_OVERRIDES["self"], "run.rounds=1",
+                      "meta.enabled=false")
+    m = run_evolve(cfg, raw)
+    assert m["rounds"]["1"]["stages"]["refine"]["refinements"] == cfg.prompts.per_round * cfg.sample.n
+    groups = read_jsonl(tmp_path / "self" / "round_001" / "05_score" / "scored.jsonl")
+    refined = [r for g in groups for r in g["responses"] if r["kind"] == "refine"]
+    assert refined and all("feedback" in r and "score" in r for r in refined)
+
