@@ -37,25 +37,23 @@ def env(devices: int, **extra) -> dict:
     return e
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """(single-process dir, two-process dir), both run in parallel."""
-    one = tmp_path_factory.mktemp("one")
-    two = tmp_path_factory.mktemp("two")
+def run_one_and_two(worker: str, one: Path, two: Path, *args: str) -> None:
+    """Run `python -m worker DIR *args` as one process with 8 CPU devices (DIR = one) and, at the
+    same time, as two `jax.distributed` processes with 4 each (DIR = two); raise with the tail of
+    a failed worker's log."""
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", WORKER, str(one)], cwd=ROOT, env=env(8),
+    procs = [subprocess.Popen([sys.executable, "-m", worker, str(one), *args], cwd=ROOT, env=env(8),
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
     for i in range(2):
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", WORKER, str(two)], cwd=ROOT,
+            [sys.executable, "-m", worker, str(two), *args], cwd=ROOT,
             env=env(4, JAXEVO_COORDINATOR=f"127.0.0.1:{port}", JAXEVO_NUM_PROCESSES=2,
                     JAXEVO_PROCESS_ID=i),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     logs = []
     try:
         for p in procs:
-            out, _ = p.communicate(timeout=900)
-            logs.append(out)
+            logs.append(p.communicate(timeout=900)[0])
     finally:
         for p in procs:
             if p.poll() is None:
@@ -64,6 +62,14 @@ def runs(tmp_path_factory):
         if p.returncode:
             lines = [ln for ln in log.splitlines() if "[Gloo]" not in ln]
             raise AssertionError(f"worker {p.args} failed ({p.returncode}):\n" + "\n".join(lines[-60:]))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(single-process dir, two-process dir), both run in parallel."""
+    one = tmp_path_factory.mktemp("one")
+    two = tmp_path_factory.mktemp("two")
+    run_one_and_two(WORKER, one, two)
     return one, two
 
 

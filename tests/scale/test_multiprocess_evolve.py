@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.scale.test_multiprocess import ROOT, env, free_port
+from tests.scale.test_multiprocess import ROOT, env, run_one_and_two
 
 WORKER = "tests.scale._evolve_worker"
 TIMING = {"seconds", "tokens_per_s", "steps_per_s", "tokens_per_s_train", "examples_per_s"}
@@ -25,26 +25,7 @@ def runs(tmp_path_factory):
     # The model directory must exist before the runs share it: one process makes it first.
     subprocess.run([sys.executable, "-c", "from pathlib import Path; import tests.scale._evolve_worker as w; "
                     f"w.make_model(Path({str(model)!r}))"], cwd=ROOT, env=env(1), check=True)
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", WORKER, str(one), str(model)], cwd=ROOT, env=env(8),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)]
-    for i in range(2):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", WORKER, str(two), str(model)], cwd=ROOT,
-            env=env(4, JAXEVO_COORDINATOR=f"127.0.0.1:{port}", JAXEVO_NUM_PROCESSES=2, JAXEVO_PROCESS_ID=i),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=900)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, log in zip(procs, logs):
-        if p.returncode:
-            lines = [ln for ln in log.splitlines() if "[Gloo]" not in ln]
-            raise AssertionError(f"worker {p.args} failed ({p.returncode}):\n" + "\n".join(lines[-60:]))
+    run_one_and_two(WORKER, one, two, str(model))
     return one, two
 
 
