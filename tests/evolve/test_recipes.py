@@ -12,7 +12,8 @@ from tests.evolve.conftest import recipe
 
 TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     "demo": ["sft.epochs=1", "sft.batch_size=4", "sft.micro_batch_size=2"],
-    "evolve": ["sft.batch_size=4", "preference.batch_size=2"],
+    # A random model is never verifiably right, so score-chosen pairs would be empty: use the rule.
+    "evolve": ["sft.batch_size=4", "preference.batch_size=2", "select.pairs=rule", "select.min_margin=0.0"],
     "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
              "meta.min_score=0.0", "meta.epochs=1"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",

@@ -27,6 +27,7 @@ SHRINK = [
     "prompts.per_round=4", "sample.n=2", "sample.max_new_tokens=10", "sample.batch_size=8",
     "refine.max_new_tokens=10", "eval.source.n=4", "eval.max_new_tokens=10", "eval.batch_size=8",
     "select.min_score=0.0", "select.require_format=false", "select.allow_truncated=true",
+    "select.pairs=rule", "select.min_margin=0.0",  # a random model is never verifiably right
     "sft.batch_size=8", "preference.batch_size=8", "sft.optim.lr=1e-2", "preference.optim.lr=1e-2",
 ]
 
