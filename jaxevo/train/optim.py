@@ -24,9 +24,13 @@ def decay_mask(params):
 
 def make_schedule(lr: float, total_steps: int, *, schedule: str = "cosine", warmup_steps: int = 0,
                   min_lr_ratio: float = 0.0) -> optax.Schedule:
-    """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine/linear decay to
-    ``lr * min_lr_ratio`` at ``total_steps`` (or constant)."""
-    warmup_steps = max(0, min(int(warmup_steps), int(total_steps)))
+    """Linear warmup to ``lr`` over ``warmup_steps`` (step i of the warmup runs at
+    ``lr * (i + 1) / (warmup_steps + 1)``), then cosine/linear decay to ``lr * min_lr_ratio`` at
+    ``total_steps`` (or constant).
+
+    The warmup never starts at 0 and never takes the whole phase: the round driver trains phases
+    of a handful of steps, and a 1-step phase with a warmup from 0 would not move the model."""
+    warmup_steps = max(0, min(int(warmup_steps), int(total_steps) - 1))
     decay_steps = max(1, int(total_steps) - warmup_steps)
     end = lr * min_lr_ratio
     if schedule == "cosine":
@@ -39,7 +43,7 @@ def make_schedule(lr: float, total_steps: int, *, schedule: str = "cosine", warm
         raise ConfigError(f"optim.schedule={schedule!r}: choose cosine, linear or constant")
     if not warmup_steps:
         return main
-    warm = optax.linear_schedule(0.0, lr, warmup_steps)
+    warm = optax.linear_schedule(lr / (warmup_steps + 1), lr, warmup_steps)
     return optax.join_schedules([warm, main], [warmup_steps])
 
 
