@@ -56,6 +56,9 @@ class SampleSection:
     min_p: float = 0.0
     max_new_tokens: int = 192
     batch_size: int = 64  # sequences per sampler call
+    # Completions per journaled chunk: a stage killed mid-sampling resumes after its last finished
+    # chunk, with the same completions (evolve/journal.py). 0 = no journal. Resume-safe.
+    journal_rows: int = 256
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,6 +40,8 @@ class Ctx:
             self.base_path = str(run.stage_dir(0, META_INDEX, "meta") / meta["model"])
         self._samplers: dict[str, Any] = {}
         self._pool: list[dict] | None = None
+        self._stage_dir: Path | None = None  # the running stage's .partial folder (sampling journals)
+        self._journals = 0
         self.progress = cfg.run.progress and distributed.is_main()  # bars on process 0 only
 
     # -------------------------------------------------------------- files of earlier stages
@@ -61,6 +63,17 @@ class Ctx:
 
             self._pool = [dict(r) for r in load_source(self.cfg.prompts.source)]
         return self._pool
+
+    def begin(self, stage_dir: Path) -> "Ctx":
+        """Called before each stage: its samplers journal their chunks into `stage_dir`."""
+        self._stage_dir, self._journals = stage_dir, 0
+        return self
+
+    def _next_journal(self) -> Path | None:
+        if self._stage_dir is None or not self.cfg.sample.journal_rows:
+            return None
+        self._journals += 1
+        return self._stage_dir / f"samples_{self._journals:02d}.jsonl"
 
     # -------------------------------------------------------------- models
     def start_model(self) -> str:
@@ -84,13 +97,16 @@ class Ctx:
         return self.start_model()
 
     def sampler(self, model: str | None = None):
+        """The (cached) sampler of `model` (default: the round's start model), journaling each
+        generate() call into the running stage's folder (see `journal`)."""
+        from jaxevo.evolve.journal import JournaledSampler
         from jaxevo.sampling.api import Sampler
 
         model = model or self.start_model()
         if model not in self._samplers:
-            self._samplers = {model: Sampler.load(model, dtype=self.cfg.model.sample_dtype,
-                                                  max_batch=self.cfg.sample.batch_size,
-                                                  mesh=self._sampler_mesh())}
+            s = Sampler.load(model, dtype=self.cfg.model.sample_dtype, max_batch=self.cfg.sample.batch_size,
+                             mesh=self._sampler_mesh())
+            self._samplers = {model: JournaledSampler(s, model, self._next_journal, self.cfg.sample.journal_rows)}
         return self._samplers[model]
 
     def _sampler_mesh(self):
@@ -155,14 +171,14 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     if cfg.meta.enabled and not run.is_done(0, "meta"):
         tmp = run.begin_stage(0, META_INDEX, "meta")
         t0 = time.time()
-        info = STAGES["meta"](Ctx(cfg, run, 0, mesh, stop_at=stop_at_step), tmp)
+        info = STAGES["meta"](Ctx(cfg, run, 0, mesh, stop_at=stop_at_step).begin(tmp), tmp)
         run.finish_stage(0, META_INDEX, "meta", dict(info, seconds=round(time.time() - t0, 2)))
         log.info("round 0 meta: %s", {k: v for k, v in info.items() if k != "final"})
         if stop_after == (0, "meta"):
             return run.manifest()
     if cfg.eval.before and not run.is_done(0, "eval"):
-        ctx = Ctx(cfg, run, 0, mesh)
         tmp = run.begin_stage(0, EVAL_INDEX, "eval")
+        ctx = Ctx(cfg, run, 0, mesh).begin(tmp)
         t0 = time.time()
         info = {"model": cfg.model.path, **ctx.evaluate(cfg.model.path, tmp)}
         run.finish_stage(0, EVAL_INDEX, "eval", dict(info, seconds=round(time.time() - t0, 2)))
@@ -177,7 +193,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
                 continue
             tmp = run.begin_stage(r, i, name)
             t0 = time.time()
-            info = STAGES[name](ctx, tmp)
+            info = STAGES[name](ctx.begin(tmp), tmp)
             info["seconds"] = round(time.time() - t0, 2)
             run.finish_stage(r, i, name, info)
             log.info("round %d %s: %s", r, name, {k: v for k, v in info.items() if k != "topic_stats"})

@@ -10,7 +10,9 @@
 
 A stage is done when its folder exists under its final name *and* the manifest says so; both
 are written atomically (tmp + rename), so a run killed anywhere resumes at the first unfinished
-stage and never reads half-written output.
+stage and never reads half-written output. Inside a stage, training resumes from its Orbax
+checkpoints and sampling from its journals (`samples_KK.jsonl`, see `journal`), which stay in the
+stage's folder as a record of every completion's tokens and log-probs.
 
 Multi-host: every process runs every stage (sampling and training are collective programs) and
 reads the same files, but only process 0 writes them (`write_jsonl`, `atomic_write_text`, the
@@ -33,7 +35,8 @@ from jaxevo import distributed
 from jaxevo.errors import ConfigError
 
 # Config sections that may change between a run and its resume without mixing results.
-RESUME_SAFE = ("run.dir", "run.rounds", "run.progress")
+# Keys that do not change any result, so a run may resume with them changed.
+RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "sample.journal_rows")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -264,18 +264,21 @@ class Sampler:
     # ---------------------------------------------------------------- generate
     def generate(self, prompts: Sequence[str | Sequence[dict]], sampling: SamplingParams | None = None,
                  *, chat: bool = True, truncate: bool = False, progress: bool | None = None,
-                 **overrides) -> list[list[Completion]]:
+                 first_index: int = 0, **overrides) -> list[list[Completion]]:
         """Completions for each prompt: a str, or a list of {"role", "content"} messages.
 
         `overrides` are SamplingParams fields (e.g. temperature=0.8, n=4). Returns, per prompt in
-        input order, a list of n Completions."""
+        input order, a list of n Completions. `first_index` is the index of prompts[0] in a longer
+        list this call is a slice of: sample j of prompt i draws the random stream of global sample
+        (first_index + i) * n + j, so generating a list in slices gives the same completions as
+        generating it whole (what lets a killed stage resume mid-sampling)."""
         if isinstance(prompts, (str, dict)):
             raise JaxevoError("generate() takes a list of prompts")
         return self.generate_ids(self.encode(prompts, chat), sampling, truncate=truncate,
-                                 progress=progress, **overrides)
+                                 progress=progress, first_index=first_index, **overrides)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams | None = None,
-                     *, truncate: bool = False, progress: bool | None = None,
+                     *, truncate: bool = False, progress: bool | None = None, first_index: int = 0,
                      **overrides) -> list[list[Completion]]:
         """Like `generate`, from token ids (no template, no special tokens added)."""
         sp = dataclasses.replace(sampling or SamplingParams(), **overrides)
@@ -302,7 +305,8 @@ class Sampler:
             for g in range(0, len(rows), max_rows):
                 group = rows[g:g + max_rows]
                 out = self._run_group(ids, group, sp.n, m_bucket, sp.max_new_tokens, stop_arr,
-                                      key, mode, knobs, shard, stats, sp.speculate, sp.lookup_ngram)
+                                      key, mode, knobs, shard, stats, sp.speculate, sp.lookup_ngram,
+                                      first_index)
                 for r, (p, s) in enumerate(group):
                     results[p][s] = self._completion(out, r, p, s, len(ids[p]), cut[p], stop_ids, sp.stop)
                     stats.new_tokens += int(out.lengths[r])
@@ -347,7 +351,7 @@ class Sampler:
         return ids, cut
 
     def _run_group(self, ids, group, n, m_bucket, max_new, stop_arr, key, mode, knobs, shard, stats,
-                   sp_speculate=0, sp_ngram=3):
+                   sp_speculate=0, sp_ngram=3, first_index=0):
         cfg = self.cfg
         prompts = list(dict.fromkeys(p for p, _ in group))
         slot = {p: j for j, p in enumerate(prompts)}
@@ -365,7 +369,7 @@ class Sampler:
         row_ids = np.zeros(nb, np.int32)
         live = np.zeros(nb, bool)
         for r, (p, smp) in enumerate(group):
-            row_prompt[r], row_ids[r], live[r] = slot[p], p * n + smp, True
+            row_prompt[r], row_ids[r], live[r] = slot[p], (first_index + p) * n + smp, True
         limit = np.full(nb, max_new, np.int32)
 
         put = self._put

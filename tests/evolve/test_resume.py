@@ -12,8 +12,9 @@ from jaxevo.weights.safetensors_io import SafetensorsFile
 from tests.evolve.conftest import recipe
 
 # EVOLVE has every kind of stage: refinement chains, SFT and a preference phase (4 steps each).
+# Rule-chosen pairs: a random model is never verifiably right, so score-chosen pairs would be none.
 EXTRA = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
-         "sft.checkpoint.every=1"]
+         "sft.checkpoint.every=1", "select.pairs=rule", "select.min_margin=0.0"]
 
 
 def _params(run_dir):
@@ -45,6 +46,52 @@ def test_killed_after_each_stage_and_mid_training_resumes_identically(tmp_path, 
     assert pa.keys() == pb.keys()
     for k in pa:
         np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_mid_sampling_resumes_from_the_journal(tmp_path, tiny_model, monkeypatch):
+    """A stage killed between two sampling chunks keeps the finished chunk and samples only the
+    rest on the rerun; the completions equal an uninterrupted run's."""
+    from jaxevo.sampling.api import Sampler
+
+    # f32 sampling: chunks pad to other lengths, and bf16 rounding differences flip a random
+    # model's near-uniform samples.
+    base = [*EXTRA, "model.sample_dtype=float32"]
+    extra = [*base, "sample.journal_rows=4"]  # 6 prompts x 2 samples -> 3 chunks of 2 prompts
+    cfg, raw = recipe("evolve", tmp_path / "straight", tiny_model, *base, "sample.journal_rows=0")
+    run_evolve(cfg, raw, stop_after=(1, "generate"))
+
+    calls, armed = [], [True]
+    real = Sampler.generate
+
+    def dies_on_second_chunk(self, prompts, *a, **kw):
+        calls.append(kw.get("first_index", 0))
+        if len(calls) == 2 and armed[0]:
+            armed[0] = False
+            raise Killed("killed mid-sampling")
+        return real(self, prompts, *a, **kw)
+
+    monkeypatch.setattr(Sampler, "generate", dies_on_second_chunk)
+    cfg_k, raw_k = recipe("evolve", tmp_path / "killed", tiny_model, *extra)
+    with pytest.raises(Killed):
+        run_evolve(cfg_k, raw_k, stop_after=(1, "generate"))
+    journal = tmp_path / "killed" / "round_001" / "02_generate.partial" / "samples_01.jsonl"
+    assert len(journal.read_text().splitlines()) == 2  # the header and the first chunk
+    with open(journal, "a") as f:
+        f.write('{"start": 2, "completions": [[{"te')  # a line cut short by the kill is dropped
+    calls.clear()
+    run_evolve(cfg_k, raw_k, stop_after=(1, "generate"))
+    assert calls == [2, 4]  # only the two missing chunks were sampled
+    a = read_jsonl(tmp_path / "straight" / "round_001" / "02_generate" / "groups.jsonl")
+    b = read_jsonl(tmp_path / "killed" / "round_001" / "02_generate" / "groups.jsonl")
+    assert len(b) == 6
+    for ga, gb in zip(a, b):  # same tokens; log-probs to float rounding
+        ra, rb = ga.pop("responses"), gb.pop("responses")
+        assert ga == gb and [r.pop("logp") for r in ra] == pytest.approx([r.pop("logp") for r in rb], rel=1e-4)
+        assert ra == rb
 
 
 def test_changed_config_refuses_to_resume(tmp_path, tiny_model):

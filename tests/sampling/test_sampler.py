@@ -98,6 +98,19 @@ def test_samples_do_not_depend_on_batching():
     assert len({c.token_ids for c in a[0]}) > 1  # the n samples differ
 
 
+def test_slices_with_first_index_equal_the_whole_list():
+    # What a killed stage relies on to resume mid-sampling (evolve/journal.py).
+    cfg, params = tiny("llama3")
+    sp = SamplingParams(max_new_tokens=8, temperature=0.9, n=2, seed=5, stop_token_ids=())
+    s = Sampler(cfg, params, max_batch=8)
+    whole = s.generate_ids(PROMPTS, sp)
+    k = len(PROMPTS) // 2
+    parts = s.generate_ids(PROMPTS[:k], sp) + s.generate_ids(PROMPTS[k:], sp, first_index=k)
+    assert [[c.token_ids for c in o] for o in parts] == [[c.token_ids for c in o] for o in whole]
+    shifted = s.generate_ids(PROMPTS[k:], sp)  # without first_index: other random streams
+    assert [[c.token_ids for c in o] for o in shifted] != [[c.token_ids for c in o] for o in whole[k:]]
+
+
 def test_stop_ids_and_stop_strings():
     cfg, params = tiny("llama3")
     tok = byte_tokenizer()
