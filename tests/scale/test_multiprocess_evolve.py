@@ -79,11 +79,13 @@ def test_round_driver_two_processes_equal_one(runs):
     # Only process 0 wrote: no temp files of another process, no partial stages.
     leftovers = [p for p in (two / "run").rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
     assert not leftovers, leftovers
-    # The final models are equal.
+    # The final models are equal, up to f32 reduction order: the cross-process all-reduce sums in
+    # another order, and Adam at lr 1e-2 amplifies that (seen 1.6e-5 on 9 of 1.5 M embedding
+    # entries once warmup no longer starts at lr 0). A wrong shard would differ by ~1e-2.
     from jaxevo.weights.safetensors_io import SafetensorsFile
 
     fa = SafetensorsFile(one / "run" / "final_model" / "model.safetensors")
     fb = SafetensorsFile(two / "run" / "final_model" / "model.safetensors")
     assert sorted(fa.keys()) == sorted(fb.keys())
     for k in fa.keys():
-        np.testing.assert_allclose(fb.get(k), fa.get(k), rtol=0, atol=1e-5, err_msg=k)
+        np.testing.assert_allclose(fb.get(k), fa.get(k), rtol=0, atol=5e-5, err_msg=k)
