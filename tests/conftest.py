@@ -84,4 +84,18 @@ GOLDEN_TOKENS = np.array([[1, 5, 9, 33, 2, 17, 88, 101, 127, 0, 64, 3],
 GOLDEN_VALID = np.array([[1] * 12, [0] * 4 + [1] * 8], np.int32)  # row 1 is left-padded
 
 
+@pytest.fixture(scope="module")
+def gguf_path():
+    """The embedded SmolLM2 GGUF. Skips only when its package is not installed; any other problem
+    (an installed package without its file, a wrong version) fails the test."""
+    import importlib.util
+
+    from jaxevo.weights import embedded
+
+    model = embedded.EMBEDDED["smollm2-135m-instruct"]
+    if importlib.util.find_spec(model.package) is None:
+        pytest.skip(f"the embedded model package is not installed: {model.install_command}")
+    return embedded.resolve_embedded("smollm2-135m-instruct")
+
+
 from tests.evolve.conftest import tiny_model  # noqa: E402,F401  (shared by tests/test_evaluate.py)

@@ -10,7 +10,6 @@ import pytest
 
 from jaxevo.errors import WeightsError
 from jaxevo.tokenizer import chat_prompt, load_tokenizer, stop_token_ids
-from jaxevo.weights import embedded
 
 QUESTION = "What is 12+35?"
 CHATML_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
@@ -31,14 +30,6 @@ GOLDEN = {
                     411, 407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 216, 33, 34, 27, 35, 37,
                     47, 2, 198, 1, 520, 9531, 198],
 }
-
-
-@pytest.fixture(scope="module")
-def gguf_path():
-    try:
-        return embedded.resolve_embedded("smollm2-135m-instruct")
-    except WeightsError as e:
-        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,6 @@ NAME = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def gguf_path():
-    try:
-        return embedded.resolve_embedded(NAME)
-    except WeightsError as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="module")
 def source(gguf_path):
     return GGUFSource(gguf_path)
 
