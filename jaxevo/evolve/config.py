@@ -57,7 +57,7 @@ class SampleSection:
     max_new_tokens: int = 192
     batch_size: int = 64  # sequences per sampler call
     # Completions per journaled chunk: a stage killed mid-sampling resumes after its last finished
-    # chunk, with the same completions (evolve/journal.py). 0 = no journal. Resume-safe.
+    # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
     journal_rows: int = 256
 
 

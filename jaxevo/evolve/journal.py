@@ -65,7 +65,7 @@ class JournaledSampler:
                         for i, cs in enumerate(part)]
                 _append(path, {"start": start, "completions": [[_to_json(c) for c in cs] for cs in part]})
                 done.extend(part)
-                _add_stats(stats, self._sampler.last_stats)
+                stats.add(self._sampler.last_stats)
                 bar.update(len(part) * sp.n)
                 bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
         finally:
@@ -112,10 +112,7 @@ def _append(path: Path, rec: dict) -> None:
 
 
 def _to_json(c) -> dict:
-    d = dataclasses.asdict(c)
-    d["token_ids"] = list(c.token_ids)
-    d["token_logprobs"] = np.asarray(c.token_logprobs, np.float32).tolist()
-    return d
+    return dict(dataclasses.asdict(c), token_logprobs=np.asarray(c.token_logprobs, np.float32).tolist())
 
 
 def _from_json(d: dict):
@@ -124,11 +121,3 @@ def _from_json(d: dict):
     return Completion(**dict(d, token_ids=tuple(d["token_ids"]),
                              token_logprobs=np.asarray(d["token_logprobs"], np.float32)))
 
-
-def _add_stats(total, part) -> None:
-    if part is None:
-        return
-    for f in ("completions", "new_tokens", "batches", "seconds", "prefill_seconds",
-              "truncated_prompts", "decode_steps"):
-        setattr(total, f, getattr(total, f) + getattr(part, f))
-    total.shapes |= part.shapes

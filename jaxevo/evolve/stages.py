@@ -126,9 +126,10 @@ def refine_stage(ctx, out: Path) -> dict[str, Any]:
                                        chat=ctx.cfg.prompts.chat, progress=ctx.progress)
         new = []
         for (g, r), cs in zip(todo, comps):
-            new.append((g, _response(cs[0], kind="refine", chain=r["chain"], step=step)))
-            g["responses"].append(new[-1][1])
-            made += 1
+            resp = _response(cs[0], kind="refine", chain=r["chain"], step=step)
+            g["responses"].append(resp)
+            new.append((g, resp))
+        made += len(new)
         if ctx.cfg.feedback.enabled:  # SELF re-judges every refinement (f^ ~ M(.|p, r^))
             _write_feedback(ctx, new)
     write_jsonl(out / "groups.jsonl", groups)

@@ -134,6 +134,14 @@ class RunStats:
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
+    def add(self, other: "RunStats") -> None:
+        """Accumulate another call's counts and times (a call over part of the same prompts)."""
+        for f in dataclasses.fields(self):
+            if f.name == "shapes":
+                self.shapes |= other.shapes
+            elif f.name != "prompts":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
 
 # --------------------------------------------------------------------------------- buckets
 def length_bucket(x: int, minimum: int = 16, chunk: int = 256) -> int:

@@ -105,8 +105,13 @@ def test_slices_with_first_index_equal_the_whole_list():
     s = Sampler(cfg, params, max_batch=8)
     whole = s.generate_ids(PROMPTS, sp)
     k = len(PROMPTS) // 2
-    parts = s.generate_ids(PROMPTS[:k], sp) + s.generate_ids(PROMPTS[k:], sp, first_index=k)
+    whole_stats = s.last_stats
+    parts = s.generate_ids(PROMPTS[:k], sp)
+    stats = s.last_stats
+    parts += s.generate_ids(PROMPTS[k:], sp, first_index=k)
+    stats.add(s.last_stats)  # how the round driver's journal totals its chunks
     assert [[c.token_ids for c in o] for o in parts] == [[c.token_ids for c in o] for o in whole]
+    assert (stats.completions, stats.new_tokens) == (whole_stats.completions, whole_stats.new_tokens)
     shifted = s.generate_ids(PROMPTS[k:], sp)  # without first_index: other random streams
     assert [[c.token_ids for c in o] for o in shifted] != [[c.token_ids for c in o] for o in whole[k:]]
 
