@@ -27,6 +27,10 @@ class RunSection:
     seed: int = 0
     progress: bool = True  # progress bars
     recipe: str = "custom"  # a label for reports (self / evolve / dpse / demo)
+    # Keep each training stage's Orbax train state (params + optimizer, ~3x the model) after the
+    # stage has exported its model. They serve only a resume mid-training; the demo would
+    # otherwise leave ~12 GB on disk.
+    keep_checkpoints: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,8 @@ from jaxevo.errors import ConfigError
 
 # Config sections that may change between a run and its resume without mixing results.
 # Keys that do not change any result, so a run may resume with them changed.
-RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "sample.journal_rows")
+RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
+               "sample.journal_rows")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -266,6 +267,10 @@ def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: st
     result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh)
     if result.export_dir is None:
         raise _Interrupted(f"training stopped at step {result.steps} (stop_at)")
+    if not ctx.cfg.run.keep_checkpoints and distributed.is_main():
+        # The exported model is what later stages read; a rerun of this stage (killed before its
+        # rename) retrains from step 0 and gets the same model (the train step is deterministic).
+        shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
     hist = result.history
     last = hist[-1] if hist else {}
     # The model's path relative to the stage folder (the folder is renamed when the stage ends).

@@ -17,7 +17,7 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
              "meta.min_score=0.0", "meta.epochs=1"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",
-             "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2"],
+             "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2", "run.keep_checkpoints=true"],
 }
 
 
@@ -49,6 +49,10 @@ def test_two_rounds(name, tmp_path, tiny_model):
         # The round's model is a loadable checkpoint directory.
         model = root / rd["model"]
         assert (model / "jaxevo.json").exists(), model
+    # A finished training stage keeps its exported model; its Orbax train state (disk) only
+    # when asked to (dpse's overrides).
+    assert bool(list(root.glob("round_*/*/train/checkpoints/*"))) == cfg.run.keep_checkpoints
+    assert list(root.glob("round_*/*/train/final/jaxevo.json"))
     # Round metrics: one metrics.jsonl line per round (and TensorBoard), win rate vs the round before.
     rows = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2] and all("eval/accuracy" in r for r in rows)
