@@ -36,8 +36,9 @@ from jaxevo.errors import ConfigError
 
 # Config sections that may change between a run and its resume without mixing results.
 # Keys that do not change any result, so a run may resume with them changed.
+# Keys that change nothing a stage writes (only where, how far, how it looks, what disk it keeps).
 RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
-               "sample.journal_rows")
+               "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

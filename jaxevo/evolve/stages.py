@@ -261,6 +261,8 @@ def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: st
         data=dataclasses.replace(phase_cfg.data, path="", refine_template=ctx.cfg.refine.template,
                                  feedback_template=ctx.cfg.feedback.template),
         seed=ctx.seed,
+        # The driver keeps the exported model; the finished train state only when asked to.
+        checkpoint=dataclasses.replace(phase_cfg.checkpoint, final=ctx.cfg.run.keep_checkpoints),
         log=dataclasses.replace(phase_cfg.log, progress=ctx.progress))
     if tc.steps is None:  # never fewer than one step, never a batch larger than the data
         tc = tc.replace(batch_size=min(tc.batch_size, _fit_batch(len(records), tc)))
@@ -268,8 +270,9 @@ def _train_phase(ctx, out: Path, phase_cfg, records: list[dict], start_model: st
     if result.export_dir is None:
         raise _Interrupted(f"training stopped at step {result.steps} (stop_at)")
     if not ctx.cfg.run.keep_checkpoints and distributed.is_main():
-        # The exported model is what later stages read; a rerun of this stage (killed before its
-        # rename) retrains from step 0 and gets the same model (the train step is deterministic).
+        # The exported model is what later stages read; the train states saved every
+        # `checkpoint.every` steps served only a resume mid-training. A rerun of this stage (killed
+        # before its rename) retrains from step 0 and gets the same model (deterministic step).
         shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
     hist = result.history
     last = hist[-1] if hist else {}

@@ -77,6 +77,7 @@ class CheckpointSection:
     every: int = 0  # save every N steps (0 = only at the end)
     keep: int = 2  # keep the last k checkpoints
     resume: bool = True  # continue from the latest checkpoint in out_dir if there is one
+    final: bool = True  # save the train state of a finished run too (false: only what `every` saved)
     export: bool = True  # write the final model as a jaxevo checkpoint dir (jaxevo.json + HF model/)
 
 

@@ -258,7 +258,8 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
                 preempted = True
                 break
         done = int(fetch(state.step))
-        if done != last_saved and (end > start or latest is None):
+        finished = done == total and not cfg.checkpoint.final  # nothing left to resume
+        if done != last_saved and (end > start or latest is None) and not finished:
             ckpt.save(done, state, meta(done))
         ckpt.wait()
     finally:
