@@ -34,9 +34,8 @@ from typing import Any, Iterable, Iterator
 from jaxevo import distributed
 from jaxevo.errors import ConfigError
 
-# Config sections that may change between a run and its resume without mixing results.
-# Keys that do not change any result, so a run may resume with them changed.
-# Keys that change nothing a stage writes (only where, how far, how it looks, what disk it keeps).
+# Keys that may change between a run and its resume without mixing results: they change nothing
+# a stage writes (only where, how far, how it looks, and what disk it keeps).
 RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
                "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows")
 
