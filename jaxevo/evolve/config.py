@@ -29,7 +29,7 @@ class RunSection:
     recipe: str = "custom"  # a label for reports (self / evolve / dpse / demo)
     # Keep each training stage's Orbax train state (params + optimizer, ~3x the model) after the
     # stage has exported its model. They serve only a resume mid-training; the demo would
-    # otherwise leave ~12 GB on disk.
+    # otherwise leave ~12 GB on disk. Sets the phases' `checkpoint.final`.
     keep_checkpoints: bool = False
 
 

@@ -258,8 +258,8 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
                 preempted = True
                 break
         done = int(fetch(state.step))
-        finished = done == total and not cfg.checkpoint.final  # nothing left to resume
-        if done != last_saved and (end > start or latest is None) and not finished:
+        skip_final = done == total and not cfg.checkpoint.final  # finished: nothing to resume
+        if done != last_saved and (end > start or latest is None) and not skip_final:
             ckpt.save(done, state, meta(done))
         ckpt.wait()
     finally:
