@@ -35,6 +35,9 @@ def add_arguments(p):
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="compute dtype (bfloat16: fast; float32: exact f32 log-probs)")
     p.add_argument("--batch-size", type=int, default=64, help="max rows (prompt x sample) per batch")
+    p.add_argument("--continuous", action="store_true",
+                   help="refill finished rows with waiting prompts instead of decoding batch by batch "
+                        "(same completions to float rounding; pays off when lengths vary widely)")
     p.add_argument("--max-length", type=int, default=None,
                    help="context limit for prompt + new tokens (default: the model's)")
     p.add_argument("--truncate", action="store_true",
@@ -85,7 +88,7 @@ def run(args) -> int:
             raise JaxevoError(f"--mesh {args.mesh!r}: give three integers, e.g. 1,-1,1") from None
         mesh = make_mesh(shape)
     sampler = Sampler.load(args.model, dtype=args.dtype, mesh=mesh, max_batch=args.batch_size,
-                           max_length=args.max_length)
+                           max_length=args.max_length, continuous=args.continuous)
     outs = sampler.generate([r["prompt"] for r in rows], sp, chat=chat, truncate=args.truncate)
 
     out = Path(args.out)

@@ -63,6 +63,11 @@ class SampleSection:
     # Completions per journaled chunk: a stage killed mid-sampling resumes after its last finished
     # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
     journal_rows: int = 256
+    # Continuous batching: a finished row takes the next waiting prompt (sampling/pool.py). Same
+    # completions (to float rounding). Off: on the demo's workloads it saved no decode steps
+    # (docs/benchmarks.md); it can pay off where most rows stop well before max_new_tokens.
+    # Resume-safe.
+    continuous: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

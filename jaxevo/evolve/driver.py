@@ -105,7 +105,7 @@ class Ctx:
         model = model or self.start_model()
         if model not in self._samplers:
             s = Sampler.load(model, dtype=self.cfg.model.sample_dtype, max_batch=self.cfg.sample.batch_size,
-                             mesh=self._sampler_mesh())
+                             mesh=self._sampler_mesh(), continuous=self.cfg.sample.continuous)
             self._samplers = {model: JournaledSampler(s, model, self._next_journal, self.cfg.sample.journal_rows)}
         return self._samplers[model]
 

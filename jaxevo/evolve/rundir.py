@@ -35,9 +35,10 @@ from jaxevo import distributed
 from jaxevo.errors import ConfigError
 
 # Keys that may change between a run and its resume without mixing results: they change nothing
-# a stage writes (only where, how far, how it looks, and what disk it keeps).
+# a stage writes (only where, how far, how fast, how it looks, and what disk it keeps).
 RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
-               "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows")
+               "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows",
+               "sample.continuous")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -183,20 +183,14 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-# ------------------------------------------------------------------------------- prefill
-@_platform_jit(static_argnames=("cfg", "mesh", "chunk"), donate_argnames=("cache",))
-def prefill(weights, cache: Cache, tokens, valid, row_prompt, *, cfg: ModelConfig, mesh=None,
-            chunk: int = 256):
-    """Run the P prompts [P, T] (left-padded; valid marks real tokens) and fill slots [0, T) of
-    the N rows of the donated `cache` (row r from prompt row_prompt[r]). Prompts longer than
-    `chunk` run in chunks of `chunk` tokens (bounded attention memory).
-
-    Returns (cache, logits [N, V] f32 of each row's next token)."""
+def prefill_prompts(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
+    """The P left-padded prompts [P, T] through the model, in chunks of <= `chunk` tokens.
+    Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token)."""
     p, t = tokens.shape
     c = t if t <= chunk else chunk
     assert t % c == 0, (t, c)
     positions = positions_from_valid(valid)
-    pc = _constrain_cache(step.init_cache(cfg, p, t, dtype=cache.k[0].dtype), cfg, mesh)
+    pc = _constrain_cache(step.init_cache(cfg, p, t, dtype=dtype), cfg, mesh)
     constrain = lambda x: _constrain_cache(x, cfg, mesh)  # noqa: E731
 
     def run_chunk(i, pc):
@@ -212,9 +206,29 @@ def prefill(weights, cache: Cache, tokens, valid, row_prompt, *, cfg: ModelConfi
     else:
         pc = lax.fori_loop(0, t // c - 1, lambda i, pc: run_chunk(i, pc)[0], pc)
         pc, last = run_chunk(t // c - 1, pc)
-    logits = step.logits(cfg, weights, last)  # [P, V]
+    return pc, step.logits(cfg, weights, last)
+
+
+# ------------------------------------------------------------------------------- prefill
+@_platform_jit(static_argnames=("cfg", "mesh", "chunk"), donate_argnames=("cache",))
+def prefill(weights, cache: Cache, tokens, valid, row_prompt, *, cfg: ModelConfig, mesh=None,
+            chunk: int = 256):
+    """Run the P prompts [P, T] (left-padded; valid marks real tokens) and fill slots [0, T) of
+    the N rows of the donated `cache` (row r from prompt row_prompt[r]). Prompts longer than
+    `chunk` run in chunks of `chunk` tokens (bounded attention memory).
+
+    Returns (cache, logits [N, V] f32 of each row's next token)."""
+    pc, logits = prefill_prompts(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
     cache = step.copy_rows(cfg, cache, pc, row_prompt)
     return _constrain_cache(cache, cfg, mesh), _rows(jnp.take(logits, row_prompt, axis=0), mesh)
+
+
+def prompt_presence(tokens, valid, row_prompt, vocab: int):
+    """[N, V] bool: which tokens occur in each row's prompt (for the repetition penalty)."""
+    ptoks = jnp.take(tokens, row_prompt, axis=0)
+    pvalid = jnp.take(valid, row_prompt, axis=0)
+    n = row_prompt.shape[0]
+    return jnp.zeros((n, vocab), jnp.int8).at[jnp.arange(n)[:, None], ptoks].max(pvalid.astype(jnp.int8)) > 0
 
 
 # -------------------------------------------------------------------------------- decode
@@ -235,14 +249,8 @@ def decode(weights, cache, logits, tokens, valid, rows: Rows, stop_ids, key, kno
                                 jnp.ones((n, m), bool)], axis=1)
     kv_valid = _rows(kv_valid, mesh)
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows.ids)
-    if mode.repetition_penalty:
-        ptoks = jnp.take(tokens, rows.prompt, axis=0)
-        pvalid = jnp.take(valid, rows.prompt, axis=0)
-        presence = jnp.zeros((n, cfg.vocab_size), jnp.int8).at[
-            jnp.arange(n)[:, None], ptoks].max(pvalid.astype(jnp.int8)) > 0
-        presence = _rows(presence, mesh)
-    else:
-        presence = None
+    presence = _rows(prompt_presence(tokens, valid, rows.prompt, cfg.vocab_size), mesh) \
+        if mode.repetition_penalty else None
 
     def pick(lg, step, presence):
         keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)

@@ -1,4 +1,5 @@
-"""Same seed => same completions on one device and on an 8-device CPU mesh (in a subprocess)."""
+"""Same seed => same completions on one device and on an 8-device CPU mesh (in a subprocess),
+batch at a time and with continuous batching."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from jaxevo.sampling import Sampler, SamplingParams
 from tests.sampling.helpers import tiny
 
 PROMPTS = [[5, 6, 7], list(range(20, 45)), [9], list(range(60, 72)), [1, 2], [3] * 7]
-SP = dict(max_new_tokens=8, temperature=0.9, top_p=0.95, n=2, seed=4, stop_token_ids=(0,))
+SP = dict(max_new_tokens=8, temperature=0.9, top_p=0.95, n=2, seed=4, stop_token_ids=(0, 1, 2, 3))
 
 SCRIPT = """
 import json, sys
@@ -30,8 +31,11 @@ res = {}
 for shape in [(2, 2, 2), (1, 8, 1)]:
     mesh = make_mesh(shape)
     p = jax.device_put(params, param_shardings(cfg, mesh))
-    outs = Sampler(cfg, p, mesh=mesh, max_batch=8).generate_ids(PROMPTS, SamplingParams(**SP))
-    res[str(shape)] = [[[list(c.token_ids), c.logprob, c.finish_reason] for c in o] for o in outs]
+    for continuous in (False, True):
+        outs = Sampler(cfg, p, mesh=mesh, max_batch=8, continuous=continuous).generate_ids(
+            PROMPTS, SamplingParams(**SP))
+        res[f"{shape} continuous={continuous}"] = [[[list(c.token_ids), c.logprob, c.finish_reason]
+                                                    for c in o] for o in outs]
 print("RESULT" + json.dumps(res))
 """
 
