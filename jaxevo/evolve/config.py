@@ -64,8 +64,8 @@ class SampleSection:
     # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
     journal_rows: int = 256
     # Continuous batching: a finished row takes the next waiting prompt (sampling/pool.py). Same
-    # completions (to float rounding). Off: on the demo's workloads it saved no decode steps
-    # (docs/benchmarks.md); it can pay off where most rows stop well before max_new_tokens.
+    # completions (to float rounding). Off: on the demo's workloads it saved at most 13% of the
+    # decode steps and spent them on refill prefills and padding (docs/benchmarks.md).
     # Resume-safe.
     continuous: bool = False
 

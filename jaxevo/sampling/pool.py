@@ -19,8 +19,9 @@ by float rounding only, on T: a pool pads every prompt to its longest, where bat
 decoding pads to the longest of each batch (tests: token-identical on the tiny f32 models; the
 embedded model in bf16: 189 of 256 samples identical, `benchmarks/continuous.py`).
 
-Measured (docs/benchmarks.md): on the demo's workloads with the base model most rows run to
-max_new_tokens, and the pool saved no decode steps; it is off by default (`continuous=False`).
+Measured (docs/benchmarks.md): on the demo's workloads it saved 0–13 % of the decode steps (the
+base model runs a third of its rows to max_new_tokens) and spent as much on refill prefills and
+prompt padding, so it is off by default (`continuous=False`).
 """
 
 from __future__ import annotations
