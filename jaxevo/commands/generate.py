@@ -37,7 +37,8 @@ def add_arguments(p):
     p.add_argument("--batch-size", type=int, default=64, help="max rows (prompt x sample) per batch")
     p.add_argument("--continuous", action="store_true",
                    help="refill finished rows with waiting prompts instead of decoding batch by batch "
-                        "(same completions to float rounding; pays off when lengths vary widely)")
+                        "(same completions to float rounding; no faster on the demo's workloads, see "
+                        "docs/benchmarks.md)")
     p.add_argument("--max-length", type=int, default=None,
                    help="context limit for prompt + new tokens (default: the model's)")
     p.add_argument("--truncate", action="store_true",

@@ -183,6 +183,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+# ------------------------------------------------------------------------------- prefill
 def prefill_prompts(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
     """The P left-padded prompts [P, T] through the model, in chunks of <= `chunk` tokens.
     Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token)."""
@@ -209,7 +210,6 @@ def prefill_prompts(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, 
     return pc, step.logits(cfg, weights, last)
 
 
-# ------------------------------------------------------------------------------- prefill
 @_platform_jit(static_argnames=("cfg", "mesh", "chunk"), donate_argnames=("cache",))
 def prefill(weights, cache: Cache, tokens, valid, row_prompt, *, cfg: ModelConfig, mesh=None,
             chunk: int = 256):
