@@ -419,8 +419,9 @@ class Sampler:
                                                    cfg=cfg, mode=mode, mesh=self.mesh)
                 stats.decode_steps += int(steps)
                 out = _to_host(core.Output(state.tokens, state.logprobs, state.step, state.finish))
-                done = np.asarray(_to_host(state.done))
-                finished = [(r, owner[r]) for r in range(nb) if owner[r] is not None and done[r]]
+                # an owned row is done exactly when it has a finish code (free rows keep NOT_RUN)
+                finished = [(r, owner[r]) for r in range(nb)
+                            if owner[r] is not None and out.finish[r] != core.NOT_RUN]
                 for r, _ in finished:
                     owner[r] = None
                 yield out, finished
@@ -444,12 +445,7 @@ class Sampler:
         where = {p: j for j, p in enumerate(prompts)}
         pb = batch_bucket(len(prompts), shard, self.max_batch)
         rb = batch_bucket(len(take), shard, self.max_batch)
-        pad = core.pad_id(self.cfg)
-        tokens = np.full((pb, t), pad, np.int32)
-        valid = np.zeros((pb, t), bool)
-        for j, p in enumerate(prompts):
-            tokens[j, t - len(ids[p]):] = ids[p]
-            valid[j, t - len(ids[p]):] = True
+        tokens, valid = self._left_padded([ids[p] for p in prompts], pb, t)
         dest = np.full(rb, nb, np.int32)  # nb: padding entry, dropped
         row_prompt = np.zeros(rb, np.int32)
         row_ids = np.zeros(rb, np.int32)
@@ -471,12 +467,7 @@ class Sampler:
         pb = batch_bucket(len(prompts), shard, self.max_batch)
         t = self._prompt_bucket(max(len(ids[p]) for p in prompts))
         s = t + m_bucket + (sp_speculate + 1 if sp_speculate else 0)
-        pad = core.pad_id(cfg)
-        tokens = np.full((pb, t), pad, np.int32)
-        valid = np.zeros((pb, t), bool)
-        for j, p in enumerate(prompts):
-            tokens[j, t - len(ids[p]):] = ids[p]
-            valid[j, t - len(ids[p]):] = True
+        tokens, valid = self._left_padded([ids[p] for p in prompts], pb, t)
         row_prompt = np.zeros(nb, np.int32)
         row_ids = np.zeros(nb, np.int32)
         live = np.zeros(nb, bool)
@@ -513,6 +504,16 @@ class Sampler:
         if not sp_speculate:
             stats.decode_steps += max(int(out.lengths.max()) - 1, 0)
         return out
+
+    def _left_padded(self, prompts: list[list[int]], rows: int, t: int):
+        """(tokens [rows, t] int32, valid [rows, t] bool): the prompts left-padded to t slots;
+        rows beyond len(prompts) are all padding."""
+        tokens = np.full((rows, t), core.pad_id(self.cfg), np.int32)
+        valid = np.zeros((rows, t), bool)
+        for j, p in enumerate(prompts):
+            tokens[j, t - len(p):] = p
+            valid[j, t - len(p):] = True
+        return tokens, valid
 
     def _prompt_bucket(self, length: int) -> int:
         if self.prompt_buckets:

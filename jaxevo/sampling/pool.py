@@ -70,7 +70,7 @@ def empty_state(n: int, m: int, s: int, *, cfg: ModelConfig, mode: Mode) -> Pool
         presence=jnp.zeros((n, cfg.vocab_size), bool) if mode.repetition_penalty else None)
 
 
-def _record(st: PoolState, tok, lp, stop_ids, pad) -> PoolState:
+def _record(st: PoolState, tok, lp, stop_ids) -> PoolState:
     """Append each active row's token; rows that hit a stop token or their limit are done."""
     n, m = st.tokens.shape
     ar = jnp.arange(n)
@@ -103,7 +103,7 @@ def start(weights, cache: Cache, state: PoolState, tokens, valid, dest, row_prom
     cache into pool row dest[j] (dest[j] = N: a padding entry, ignored), and record each new row's
     first token. row_ids [R]: global sample indices (random streams); limit [R]: max new tokens.
     Returns (cache, state)."""
-    n, s = state.kv_valid.shape
+    s = state.kv_valid.shape[1]
     t = tokens.shape[1]
     pc, logits = prefill_prompts(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
 
@@ -128,7 +128,7 @@ def start(weights, cache: Cache, state: PoolState, tokens, valid, dest, row_prom
         presence=prompt_presence(tokens, valid, row_prompt, cfg.vocab_size) if mode.repetition_penalty else None)
     lg = jnp.take(logits, row_prompt, axis=0)
     tok, lp = _pick(new, lg, mode, knobs)
-    new = _record(new, tok, lp, stop_ids, pad_id(cfg))
+    new = _record(new, tok, lp, stop_ids)
     state = jax.tree.map(lambda a, b: a.at[dest].set(b, mode="drop"), state, new)
     return cache, jax.tree.map(lambda x: _rows(x, mesh), state)
 
@@ -142,14 +142,13 @@ def run(weights, cache: Cache, state: PoolState, stop_ids, knobs: Knobs, refill_
     n, s = state.kv_valid.shape
     t = s - state.tokens.shape[1]
     slots = jnp.arange(s)
-    pad = jnp.int32(pad_id(cfg))
 
     def cond(c):
         free = jnp.sum(c[0].done, dtype=jnp.int32)
         return (free < n) & (free < refill_at)
 
-    def body(c):
-        st, cache = c
+    def body(c):  # rows already done recompute their last slot and record nothing
+        st, cache, i = c
         slot = t + st.step - 1  # the slot of `last`
         visible = st.kv_valid & (slots[None] <= slot[:, None])
         if cfg.sliding_window:
@@ -157,12 +156,7 @@ def run(weights, cache: Cache, state: PoolState, stop_ids, knobs: Knobs, refill_
         lg, cache = step.decode_step(cfg, weights, cache, st.last, st.plen + st.step - 1, slot, visible,
                                      lambda x: _constrain_cache(x, cfg, mesh))
         tok, lp = _pick(st, lg, mode, knobs)
-        return _record(st, jnp.where(st.done, pad, tok), lp, stop_ids, pad), cache
+        return _record(st, tok, lp, stop_ids), cache, i + 1
 
-    def counted(c):
-        st, cache, i = c
-        st, cache = body((st, cache))
-        return st, cache, i + 1
-
-    state, cache, steps = lax.while_loop(lambda c: cond(c[:2]), counted, (state, cache, jnp.int32(0)))
+    state, cache, steps = lax.while_loop(cond, body, (state, cache, jnp.int32(0)))
     return cache, state, steps
