@@ -11,7 +11,7 @@ import collections
 import math
 from typing import Any, Sequence
 
-from jaxevo.data.answers import answers_match, check_probe, extract_answer, is_well_formatted
+from jaxevo.data.answers import answers_match, check_probe, extract_answer, follows_format
 
 DEFAULT_REFINE = ("{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
                   "Improve this answer. Give the complete improved answer.")
@@ -66,7 +66,7 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
         majority = votes.most_common(1)[0][0] if votes else None
         rows.append({"id": it.get("id"), "prompt": it["prompt"], "answer": it["answer"],
                      "completion": comps[0].text, "prediction": preds[0], "correct": ok[0],
-                     "formatted": is_well_formatted(comps[0].text),
+                     "formatted": follows_format(comps[0].text, it),
                      "finish": comps[0].finish_reason, "pass": any(ok),
                      "majority": majority, "majority_correct": answers_match(majority, it["answer"])})
     summary: dict[str, Any] = accuracy_summary([r["correct"] for r in rows])

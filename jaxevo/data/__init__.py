@@ -9,6 +9,7 @@ from jaxevo.data.answers import (
     check_probe,
     extract_answer,
     is_well_formatted,
+    follows_format,
     normalize_answer,
     normalize_number,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "generate_dialogues",
     "generate_instructions",
     "is_well_formatted",
+    "follows_format",
     "load_source",
     "normalize_answer",
     "normalize_number",

@@ -23,6 +23,7 @@ __all__ = [
     "normalize_answer",
     "answers_match",
     "is_well_formatted",
+    "follows_format",
     "check_probe",
 ]
 
@@ -121,6 +122,25 @@ def extract_answer(text: str | None, *, fallback: bool = False, which: str = "fi
 def is_well_formatted(text: str | None) -> bool:
     """True when the completion states a final answer in a strict format (the format-only control)."""
     return extract_answer(text) is not None
+
+
+# A dialogue probe asks "Answer in one short sentence." (jaxevo.data.dialogue_turns).
+PROBE_MAX_WORDS = 25
+
+
+def follows_format(text: str | None, item=None) -> bool:
+    """Does the completion have the shape its item asks for? Dialogue memory probes
+    (``item["kind"] == "probe"``) ask for one short sentence (at most `PROBE_MAX_WORDS` words);
+    everything else for a final answer in a strict format (`is_well_formatted`).
+
+    Why per item: a probe's reply ("Your dog is called Rex.") never states "The answer is N", so a
+    format test for arithmetic alone dropped every probe answer from SFT data and from the
+    format-only control, whatever its score."""
+    if item is not None and item.get("kind") == "probe":
+        from jaxevo.data.constraints import count_sentences, count_words
+
+        return bool(text and text.strip()) and count_sentences(text) == 1 and count_words(text) <= PROBE_MAX_WORDS
+    return is_well_formatted(text)
 
 
 def normalize_answer(answer: object) -> str:

@@ -21,7 +21,7 @@ import collections
 import re
 from typing import Any, Callable, Mapping
 
-from jaxevo.data.answers import answers_match, extract_answer, is_well_formatted
+from jaxevo.data.answers import answers_match, extract_answer, follows_format
 from jaxevo.errors import ConfigError
 
 Group = Mapping[str, Any]  # {"item": record, "responses": [{"text", "feedback"?, ...}]}
@@ -57,7 +57,7 @@ def verifier(group: Group, params: Mapping[str, Any]) -> list[float]:
 
 @register_scorer("format_only")
 def format_only(group: Group, params: Mapping[str, Any]) -> list[float]:
-    return [float(is_well_formatted(r["text"])) for r in group["responses"]]
+    return [float(follows_format(r["text"], group["item"])) for r in group["responses"]]
 
 
 @register_scorer("self_consistency")
@@ -91,7 +91,7 @@ def self_judge(group: Group, params: Mapping[str, Any]) -> list[float]:
             raise ConfigError("scorer 'self_judge' needs the feedback stage (feedback.enabled: true)")
         v = parse_verdict(r.get("feedback"))
         # An answer without the required format cannot be accepted, whatever the judge says.
-        out.append(0.0 if not is_well_formatted(r["text"]) and params.get("require_format", True)
+        out.append(0.0 if not follows_format(r["text"], group["item"]) and params.get("require_format", True)
                    else (unparsed if v is None else v))
     return out
 

@@ -16,15 +16,17 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxevo.data.answers import is_well_formatted
+from jaxevo.data.answers import follows_format
 
 Group = Mapping[str, Any]
 
 
-def _usable(r: Mapping[str, Any], require_format: bool, allow_truncated: bool = False) -> bool:
+def _usable(r: Mapping[str, Any], require_format: bool, allow_truncated: bool = False,
+            item: Mapping[str, Any] | None = None) -> bool:
     # A response cut off by the length limit has no reliable ending: do not train on it.
+    # The format is the one the item asks for (`follows_format`: a probe wants one short sentence).
     return ((allow_truncated or r.get("finish") != "length")
-            and (not require_format or is_well_formatted(r["text"])))
+            and (not require_format or follows_format(r["text"], item)))
 
 
 def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -40,7 +42,7 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
     for g in groups:
         seen: set[str] = set()
         cands = [r for r in g["responses"] if r.get("kind", "sample") in kinds
-                 and r["score"] >= min_score and _usable(r, require_format, allow_truncated)]
+                 and r["score"] >= min_score and _usable(r, require_format, allow_truncated, g["item"])]
         for r in _ranked(cands):
             if r["text"] in seen or len(seen) >= max_per_prompt:
                 continue
@@ -102,12 +104,12 @@ def refine_views(pairs: Iterable[Mapping[str, Any]], template: str) -> list[dict
 
 def format_control(groups: Iterable[Group], count: int, seed: int,
                    allow_truncated: bool = False) -> list[dict]:
-    """`count` random well-formatted responses, one per prompt, ignoring every score: what SFT on
-    the format alone gives (DESIGN.md: 22 such samples moved the base model 9.5% -> 15.5%)."""
+    """`count` random well-formatted responses (in the shape each item asks for), one per prompt,
+    ignoring every score: what SFT on the format alone gives (DESIGN.md: 22 such samples moved the base model 9.5% -> 15.5%)."""
     pool = []
     for g in groups:
         ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample"
-              and _usable(r, True, allow_truncated)]
+              and _usable(r, True, allow_truncated, g["item"])]
         if ok:
             pool.append((g, ok))
     rng = random.Random(seed)
@@ -129,7 +131,8 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     out = []
     for g in groups:
         rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
-        good = [r for r in _ranked(rs) if r["score"] >= min_score and _usable(r, require_format, allow_truncated)]
+        good = [r for r in _ranked(rs) if r["score"] >= min_score
+                and _usable(r, require_format, allow_truncated, g["item"])]
         if not good:
             continue
         for r in rs:

@@ -6,6 +6,7 @@ from jaxevo.data.answers import (
     answers_match,
     check_probe,
     extract_answer,
+    follows_format,
     is_well_formatted,
     normalize_answer,
     normalize_number,
@@ -141,3 +142,18 @@ def test_prompt_template_and_targets():
     assert extract_answer(response) == "7"
     assert solution_to_response("#### 7") == "The answer is 7."
     assert solution_to_response("no final line") == "no final line"
+
+
+@pytest.mark.parametrize("text,ok", [
+    ("Your dog is called Rex.", True),
+    ("Rex", True),
+    ("You told me your dog is Rex! ", True),
+    ("Your dog is called Rex. He is a good dog.", False),  # two sentences
+    (" ".join(["word"] * 26), False),  # too long for "one short sentence"
+    ("", False), (None, False),
+])
+def test_probe_format_is_one_short_sentence(text, ok):
+    assert follows_format(text, {"kind": "probe", "answer": "Rex"}) is ok
+    # Any other item asks for the strict final-answer format.
+    assert follows_format(text, {"kind": "question", "answer": "3"}) is False
+    assert follows_format("The answer is 3.", {"kind": "question"}) and follows_format("The answer is 3.")

@@ -55,6 +55,24 @@ def test_build_sft_takes_best_distinct_complete_answers():
     assert [r["response"] for r in out] == ["The answer is 12."]
 
 
+def test_probe_answers_are_judged_by_the_probe_format():
+    """A dialogue probe asks for one short sentence, not 'The answer is N': a Censor-satisfied
+    probe answer is SFT data and a control candidate (it used to be dropped for lacking the
+    arithmetic format, which left DPSE's SFT with its arithmetic turns only)."""
+    long = "Your dog is called Rex. " + "I remember everything you told me about him. " * 4
+    g = group(["Your dog is called Rex.", long, "Your dog is called Rex"], answer="Rex", kind="probe")
+    for r, s in zip(g["responses"], [1.0, 1.0, 0.9]):
+        r["score"] = s
+    out = select.build_sft([g], min_score=0.7, max_per_prompt=3)
+    assert [r["response"] for r in out] == ["Your dog is called Rex.", "Your dog is called Rex"]
+    ctrl = select.format_control([g], 1, seed=0)
+    assert ctrl[0]["response"] in {"Your dog is called Rex.", "Your dog is called Rex"}
+    # The same replies to an arithmetic question have no final answer: not usable.
+    q = group(["Your dog is called Rex."])
+    q["responses"][0]["score"] = 1.0
+    assert select.build_sft([q], min_score=0.7) == [] and select.format_control([q], 1, seed=0) == []
+
+
 def test_build_pairs_by_score_and_by_rule():
     g = group(["The answer is 12.", "The answer is 10."])
     for r, s in zip(g["responses"], [1.0, 0.0]):
