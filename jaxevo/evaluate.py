@@ -71,6 +71,10 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
                      "majority": majority, "majority_correct": answers_match(majority, it["answer"])})
     summary: dict[str, Any] = accuracy_summary([r["correct"] for r in rows])
     summary["formatted"] = sum(r["formatted"] for r in rows) / max(1, len(rows))
+    kinds = [str(it.get("kind", "item")) for it in items]
+    if len(set(kinds)) > 1:  # e.g. dialogue turns: arithmetic questions and memory probes apart
+        summary["by_kind"] = {kd: accuracy_summary([r["correct"] for r, k2 in zip(rows, kinds) if k2 == kd])
+                              for kd in sorted(set(kinds))}
     if k > 1:
         summary[f"pass@{k}"] = accuracy_summary([r["pass"] for r in rows])["accuracy"]
         summary[f"majority@{k}"] = accuracy_summary([r["majority_correct"] for r in rows])["accuracy"]

@@ -62,6 +62,18 @@ def test_probe_items_are_checked_as_facts():
     assert evaluate(s, [item])[1]["accuracy"] == 0.0
 
 
+def test_mixed_items_report_accuracy_and_format_per_kind():
+    """Dialogue turns mix arithmetic questions ('The answer is N.') and memory probes (one short
+    sentence): each is judged by its own format, and the summary splits accuracy by kind."""
+    probe = {"prompt": "What is my dog called?", "answer": "Rex", "kind": "probe", "distractors": []}
+    question = {"prompt": "2+2?", "answer": "4", "kind": "question"}
+    s = ScriptedSampler(lambda p, sp: ["Your dog is called Rex."] if "dog" in p else ["It is 5."])
+    rows, summary = evaluate(s, [probe, question, dict(question, prompt="3+1?")])
+    assert [r["formatted"] for r in rows] == [True, False, False]
+    assert summary["by_kind"]["probe"]["accuracy"] == 1.0 and summary["by_kind"]["question"]["n"] == 2
+    assert "by_kind" not in evaluate(s, ITEMS)[1]  # one kind: nothing to split
+
+
 def test_wilson_interval():
     lo, hi = wilson(0, 20)
     assert lo == 0.0 and 0.1 < hi < 0.2

@@ -49,9 +49,11 @@ def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
     ev = st.get("eval", {})
     out = {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float)) and k != "seconds"}
     out.update({f"eval/vs_previous/{k}": v for k, v in ev.get("vs_previous", {}).items() if v is not None})
+    out.update({f"eval/{kind}/accuracy": s["accuracy"] for kind, s in ev.get("by_kind", {}).items()})
     ctrl = st.get("control", {}).get("eval", {})
     if "accuracy" in ctrl:
         out["control/accuracy"] = ctrl["accuracy"]
+    out.update({f"control/{kind}/accuracy": s["accuracy"] for kind, s in ctrl.get("by_kind", {}).items()})
     for name, keys in (("score", ("mean_score", "accepted_samples", "judge_agreement")),
                        ("data", ("sft_examples", "pairs", "yield_per_prompt"))):
         out.update({f"{name}/{k}": st[name][k] for k in keys if k in st.get(name, {})})

@@ -91,6 +91,11 @@ def test_two_rounds(name, tmp_path, tiny_model):
         assert all("weight" in p for p in pairs)
         groups = read_jsonl(root / "round_001" / "05_score" / "scored.jsonl")
         assert all("signals" in resp for g in groups for resp in g["responses"])
+        # Dialogue turns are scored apart: arithmetic questions and memory probes.
+        ev = m["rounds"]["1"]["stages"]["eval"]
+        assert set(ev["by_kind"]) == {"probe", "question"}
+        assert sum(s["n"] for s in ev["by_kind"].values()) == ev["n"]
+        assert {"eval/probe/accuracy", "eval/question/accuracy"} <= set(rows[1])
     if name == "demo":  # a random model writes no well-formatted answer: the control arm is empty
         st = m["rounds"]["1"]["stages"]
         assert st["data"]["control_examples"] == 0 and st["control"]["skipped"] == "no training data"
