@@ -105,7 +105,8 @@ def refine_views(pairs: Iterable[Mapping[str, Any]], template: str) -> list[dict
 def format_control(groups: Iterable[Group], count: int, seed: int,
                    allow_truncated: bool = False) -> list[dict]:
     """`count` random well-formatted responses (in the shape each item asks for), one per prompt,
-    ignoring every score: what SFT on the format alone gives (DESIGN.md: 22 such samples moved the base model 9.5% -> 15.5%)."""
+    ignoring every score: what SFT on the format alone gives (DESIGN.md: 22 such samples moved
+    the base model 9.5% -> 15.5%)."""
     pool = []
     for g in groups:
         ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample"
