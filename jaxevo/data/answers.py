@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from jaxevo.data.constraints import count_sentences, count_words
+
 __all__ = [
     "extract_answer",
     "normalize_number",
@@ -137,8 +139,6 @@ def follows_format(text: str | None, item=None) -> bool:
     format test for arithmetic alone dropped every probe answer from SFT data and from the
     format-only control, whatever its score."""
     if item is not None and item.get("kind") == "probe":
-        from jaxevo.data.constraints import count_sentences, count_words
-
         return bool(text and text.strip()) and count_sentences(text) == 1 and count_words(text) <= PROBE_MAX_WORDS
     return is_well_formatted(text)
 
