@@ -21,8 +21,8 @@ from jaxevo.data.answers import follows_format
 Group = Mapping[str, Any]
 
 
-def _usable(r: Mapping[str, Any], require_format: bool, allow_truncated: bool = False,
-            item: Mapping[str, Any] | None = None) -> bool:
+def _usable(r: Mapping[str, Any], item: Mapping[str, Any], require_format: bool,
+            allow_truncated: bool = False) -> bool:
     # A response cut off by the length limit has no reliable ending: do not train on it.
     # The format is the one the item asks for (`follows_format`: a probe wants one short sentence).
     return ((allow_truncated or r.get("finish") != "length")
@@ -42,7 +42,7 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
     for g in groups:
         seen: set[str] = set()
         cands = [r for r in g["responses"] if r.get("kind", "sample") in kinds
-                 and r["score"] >= min_score and _usable(r, require_format, allow_truncated, g["item"])]
+                 and r["score"] >= min_score and _usable(r, g["item"], require_format, allow_truncated)]
         for r in _ranked(cands):
             if r["text"] in seen or len(seen) >= max_per_prompt:
                 continue
@@ -69,7 +69,8 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
             continue
         if mode == "score":
             ranked = _ranked(rs)
-            best, worst = next((r for r in ranked if _usable(r, False, allow_truncated)), None), ranked[-1]
+            best = next((r for r in ranked if _usable(r, g["item"], False, allow_truncated)), None)
+            worst = ranked[-1]
             if best is None:
                 continue
             if best["score"] - worst["score"] < min_margin or best["text"] == worst["text"]:
@@ -79,7 +80,8 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
             if len(chain) < 2 or chain[0].get("step", 0) != 0:
                 continue
             best, worst = chain[-1], chain[0]
-            if not _usable(best, False, allow_truncated) or best["text"] == worst["text"] or worst["score"] - best["score"] > min_margin:
+            if (not _usable(best, g["item"], False, allow_truncated) or best["text"] == worst["text"]
+                    or worst["score"] - best["score"] > min_margin):
                 continue
         else:
             from jaxevo.errors import ConfigError
@@ -110,7 +112,7 @@ def format_control(groups: Iterable[Group], count: int, seed: int,
     pool = []
     for g in groups:
         ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample"
-              and _usable(r, True, allow_truncated, g["item"])]
+              and _usable(r, g["item"], True, allow_truncated)]
         if ok:
             pool.append((g, ok))
     rng = random.Random(seed)
@@ -133,7 +135,7 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     for g in groups:
         rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
         good = [r for r in _ranked(rs) if r["score"] >= min_score
-                and _usable(r, require_format, allow_truncated, g["item"])]
+                and _usable(r, g["item"], require_format, allow_truncated)]
         if not good:
             continue
         for r in rs:
