@@ -155,6 +155,15 @@ class EvalSection:
 @dataclasses.dataclass(frozen=True)
 class RoundsSection:
     restart_from_base: bool = False  # SELF "restart": each round trains the base on all data so far
+    # Round gate (off when None): a `jaxevo.data.load_source` spec of LABELLED validation items,
+    # disjoint from `eval.source`. After its evaluation a round's model is kept only if its greedy
+    # accuracy there is at least the kept model's + `gate_min_gain`; else the next round starts
+    # from the model this round started from, and a restart (`restart_from_base`) leaves the
+    # round's data out. Labels choose models, never training data. Why: SELF's self-feedback at
+    # 135M accepted wrong answer-first refinements and cost 9.5 points in one round
+    # (docs/results.md); a self-supervised recipe must not degrade the model.
+    gate: dict[str, Any] | None = None
+    gate_min_gain: float = 0.0  # negative: tolerate that much loss (validation noise)
     reference: Literal["previous", "sft"] = "sft"  # preference reference: round start or SFT result
 
 

@@ -89,7 +89,10 @@ class Ctx:
         return str(self.run.root / p) if not Path(p).is_absolute() and (self.run.root / p).exists() else p
 
     def latest_model(self) -> str:
-        """The newest model of this round: after preference, else after SFT, else the start model."""
+        """The newest model of this round: after preference, else after SFT, else the start model;
+        the start model again when the round gate rejected the round (`rounds.gate`)."""
+        if self.run.stage_info(self.round, "gate").get("accepted") is False:
+            return self.start_model()
         for name in ("preference", "sft"):
             info = self.run.stage_info(self.round, name)
             if info.get("model"):
@@ -141,16 +144,18 @@ class Ctx:
         st = next(iter(self._samplers.values())).last_stats
         return {"new_tokens": st.new_tokens, "tokens_per_s": round(st.tokens_per_second, 1)}
 
-    def evaluate(self, model: str, out: Path) -> dict[str, Any]:
+    def evaluate(self, model: str, out: Path, source: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Evaluate `model` on the held-out `eval.source` (or on `source`, greedy only: the round
+        gate's validation items); writes results.jsonl and eval.json into `out`."""
         from jaxevo.data import load_source
         from jaxevo.evaluate import evaluate
 
         e = self.cfg.eval
-        items = [dict(r) for r in load_source(e.source)]
+        items = [dict(r) for r in load_source(source or e.source)]
         s = self.sampler(model)
         rows, summary = evaluate(s, items, max_new_tokens=e.max_new_tokens, chat=self.cfg.prompts.chat,
-                                 self_refine=e.self_refine, refine_template=self.cfg.refine.template,
-                                 progress=self.progress)
+                                 self_refine=e.self_refine and source is None,
+                                 refine_template=self.cfg.refine.template, progress=self.progress)
         write_jsonl(out / "results.jsonl", rows)
         write_json(out / "eval.json", summary)
         return summary
@@ -166,7 +171,9 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     from jaxevo.evolve.report import print_round, write_report
     from jaxevo.sharding import make_mesh
 
-    run = RunDir(cfg.run.dir, raw).open()
+    from jaxevo.config import to_dict
+
+    run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
     if cfg.meta.enabled and not run.is_done(0, "meta"):
         tmp = run.begin_stage(0, META_INDEX, "meta")

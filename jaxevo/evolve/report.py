@@ -9,7 +9,7 @@ from typing import Any
 
 from jaxevo.evolve.rundir import RunDir, atomic_write_text
 
-COLUMNS = ("round", "accuracy (95% CI)", "vs start", "win vs prev", "control", "refined", "data",
+COLUMNS = ("round", "accuracy (95% CI)", "vs start", "win vs prev", "control", "refined", "gate", "data",
            "sft loss", "pref acc", "gen s", "train s", "eval s", "total s")
 
 
@@ -32,15 +32,23 @@ def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
         "win vs prev": pct(ev.get("vs_previous", {}).get("win_rate")),
         "control": pct(st.get("control", {}).get("eval", {}).get("accuracy")),
         "refined": pct(ev.get("refined/accuracy")),
+        "gate": _gate(st.get("gate", {}), pct),
         "data": "-" if "data" not in st else f"{st['data']['sft_examples']} sft / {st['data']['pairs']} pairs",
         "sft loss": _fmt(st.get("sft", {}).get("final", {}).get("loss")),
         "pref acc": _fmt(st.get("preference", {}).get("final", {}).get("rewards/accuracies")),
         "gen s": _secs(st, ("generate", "feedback", "refine", "score")),
         "train s": _secs(st, ("sft", "preference", "control")),
-        "eval s": _secs(st, ("eval",)),
+        "eval s": _secs(st, ("eval", "gate")),
         "total s": _secs(st, tuple(st)),
     }
     return row
+
+
+def _gate(g: dict, pct) -> str:
+    """'kept 23.0% vs 20.5%': the round gate's verdict, validation accuracy vs the kept model's."""
+    if "accepted" not in g:
+        return "-"
+    return f"{'kept' if g['accepted'] else 'rejected'} {pct(g['accuracy'])} vs {pct(g['start_accuracy'])}"
 
 
 def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
@@ -55,7 +63,8 @@ def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
         out["control/accuracy"] = ctrl["accuracy"]
     out.update({f"control/{kind}/accuracy": s["accuracy"] for kind, s in ctrl.get("by_kind", {}).items()})
     for name, keys in (("score", ("mean_score", "accepted_samples", "judge_agreement")),
-                       ("data", ("sft_examples", "pairs", "yield_per_prompt"))):
+                       ("data", ("sft_examples", "pairs", "yield_per_prompt")),
+                       ("gate", ("accepted", "accuracy", "start_accuracy"))):
         out.update({f"{name}/{k}": st[name][k] for k in keys if k in st.get(name, {})})
     for phase in ("sft", "preference"):
         out.update({f"{phase}/{k}": v for k, v in st.get(phase, {}).get("final", {}).items()
@@ -162,6 +171,10 @@ def write_report(run: RunDir, cfg) -> str:
           "`control` is the format-only control arm: SFT on the same number of well-formatted "
           "self-samples chosen without the scorer, from the same round start. The gain of the "
           "recipe over the control is what the scorer adds beyond formatting.", "",
+          *(["`gate`: greedy accuracy of the round's model on the labelled validation items of "
+             "`rounds.gate` against the kept model's; a rejected round's model is dropped and the "
+             "next round starts from the kept one (labels choose models, never training data).", ""]
+            if cfg.rounds.gate else []),
           f"Final model (Hugging Face format): `{run.root / 'final_model'}`"]
     text = "\n".join(md) + "\n"
     atomic_write_text(run.root / "report.md", text)

@@ -86,12 +86,18 @@ def _flatten(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield key, v
 
 
+_MISSING = object()
+
+
 class RunDir:
     """Bookkeeping of one run: stage folders, the manifest, resume checks."""
 
-    def __init__(self, root: str | Path, config: dict[str, Any]):
+    def __init__(self, root: str | Path, config: dict[str, Any], defaults: dict[str, Any] | None = None):
+        """`defaults`: the config class's defaults (as a dict); a key that a newer jaxevo added
+        since the run started does not block a resume while it keeps its default value."""
         self.root = Path(root)
         self.config = config
+        self.defaults = dict(_flatten(defaults or {}))
         self.hash = config_hash(config)
         self.manifest_path = self.root / "manifest.json"
 
@@ -105,9 +111,10 @@ class RunDir:
         distributed.barrier("jaxevo_rundir_open")
         if distributed.broadcast(self.manifest_path.exists()):  # one answer for every process
             m = self.manifest()
-            if m["config_hash"] != self.hash:
-                old = yaml.safe_load((self.root / "config.yaml").read_text()) or {}
-                diff = _diff(dict(_flatten(old)), dict(_flatten(self.config)))
+            old = dict(_flatten(yaml.safe_load((self.root / "config.yaml").read_text()) or {})) \
+                if m["config_hash"] != self.hash else {}
+            if m["config_hash"] != self.hash and not self._only_new_defaults(old):
+                diff = _diff(old, dict(_flatten(self.config)))
                 raise ConfigError(
                     f"{self.root} was started with a different config; resuming would mix results. "
                     f"Changed keys: {diff}. Use a new run directory (run.dir=...), or revert the "
@@ -116,6 +123,14 @@ class RunDir:
             atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
             self._write({"config_hash": self.hash, "created": time.time(), "rounds": {}})
         return self
+
+    def _only_new_defaults(self, old: dict[str, Any]) -> bool:
+        """True when every key that differs from the run's config.yaml is one it did not have
+        (added to jaxevo since) and is at its default value."""
+        new = dict(_flatten(self.config))
+        changed = [k for k in set(old) | set(new) if k not in RESUME_SAFE and old.get(k, _MISSING) != new.get(k, _MISSING)]
+        return all(k not in old and k in self.defaults and new.get(k, _MISSING) == self.defaults[k]
+                   for k in changed)
 
     def manifest(self) -> dict[str, Any]:
         return json.loads(self.manifest_path.read_text())

@@ -12,6 +12,7 @@ driver renames when the stage returns) and returns a small JSON-able dict for th
     preference phase 2 training, reference log-probs computed once      train/final = model
     control    format-only control arm: same count, no scorer          train/final, eval.json
     eval       held-out accuracy of the round's model                  results.jsonl, eval.json
+    gate       keep the round's model only if not worse on validation  start/, round/ (results)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from jaxevo.evolve.scorers import get_scorer
 Stage = Callable[["Ctx", Path], dict[str, Any]]
 STAGES: dict[str, Stage] = {}
 ORDER = ("prompts", "generate", "feedback", "refine", "score", "data", "sft", "preference",
-         "control", "eval")
+         "control", "eval", "gate")
 
 
 def stage(name: str):
@@ -222,7 +223,7 @@ def data_stage(ctx, out: Path) -> dict[str, Any]:
             sft = _dedupe(read_jsonl(meta_qa) + sft)
         for r in range(1, ctx.round):
             prev = ctx.run.stage_dir(r, ORDER.index("data") + 1, "data") / "sft.jsonl"
-            if prev.exists():
+            if prev.exists() and ctx.run.stage_info(r, "gate").get("accepted") is not False:
                 sft = _dedupe(read_jsonl(prev) + sft)
     write_jsonl(out / "sft.jsonl", sft)
     write_jsonl(out / "pairs.jsonl", pairs)
@@ -371,6 +372,33 @@ def eval_stage(ctx, out: Path) -> dict[str, Any]:
     if distributed.is_main() and prev.exists():  # process 0 wrote results.jsonl and the manifest
         info["vs_previous"] = win_rate(read_jsonl(prev), read_jsonl(out / "results.jsonl"))
     return info
+
+
+@stage("gate")
+def gate_stage(ctx, out: Path) -> dict[str, Any]:
+    """Keep the round's model only if its greedy accuracy on the labelled validation items of
+    `rounds.gate` is at least the kept model's (the round's start model) + `gate_min_gain`. The
+    kept model's accuracy comes from the previous round's gate, or is measured here (round 1)."""
+    r = ctx.cfg.rounds
+    if not r.gate:
+        return {"skipped": "gate off"}
+    new = ctx.latest_model()
+    if new == ctx.start_model():
+        return {"skipped": "the round trained no model"}
+    prev = ctx.run.stage_info(ctx.round - 1, "gate")
+    if "kept_accuracy" in prev:
+        start_acc = prev["kept_accuracy"]
+    else:
+        start_acc = ctx.evaluate(ctx.start_model(), _mkdir(out / "start"), source=r.gate)["accuracy"]
+    acc = ctx.evaluate(new, _mkdir(out / "round"), source=r.gate)["accuracy"]
+    accepted = acc - start_acc >= r.gate_min_gain
+    return {"accepted": accepted, "accuracy": acc, "start_accuracy": start_acc,
+            "kept_accuracy": acc if accepted else start_acc}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def win_rate(before: list[dict], after: list[dict]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 manifest and metrics of every stage."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,7 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     # A random model is never verifiably right, so score-chosen pairs would be empty: use the rule.
     "evolve": ["sft.batch_size=4", "preference.batch_size=2", "select.pairs=rule", "select.min_margin=0.0"],
     "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
-             "meta.min_score=0.0", "meta.epochs=1"],
+             "meta.min_score=0.0", "meta.epochs=1", "rounds.gate.n=4"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",
              "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2", "run.keep_checkpoints=true"],
 }
@@ -116,3 +117,53 @@ def test_self_refinements_are_rejudged(tmp_path, tiny_model, monkeypatch):
     refined = [r for g in groups for r in g["responses"] if r["kind"] == "refine"]
     assert refined and all("feedback" in r and "score" in r for r in refined)
 
+
+
+GATE = ["rounds.gate.type=arithmetic", "rounds.gate.split=train", "rounds.gate.seed=1", "rounds.gate.n=4"]
+
+
+@pytest.mark.parametrize("name,min_gain", [("demo", -1.0), ("self", 0.5)])
+def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model):
+    """The gate keeps a round's model only if its validation accuracy is at least the kept model's
+    + gate_min_gain. A random model scores 0 everywhere, so -1.0 keeps every round and 0.5 drops
+    every round: the next round then starts from the kept model, SELF's restart leaves the dropped
+    round's data out, and the final model is the kept one."""
+    cfg, raw = recipe(name, tmp_path / name, tiny_model, *TRAIN_OVERRIDES[name], *GATE,
+                      f"rounds.gate_min_gain={min_gain}")
+    m = run_evolve(cfg, raw)
+    root = tmp_path / name
+    g1, g2 = (m["rounds"][r]["stages"]["gate"] for r in ("1", "2"))
+    keep = min_gain < 0
+    assert g1["accepted"] is keep and g2["accepted"] is keep
+    assert g1["start_accuracy"] == g1["accuracy"] == 0.0
+    # Round 1 measures the start model on the validation items; round 2 reuses the kept accuracy.
+    assert len(read_jsonl(root / "round_001" / "11_gate" / "start" / "results.jsonl")) == 4
+    assert not (root / "round_002" / "11_gate" / "start").exists()
+    assert len(read_jsonl(root / "round_002" / "11_gate" / "round" / "results.jsonl")) == 4
+    sft2 = json.loads((root / "round_002" / "07_sft" / "train" / "final" / "jaxevo.json").read_text())
+    final = json.loads((root / "final_model" / "config.json").read_text())
+    assert final["hidden_size"] == 32
+    rows = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["gate/accepted"] == keep and "gate/accuracy" in rows[2]
+    report = (root / "report.md").read_text()
+    if keep:
+        assert m["rounds"]["2"]["model"] == "round_002/07_sft/train/final"
+        assert "round_001" in sft2["base_model"]
+        assert report.count("kept 0.0% vs 0.0%") == 2
+    else:  # SELF: every round restarts from the meta-skill model, which stays the kept model
+        meta = str(root / "round_000" / "00_meta" / m["rounds"]["0"]["stages"]["meta"]["model"])
+        assert m["rounds"]["1"]["model"] == m["rounds"]["2"]["model"] == str(Path(meta).relative_to(root))
+        assert report.count("rejected 0.0% vs 0.0%") == 2
+        # Round 2's restart data: the meta QA pairs and round 2's own data, not round 1's.
+        r1 = {x["prompt"] for x in read_jsonl(root / "round_001" / "06_data" / "sft.jsonl")}
+        qa = {x["prompt"] for x in read_jsonl(root / "round_000" / "00_meta" / "qa.jsonl")}
+        r2 = {x["prompt"] for x in read_jsonl(root / "round_002" / "06_data" / "sft.jsonl")}
+        assert r1 - qa and not (r1 - qa) & r2 and qa <= r2
+        # The exported final model has the meta-skill model's weights.
+        from safetensors.numpy import load_file
+
+        a = load_file(next((root / "final_model").glob("*.safetensors")))
+        from jaxevo.weights.load import hf_dir_for
+
+        b = load_file(next(hf_dir_for(meta).glob("*.safetensors")))
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

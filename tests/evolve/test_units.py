@@ -175,6 +175,13 @@ def test_rundir_stage_lifecycle_and_resume_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"sample.n: 4 -> 8"):
         RunDir(tmp_path, {**cfg, "sample": {"n": 8}}).open()
     assert config_hash(cfg) == config_hash({**cfg, "run": {"rounds": 9, "dir": "x"}})
+    # A key added to jaxevo after the run started resumes at its default, not at another value.
+    defaults = {"sample": {"n": 4, "top_k": 0}}
+    RunDir(tmp_path, {**cfg, "sample": {"n": 4, "top_k": 0}}, defaults=defaults).open()
+    with pytest.raises(ConfigError, match=r"sample.top_k: None -> 5"):
+        RunDir(tmp_path, {**cfg, "sample": {"n": 4, "top_k": 5}}, defaults=defaults).open()
+    with pytest.raises(ConfigError, match=r"sample.n: 4 -> 8"):  # an old key changed: still refused
+        RunDir(tmp_path, {**cfg, "sample": {"n": 8, "top_k": 0}}, defaults={"sample": {"n": 8, "top_k": 0}}).open()
 
 
 def test_report_stops_at_run_rounds(tmp_path):
