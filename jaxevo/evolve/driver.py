@@ -168,10 +168,9 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
 
     Multi-host: call on every process with the same config; all of them run every stage, process 0
     writes the files (see `rundir`)."""
+    from jaxevo.config import to_dict
     from jaxevo.evolve.report import print_round, write_report
     from jaxevo.sharding import make_mesh
-
-    from jaxevo.config import to_dict
 
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)

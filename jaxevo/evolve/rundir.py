@@ -128,7 +128,8 @@ class RunDir:
         """True when every key that differs from the run's config.yaml is one it did not have
         (added to jaxevo since) and is at its default value."""
         new = dict(_flatten(self.config))
-        changed = [k for k in set(old) | set(new) if k not in RESUME_SAFE and old.get(k, _MISSING) != new.get(k, _MISSING)]
+        changed = [k for k in set(old) | set(new)
+                   if k not in RESUME_SAFE and old.get(k, _MISSING) != new.get(k, _MISSING)]
         return all(k not in old and k in self.defaults and new.get(k, _MISSING) == self.defaults[k]
                    for k in changed)
 

@@ -383,9 +383,10 @@ def gate_stage(ctx, out: Path) -> dict[str, Any]:
     if not r.gate:
         return {"skipped": "gate off"}
     new = ctx.latest_model()
-    if new == ctx.start_model():
-        return {"skipped": "the round trained no model"}
     prev = ctx.run.stage_info(ctx.round - 1, "gate")
+    if new == ctx.start_model():  # nothing to judge; the kept model and its accuracy carry over
+        return {"skipped": "the round trained no model",
+                **{k: prev[k] for k in ("kept_accuracy",) if k in prev}}
     if "kept_accuracy" in prev:
         start_acc = prev["kept_accuracy"]
     else:
