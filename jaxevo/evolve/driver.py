@@ -205,24 +205,33 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
             log.info("round %d %s: %s", r, name, {k: v for k, v in info.items() if k != "topic_stats"})
             if stop_after == (r, name):
                 return run.manifest()
-        model = ctx.latest_model()
-        rel = str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
-        run.set_round_info(r, model=rel, done=True)
+        run.set_round_info(r, model=_relative(run, ctx.latest_model()), done=True)
         distributed.main_only(print_round)(run, r)
         distributed.main_only(_log_round)(run, r)
     final = run.root / "final_model"
     last = Ctx(cfg, run, cfg.run.rounds, mesh).latest_model()
+    source = _relative(run, last)
+    # Exported again when the last round's model changed (run.rounds raised on a resume).
+    export = not final.exists() or run.manifest().get("final_model_from") != source
     if distributed.is_main():
-        if not final.exists():
+        if export:
             from jaxevo.weights.load import hf_dir_for
 
             tmp = final.with_name("final_model.tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(hf_dir_for(last), tmp)
+            shutil.rmtree(final, ignore_errors=True)
             tmp.replace(final)
+    run.set_info(final_model_from=source)
+    if distributed.is_main():
         write_report(run, cfg)
     distributed.barrier("jaxevo_run_done")
     return run.manifest()
+
+
+def _relative(run: RunDir, model: str) -> str:
+    """A model path relative to the run directory when inside it (the manifest's form)."""
+    return str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
 
 
 def _log_round(run: RunDir, r: int) -> None:

@@ -177,6 +177,12 @@ class RunDir:
         self._write(m)
         return final
 
+    def set_info(self, **info) -> None:
+        """Run-level manifest entries (e.g. which model final_model was exported from)."""
+        m = self.manifest()
+        m.update(info)
+        self._write(m)
+
     def set_round_info(self, r: int, **info) -> None:
         m = self.manifest()
         m["rounds"].setdefault(str(r), {"stages": {}}).update(info)

@@ -103,3 +103,23 @@ def test_changed_config_refuses_to_resume(tmp_path, tiny_model):
     # More rounds is a resume-safe change.
     cfg3, raw3 = recipe("demo", tmp_path / "run", tiny_model, "run.rounds=2")
     run_evolve(cfg3, raw3, stop_after=(1, "generate"))
+
+
+def test_more_rounds_on_a_finished_run_export_the_new_final_model(tmp_path, tiny_model):
+    """run.rounds is resume-safe: raising it on a finished run runs the new round and exports
+    its model as final_model (not the old round's, which was already there)."""
+    extra = ["sft.epochs=1", "sft.batch_size=4", "sft.micro_batch_size=2", "eval.before=false"]
+    cfg, raw = recipe("demo", tmp_path / "run", tiny_model, *extra, "run.rounds=1")
+    m = run_evolve(cfg, raw)
+    first = _params(tmp_path / "run")
+    assert m["final_model_from"] == m["rounds"]["1"]["model"]
+    cfg, raw = recipe("demo", tmp_path / "run", tiny_model, *extra, "run.rounds=2")
+    m = run_evolve(cfg, raw)
+    assert m["final_model_from"] == m["rounds"]["2"]["model"] != m["rounds"]["1"]["model"]
+    second = _params(tmp_path / "run")
+    from jaxevo.weights.load import hf_dir_for
+
+    f = SafetensorsFile(hf_dir_for(str(tmp_path / "run" / m["rounds"]["2"]["model"])) / "model.safetensors")
+    assert any(not np.array_equal(first[k], second[k]) for k in first)
+    for k in second:
+        np.testing.assert_array_equal(second[k], np.asarray(f.get(k)), err_msg=k)
