@@ -83,9 +83,12 @@ def _secs(st: dict, names: tuple[str, ...]) -> str:
 
 
 def table(rows: list[dict[str, str]]) -> str:
-    head = "| " + " | ".join(COLUMNS) + " |"
-    sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    return "\n".join([head, sep] + ["| " + " | ".join(r[c] for c in COLUMNS) + " |" for r in rows])
+    """A Markdown table of the rows, leaving out the columns no row has (a recipe without a
+    preference phase, a control arm or a gate)."""
+    cols = [c for c in COLUMNS if c == "round" or any(r[c] != "-" for r in rows)]
+    head = "| " + " | ".join(cols) + " |"
+    sep = "|" + "|".join("---" for _ in cols) + "|"
+    return "\n".join([head, sep] + ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows])
 
 
 def print_round(run: RunDir, r: int) -> None:

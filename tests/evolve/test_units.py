@@ -203,3 +203,6 @@ def test_report_stops_at_run_rounds(tmp_path):
     run.finish_stage(2, 1, "prompts", {"prompts": 4})
     text = write_report(run, cfg)
     assert "| 1 | 50.0%" in text and "| 2 |" not in text
+    # Columns no round has (no control arm, preference phase or gate here) are left out.
+    head = next(line for line in text.splitlines() if line.startswith("| round"))
+    assert head == "| round | accuracy (95% CI) | vs start |", head
