@@ -151,6 +151,7 @@ class Ctx:
         from jaxevo.evaluate import evaluate
 
         e = self.cfg.eval
+        out.mkdir(parents=True, exist_ok=True)
         items = [dict(r) for r in load_source(source or e.source)]
         s = self.sampler(model)
         rows, summary = evaluate(s, items, max_new_tokens=e.max_new_tokens, chat=self.cfg.prompts.chat,

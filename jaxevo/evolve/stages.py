@@ -385,21 +385,16 @@ def gate_stage(ctx, out: Path) -> dict[str, Any]:
     new = ctx.latest_model()
     prev = ctx.run.stage_info(ctx.round - 1, "gate")
     if new == ctx.start_model():  # nothing to judge; the kept model and its accuracy carry over
-        return {"skipped": "the round trained no model",
-                **{k: prev[k] for k in ("kept_accuracy",) if k in prev}}
+        carried = {"kept_accuracy": prev["kept_accuracy"]} if "kept_accuracy" in prev else {}
+        return {"skipped": "the round trained no model", **carried}
     if "kept_accuracy" in prev:
         start_acc = prev["kept_accuracy"]
     else:
-        start_acc = ctx.evaluate(ctx.start_model(), _mkdir(out / "start"), source=r.gate)["accuracy"]
-    acc = ctx.evaluate(new, _mkdir(out / "round"), source=r.gate)["accuracy"]
+        start_acc = ctx.evaluate(ctx.start_model(), out / "start", source=r.gate)["accuracy"]
+    acc = ctx.evaluate(new, out / "round", source=r.gate)["accuracy"]
     accepted = acc - start_acc >= r.gate_min_gain
     return {"accepted": accepted, "accuracy": acc, "start_accuracy": start_acc,
             "kept_accuracy": acc if accepted else start_acc}
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def win_rate(before: list[dict], after: list[dict]) -> dict[str, Any]:

@@ -118,7 +118,6 @@ def test_self_refinements_are_rejudged(tmp_path, tiny_model, monkeypatch):
     assert refined and all("feedback" in r and "score" in r for r in refined)
 
 
-
 GATE = ["rounds.gate.type=arithmetic", "rounds.gate.split=train", "rounds.gate.seed=1", "rounds.gate.n=4"]
 
 
@@ -162,8 +161,8 @@ def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model)
         # The exported final model has the meta-skill model's weights.
         from safetensors.numpy import load_file
 
-        a = load_file(next((root / "final_model").glob("*.safetensors")))
         from jaxevo.weights.load import hf_dir_for
 
+        a = load_file(next((root / "final_model").glob("*.safetensors")))
         b = load_file(next(hf_dir_for(meta).glob("*.safetensors")))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
