@@ -120,7 +120,6 @@ def _attention(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, visible):
     Returns (out [N, T, E], ck, cv)."""
     dt = cfg.dtype
     h, kh, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    g = h // kh
     n, t, _ = x.shape
     qkv = _dense(x, w["qkv"], "bte,ef->btf", dt)
     if cfg.qkv_bias:
@@ -128,16 +127,35 @@ def _attention(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, visible):
     q = apply_rope(qkv[..., :h * d].reshape(n, t, h, d), cos, sin)
     k = apply_rope(qkv[..., h * d:(h + kh) * d].reshape(n, t, kh, d), cos, sin)
     v = qkv[..., (h + kh) * d:].reshape(n, t, kh, d)
+    ck, cv = write_slots(ck, cv, k, v, slot)
+    out = attend(cfg, q, ck, cv, visible)
+    return _dense(out, w["o"], "btf,fe->bte", dt), ck, cv
+
+
+def write_slots(ck, cv, k, v, slot):
+    """Write T new keys/values k, v [N, T, K, D] into one layer's cache ck [N, K, D, S],
+    cv [N, K, S, D] at slots [slot, slot + T) (slot: int32 scalar, or [N] per row). Returns
+    (ck, cv); in place when the buffers are donated loop carries."""
     k, v = k.transpose(0, 2, 3, 1).astype(ck.dtype), v.transpose(0, 2, 1, 3).astype(cv.dtype)
     if jnp.ndim(slot) == 0:  # one slot for every row
-        ck = lax.dynamic_update_slice(ck, k, (0, 0, 0, slot))
-        cv = lax.dynamic_update_slice(cv, v, (0, 0, slot, 0))
-    else:  # a slot per row [N] (speculative decoding: rows advance by different amounts)
-        ck = jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, 0, o)))(ck, k, slot)
-        cv = jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, o, 0)))(cv, v, slot)
-    # Operands in the cache's dtype: exact products of compute-dtype values, f32 accumulation.
-    # Grouped-query attention: G query heads share a KV head.
-    qg = q.reshape(n, t, kh, g, d).astype(ck.dtype)
+        return (lax.dynamic_update_slice(ck, k, (0, 0, 0, slot)),
+                lax.dynamic_update_slice(cv, v, (0, 0, slot, 0)))
+    # a slot per row [N] (speculative decoding: rows advance by different amounts)
+    return (jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, 0, o)))(ck, k, slot),
+            jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, o, 0)))(cv, v, slot))
+
+
+def attend(cfg: ModelConfig, q, ck, cv, visible):
+    """Grouped-query attention of T new queries per row over the cache (their own slots already
+    written): q [N, T, H, D] (RoPE applied); ck [N, K, D, S], cv [N, K, S, D]; visible [N, T, S]
+    bool. Returns [N, T, H * D] in the compute dtype.
+
+    Operands are in the cache's dtype (exact products of compute-dtype values), accumulation and
+    softmax in f32; G = H / K query heads share a KV head."""
+    dt = cfg.dtype
+    n, t, h, d = q.shape
+    kh = cfg.num_kv_heads
+    qg = q.reshape(n, t, kh, h // kh, d).astype(ck.dtype)
     mask = visible[:, None, None] if t > 1 else visible[:, None]
     if t == 1:  # decode: one query per row; plain batched matrix products
         logits = jnp.einsum("bkgd,bkds->bkgs", qg[:, 0], ck, preferred_element_type=F32)
@@ -149,8 +167,7 @@ def _attention(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, visible):
         out = jnp.einsum("bkgs,bksd->bkgd", probs, cv, preferred_element_type=F32)[:, None]
     else:
         out = jnp.einsum("bkgts,bksd->btkgd", probs, cv, preferred_element_type=F32)
-    out = out.astype(dt).reshape(n, t, h * d)
-    return _dense(out, w["o"], "btf,fe->bte", dt), ck, cv
+    return out.astype(dt).reshape(n, t, h * d)
 
 
 def _mlp(cfg: ModelConfig, w, x):
