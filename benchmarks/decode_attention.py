@@ -19,20 +19,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from decode_step import best_of  # noqa: E402
 from sampler import MODEL  # noqa: E402
-
-
-def best_of(fn, n: int) -> float:
-    best = 1e9
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> int:
