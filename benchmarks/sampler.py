@@ -148,42 +148,47 @@ def worker_transformers(args) -> dict:
     from jaxevo.weights.load import hf_dir_for
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
-    res = {"system": f"transformers {args.dtype}", "torch": torch.__version__}
-    # torch's OpenMP threads busy-wait at every parallel region: on an oversubscribed machine one
-    # descheduled thread stalls the rest (measured here under load: a 2-thread decode step 40x
-    # slower than a 1-thread one). Give torch its best thread count, chosen by its matmul speed.
-    a, w = torch.ones(args.prompts, 576, dtype=dtype), torch.ones(576, 1536, dtype=dtype)
-    gflops = {}
-    for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
-        torch.set_num_threads(threads)
-        best = 1e9
-        for _ in range(7):
-            t = time.perf_counter()
-            for _ in range(30):
-                a @ w
-            best = min(best, (time.perf_counter() - t) / 30)
-        gflops[threads] = 2 * args.prompts * 576 * 1536 / best / 1e9
-    res["threads"] = max(gflops, key=gflops.get)
-    torch.set_num_threads(res["threads"])
-    res["matmul_gflops_by_threads"] = gflops
+    # On a GPU machine transformers runs on the same GPU as jaxevo (the 3x is "on the same GPU").
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    res = {"system": f"transformers {args.dtype}", "torch": torch.__version__, "device": device}
+    if device == "cpu":
+        # torch's OpenMP threads busy-wait at every parallel region: on an oversubscribed machine one
+        # descheduled thread stalls the rest (measured here under load: a 2-thread decode step 40x
+        # slower than a 1-thread one). Give torch its best thread count, chosen by its matmul speed.
+        a, w = torch.ones(args.prompts, 576, dtype=dtype), torch.ones(576, 1536, dtype=dtype)
+        gflops = {}
+        for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
+            torch.set_num_threads(threads)
+            best = 1e9
+            for _ in range(7):
+                t = time.perf_counter()
+                for _ in range(30):
+                    a @ w
+                best = min(best, (time.perf_counter() - t) / 30)
+            gflops[threads] = 2 * args.prompts * 576 * 1536 / best / 1e9
+        res["threads"] = max(gflops, key=gflops.get)
+        torch.set_num_threads(res["threads"])
+        res["matmul_gflops_by_threads"] = gflops
 
     d = hf_dir_for(MODEL)
     tok = load_tokenizer(d)
     import transformers
 
     res["transformers"] = transformers.__version__
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval()
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype).eval().to(device)
     ids = [tok(chat_prompt(tok, q), add_special_tokens=False)["input_ids"] for q in make_questions(args.prompts)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     def run(batch, new):
         width = max(map(len, batch))
-        inp = torch.tensor([[pad] * (width - len(p)) + p for p in batch])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        inp = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
         with torch.inference_mode():
             out = model.generate(inp, attention_mask=mask, do_sample=True, temperature=args.temperature,
                                  top_k=0, top_p=1.0, max_new_tokens=new, min_new_tokens=new,
                                  pad_token_id=pad, eos_token_id=None)
+        if device == "cuda":
+            torch.cuda.synchronize()
         return out.shape[0] * (out.shape[1] - width)
 
     for label, batch in (("batch", ids), ("batch1", ids[len(ids) // 2:len(ids) // 2 + 1])):
