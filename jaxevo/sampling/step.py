@@ -47,8 +47,10 @@ def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
     """The cache's dtype: the compute dtype, except float32 on CPU. XLA's CPU backend upcasts a
     bf16 dynamic-update-slice to f32 (and a uint16 bit-cast store gets duplicated into the readers'
     fusions), which turns each one-slot write into full copies of the layer's cache: measured
-    ~80-90 ms against ~40 ms per step for 30 layers' key updates + reads at 64 x 112 slots. The
-    values stored are the compute-dtype keys/values, so the arithmetic is unchanged."""
+    ~80-90 ms against ~40 ms per step for 30 layers' key updates + reads at 64 x 112 slots. Nor
+    would halving the bytes pay there without the copies: read-only bf16 attention is no faster
+    than f32 (`benchmarks/decode_attention.py`). The values stored are the compute-dtype
+    keys/values, so the arithmetic is unchanged."""
     platform = platform or jax.devices()[0].platform
     return jnp.dtype(jnp.float32) if platform == "cpu" else jnp.dtype(cfg.dtype)
 
