@@ -120,12 +120,12 @@ def _weights_pass(s, rows: int) -> dict:
 
     w = s.weights
     mats = [lw[k] for lw in w["layers"] for k in ("qkv", "o", "gate_up", "down")] + [w["lm_head"]]
-    dims = sorted({m.shape[0] for m in mats})
+    dims = sorted({m.shape[1] for m in mats})  # stored [out, in]
     xs = {str(d): jnp.ones((rows, 1, d), s.cfg.dtype) for d in dims}
 
     @jax.jit
     def one_pass(xs, mats):  # independent products: only the matmuls, each weight read once
-        return sum(_dense(xs[str(m.shape[0])], m, "bte,ef->btf", s.cfg.dtype)[0, 0, 0] for m in mats)
+        return sum(_dense(xs[str(m.shape[1])], m, s.cfg.dtype)[0, 0, 0] for m in mats)
 
     one_pass(xs, mats).block_until_ready()
     best = min(_timed(lambda: one_pass(xs, mats).block_until_ready()) for _ in range(7))
