@@ -97,11 +97,15 @@ def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
             "lm_head": w(lm_head_weight(params, cfg)).T}
 
 
+def _product(x, w, dt):
+    """x [..., in] @ w [out, in] -> f32 [..., out]: compute-dtype operands (stored in the weight's
+    dtype, see `prepare_weights`), f32 accumulation."""
+    return jnp.einsum("...i,oi->...o", x.astype(dt).astype(w.dtype), w, preferred_element_type=F32)
+
+
 def _dense(x, w, dt):
-    """The model's `dense` (compute-dtype operands, f32 accumulation, compute-dtype result):
-    x [..., in] @ w [out, in] -> [..., out], the operands in the stored weight's dtype (see
-    `prepare_weights`)."""
-    return jnp.einsum("...i,oi->...o", x.astype(dt).astype(w.dtype), w, preferred_element_type=F32).astype(dt)
+    """The model's `dense`: `_product` with a compute-dtype result."""
+    return _product(x, w, dt).astype(dt)
 
 
 def init_cache(cfg: ModelConfig, n: int, s: int, dtype=None) -> Cache:
@@ -207,9 +211,7 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
 
 def logits(cfg: ModelConfig, weights: dict, hidden):
     """hidden [..., E] -> f32 logits [..., V] (compute-dtype inputs, f32 accumulation)."""
-    w = weights["lm_head"]  # [V, E]
-    return jnp.einsum("...e,ve->...v", hidden.astype(cfg.dtype).astype(w.dtype), w,
-                      preferred_element_type=F32)
+    return _product(hidden, weights["lm_head"], cfg.dtype)  # lm_head [V, E]
 
 
 def decode_step(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
