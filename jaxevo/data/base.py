@@ -8,12 +8,14 @@ range, and a host never reads another host's records.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from jaxevo.data.records import Record
 from jaxevo.errors import ConfigError
+from jaxevo.registry import Registry
 
-__all__ = ["Source", "SOURCE_REGISTRY", "register_source", "check_spec_keys"]
+__all__ = ["Source", "SourceType", "SOURCES", "register_source", "check_spec_keys"]
 
 
 class Source:
@@ -77,17 +79,26 @@ class Source:
 
 
 SourceFactory = Callable[[Mapping[str, Any]], Source]
-SOURCE_REGISTRY: dict[str, tuple[SourceFactory, tuple[str, ...]]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceType:
+    """A registered ``{"type": ...}``: its factory and the spec keys it accepts besides ``type``."""
+
+    factory: SourceFactory
+    keys: tuple[str, ...]
+
+
+SOURCES: Registry[SourceType] = Registry("data source type")
 
 
 def register_source(name: str, keys: Iterable[str]) -> Callable[[SourceFactory], SourceFactory]:
     """Register a factory for ``{"type": name, ...}`` specs. `keys` are the spec keys it accepts
-    besides ``type``; `load_source` rejects any other key, so a typo is an error, not a default."""
+    besides ``type``; `load_source` rejects any other key, so a typo is an error, not a default.
+    A name registered twice is a `RegistryError`."""
 
     def deco(fn: SourceFactory) -> SourceFactory:
-        if name in SOURCE_REGISTRY:
-            raise ValueError(f"source type {name!r} registered twice")
-        SOURCE_REGISTRY[name] = (fn, tuple(keys))
+        SOURCES.add(name, SourceType(fn, tuple(keys)))
         return fn
 
     return deco

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 # Importing these modules registers their source types (the registry lives in `base`).
 from jaxevo.data import arithmetic, dialogue_turns, dialogues, instructions, loaders  # noqa: F401
-from jaxevo.data.base import SOURCE_REGISTRY, Source, check_spec_keys, register_source
+from jaxevo.data.base import SOURCES, Source, check_spec_keys, register_source
 from jaxevo.errors import ConfigError
 
 __all__ = ["load_source", "source_types", "Source", "register_source"]
@@ -31,7 +31,7 @@ COMMON_KEYS = ("limit",)
 
 def source_types() -> list[str]:
     """The registered source types."""
-    return sorted(SOURCE_REGISTRY)
+    return sorted(SOURCES)
 
 
 def load_source(spec: Mapping[str, Any]) -> Source:
@@ -41,11 +41,9 @@ def load_source(spec: Mapping[str, Any]) -> Source:
     if not isinstance(spec, Mapping):
         raise ConfigError(f"a data source spec must be a mapping, got {type(spec).__name__}")
     kind = spec.get("type")
-    if kind not in SOURCE_REGISTRY:
-        raise ConfigError(f"unknown data source type {kind!r}; available: {', '.join(source_types())}")
-    factory, keys = SOURCE_REGISTRY[kind]
-    check_spec_keys(spec, (*keys, *COMMON_KEYS), f"{kind} source")
-    source = factory({k: v for k, v in spec.items() if k not in COMMON_KEYS})
+    source_type = SOURCES.get(kind)
+    check_spec_keys(spec, (*source_type.keys, *COMMON_KEYS), f"{kind} source")
+    source = source_type.factory({k: v for k, v in spec.items() if k not in COMMON_KEYS})
     limit = spec.get("limit")
     if limit is not None:
         if int(limit) < 1:

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from jaxevo.data.base import Source
+from jaxevo.data.base import SOURCES, Source, register_source
 from jaxevo.data.sources import load_source, source_types
 from jaxevo.errors import ConfigError
+from jaxevo.registry import RegistryError
 
 ROWS = [{"question": f"What is {i} + {i}?", "answer": 2 * i, "subject": "math" if i % 2 else "sums"}
         for i in range(7)]
@@ -216,3 +217,14 @@ def test_limit(tmp_path):
     source = load_source({"type": "jsonl", "path": str(_write_jsonl(tmp_path / "l.jsonl", ROWS)),
                           "prompt_field": "question", "limit": 4})
     assert len(source) == 4 and source[3]["prompt"] == ROWS[3]["question"]
+
+
+def test_a_source_type_registered_twice_is_refused():
+    first = SOURCES.get("jsonl")
+
+    def jsonl(spec):
+        return Source.from_records("other", [])
+
+    with pytest.raises(RegistryError, match="data source type 'jsonl' is registered twice"):
+        register_source("jsonl", keys=("path",))(jsonl)
+    assert SOURCES.get("jsonl") is first  # the first registration is kept
