@@ -144,8 +144,8 @@ def worker_transformers(args) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from jaxevo.tokenizer import load_tokenizer, chat_prompt
-    from jaxevo.weights.load import hf_dir_for
+    from jaxevo.tokenizer import chat_prompt
+    from jaxevo.weights.load import hf_dir_for, load_tokenizer
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     # On a GPU machine transformers runs on the same GPU as jaxevo (the 3x is "on the same GPU").

@@ -1,18 +1,23 @@
-"""Process-wide JAX settings every entry point wants."""
+"""Process-wide settings every entry point wants: where jaxevo caches things, and JAX's
+compilation cache there."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import jax
+
+
+def cache_dir() -> Path:
+    """jaxevo's cache root (`$JAXEVO_CACHE`, default ~/.cache/jaxevo): converted GGUF models and
+    compiled XLA programs live under it."""
+    return Path(os.environ.get("JAXEVO_CACHE", Path.home() / ".cache" / "jaxevo"))
+
 
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     """Persist compiled XLA programs ($JAXEVO_CACHE/xla by default): a round recompiles the same
     sampler and train step every round and every rerun; with the cache it loads them instead."""
-    import jax
-
-    from jaxevo.weights.load import cache_dir
-
     d = Path(path or os.environ.get("JAXEVO_XLA_CACHE", cache_dir() / "xla"))
     d.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(d))

@@ -1,16 +1,10 @@
-"""Tokenizers and chat prompts.
+"""Chat prompts and stop tokens: what the sampler and the round driver need from a tokenizer.
 
-`load_tokenizer` returns a `transformers.PreTrainedTokenizerFast` (no torch needed) from a Hugging
-Face model directory or a `.gguf` file; `chat_prompt` and `stop_token_ids` are what the sampler
-and the round driver need from it.
+The tokenizer itself (a `transformers.PreTrainedTokenizerFast`) is loaded with the model's files:
+`jaxevo.weights.load.load_tokenizer`.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-from jaxevo.errors import WeightsError
 
 # End-of-turn / end-of-text markers of common chat models. Generation stops at any of them that
 # the vocabulary has, besides the tokenizer's own eos token.
@@ -24,44 +18,6 @@ STOP_TOKENS = (
     "<end_of_turn>",  # Gemma
     "</s>",  # Llama 2, Mistral, TinyLlama
 )
-
-
-def load_tokenizer(path_or_dir: str | os.PathLike):
-    """A `PreTrainedTokenizerFast` from a HF directory, its `tokenizer.json`, or a `.gguf` file.
-
-    A directory needs `tokenizer.json` (plus optionally `tokenizer_config.json` for the special
-    tokens and chat template); a directory holding a single `.gguf` and no `tokenizer.json` uses
-    the GGUF. Files are read locally only, never downloaded.
-    """
-    p = Path(path_or_dir).expanduser()
-    if not p.exists():
-        raise WeightsError(f"tokenizer not found: {path_or_dir} does not exist")
-    if p.is_file():
-        if p.suffix == ".gguf":
-            from jaxevo.weights.gguf import gguf_tokenizer
-
-            return gguf_tokenizer(p)
-        if p.name in ("tokenizer.json", "tokenizer_config.json"):
-            p = p.parent
-        else:
-            raise WeightsError(
-                f"cannot load a tokenizer from {p}: give a Hugging Face model directory "
-                "(with tokenizer.json) or a .gguf file")
-    if not (p / "tokenizer.json").is_file():
-        ggufs = sorted(p.glob("*.gguf"))
-        if len(ggufs) == 1:
-            return load_tokenizer(ggufs[0])
-        raise WeightsError(
-            f"{p} has no tokenizer.json"
-            + (f" and several .gguf files ({[g.name for g in ggufs]}); pass one of them" if ggufs
-               else "; jaxevo needs a fast-tokenizer file (save one with "
-                    "`AutoTokenizer.from_pretrained(...).save_pretrained(dir)`)"))
-    from transformers import PreTrainedTokenizerFast
-
-    try:
-        return PreTrainedTokenizerFast.from_pretrained(str(p), local_files_only=True)
-    except Exception as e:
-        raise WeightsError(f"cannot load the tokenizer in {p}: {type(e).__name__}: {e}") from e
 
 
 def chat_prompt(tok, user_text: str, system: str | None = None) -> str:

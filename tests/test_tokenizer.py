@@ -9,7 +9,8 @@ import unicodedata
 import pytest
 
 from jaxevo.errors import WeightsError
-from jaxevo.tokenizer import chat_prompt, load_tokenizer, stop_token_ids
+from jaxevo.tokenizer import chat_prompt, stop_token_ids
+from jaxevo.weights.load import load_tokenizer
 
 QUESTION = "What is 12+35?"
 CHATML_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "

@@ -21,12 +21,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterator
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from jaxevo.errors import WeightsError
 from jaxevo.models.config import ModelConfig
+from jaxevo.models.transformer import Transformer
 from jaxevo.weights.source import TensorSource
 
 
@@ -88,10 +91,6 @@ def _set(tree, path, value):
 
 def abstract_params(cfg: ModelConfig):
     """ShapeDtypeStruct tree of the params (no compute, no memory)."""
-    import flax.linen as nn
-
-    from jaxevo.models.transformer import Transformer  # local: avoid an import cycle
-
     tok = jnp.zeros((1, 1), jnp.int32)
     boxed = jax.eval_shape(lambda: Transformer(cfg).init(
         jax.random.key(0), tok, tok, jnp.ones((1, 1, 1), bool))["params"])
@@ -187,7 +186,5 @@ def params_to_hf(params, cfg: ModelConfig, dtype=np.float32) -> Iterator[tuple[s
 
 def _to_host(x) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))

@@ -15,6 +15,7 @@ say "llama") and "qwen2", with a byte-level BPE ("gpt2") vocabulary.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import re
@@ -22,7 +23,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers.models import BPE
+from transformers import PreTrainedTokenizerFast
+from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from jaxevo.errors import UnsupportedModelError, WeightsError
 
@@ -66,8 +72,6 @@ def _hf_name(gguf_name: str) -> str | None:
 
 @functools.lru_cache(maxsize=2)
 def _reader_cached(path: str, mtime_ns: int, size: int):
-    import gguf
-
     try:
         return gguf.GGUFReader(path, "r")
     except Exception as e:  # bad magic, truncated file, unknown GGUF version...
@@ -196,8 +200,6 @@ class GGUFSource:
 
     def get(self, name: str) -> np.ndarray:
         """Tensor `name` as float32 in torch layout (see the class docstring for shapes)."""
-        import gguf
-
         t = self._tensor(name)
         try:
             w = gguf.quants.dequantize(t.data, t.tensor_type)
@@ -251,8 +253,6 @@ def _rope_scaling(reader, arch: str, head_dim: int, theta: float) -> dict | None
         return None
     # Llama 3.1/3.2 keep their scaling only as the factor table; recover the HF parameters by
     # matching the table against the only values Meta has shipped (low 1, high 4, 8192 context).
-    import gguf
-
     table = gguf.quants.dequantize(rope_freqs.data, rope_freqs.tensor_type).astype(np.float64)
     table = table.reshape(-1)
     factor = float(table.max())
@@ -352,8 +352,6 @@ _CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
 
 
 def _byte_level_pre_tokenizer(pre: str | None):
-    from tokenizers import Regex, pre_tokenizers
-
     if pre in _DIGITS_THEN_GPT2:
         return pre_tokenizers.Sequence([
             pre_tokenizers.Digits(individual_digits=True),
@@ -375,8 +373,6 @@ def _byte_level_pre_tokenizer(pre: str | None):
 
 def _register_extra_specials(tok, tokens) -> None:
     """List `tokens` among the tokenizer's special tokens (the kwarg changed name in v5)."""
-    import inspect
-
     params = inspect.signature(tok.add_special_tokens).parameters
     if "replace_extra_special_tokens" in params:  # transformers >= 5
         tok.add_special_tokens({"extra_special_tokens": tokens}, replace_extra_special_tokens=False)
@@ -400,11 +396,6 @@ def gguf_tokenizer(path: str | os.PathLike):
     SentencePiece GGUFs (`tokenizer.ggml.model` = "llama": Llama 2, Mistral, TinyLlama) are not
     supported here; load those tokenizers from a Hugging Face directory.
     """
-    from tokenizers import AddedToken, Tokenizer, decoders, processors
-    from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
     r = _open(path)
     arch = _meta(r, "general.architecture", "")
     model = _meta(r, "tokenizer.ggml.model", None)

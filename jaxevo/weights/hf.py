@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 
 from jaxevo.errors import WeightsError
@@ -53,8 +54,6 @@ class HFDirSource:
 
 def export_dtype(name: str):
     """The numpy dtype of an export dtype name (float32 / bfloat16 / float16)."""
-    import ml_dtypes
-
     return {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}[name]
 
 

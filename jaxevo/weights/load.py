@@ -4,6 +4,7 @@
 `jaxevo.json`; see `jaxevo.train.checkpoint`), or the embedded default `smollm2-135m-instruct`.
 GGUF files (and so the embedded model) are converted once into a HF directory under the cache
 (`$JAXEVO_CACHE`, default `~/.cache/jaxevo`) and loaded from there afterwards.
+`load_tokenizer` reads the tokenizer from the same files.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+from transformers import PreTrainedTokenizerFast
+
 from jaxevo.errors import WeightsError
 from jaxevo.models.config import ModelConfig
+from jaxevo.runtime import cache_dir
+from jaxevo.sharding import param_shardings
+from jaxevo.weights import embedded
+from jaxevo.weights.convert import load_params
+from jaxevo.weights.gguf import GGUFSource, gguf_hf_config, gguf_tokenizer
+from jaxevo.weights.hf import HFDirSource, export_hf
 
 CHECKPOINT_MARKER = "jaxevo.json"
 
@@ -30,14 +39,8 @@ class Pretrained:
     path: Path  # the HF directory the weights were read from
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("JAXEVO_CACHE", Path.home() / ".cache" / "jaxevo"))
-
-
 def hf_dir_for(spec: str | Path) -> Path:
     """The Hugging Face directory that holds model `spec` (converting a GGUF once if needed)."""
-    from jaxevo.weights import embedded
-
     if embedded.is_embedded(str(spec)):
         return _gguf_to_hf(embedded.resolve_embedded(str(spec)), name=str(spec))
     p = Path(spec).expanduser()
@@ -57,10 +60,6 @@ def hf_dir_for(spec: str | Path) -> Path:
 
 def _gguf_to_hf(gguf_path: Path, name: str | None = None) -> Path:
     """Convert a GGUF file into a cached HF directory (keyed by name+size+mtime), once."""
-    from jaxevo.weights.gguf import GGUFSource, gguf_hf_config, gguf_tokenizer
-    from jaxevo.weights.hf import export_hf
-    from jaxevo.weights.convert import load_params
-
     st = gguf_path.stat()
     key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
     out = cache_dir() / f"{name or gguf_path.stem}-{key}"
@@ -79,18 +78,44 @@ def load_pretrained(spec: str | Path, *, dtype: str = "float32", param_dtype: st
                     remat: str = "none", mesh=None, cfg_hook: Callable[[ModelConfig], ModelConfig] | None = None
                     ) -> Pretrained:
     """Load model `spec` (see module doc). With `mesh`, params stream straight into their shardings."""
-    from jaxevo.tokenizer import load_tokenizer
-    from jaxevo.weights.convert import load_params
-    from jaxevo.weights.hf import HFDirSource
-
     d = hf_dir_for(spec)
     cfg = ModelConfig.from_hf(d, dtype=dtype, param_dtype=param_dtype, remat=remat)
     if cfg_hook:
         cfg = cfg_hook(cfg)
-    shardings = None
-    if mesh is not None:
-        from jaxevo.sharding import param_shardings
-
-        shardings = param_shardings(cfg, mesh)
+    shardings = param_shardings(cfg, mesh) if mesh is not None else None
     params = load_params(HFDirSource(d), cfg, shardings)
     return Pretrained(cfg=cfg, params=params, tokenizer=load_tokenizer(d), path=d)
+
+
+def load_tokenizer(path_or_dir: str | os.PathLike):
+    """A `PreTrainedTokenizerFast` from a HF directory, its `tokenizer.json`, or a `.gguf` file.
+
+    A directory needs `tokenizer.json` (plus optionally `tokenizer_config.json` for the special
+    tokens and chat template); a directory holding a single `.gguf` and no `tokenizer.json` uses
+    the GGUF. Files are read locally only, never downloaded.
+    """
+    p = Path(path_or_dir).expanduser()
+    if not p.exists():
+        raise WeightsError(f"tokenizer not found: {path_or_dir} does not exist")
+    if p.is_file():
+        if p.suffix == ".gguf":
+            return gguf_tokenizer(p)
+        if p.name in ("tokenizer.json", "tokenizer_config.json"):
+            p = p.parent
+        else:
+            raise WeightsError(
+                f"cannot load a tokenizer from {p}: give a Hugging Face model directory "
+                "(with tokenizer.json) or a .gguf file")
+    if not (p / "tokenizer.json").is_file():
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return load_tokenizer(ggufs[0])
+        raise WeightsError(
+            f"{p} has no tokenizer.json"
+            + (f" and several .gguf files ({[g.name for g in ggufs]}); pass one of them" if ggufs
+               else "; jaxevo needs a fast-tokenizer file (save one with "
+                    "`AutoTokenizer.from_pretrained(...).save_pretrained(dir)`)"))
+    try:
+        return PreTrainedTokenizerFast.from_pretrained(str(p), local_files_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot load the tokenizer in {p}: {type(e).__name__}: {e}") from e

@@ -23,7 +23,7 @@ SHRINK = [
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> str:
-    from jaxevo.tokenizer import load_tokenizer
+    from jaxevo.weights.load import load_tokenizer
     from jaxevo.weights.embedded import resolve_embedded
     from jaxevo.weights.hf import export_hf
     from tests.conftest import random_params

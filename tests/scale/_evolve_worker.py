@@ -34,7 +34,7 @@ SHRINK = [
 
 def make_model(d: Path) -> None:
     from jaxevo.models.config import ModelConfig
-    from jaxevo.tokenizer import load_tokenizer
+    from jaxevo.weights.load import load_tokenizer
     from jaxevo.weights.embedded import resolve_embedded
     from jaxevo.weights.hf import export_hf
     from tests.conftest import random_params
