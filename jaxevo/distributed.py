@@ -5,10 +5,6 @@ and sees *global* arrays sharded over all devices. What a round needs from the h
 
     initialize(...)            start the runtime (TPU pod: no arguments; CPU tests: coordinator etc.)
     is_main() / main_only      process 0 writes JSONL, reports, manifests; everyone else skips
-    local_slice(n)             this process's share of n global rows (for loading data)
-    global_batch(local, mesh)  process-local rows [n/P, ...] -> one global array [n, ...]
-    replicated_batch(x, mesh)  the same host array on every process -> a global batch-sharded array
-    allgather(tree)            a (sharded) global tree -> the full numpy tree on every process
     broadcast(obj)             any picklable Python object from process 0 to all (e.g. samples)
     barrier(name)              wait for every process (e.g. after process 0 wrote a file)
 
@@ -18,6 +14,7 @@ Everything degrades to a no-op on a single process, so library code calls these 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import pickle
@@ -25,13 +22,12 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.experimental import multihost_utils
 
 from jaxevo.errors import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-BATCH_AXES = ("data", "fsdp")
 
 # Environment variables read by `initialize` when no explicit arguments are given (our names; the
 # TPU runtime needs none of them: on a Cloud TPU VM jax finds its peers from the metadata server).
@@ -90,7 +86,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 def _initialized() -> bool:
     try:
-        from jax._src import distributed as _d
+        from jax._src import distributed as _d  # private API: if it moves, only this check fails
 
         return _d.global_state.client is not None
     except Exception:  # private API moved: assume not initialized, initialize() will tell
@@ -128,64 +124,16 @@ def main_only(fn: Callable[..., T]) -> Callable[..., T | None]:
 def barrier(name: str = "jaxevo_barrier", timeout_ms: int = 600_000) -> None:
     """Block until every process reached the barrier ``name`` (no-op on one process)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
-# ------------------------------------------------------------------------- data in
-def local_slice(n: int) -> slice:
-    """Rows [start, stop) of ``n`` global rows that this process loads: contiguous equal shares in
-    process order, which matches how `global_batch` lays a batch-sharded array out when the mesh
-    is built from ``jax.devices()`` (devices are ordered by process)."""
-    p, i = jax.process_count(), jax.process_index()
-    if n % p:
-        raise ConfigError(f"{n} rows cannot be split evenly over {p} processes; pad or pick a "
-                          f"batch size that is a multiple of {p}")
-    k = n // p
-    return slice(i * k, (i + 1) * k)
-
-
-def global_batch(local: Any, mesh: Mesh, spec: P | None = None) -> Any:
-    """Process-local rows -> global arrays: each leaf [n_local, ...] becomes [n_local * P, ...]
-    sharded with ``spec`` (default: leading axis over data x fsdp). Each host only ever holds its
-    own rows — the way to feed a pod without every host reading the whole data set."""
-    spec = spec if spec is not None else P(BATCH_AXES)
-    sh = NamedSharding(mesh, spec)
-    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sh, np.asarray(x)), local)
-
-
-def replicated_batch(host: Any, mesh: Mesh, spec: P | None = None) -> Any:
-    """The same full host array on every process -> global arrays; each process places only its
-    addressable shards (`jax.make_array_from_callback`). Simpler than `global_batch` when every
-    host has the data anyway (small prompt sets, the trainer's in-memory views)."""
-    spec = spec if spec is not None else P(BATCH_AXES)
-    sh = NamedSharding(mesh, spec)
-
-    def one(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sh, lambda idx: x[idx])
-    return jax.tree.map(one, host)
-
-
 # ------------------------------------------------------------------------- data out
-def allgather(tree: Any) -> Any:
-    """Global (possibly sharded, non-addressable) arrays -> full numpy arrays on every process."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, jax.device_get(tree))
-    from jax.experimental import multihost_utils
-
-    return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
-
-
 def broadcast(obj: T) -> T:
     """Process 0's picklable ``obj`` on every process (e.g. generated samples, a scored data set),
     so all hosts continue from exactly the same data. Sent as a uint8 array through
     `multihost_utils.broadcast_one_to_all`: first its length, then the padded bytes."""
     if jax.process_count() == 1:
         return obj
-    from jax.experimental import multihost_utils
-
     payload = np.frombuffer(pickle.dumps(obj), np.uint8) if is_main() else np.zeros(0, np.uint8)
     n = int(multihost_utils.broadcast_one_to_all(np.asarray(payload.size, np.int64)))
     buf = np.zeros(n, np.uint8)
@@ -200,10 +148,6 @@ def assert_same_on_all(obj: Any, what: str = "value") -> None:
     about to train on the same data."""
     if jax.process_count() == 1:
         return
-    import hashlib
-
-    from jax.experimental import multihost_utils
-
     h = np.frombuffer(hashlib.sha256(pickle.dumps(obj)).digest(), np.uint8)
     allh = np.asarray(multihost_utils.process_allgather(h))  # [P, 32]
     if not (allh == allh[0]).all():

@@ -26,6 +26,7 @@ from typing import Iterable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def should_stop(step: int | None = None, *, check_every: int = 1) -> bool:
         return False
     if step is not None and _preemption_service_reached(step):
         return True
-    from jax.experimental import multihost_utils
-
     local = np.asarray([1 if _flag.is_set() else 0], np.int32)
     return bool(np.asarray(multihost_utils.process_allgather(local)).max() > 0)
 
@@ -92,8 +91,6 @@ def should_stop(step: int | None = None, *, check_every: int = 1) -> bool:
 def _preemption_service_reached(step: int) -> bool:
     """JAX's preemption sync point when the distributed runtime runs that service, else False."""
     try:
-        from jax.experimental import multihost_utils
-
         return bool(multihost_utils.reached_preemption_sync_point(step))
     except Exception:  # service not enabled / not a distributed run
         return False

@@ -14,10 +14,13 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxevo.errors import ConfigError
+from jaxevo.models.transformer import Transformer
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -59,8 +62,6 @@ def make_mesh(shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:
                           f"{len(devices)} are available")
     # mesh_utils orders devices for the physical topology (ICI rings on TPU).
     try:
-        from jax.experimental import mesh_utils
-
         arr = mesh_utils.create_device_mesh(shape, devices)
     except Exception:  # CPU/GPU topologies it does not know: a plain reshape is fine there
         arr = np.asarray(devices).reshape(shape)
@@ -98,9 +99,6 @@ def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int] | None = No
 
 def param_shardings(cfg, mesh: Mesh):
     """NamedSharding tree for the model's params (from the logical names the model declares)."""
-    from jaxevo.models.transformer import Transformer
-    import jax.numpy as jnp
-
     tok = jnp.zeros((1, 1), jnp.int32)
     boxed = jax.eval_shape(lambda: Transformer(cfg).init(
         jax.random.key(0), tok, tok, jnp.ones((1, 1, 1), bool))["params"])
@@ -114,11 +112,6 @@ def tree_shardings(boxed_tree, mesh: Mesh):
             return NamedSharding(mesh, logical_to_spec(x.names, x.value.shape, mesh))
         return NamedSharding(mesh, P())
     return jax.tree.map(one, boxed_tree, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
-def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
-    """Leading axis over (data, fsdp), the rest replicated."""
-    return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

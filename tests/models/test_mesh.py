@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
 import json, sys, jax, jax.numpy as jnp, numpy as np
-from jaxevo.sharding import make_mesh, use_mesh, param_shardings, batch_sharding
+from jaxevo.sharding import make_mesh, use_mesh, param_shardings
 from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
 from jaxevo.weights.convert import load_params
 from jaxevo.weights.source import DictSource
@@ -26,8 +26,9 @@ mesh = make_mesh((2, 2, 2))
 params = load_params(DictSource(numpy_hf_weights(cfg)), cfg, param_shardings(cfg, mesh))
 assert params["layers"]["attn"]["q_proj"].sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
 # 4 rows so the batch divides data x fsdp = 4.
-tok = jax.device_put(jnp.asarray(np.concatenate([GOLDEN_TOKENS] * 2)), batch_sharding(mesh))
-valid = jax.device_put(jnp.asarray(np.concatenate([GOLDEN_VALID] * 2)), batch_sharding(mesh))
+rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"), None))
+tok = jax.device_put(jnp.asarray(np.concatenate([GOLDEN_TOKENS] * 2)), rows)
+valid = jax.device_put(jnp.asarray(np.concatenate([GOLDEN_VALID] * 2)), rows)
 with use_mesh(mesh):
     f = jax.jit(lambda p, t, v: Transformer(cfg).apply({"params": p}, t, positions_from_valid(v), causal_mask(v))[0])
     out = f(params, tok, valid)

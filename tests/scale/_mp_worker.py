@@ -24,6 +24,7 @@ distributed.initialize()  # from JAXEVO_* env (two-process run) or a no-op (sing
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
 
 def config(out_dir: Path, objective: str, steps: int):
@@ -39,7 +40,9 @@ def config(out_dir: Path, objective: str, steps: int):
 
 
 def flat(tree):
-    host = distributed.allgather(tree)
+    # The full arrays on every process (params are sharded over both processes' devices).
+    host = (multihost_utils.process_allgather(tree, tiled=True) if jax.process_count() > 1
+            else jax.device_get(tree))
     return {jax.tree_util.keystr(k): np.asarray(v)
             for k, v in jax.tree_util.tree_flatten_with_path(host)[0]}
 
