@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from jaxevo.errors import JaxevoError
+
 # Order = the command-line contract in DESIGN.md.
 COMMANDS = {
     "generate": "sample completions for a JSONL of prompts",
@@ -43,14 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    from jaxevo.errors import JaxevoError
+    # Here, not at the top: both import jax, which `jaxevo --help` does not need (it stays instant).
+    from jaxevo import distributed
     from jaxevo.runtime import enable_compilation_cache
 
     enable_compilation_cache()
     try:
         if args.command != "plan":  # plan compiles for a target mesh on this host alone
-            from jaxevo import distributed
-
             # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
             distributed.initialize()
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0

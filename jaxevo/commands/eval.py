@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxevo.data import load_source
+from jaxevo.errors import ConfigError
+from jaxevo.evaluate import evaluate
+from jaxevo.sampling.api import Sampler
+
 # Built-in tasks: a load_source spec of held-out items (test splits never overlap training).
 TASKS = {
     "arithmetic": {"type": "arithmetic", "split": "test", "levels": [1, 2]},
@@ -34,11 +39,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from jaxevo.data import load_source
-    from jaxevo.errors import ConfigError
-    from jaxevo.evaluate import evaluate
-    from jaxevo.sampling.api import Sampler
-
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
     else:

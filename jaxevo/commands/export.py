@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from jaxevo.weights.hf import export_hf
+from jaxevo.weights.load import load_pretrained
 
 
 def add_arguments(p):
@@ -12,9 +14,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from jaxevo.weights.hf import export_hf
-    from jaxevo.weights.load import load_pretrained
-
     m = load_pretrained(args.model)
     out = export_hf(m.params, m.cfg, args.out, tokenizer=m.tokenizer, dtype=args.dtype)
     print(f"exported {args.model} ({m.cfg.num_params() / 1e6:.1f}M params) to {out}")
