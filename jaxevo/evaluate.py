@@ -12,9 +12,8 @@ import math
 from typing import Any, Sequence
 
 from jaxevo.data.answers import answers_match, check_probe, extract_answer, follows_format
-
-DEFAULT_REFINE = ("{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
-                  "Improve this answer. Give the complete improved answer.")
+from jaxevo.sampling.api import SamplingParams
+from jaxevo.templates import REFINE_TEMPLATE
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -43,7 +42,7 @@ def is_correct(item: dict[str, Any], text: str) -> bool:
 
 def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 192,
              k: int = 1, temperature: float = 0.0, seed: int = 0, chat: bool = True,
-             self_refine: bool = False, refine_template: str = DEFAULT_REFINE,
+             self_refine: bool = False, refine_template: str = REFINE_TEMPLATE,
              progress: bool | None = None) -> tuple[list[dict], dict[str, Any]]:
     """Run the model on `items` (dicts with "prompt" and "answer"); returns (per-item rows, summary).
 
@@ -51,8 +50,6 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
     (accuracy = the first sample). With `self_refine`, each first answer is refined once by the
     model (greedy) and `refined/accuracy` is reported too.
     """
-    from jaxevo.sampling.api import SamplingParams
-
     if k > 1 and temperature == 0:
         temperature = 1.0  # k identical greedy samples would make pass@k meaningless
     prompts = [it["prompt"] for it in items]

@@ -10,14 +10,8 @@ import dataclasses
 from typing import Any, Literal
 
 from jaxevo.errors import ConfigError
+from jaxevo.templates import FEEDBACK_TEMPLATE, REFINE_TEMPLATE
 from jaxevo.train.config import TrainConfig
-
-FEEDBACK_TEMPLATE = (
-    "Question: {prompt}\n\nAnswer: {previous}\n\nCheck the answer step by step. Then write "
-    "'Judgement: correct' or 'Judgement: incorrect'.")
-REFINE_TEMPLATE = (
-    "{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
-    "Improve this answer. Give the complete improved answer.")
 
 
 @dataclasses.dataclass(frozen=True)

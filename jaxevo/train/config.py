@@ -15,6 +15,7 @@ import dataclasses
 from typing import Any, Literal
 
 from jaxevo.errors import ConfigError
+from jaxevo.templates import REFINE_TEMPLATE, TRAIN_FEEDBACK_TEMPLATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +42,8 @@ class DataSection:
     shuffle: bool = True
     limit: int | None = None  # use only the first N records
     # Refinement prompt for EVOLVE/SELF views ({prompt}, {previous}, {feedback} are filled in).
-    refine_template: str = ("{prompt}\n\nHere is a previous answer:\n{previous}\n\n"
-                            "Improve this answer. Give the complete improved answer.")
-    feedback_template: str = ("{prompt}\n\nHere is an answer:\n{previous}\n\n"
-                              "Give feedback on this answer: what is right and what is wrong.")
+    refine_template: str = REFINE_TEMPLATE
+    feedback_template: str = TRAIN_FEEDBACK_TEMPLATE
 
 
 @dataclasses.dataclass(frozen=True)
