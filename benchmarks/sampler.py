@@ -153,8 +153,8 @@ def worker_transformers(args) -> dict:
     res = {"system": f"transformers {args.dtype}", "torch": torch.__version__, "device": device}
     if device == "cpu":
         # torch's OpenMP threads busy-wait at every parallel region: on an oversubscribed machine one
-        # descheduled thread stalls the rest (measured here under load: a 2-thread decode step 40x
-        # slower than a 1-thread one). Give torch its best thread count, chosen by its matmul speed.
+        # descheduled thread stalls the rest (docs/benchmarks.md, Sampler). Give torch its best
+        # thread count, chosen by its matmul speed.
         a, w = torch.ones(args.prompts, 576, dtype=dtype), torch.ones(576, 1536, dtype=dtype)
         gflops = {}
         for threads in sorted({os.cpu_count() or 1, 1}, reverse=True):
