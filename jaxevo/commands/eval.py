@@ -12,8 +12,6 @@ from pathlib import Path
 
 from jaxevo.data import load_source
 from jaxevo.errors import ConfigError
-from jaxevo.evaluate import evaluate
-from jaxevo.sampling.api import Sampler
 
 # Built-in tasks: a load_source spec of held-out items (test splits never overlap training).
 TASKS = {
@@ -39,6 +37,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    # Here, not at the top: they import jax and transformers, and `jaxevo eval --help` needs
+    # neither (docs/benchmarks.md, CLI start-up).
+    from jaxevo.evaluate import evaluate
+    from jaxevo.sampling.api import Sampler
+
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
     else:

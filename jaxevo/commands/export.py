@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from jaxevo.weights.hf import export_hf
-from jaxevo.weights.load import load_pretrained
-
 
 def add_arguments(p):
     p.add_argument("--model", required=True, help="HF directory, .gguf file, jaxevo checkpoint, or embedded name")
@@ -14,6 +11,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    # Here, not at the top: they import jax and transformers, and `jaxevo export --help` needs
+    # neither (docs/benchmarks.md, CLI start-up).
+    from jaxevo.weights.hf import export_hf
+    from jaxevo.weights.load import load_pretrained
+
     m = load_pretrained(args.model)
     out = export_hf(m.params, m.cfg, args.out, tokenizer=m.tokenizer, dtype=args.dtype)
     print(f"exported {args.model} ({m.cfg.num_params() / 1e6:.1f}M params) to {out}")
