@@ -127,7 +127,7 @@ def barrier(name: str = "jaxevo_barrier", timeout_ms: int = 600_000) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-# ------------------------------------------------------------------------- data out
+# ------------------------------------------------------------------------- same data everywhere
 def broadcast(obj: T) -> T:
     """Process 0's picklable ``obj`` on every process (e.g. generated samples, a scored data set),
     so all hosts continue from exactly the same data. Sent as a uint8 array through
