@@ -229,6 +229,7 @@ class RunDir:
                     f"folder {d.parent / name} exists too. Rename each round_*/NN_name folder to "
                     f"round_*/name and the paths in manifest.json by hand, or start a new run "
                     f"directory (run.dir=...).")
+        distributed.barrier("jaxevo_migrate")  # every process checked the old layout before a rename
         if distributed.is_main():
             for d, m in found:
                 os.replace(d, d.parent / m.group(2))
