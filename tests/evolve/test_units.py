@@ -7,8 +7,8 @@ import pytest
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor, select
 from jaxevo.evolve.rundir import RunDir, config_hash
-from jaxevo.evolve.stages.evaluation import win_rate
 from jaxevo.evolve.scorers import SCORERS
+from jaxevo.evolve.stages.evaluation import win_rate
 from jaxevo.evolve.verdict import parse_verdict
 
 
@@ -206,3 +206,31 @@ def test_report_stops_at_run_rounds(tmp_path):
     # Columns no round has (no control arm, preference phase or gate here) are left out.
     head = next(line for line in text.splitlines() if line.startswith("| round"))
     assert head == "| round | accuracy (95% CI) | vs start |", head
+
+
+def test_scorer_setup_hooks_carry_what_a_scorer_asks_of_the_round():
+    """The judge's feedback model and the Censor's weights and topic expansions come from the
+    scorers' set-up hooks (no stage reads a scorer's name); `score.params` and the seed win."""
+    import dataclasses
+    import types
+
+    from jaxevo.evolve.config import EvolveConfig
+
+    base = EvolveConfig()
+
+    def ctx(**score):
+        cfg = dataclasses.replace(base, score=dataclasses.replace(base.score, **score),
+                                  feedback=dataclasses.replace(base.feedback, enabled=True))
+        return types.SimpleNamespace(cfg=cfg, seed=1001, round=1)
+
+    s = SCORERS.get("verifier").prepare(ctx(scorer="verifier", params={"x": 1}))
+    assert (s.params, s.feedback_model, s.expand_topics, s.topic_alpha) == ({"x": 1, "seed": 1001}, None, 0, 0.0)
+    assert SCORERS.get("judge").prepare(ctx(scorer="judge", judge_model="m/j")).feedback_model == "m/j"
+    with pytest.raises(ConfigError, match="needs score.judge_model"):
+        SCORERS.get("judge").prepare(ctx(scorer="judge"))
+    c = SCORERS.get("censor").prepare(ctx(scorer="censor", params={"quality": "verifier"}))
+    assert c.params == {"weights": base.censor.weights, "quality": "verifier", "seed": 1001}
+    assert (c.expand_topics, c.topic_alpha) == (base.censor.expand_topics, base.censor.topic_alpha)
+    bad = dataclasses.replace(base, censor=dataclasses.replace(base.censor, quality="oracle"))
+    with pytest.raises(ConfigError, match=r"unknown censor.quality 'oracle'; known: self_judge, verifier"):
+        SCORERS.get("censor").prepare(types.SimpleNamespace(cfg=bad, seed=0, round=1))
