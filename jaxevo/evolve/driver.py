@@ -25,6 +25,7 @@ from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import STAGES, Stage, check_stages
 from jaxevo.evolve.report import print_round, round_metrics, write_report
 from jaxevo.evolve.rundir import RunDir
+from jaxevo.evolve.scorers import SCORERS
 from jaxevo.sharding import make_mesh
 from jaxevo.train.tblog import MetricsLogger
 from jaxevo.weights.load import hf_dir_for
@@ -40,6 +41,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     Multi-host: call on every process with the same config; all of them run every stage, process 0
     writes the files (see `rundir`)."""
     stages = check_stages(cfg.stages)
+    SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
     if cfg.meta.enabled and not run.is_done(0, "meta"):

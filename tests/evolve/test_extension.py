@@ -107,3 +107,7 @@ def test_a_stage_listed_before_what_it_reads_is_refused_before_running(tmp_path,
     cfg, raw = _load(tmp_path, tiny_model, RECIPE.replace("test_tally", "test_tallly"))
     with pytest.raises(ConfigError, match=r"unknown stage in `stages:` 'test_tallly'; known: .*test_tally"):
         run_evolve(cfg, raw)
+    cfg, raw = _load(tmp_path, tiny_model, RECIPE.replace("scorer: test_brevity", "scorer: test_brevityy"))
+    with pytest.raises(ConfigError, match=r"unknown score.scorer 'test_brevityy'; known: .*test_brevity"):
+        run_evolve(cfg, raw)
+    assert not (tmp_path / "run").exists()
