@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 
 def add_arguments(p):
     p.add_argument("--config", required=True, help="a recipe config, e.g. configs/demo.yaml")
@@ -10,8 +12,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import logging
-
+    # Imported here, after cli.main's distributed.initialize(): this module is already imported
+    # for its arguments, and JAX must not be set up before the processes have joined.
     from jaxevo import distributed
     from jaxevo.config import load_config, to_dict
     from jaxevo.evolve.config import EvolveConfig

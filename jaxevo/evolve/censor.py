@@ -15,28 +15,44 @@ The Censor also gives the topic statistics the two DPSE expansions use: topic fr
 from __future__ import annotations
 
 import collections
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from jaxevo.data.answers import answers_match, extract_answer
+from jaxevo.data.user_sim import simulate_user_reaction
 from jaxevo.errors import ConfigError
+from jaxevo.evolve import verdict
+from jaxevo.evolve.config import CensorSection
+from jaxevo.losses import frequency_weights
+from jaxevo.registry import Registry
 
 SIGNALS = ("explicit", "sentiment", "continuation", "rephrase", "correction", "engagement", "quality")
+
+# `censor.quality`: what fills the `quality` signal, (item, answer text, feedback) -> [0, 1].
+# "none" leaves the signal out.
+Quality = Callable[[Mapping[str, Any], str, "str | None"], float]
+QUALITY: Registry[Quality] = Registry("censor.quality")
+
+
+@QUALITY.register("verifier")
+def verified_quality(item: Mapping[str, Any], text: str, feedback: str | None) -> float:
+    """1 if the answer (any stated number, not only the strict format) matches the gold answer."""
+    return float(answers_match(extract_answer(text, fallback=True), item.get("answer")))
+
+
+@QUALITY.register("self_judge")
+def self_judged_quality(item: Mapping[str, Any], text: str, feedback: str | None) -> float:
+    """The verdict of the answer's feedback; 0.5 when it states none."""
+    v = verdict.parse_verdict(feedback)
+    return 0.5 if v is None else v
 
 
 def signals_for(item: Mapping[str, Any], text: str, quality: str, feedback: str | None = None,
                 seed: int = 0) -> dict[str, float]:
     """The Censor's signal vector for one answer (each in [0, 1], higher = more satisfied)."""
-    from jaxevo.data.user_sim import simulate_user_reaction
-
     reaction = simulate_user_reaction(item, text, seed)
     s = dict(reaction["signals"])
-    if quality == "verifier":
-        s["quality"] = float(answers_match(extract_answer(text, fallback=True), item.get("answer")))
-    elif quality == "self_judge":
-        from jaxevo.evolve.scorers import parse_verdict
-
-        v = parse_verdict(feedback)
-        s["quality"] = 0.5 if v is None else v
+    if quality != "none":
+        s["quality"] = QUALITY.get(quality, "censor.quality")(item, text, feedback)
     return s
 
 
@@ -53,8 +69,6 @@ def satisfaction(signals: Mapping[str, float], weights: Mapping[str, float]) -> 
 
 def satisfaction_scores(group: Mapping[str, Any], params: Mapping[str, Any]) -> list[float]:
     """Scorer `censor`: S for every response of a group (params: weights, quality, seed)."""
-    from jaxevo.evolve.config import CensorSection
-
     weights = params.get("weights") or CensorSection().weights
     quality = params.get("quality", "none")
     if quality == "none":
@@ -90,8 +104,6 @@ def worst_topics(stats: Mapping[str, Mapping[str, float]], k: int) -> list[str]:
 
 def pair_weights(topics: Sequence[str | None], alpha: float) -> list[float]:
     """Frequency-aware PO weights w(x) ∝ f_topic^alpha, mean 1, over the whole preference set."""
-    from jaxevo.losses.preference import frequency_weights
-
     if not topics:
         return []
     names = sorted({t or "none" for t in topics})

@@ -1,7 +1,8 @@
 """`EvolveConfig`: one self-evolution run, as frozen dataclasses (YAML + key=value overrides).
 
-The three recipes are configs of the same stages (configs/self.yaml, evolve.yaml, dpse.yaml,
-demo.yaml); what differs is data, prompts, scorer, selection and losses — never code paths.
+A recipe is data: its `stages:` list names the stages each round runs, in order (any registered
+in `jaxevo.evolve.recipe.STAGES`). The shipped recipes (configs/self.yaml, evolve.yaml, dpse.yaml,
+demo.yaml) list the same stages; what differs is data, prompts, scorer, selection and losses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ from typing import Any, Literal
 from jaxevo.errors import ConfigError
 from jaxevo.templates import FEEDBACK_TEMPLATE, REFINE_TEMPLATE
 from jaxevo.train.config import TrainConfig
+
+
+# The stages of a round in the shipped recipes (see `jaxevo.evolve.stages`).
+ROUND_STAGES = ("prompts", "generate", "feedback", "refine", "score", "data", "sft", "preference",
+                "control", "eval", "gate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +64,8 @@ class SampleSection:
     # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
     journal_rows: int = 256
     # Continuous batching: a finished row takes the next waiting prompt (sampling/pool.py). Same
-    # completions (to float rounding). Off: on the demo's workloads it saved at most 13% of the
-    # decode steps and spent them on refill prefills and padding (docs/benchmarks.md).
+    # completions (to float rounding). Off: on the demo's workloads the decode steps it saved went
+    # to refill prefills and padding (docs/benchmarks.md).
     # Resume-safe.
     continuous: bool = False
 
@@ -83,7 +89,7 @@ class RefineSection:
 
 @dataclasses.dataclass(frozen=True)
 class ScoreSection:
-    scorer: str = "verifier"  # see jaxevo.evolve.scorers.SCORERS
+    scorer: str = "verifier"  # a key of jaxevo.evolve.scorers.SCORERS
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     judge_model: str | None = None  # scorer "judge": the model that writes the feedback
 
@@ -108,7 +114,7 @@ class CensorSection:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "explicit": 0.3, "sentiment": 0.15, "continuation": 0.1, "rephrase": 0.1,
         "correction": 0.2, "engagement": 0.05, "quality": 0.1})
-    quality: Literal["none", "verifier", "self_judge"] = "none"  # what fills the `quality` signal
+    quality: str = "none"  # what fills the `quality` signal: none or a key of censor.QUALITY
     expand_topics: int = 0  # topic-aware expansion: extra prompts from the worst-satisfied topics
     topic_alpha: float = 0.5  # frequency-aware PO: w(x) ∝ f_topic^alpha, mean 1 (0 = plain DPO)
 
@@ -163,6 +169,7 @@ class RoundsSection:
 
 @dataclasses.dataclass(frozen=True)
 class EvolveConfig:
+    stages: tuple[str, ...] = ROUND_STAGES  # what each round runs, in order (rounds >= 1)
     run: RunSection = RunSection()
     model: ModelSection = ModelSection()
     prompts: PromptsSection = PromptsSection()

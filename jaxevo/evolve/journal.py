@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxevo import distributed
 from jaxevo.evolve.rundir import atomic_write_text
+from jaxevo.sampling.api import Completion, RunStats, SamplingParams, _progress
 
 
 class JournaledSampler:
@@ -42,8 +43,6 @@ class JournaledSampler:
     def generate(self, prompts: Sequence, sampling=None, *, chat: bool = True, truncate: bool = False,
                  progress: bool | None = None, **overrides) -> list[list]:
         """`Sampler.generate`, resumable. Returns per prompt a list of n Completions."""
-        from jaxevo.sampling.api import RunStats, SamplingParams, _progress
-
         sp = dataclasses.replace(sampling or SamplingParams(), **overrides)
         path = self._next_path()
         if path is None:  # no running stage, or journal_rows=0
@@ -115,9 +114,7 @@ def _to_json(c) -> dict:
     return dict(dataclasses.asdict(c), token_logprobs=np.asarray(c.token_logprobs, np.float32).tolist())
 
 
-def _from_json(d: dict):
-    from jaxevo.sampling.api import Completion
-
+def _from_json(d: dict) -> Completion:
     return Completion(**dict(d, token_ids=tuple(d["token_ids"]),
                              token_logprobs=np.asarray(d["token_logprobs"], np.float32)))
 

@@ -4,15 +4,20 @@
       config.yaml            the resolved config of the run (what `evolve` was started with)
       manifest.json          config hash, per-round and per-stage status, timings, metrics
       round_001/
-        01_generate/...      one folder per stage, written to a tmp name then renamed
-        ...
-        model/               the round's model (a jaxevo checkpoint directory)
+        generate/...         one folder per stage, named by stage, written to a tmp name then renamed
+        ...                  (a training stage's folder holds its exported model, train/final)
 
 A stage is done when its folder exists under its final name *and* the manifest says so; both
 are written atomically (tmp + rename), so a run killed anywhere resumes at the first unfinished
 stage and never reads half-written output. Inside a stage, training resumes from its Orbax
 checkpoints and sampling from its journals (`samples_KK.jsonl`, see `journal`), which stay in the
 stage's folder as a record of every completion's tokens and log-probs.
+
+Stage folders are named by stage, not by position: a recipe that gains a stage keeps its other
+folders. A run directory of an older jaxevo (folders `NN_name`, numbered by the fixed order of
+eleven stages it had) resumes after `open` renames its finished stage folders and the paths in its
+manifest; one with an unfinished stage of that layout (`NN_name.partial`) is refused with the
+folder to delete (see `_migrate_numbered`).
 
 Multi-host: every process runs every stage (sampling and training are collective programs) and
 reads the same files, but only process 0 writes them (`write_jsonl`, `atomic_write_text`, the
@@ -26,10 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import yaml
 
 from jaxevo import distributed
 from jaxevo.errors import ConfigError
@@ -48,6 +56,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON (process 0 only; a no-op on the other processes)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> int:
@@ -103,9 +116,8 @@ class RunDir:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> "RunDir":
-        """Create the run or check that `config` may resume it (refuses a changed config)."""
-        import yaml
-
+        """Create the run or check that `config` may resume it (refuses a changed config); an
+        older run directory with numbered stage folders is brought to the named layout first."""
         if distributed.is_main():
             self.root.mkdir(parents=True, exist_ok=True)
         distributed.barrier("jaxevo_rundir_open")
@@ -119,6 +131,7 @@ class RunDir:
                     f"{self.root} was started with a different config; resuming would mix results. "
                     f"Changed keys: {diff}. Use a new run directory (run.dir=...), or revert the "
                     f"change. Only {', '.join(RESUME_SAFE)} may change on resume.")
+            self._migrate_numbered()
         else:
             atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
             self._write({"config_hash": self.hash, "created": time.time(), "rounds": {}})
@@ -145,8 +158,8 @@ class RunDir:
     def round_dir(self, r: int) -> Path:
         return self.root / f"round_{r:03d}"
 
-    def stage_dir(self, r: int, index: int, name: str) -> Path:
-        return self.round_dir(r) / f"{index:02d}_{name}"
+    def stage_dir(self, r: int, name: str) -> Path:
+        return self.round_dir(r) / name
 
     def is_done(self, r: int, name: str) -> bool:
         st = self.manifest()["rounds"].get(str(r), {}).get("stages", {}).get(name)
@@ -155,16 +168,18 @@ class RunDir:
     def stage_info(self, r: int, name: str) -> dict[str, Any]:
         return self.manifest()["rounds"].get(str(r), {}).get("stages", {}).get(name, {})
 
-    def begin_stage(self, r: int, index: int, name: str) -> Path:
-        """A fresh tmp folder for the stage's outputs (leftovers of a killed attempt are kept
-        only when the stage resumes itself, e.g. training from its own checkpoints)."""
-        tmp = self.stage_dir(r, index, name).with_name(f"{index:02d}_{name}.partial")
+    def begin_stage(self, r: int, name: str) -> Path:
+        """The tmp folder for the stage's outputs (leftovers of a killed attempt are kept: a
+        stage resumes from them where it can, training from its checkpoints, sampling from its
+        journals)."""
+        tmp = self.stage_dir(r, name).with_name(f"{name}.partial")
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp
 
-    def finish_stage(self, r: int, index: int, name: str, info: dict[str, Any]) -> Path:
-        final = self.stage_dir(r, index, name)
-        tmp = final.with_name(f"{index:02d}_{name}.partial")
+    def finish_stage(self, r: int, name: str, info: dict[str, Any]) -> Path:
+        """Rename the stage's tmp folder to its final name and mark it done in the manifest."""
+        final = self.stage_dir(r, name)
+        tmp = final.with_name(f"{name}.partial")
         # Every process has finished its part of the stage (e.g. an Orbax save) before the rename.
         distributed.barrier("jaxevo_stage_end")
         if distributed.is_main():
@@ -187,6 +202,56 @@ class RunDir:
         m = self.manifest()
         m["rounds"].setdefault(str(r), {"stages": {}}).update(info)
         self._write(m)
+
+
+    # ------------------------------------------------------------------ older layout
+    def _migrate_numbered(self) -> None:
+        """Rename the `round_*/NN_name` stage folders of an older jaxevo to `round_*/name`, and
+        the paths in the manifest with them. Refused (nothing renamed) when a folder is not what
+        that jaxevo wrote (its number is not the stage's place in the fixed order) or a stage of
+        it is unfinished (`NN_name.partial`: its journals and checkpoints name the old paths)."""
+        found = [(d, m) for d in sorted(self.root.glob("round_*/*"))
+                 if d.is_dir() and (m := _NUMBERED.fullmatch(d.name))]
+        if not found:
+            return
+        for d, m in found:
+            index, name, partial = int(m.group(1)), m.group(2), m.group(3)
+            if partial:
+                raise ConfigError(
+                    f"{d} is an unfinished stage of a run directory written by an older jaxevo "
+                    f"(numbered stage folders). To resume here, delete that folder (the stage then "
+                    f"runs again from its start) and run the same command again; or finish the run "
+                    f"with the jaxevo version that started it.")
+            if _OLD_ORDER.get(name) != index or (d.parent / name).exists():
+                raise ConfigError(
+                    f"{d} does not match the numbered layout of an older jaxevo "
+                    f"({', '.join(f'{i:02d}_{n}' for n, i in _OLD_ORDER.items())}) or its stage "
+                    f"folder {d.parent / name} exists too. Rename each round_*/NN_name folder to "
+                    f"round_*/name and the paths in manifest.json by hand, or start a new run "
+                    f"directory (run.dir=...).")
+        distributed.barrier("jaxevo_migrate")  # every process checked the old layout before a rename
+        if distributed.is_main():
+            for d, m in found:
+                os.replace(d, d.parent / m.group(2))
+        self._write(_renamed_paths(self.manifest()))
+
+
+# The stage folders of jaxevo before stages were named by stage: NN = place in its fixed order.
+_OLD_ORDER = {n: i for i, n in enumerate(
+    ("meta", "prompts", "generate", "feedback", "refine", "score", "data", "sft", "preference",
+     "control", "eval", "gate"))}
+_NUMBERED = re.compile(r"(\d\d)_([a-z_]+?)(\.partial)?")
+
+
+def _renamed_paths(x: Any) -> Any:
+    """`x` (a manifest) with every `round_NNN/KK_name` path segment written `round_NNN/name`."""
+    if isinstance(x, dict):
+        return {k: _renamed_paths(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_renamed_paths(v) for v in x]
+    if isinstance(x, str):
+        return re.sub(r"(round_\d{3})/\d\d_([a-z_]+)", r"\1/\2", x)
+    return x
 
 
 def _diff(old: dict, new: dict) -> str:

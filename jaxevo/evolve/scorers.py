@@ -1,4 +1,4 @@
-"""Scorers: how a round decides which of its own responses are good. A registry of small functions.
+"""Scorers: how a round decides which of its own responses are good. A registry of small objects.
 
 A scorer sees one prompt's *group* — the item (prompt, gold answer if any, topic...) and all its
 responses (samples and refinements, with feedback texts when a feedback stage ran) — and returns
@@ -11,6 +11,10 @@ one score in [0, 1] per response. Groups let self-consistency vote and let a Cen
     judge             same verdict parser over feedback written by another model (`score.judge_model`)
     censor            DPSE satisfaction from simulated-user interaction signals (see censor.py)
 
+A scorer that needs set-up for a round (the judge's model, the Censor's weights and topic
+statistics) has a `setup(ctx) -> ScorerSetup` hook; the stages read that struct and never the
+scorer's name. Add one with `@register_scorer("name", setup=...)`, from any module.
+
 Only answers in the strict format count (DESIGN.md: the last-number fallback made votes agree on
 numbers copied from the question).
 """
@@ -18,32 +22,65 @@ numbers copied from the question).
 from __future__ import annotations
 
 import collections
-import re
-from typing import Any, Callable, Mapping
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from jaxevo.data.answers import answers_match, extract_answer, follows_format
 from jaxevo.errors import ConfigError
+from jaxevo.evolve import censor as censor_
+from jaxevo.evolve import verdict
+from jaxevo.registry import Registry
+
+if TYPE_CHECKING:  # the context holds the round's set-up scorer; only its type is needed here
+    from jaxevo.evolve.context import RoundContext
 
 Group = Mapping[str, Any]  # {"item": record, "responses": [{"text", "feedback"?, ...}]}
-Scorer = Callable[[Group, Mapping[str, Any]], list[float]]
-SCORERS: dict[str, Scorer] = {}
-
-# "Judgement: correct" / "Judgement: incorrect" (SELF's feedback format) or "Score: 7/10".
-_JUDGEMENT = re.compile(r"judge?ment\s*[:\-]\s*\**\s*(correct|incorrect|right|wrong)", re.I)
-_SCORE = re.compile(r"score\s*[:\-]\s*(\d+(?:\.\d+)?)\s*/\s*(\d+)", re.I)
+ScoreFn = Callable[[Group, Mapping[str, Any]], list[float]]
 
 
-def register_scorer(name: str):
-    def deco(fn: Scorer) -> Scorer:
-        SCORERS[name] = fn
+@dataclasses.dataclass(frozen=True)
+class ScorerSetup:
+    """What a scorer asks of a round (the defaults: nothing).
+
+    params          defaults of the params every call gets (`score.params` and the seed win)
+    feedback_model  the model that writes the feedback the scorer reads (None: the round's model)
+    expand_topics   DPSE topic-aware expansion after scoring: prompts from the k worst topics
+    topic_alpha     DPSE frequency-aware preference weights w ∝ f_topic^alpha (0: none)
+    """
+
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    feedback_model: str | None = None
+    expand_topics: int = 0
+    topic_alpha: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Scorer:
+    """A named score function, `scorer(group, params) -> [score per response]`, with an optional
+    `setup(ctx)` hook run once per round."""
+
+    name: str
+    score: ScoreFn
+    setup: Callable[["RoundContext"], ScorerSetup] | None = None
+
+    def __call__(self, group: Group, params: Mapping[str, Any]) -> list[float]:
+        return self.score(group, params)
+
+    def prepare(self, ctx: "RoundContext") -> ScorerSetup:
+        """The round's set-up, its params completed with `score.params` and the round's seed."""
+        s = self.setup(ctx) if self.setup is not None else ScorerSetup()
+        return dataclasses.replace(s, params={**s.params, **ctx.cfg.score.params, "seed": ctx.seed})
+
+
+SCORERS: Registry[Scorer] = Registry("scorer")
+
+
+def register_scorer(name: str, *aliases: str, setup: Callable[["RoundContext"], ScorerSetup] | None = None):
+    """Decorator: register `fn(group, params) -> scores` as scorer `name` (and each alias)."""
+    def deco(fn: ScoreFn) -> ScoreFn:
+        SCORERS.add(name, Scorer(name, fn, setup), *aliases)
         return fn
     return deco
-
-
-def get_scorer(name: str) -> Scorer:
-    if name not in SCORERS:
-        raise ConfigError(f"unknown scorer {name!r}; choose one of {sorted(SCORERS)}")
-    return SCORERS[name]
 
 
 @register_scorer("verifier")
@@ -68,19 +105,6 @@ def self_consistency(group: Group, params: Mapping[str, Any]) -> list[float]:
     return [votes[a] / total if a is not None else 0.0 for a in answers]
 
 
-def parse_verdict(feedback: str | None) -> float | None:
-    """Feedback text -> 1.0 (correct), 0.0 (incorrect), a k/n score, or None when unparsable."""
-    if not feedback:
-        return None
-    m = _JUDGEMENT.search(feedback)
-    if m:
-        return 1.0 if m.group(1).lower() in ("correct", "right") else 0.0
-    m = _SCORE.search(feedback)
-    if m and float(m.group(2)) > 0:
-        return min(1.0, float(m.group(1)) / float(m.group(2)))
-    return None
-
-
 @register_scorer("self_judge")
 def self_judge(group: Group, params: Mapping[str, Any]) -> list[float]:
     """The verdict of the response's own feedback; unparsable verdicts score `unparsed` (0)."""
@@ -89,18 +113,30 @@ def self_judge(group: Group, params: Mapping[str, Any]) -> list[float]:
     for r in group["responses"]:
         if "feedback" not in r:
             raise ConfigError("scorer 'self_judge' needs the feedback stage (feedback.enabled: true)")
-        v = parse_verdict(r.get("feedback"))
+        v = verdict.parse_verdict(r.get("feedback"))
         # An answer without the required format cannot be accepted, whatever the judge says.
         out.append(0.0 if not follows_format(r["text"], group["item"]) and params.get("require_format", True)
                    else (unparsed if v is None else v))
     return out
 
 
-SCORERS["judge"] = self_judge  # same parser; the feedback stage used `score.judge_model`
+def _judge_setup(ctx: "RoundContext") -> ScorerSetup:
+    """The judge reads feedback written by `score.judge_model` instead of the round's model."""
+    if not ctx.cfg.score.judge_model:
+        raise ConfigError("score.scorer=judge needs score.judge_model")
+    return ScorerSetup(feedback_model=ctx.cfg.score.judge_model)
 
 
-@register_scorer("censor")
-def censor(group: Group, params: Mapping[str, Any]) -> list[float]:
-    from jaxevo.evolve.censor import satisfaction_scores
+SCORERS.add("judge", Scorer("judge", self_judge, _judge_setup))  # self_judge's parser, another writer
 
-    return satisfaction_scores(group, params)
+
+def _censor_setup(ctx: "RoundContext") -> ScorerSetup:
+    """The Censor's signal weights and quality signal, and DPSE's two topic expansions."""
+    c = ctx.cfg.censor
+    if c.quality != "none":
+        censor_.QUALITY.get(c.quality, "censor.quality")  # an unknown name fails before sampling
+    return ScorerSetup(params={"weights": c.weights, "quality": c.quality},
+                       expand_topics=c.expand_topics, topic_alpha=c.topic_alpha)
+
+
+SCORERS.add("censor", Scorer("censor", censor_.satisfaction_scores, _censor_setup))

@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxevo.data.answers import follows_format
+from jaxevo.data.answers import extract_answer, follows_format
+from jaxevo.errors import ConfigError
 
 Group = Mapping[str, Any]
 
@@ -84,8 +85,6 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
                     or worst["score"] - best["score"] > min_margin):
                 continue
         else:
-            from jaxevo.errors import ConfigError
-
             raise ConfigError(f"select.pairs={mode!r}: choose 'score', 'rule' or 'none'")
         out.append({"prompt": g["prompt"], "chosen": best["text"], "rejected": worst["text"],
                     "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g)})
@@ -107,8 +106,7 @@ def refine_views(pairs: Iterable[Mapping[str, Any]], template: str) -> list[dict
 def format_control(groups: Iterable[Group], count: int, seed: int,
                    allow_truncated: bool = False) -> list[dict]:
     """`count` random well-formatted responses (in the shape each item asks for), one per prompt,
-    ignoring every score: what SFT on the format alone gives (DESIGN.md: 22 such samples moved
-    the base model 9.5% -> 15.5%)."""
+    ignoring every score: what SFT on the format alone gives (see DESIGN.md)."""
     pool = []
     for g in groups:
         ok = [r for r in g["responses"] if r.get("kind", "sample") == "sample"
@@ -129,8 +127,6 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     its refinement, the best accepted sample of the same prompt. Prompts without an accepted
     sample give no tuple (there is nothing to refine towards). The feedback ends with the verdict
     line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
-    from jaxevo.data.answers import extract_answer
-
     out = []
     for g in groups:
         rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
@@ -148,6 +144,17 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
                 fb, refined = f"{what}\nJudgement: incorrect", good[0]["text"]
             out.append({"prompt": g["prompt"], "response": r["text"], "feedback": fb,
                         "refined": refined, "id": g["item"]["id"]})
+    return out
+
+
+def dedupe(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """`records` without repeated (prompt, response) pairs, first occurrence kept."""
+    seen, out = set(), []
+    for r in records:
+        key = (r["prompt"], r["response"])
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
     return out
 
 

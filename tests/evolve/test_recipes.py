@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jaxevo.evolve.config import ROUND_STAGES
 from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.rundir import read_jsonl
-from jaxevo.evolve.stages import ORDER
 from tests.evolve.conftest import recipe
 
 TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
@@ -31,21 +31,21 @@ def test_two_rounds(name, tmp_path, tiny_model):
     assert (root / "accuracy.svg").read_text().startswith("<svg")
     assert (root / "final_model" / "config.json").exists()
     n_eval = m["rounds"]["0"]["stages"]["eval"]["n"]
-    assert n_eval == len(read_jsonl(root / "round_000" / "10_eval" / "results.jsonl")) > 0
+    assert n_eval == len(read_jsonl(root / "round_000" / "eval" / "results.jsonl")) > 0
     for r in (1, 2):
         rd = m["rounds"][str(r)]
         assert rd["done"] and rd["model"]
-        assert list(rd["stages"]) == list(ORDER)  # every stage ran, in order
-        for i, stage in enumerate(ORDER, 1):
-            assert (root / f"round_{r:03d}" / f"{i:02d}_{stage}").is_dir()
-        groups = read_jsonl(root / f"round_{r:03d}" / "05_score" / "scored.jsonl")
+        assert list(rd["stages"]) == list(cfg.stages) == list(ROUND_STAGES)  # every stage ran, in order
+        for stage in cfg.stages:
+            assert (root / f"round_{r:03d}" / stage).is_dir()
+        groups = read_jsonl(root / f"round_{r:03d}" / "score" / "scored.jsonl")
         assert len(groups) >= cfg.prompts.per_round
         assert all("score" in resp for g in groups for resp in g["responses"])
         st = rd["stages"]
         assert st["generate"]["responses"] == cfg.prompts.per_round * cfg.sample.n
         assert 0 <= st["eval"]["accuracy"] <= 1 and st["eval"]["ci95_low"] <= st["eval"]["ci95_high"]
         assert st["sft"].get("steps", 0) >= 1 or st["sft"].get("skipped")
-        eval_rows = read_jsonl(root / f"round_{r:03d}" / "10_eval" / "results.jsonl")
+        eval_rows = read_jsonl(root / f"round_{r:03d}" / "eval" / "results.jsonl")
         assert len(eval_rows) == st["eval"]["n"]
         # The round's model is a loadable checkpoint directory.
         model = root / rd["model"]
@@ -61,8 +61,8 @@ def test_two_rounds(name, tmp_path, tiny_model):
     vs = m["rounds"]["2"]["stages"]["eval"]["vs_previous"]
     assert vs["items"] == m["rounds"]["2"]["stages"]["eval"]["n"] and 0 <= vs["win_rate"] <= 1
     # Round 2 starts from round 1's model.
-    cfg2 = json.loads((root / "round_002" / "07_sft" / "train" / "final" / "jaxevo.json").read_text()) \
-        if (root / "round_002" / "07_sft" / "train" / "final").exists() else None
+    cfg2 = json.loads((root / "round_002" / "sft" / "train" / "final" / "jaxevo.json").read_text()) \
+        if (root / "round_002" / "sft" / "train" / "final").exists() else None
     if cfg2 and not cfg.rounds.restart_from_base:
         assert "round_001" in cfg2["base_model"]
     if name in ("evolve", "dpse"):
@@ -70,27 +70,27 @@ def test_two_rounds(name, tmp_path, tiny_model):
         assert m["rounds"]["1"]["stages"]["preference"]["steps"] >= 1
     if name == "evolve":
         assert m["rounds"]["1"]["stages"]["refine"]["refinements"] == cfg.prompts.per_round * cfg.sample.n * 2
-        sft = read_jsonl(root / "round_001" / "06_data" / "sft.jsonl")
+        sft = read_jsonl(root / "round_001" / "data" / "sft.jsonl")
         assert {r["view"] for r in sft} == {"direct", "refine"}
     if name == "self":
-        groups = read_jsonl(root / "round_001" / "05_score" / "scored.jsonl")
+        groups = read_jsonl(root / "round_001" / "score" / "scored.jsonl")
         assert all("feedback" in resp for g in groups for resp in g["responses"])
         # The meta-skill round ran first; its model is where every round restarts from, and its
         # direct-answer data is mixed into every round's SFT data.
         meta = m["rounds"]["0"]["stages"]["meta"]
         assert meta["tuples"] == 4 * 2 and meta["steps"] >= 1 and 0 <= meta["eval"]["accuracy"] <= 1
-        tuples = read_jsonl(root / "round_000" / "00_meta" / "meta.jsonl")
+        tuples = read_jsonl(root / "round_000" / "meta" / "meta.jsonl")
         assert {"prompt", "response", "feedback", "refined"} <= set(tuples[0])
-        assert (root / "round_000" / "00_meta" / meta["model"] / "jaxevo.json").exists()
+        assert (root / "round_000" / "meta" / meta["model"] / "jaxevo.json").exists()
         for r in (1, 2):
-            info = json.loads((root / f"round_{r:03d}" / "07_sft" / "train" / "final" / "jaxevo.json").read_text())
-            assert "00_meta" in info["base_model"], info["base_model"]
-        qa = {x["response"] for x in read_jsonl(root / "round_000" / "00_meta" / "qa.jsonl")}
-        assert qa <= {x["response"] for x in read_jsonl(root / "round_002" / "06_data" / "sft.jsonl")}
+            info = json.loads((root / f"round_{r:03d}" / "sft" / "train" / "final" / "jaxevo.json").read_text())
+            assert "round_000/meta/" in info["base_model"], info["base_model"]
+        qa = {x["response"] for x in read_jsonl(root / "round_000" / "meta" / "qa.jsonl")}
+        assert qa <= {x["response"] for x in read_jsonl(root / "round_002" / "data" / "sft.jsonl")}
     if name == "dpse":
-        pairs = read_jsonl(root / "round_001" / "06_data" / "pairs.jsonl")
+        pairs = read_jsonl(root / "round_001" / "data" / "pairs.jsonl")
         assert all("weight" in p for p in pairs)
-        groups = read_jsonl(root / "round_001" / "05_score" / "scored.jsonl")
+        groups = read_jsonl(root / "round_001" / "score" / "scored.jsonl")
         assert all("signals" in resp for g in groups for resp in g["responses"])
         # Dialogue turns are scored apart: arithmetic questions and memory probes.
         ev = m["rounds"]["1"]["stages"]["eval"]
@@ -106,14 +106,14 @@ def test_self_refinements_are_rejudged(tmp_path, tiny_model, monkeypatch):
     """SELF refines the answers its feedback rejects and judges every refinement again, so the
     self_judge scorer has a verdict for each (a random model's feedback never parses: force
     'incorrect' so that every sample is refined)."""
-    from jaxevo.evolve import scorers
+    from jaxevo.evolve import verdict
 
-    monkeypatch.setattr(scorers, "parse_verdict", lambda text: 0.0)
+    monkeypatch.setattr(verdict, "parse_verdict", lambda text: 0.0)
     cfg, raw = recipe("self", tmp_path / "self", tiny_model, *TRAIN_OVERRIDES["self"], "run.rounds=1",
                       "meta.enabled=false")
     m = run_evolve(cfg, raw)
     assert m["rounds"]["1"]["stages"]["refine"]["refinements"] == cfg.prompts.per_round * cfg.sample.n
-    groups = read_jsonl(tmp_path / "self" / "round_001" / "05_score" / "scored.jsonl")
+    groups = read_jsonl(tmp_path / "self" / "round_001" / "score" / "scored.jsonl")
     refined = [r for g in groups for r in g["responses"] if r["kind"] == "refine"]
     assert refined and all("feedback" in r and "score" in r for r in refined)
 
@@ -136,27 +136,27 @@ def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model)
     assert g1["accepted"] is keep and g2["accepted"] is keep
     assert g1["start_accuracy"] == g1["accuracy"] == 0.0
     # Round 1 measures the start model on the validation items; round 2 reuses the kept accuracy.
-    assert len(read_jsonl(root / "round_001" / "11_gate" / "start" / "results.jsonl")) == 4
-    assert not (root / "round_002" / "11_gate" / "start").exists()
-    assert len(read_jsonl(root / "round_002" / "11_gate" / "round" / "results.jsonl")) == 4
-    sft2 = json.loads((root / "round_002" / "07_sft" / "train" / "final" / "jaxevo.json").read_text())
+    assert len(read_jsonl(root / "round_001" / "gate" / "start" / "results.jsonl")) == 4
+    assert not (root / "round_002" / "gate" / "start").exists()
+    assert len(read_jsonl(root / "round_002" / "gate" / "round" / "results.jsonl")) == 4
+    sft2 = json.loads((root / "round_002" / "sft" / "train" / "final" / "jaxevo.json").read_text())
     final = json.loads((root / "final_model" / "config.json").read_text())
     assert final["hidden_size"] == 32
     rows = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
     assert rows[1]["gate/accepted"] == keep and "gate/accuracy" in rows[2]
     report = (root / "report.md").read_text()
     if keep:
-        assert m["rounds"]["2"]["model"] == "round_002/07_sft/train/final"
+        assert m["rounds"]["2"]["model"] == "round_002/sft/train/final"
         assert "round_001" in sft2["base_model"]
         assert report.count("kept 0.0% vs 0.0%") == 2
     else:  # SELF: every round restarts from the meta-skill model, which stays the kept model
-        meta = str(root / "round_000" / "00_meta" / m["rounds"]["0"]["stages"]["meta"]["model"])
+        meta = str(root / "round_000" / "meta" / m["rounds"]["0"]["stages"]["meta"]["model"])
         assert m["rounds"]["1"]["model"] == m["rounds"]["2"]["model"] == str(Path(meta).relative_to(root))
         assert report.count("rejected 0.0% vs 0.0%") == 2
         # Round 2's restart data: the meta QA pairs and round 2's own data, not round 1's.
-        r1 = {x["prompt"] for x in read_jsonl(root / "round_001" / "06_data" / "sft.jsonl")}
-        qa = {x["prompt"] for x in read_jsonl(root / "round_000" / "00_meta" / "qa.jsonl")}
-        r2 = {x["prompt"] for x in read_jsonl(root / "round_002" / "06_data" / "sft.jsonl")}
+        r1 = {x["prompt"] for x in read_jsonl(root / "round_001" / "data" / "sft.jsonl")}
+        qa = {x["prompt"] for x in read_jsonl(root / "round_000" / "meta" / "qa.jsonl")}
+        r2 = {x["prompt"] for x in read_jsonl(root / "round_002" / "data" / "sft.jsonl")}
         assert r1 - qa and not (r1 - qa) & r2 and qa <= r2
         # The exported final model has the meta-skill model's weights.
         from safetensors.numpy import load_file

@@ -7,7 +7,7 @@ import pytest
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.rundir import read_jsonl
-from jaxevo.evolve.stages import ORDER, _Interrupted
+from jaxevo.evolve.stages.training import Interrupted
 from jaxevo.weights.safetensors_io import SafetensorsFile
 from tests.evolve.conftest import recipe
 
@@ -27,20 +27,21 @@ def test_killed_after_each_stage_and_mid_training_resumes_identically(tmp_path, 
     run_evolve(cfg, raw)
 
     cfg_k, raw_k = recipe("evolve", tmp_path / "killed", tiny_model, *EXTRA)
-    for stage in ORDER[: ORDER.index("data") + 1]:
+    stages = list(cfg_k.stages)
+    for stage in stages[: stages.index("data") + 1]:
         m = run_evolve(cfg_k, raw_k, stop_after=(1, stage))
         assert list(m["rounds"]["1"]["stages"])[-1] == stage
-    with pytest.raises(_Interrupted):  # killed after SFT step 1 of several
+    with pytest.raises(Interrupted):  # killed after SFT step 1 of several
         run_evolve(cfg_k, raw_k, stop_at_step=1)
-    partial = tmp_path / "killed" / "round_001" / "07_sft.partial" / "train" / "checkpoints"
+    partial = tmp_path / "killed" / "round_001" / "sft.partial" / "train" / "checkpoints"
     assert partial.is_dir() and any(partial.iterdir())
-    for stage in ORDER[ORDER.index("sft"):]:
+    for stage in stages[stages.index("sft"):]:
         run_evolve(cfg_k, raw_k, stop_after=(1, stage))
     m = run_evolve(cfg_k, raw_k)
     assert m["rounds"]["1"]["done"]
 
     a, b = tmp_path / "straight" / "round_001", tmp_path / "killed" / "round_001"
-    for f in ("06_data/sft.jsonl", "06_data/pairs.jsonl", "05_score/scored.jsonl"):
+    for f in ("data/sft.jsonl", "data/pairs.jsonl", "score/scored.jsonl"):
         assert read_jsonl(a / f) == read_jsonl(b / f), f
     pa, pb = _params(tmp_path / "straight"), _params(tmp_path / "killed")
     assert pa.keys() == pb.keys()
@@ -78,15 +79,15 @@ def test_killed_mid_sampling_resumes_from_the_journal(tmp_path, tiny_model, monk
     cfg_k, raw_k = recipe("evolve", tmp_path / "killed", tiny_model, *extra)
     with pytest.raises(Killed):
         run_evolve(cfg_k, raw_k, stop_after=(1, "generate"))
-    journal = tmp_path / "killed" / "round_001" / "02_generate.partial" / "samples_01.jsonl"
+    journal = tmp_path / "killed" / "round_001" / "generate.partial" / "samples_01.jsonl"
     assert len(journal.read_text().splitlines()) == 2  # the header and the first chunk
     with open(journal, "a") as f:
         f.write('{"start": 2, "completions": [[{"te')  # a line cut short by the kill is dropped
     calls.clear()
     run_evolve(cfg_k, raw_k, stop_after=(1, "generate"))
     assert calls == [2, 4]  # only the two missing chunks were sampled
-    a = read_jsonl(tmp_path / "straight" / "round_001" / "02_generate" / "groups.jsonl")
-    b = read_jsonl(tmp_path / "killed" / "round_001" / "02_generate" / "groups.jsonl")
+    a = read_jsonl(tmp_path / "straight" / "round_001" / "generate" / "groups.jsonl")
+    b = read_jsonl(tmp_path / "killed" / "round_001" / "generate" / "groups.jsonl")
     assert len(b) == 6
     for ga, gb in zip(a, b):  # same tokens; log-probs to float rounding
         ra, rb = ga.pop("responses"), gb.pop("responses")

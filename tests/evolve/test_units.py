@@ -7,7 +7,9 @@ import pytest
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor, select
 from jaxevo.evolve.rundir import RunDir, config_hash
-from jaxevo.evolve.scorers import get_scorer, parse_verdict
+from jaxevo.evolve.scorers import SCORERS
+from jaxevo.evolve.stages.evaluation import win_rate
+from jaxevo.evolve.verdict import parse_verdict
 
 
 def group(texts, answer="12", finish="eos", **item):
@@ -18,18 +20,18 @@ def group(texts, answer="12", finish="eos", **item):
 
 def test_verifier_counts_only_strict_format():
     g = group(["5+7=12. The answer is 12.", "It is 12", "The answer is 13.", "12 + 0. The answer is 12"])
-    assert get_scorer("verifier")(g, {}) == [1.0, 0.0, 0.0, 1.0]
+    assert SCORERS.get("verifier")(g, {}) == [1.0, 0.0, 0.0, 1.0]
 
 
 def test_verifier_needs_gold():
     with pytest.raises(ConfigError, match="needs a gold"):
-        get_scorer("verifier")(group(["The answer is 1."], answer=None), {})
+        SCORERS.get("verifier")(group(["The answer is 1."], answer=None), {})
 
 
 def test_self_consistency_ignores_unformatted_and_copied_numbers():
     # Two unformatted answers mention 5 (copied from the question): they must not vote.
     g = group(["The answer is 12.", "The answer is 12.", "5 and 7", "5", "The answer is 11."])
-    assert get_scorer("self_consistency")(g, {}) == [0.4, 0.4, 0.0, 0.0, 0.2]
+    assert SCORERS.get("self_consistency")(g, {}) == [0.4, 0.4, 0.0, 0.0, 0.2]
 
 
 def test_verdict_parser():
@@ -43,7 +45,7 @@ def test_self_judge_rejects_unformatted_even_if_judged_correct():
     g = group(["The answer is 12.", "twelve"])
     g["responses"][0]["feedback"] = "Judgement: correct"
     g["responses"][1]["feedback"] = "Judgement: correct"
-    assert get_scorer("self_judge")(g, {}) == [1.0, 0.0]
+    assert SCORERS.get("self_judge")(g, {}) == [1.0, 0.0]
 
 
 def test_build_sft_takes_best_distinct_complete_answers():
@@ -111,7 +113,7 @@ def test_format_control_ignores_scores_and_matches_count():
 def test_meta_tuples_teach_verdicts_and_refine_towards_an_accepted_answer():
     g = group(["5+7=12. The answer is 12.", "The answer is 13.", "I think twelve", "The answer is 12."])
     g["responses"][3]["logp"] = -10.0  # the lower-ranked of the two accepted answers
-    for r, s in zip(g["responses"], get_scorer("verifier")(g, {})):
+    for r, s in zip(g["responses"], SCORERS.get("verifier")(g, {})):
         r["score"] = s
     wrong = group(["The answer is 3."])
     wrong["responses"][0]["score"] = 0.0
@@ -130,8 +132,6 @@ def test_meta_tuples_teach_verdicts_and_refine_towards_an_accepted_answer():
 
 
 def test_win_rate_pairs_items_by_id():
-    from jaxevo.evolve.stages import win_rate
-
     before = [{"id": i, "correct": c} for i, c in enumerate([1, 1, 0, 0, 0])]
     after = [{"id": i, "correct": c} for i, c in enumerate([1, 0, 1, 1, 0])] + [{"id": 9, "correct": 1}]
     assert win_rate(before, after) == {"win_rate": (2 + 2 / 2) / 5, "wins": 2, "losses": 1, "items": 5}
@@ -165,11 +165,11 @@ def test_topic_stats_and_weights():
 def test_rundir_stage_lifecycle_and_resume_checks(tmp_path):
     cfg = {"run": {"rounds": 2, "dir": "x"}, "sample": {"n": 4}}
     run = RunDir(tmp_path, cfg).open()
-    tmp = run.begin_stage(1, 2, "generate")
+    tmp = run.begin_stage(1, "generate")
     (tmp / "groups.jsonl").write_text("{}\n")
     assert not run.is_done(1, "generate")
-    run.finish_stage(1, 2, "generate", {"responses": 3})
-    assert run.is_done(1, "generate") and (tmp_path / "round_001" / "02_generate" / "groups.jsonl").exists()
+    run.finish_stage(1, "generate", {"responses": 3})
+    assert run.is_done(1, "generate") and (tmp_path / "round_001" / "generate" / "groups.jsonl").exists()
     assert json.loads((tmp_path / "manifest.json").read_text())["rounds"]["1"]["stages"]["generate"]["responses"] == 3
     RunDir(tmp_path, {**cfg, "run": {"rounds": 5, "dir": "x"}}).open()  # more rounds: fine
     with pytest.raises(ConfigError, match=r"sample.n: 4 -> 8"):
@@ -197,12 +197,40 @@ def test_report_stops_at_run_rounds(tmp_path):
     run = RunDir(tmp_path / "run", {"a": 1}).open()
     ev = {"accuracy": 0.5, "ci95_low": 0.4, "ci95_high": 0.6, "n": 10}
     for r in (0, 1):
-        run.begin_stage(r, 10, "eval")
-        run.finish_stage(r, 10, "eval", ev)
-    run.begin_stage(2, 1, "prompts")
-    run.finish_stage(2, 1, "prompts", {"prompts": 4})
+        run.begin_stage(r, "eval")
+        run.finish_stage(r, "eval", ev)
+    run.begin_stage(2, "prompts")
+    run.finish_stage(2, "prompts", {"prompts": 4})
     text = write_report(run, cfg)
     assert "| 1 | 50.0%" in text and "| 2 |" not in text
     # Columns no round has (no control arm, preference phase or gate here) are left out.
     head = next(line for line in text.splitlines() if line.startswith("| round"))
     assert head == "| round | accuracy (95% CI) | vs start |", head
+
+
+def test_scorer_setup_hooks_carry_what_a_scorer_asks_of_the_round():
+    """The judge's feedback model and the Censor's weights and topic expansions come from the
+    scorers' set-up hooks (no stage reads a scorer's name); `score.params` and the seed win."""
+    import dataclasses
+    import types
+
+    from jaxevo.evolve.config import EvolveConfig
+
+    base = EvolveConfig()
+
+    def ctx(**score):
+        cfg = dataclasses.replace(base, score=dataclasses.replace(base.score, **score),
+                                  feedback=dataclasses.replace(base.feedback, enabled=True))
+        return types.SimpleNamespace(cfg=cfg, seed=1001, round=1)
+
+    s = SCORERS.get("verifier").prepare(ctx(scorer="verifier", params={"x": 1}))
+    assert (s.params, s.feedback_model, s.expand_topics, s.topic_alpha) == ({"x": 1, "seed": 1001}, None, 0, 0.0)
+    assert SCORERS.get("judge").prepare(ctx(scorer="judge", judge_model="m/j")).feedback_model == "m/j"
+    with pytest.raises(ConfigError, match="needs score.judge_model"):
+        SCORERS.get("judge").prepare(ctx(scorer="judge"))
+    c = SCORERS.get("censor").prepare(ctx(scorer="censor", params={"quality": "verifier"}))
+    assert c.params == {"weights": base.censor.weights, "quality": "verifier", "seed": 1001}
+    assert (c.expand_topics, c.topic_alpha) == (base.censor.expand_topics, base.censor.topic_alpha)
+    bad = dataclasses.replace(base, censor=dataclasses.replace(base.censor, quality="oracle"))
+    with pytest.raises(ConfigError, match=r"unknown censor.quality 'oracle'; known: self_judge, verifier"):
+        SCORERS.get("censor").prepare(types.SimpleNamespace(cfg=bad, seed=0, round=1))

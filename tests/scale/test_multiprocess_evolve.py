@@ -69,9 +69,9 @@ def test_round_driver_two_processes_equal_one(runs):
     st = b0["manifest"]["rounds"]["1"]["stages"]
     assert st["sft"]["steps"] >= 1 and st["preference"]["steps"] >= 1 and st["data"]["pairs"] >= 1
     # The same data, sample for sample (texts exact, log-probs to 1e-4).
-    for rel in ("round_001/01_prompts/prompts.jsonl", "round_001/05_score/scored.jsonl",
-                "round_001/06_data/sft.jsonl", "round_001/06_data/pairs.jsonl",
-                "round_001/10_eval/results.jsonl"):
+    for rel in ("round_001/prompts/prompts.jsonl", "round_001/score/scored.jsonl",
+                "round_001/data/sft.jsonl", "round_001/data/pairs.jsonl",
+                "round_001/eval/results.jsonl"):
         ra = [json.loads(x) for x in (one / "run" / rel).read_text().splitlines()]
         rb = [json.loads(x) for x in (two / "run" / rel).read_text().splitlines()]
         assert ra, rel

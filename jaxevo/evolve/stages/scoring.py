@@ -1,0 +1,101 @@
+"""The stages that turn responses into training data: the scorer's score for every response
+(with DPSE's topic-aware expansion when the scorer asks for it), then SFT examples, preference
+pairs and the format-only control set."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from jaxevo.evolve import select
+from jaxevo.evolve.censor import pair_weights, topic_stats, worst_topics
+from jaxevo.evolve.context import RoundContext
+from jaxevo.evolve.recipe import stage
+from jaxevo.evolve.rundir import read_jsonl, write_jsonl
+from jaxevo.evolve.scorers import Scorer, verifier
+from jaxevo.evolve.stages.sampling import sample_groups
+
+
+@stage("score", reads=("groups.jsonl",), writes=("scored.jsonl",))
+def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """The scorer's score for every response (+ DPSE topic-aware expansion) into scored.jsonl."""
+    groups = read_jsonl(ctx.input("groups.jsonl"))
+    scorer, params = ctx.scorer, ctx.scoring.params
+    for g in groups:
+        _score(scorer, g, params)
+    info: dict[str, Any] = {}
+    if ctx.scoring.expand_topics > 0:
+        groups, info = _topic_expansion(ctx, groups, scorer, params)
+    # Agreement of the scorer with the verifier, where gold answers exist (judge quality).
+    gold = [g for g in groups if g["item"].get("answer") not in (None, "")]
+    if any(g["responses"] for g in gold) and scorer.score is not verifier:
+        agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)
+                 for g in gold for r, v in zip(g["responses"], verifier(g, {}))]
+        info["judge_agreement"] = sum(agree) / len(agree)
+    write_jsonl(out / "scored.jsonl", groups)
+    scores = [r["score"] for g in groups for r in g["responses"]]
+    samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
+    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": len(scores),
+            "accepted_samples": sum(r["score"] >= ctx.cfg.select.min_score for r in samples),
+            **info}
+
+
+def _score(scorer: Scorer, group: dict, params) -> None:
+    for r, s in zip(group["responses"], scorer(group, params)):
+        r["score"] = float(s)
+
+
+def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, params):
+    """DPSE topic-aware expansion: more prompts from the topics users were least satisfied with
+    (weighted by topic frequency), answered and scored like the rest."""
+    stats = topic_stats(groups)
+    topics = worst_topics(stats, ctx.scoring.expand_topics)
+    used = {g["item"]["id"] for g in groups}
+    extra = [it for it in ctx.prompt_pool() if it.get("topic") in topics and it["id"] not in used]
+    random.Random(ctx.seed).shuffle(extra)
+    extra = extra[: max(1, len(groups) // 2)]
+    new = sample_groups(ctx, extra, ctx.cfg.sample.n, salt=101, expanded=True)
+    for g in new:
+        _score(scorer, g, params)
+    return groups + new, {"expanded_topics": topics, "expanded_prompts": len(new),
+                          "topic_stats": stats}
+
+
+@stage("data", reads=("scored.jsonl",), writes=("sft.jsonl", "pairs.jsonl", "control.jsonl"))
+def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """SFT examples, preference pairs (weighted by topic frequency when the scorer asks) and the
+    format-only control set; SELF's restart adds the meta QA data and the kept rounds' data."""
+    groups = read_jsonl(ctx.input("scored.jsonl"))
+    s = ctx.cfg.select
+    pairs = []
+    if s.pairs != "none":
+        pairs = select.build_pairs(groups, mode=s.pairs, min_margin=s.min_margin,
+                                   allow_truncated=s.allow_truncated)
+        if ctx.scoring.topic_alpha:
+            for p, w in zip(pairs, pair_weights([p.get("topic") for p in pairs], ctx.scoring.topic_alpha)):
+                p["weight"] = w
+    sft = []
+    if s.sft == "accepted" and ctx.cfg.sft is not None:
+        sft = select.build_sft(groups, min_score=s.min_score, max_per_prompt=s.max_per_prompt,
+                               require_format=s.require_format, allow_truncated=s.allow_truncated)
+    elif s.sft == "refine_views" and ctx.cfg.sft is not None:  # EVOLVE's SR-aware SFT
+        sft = select.refine_views(pairs, ctx.cfg.refine.template)
+    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta(QA) ∪ D_1 ∪ ... ∪ D_t
+        meta_qa = ctx.output("meta", 0) / "qa.jsonl"
+        if ctx.cfg.meta.enabled and meta_qa.exists():
+            sft = select.dedupe(read_jsonl(meta_qa) + sft)
+        for r in range(1, ctx.round):
+            prev = ctx.output("data", r) / "sft.jsonl"
+            if prev.exists() and ctx.run.stage_info(r, "gate").get("accepted") is not False:
+                sft = select.dedupe(read_jsonl(prev) + sft)
+    write_jsonl(out / "sft.jsonl", sft)
+    write_jsonl(out / "pairs.jsonl", pairs)
+    control = []
+    if s.control:
+        count = len(sft) if sft else len(pairs)
+        control = select.format_control(groups, count, seed=ctx.seed,
+                                        allow_truncated=s.allow_truncated)
+        write_jsonl(out / "control.jsonl", control)
+    return {"sft_examples": len(sft), "pairs": len(pairs), "control_examples": len(control),
+            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, len(groups))}

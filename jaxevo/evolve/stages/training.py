@@ -1,0 +1,130 @@
+"""The stages that train: SFT (phase 1), the preference phase (phase 2), the format-only control
+arm, and SELF's meta-skill round (round 0). Each trains through `jaxevo.train.loop.train`,
+resuming from its own checkpoints, and exports the model its folder keeps (train/final)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+from jaxevo import distributed
+from jaxevo.evolve import select
+from jaxevo.evolve.context import RoundContext
+from jaxevo.evolve.recipe import stage
+from jaxevo.evolve.rundir import read_jsonl, write_jsonl
+from jaxevo.evolve.scorers import SCORERS
+from jaxevo.evolve.stages.sampling import sample_groups
+from jaxevo.train.loop import train
+
+
+class Interrupted(Exception):
+    """Raised when a test asks training to stop mid-phase (simulated kill)."""
+
+
+def train_phase(ctx: RoundContext, out: Path, phase_cfg, records: list[dict], start_model: str,
+                reference: str | None = None) -> dict[str, Any]:
+    """Train `phase_cfg` on `records` from `start_model` into `out`/train; the info names the
+    exported model relative to `out`."""
+    if not records:
+        return {"skipped": "no training data", "model": None}
+    ctx.release_samplers()
+    tc = phase_cfg.replace(
+        out_dir=str(out / "train"),
+        model=dataclasses.replace(phase_cfg.model, path=start_model, reference=reference),
+        data=dataclasses.replace(phase_cfg.data, path="", refine_template=ctx.cfg.refine.template,
+                                 feedback_template=ctx.cfg.feedback.template),
+        seed=ctx.seed,
+        # The driver keeps the exported model; the finished train state only when asked to.
+        checkpoint=dataclasses.replace(phase_cfg.checkpoint, final=ctx.cfg.run.keep_checkpoints),
+        log=dataclasses.replace(phase_cfg.log, progress=ctx.progress))
+    if tc.steps is None:  # never fewer than one step, never a batch larger than the data
+        tc = tc.replace(batch_size=min(tc.batch_size, _fit_batch(len(records), tc)))
+    result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh)
+    if result.export_dir is None:
+        raise Interrupted(f"training stopped at step {result.steps} (stop_at)")
+    if not ctx.cfg.run.keep_checkpoints and distributed.is_main():
+        # The exported model is what later stages read; the train states saved every
+        # `checkpoint.every` steps served only a resume mid-training. A rerun of this stage (killed
+        # before its rename) retrains from step 0 and gets the same model (deterministic step).
+        shutil.rmtree(out / "train" / "checkpoints", ignore_errors=True)
+    hist = result.history
+    last = hist[-1] if hist else {}
+    # The model's path relative to the stage folder (the folder is renamed when the stage ends).
+    return {"model": str(result.export_dir.relative_to(out.absolute())), "steps": result.steps,
+            "examples": len(records),
+            "final": {k: v for k, v in last.items() if isinstance(v, (int, float))},
+            "first_loss": hist[0]["loss"] if hist else None, **result.stats}
+
+
+def _fit_batch(n: int, tc) -> int:
+    mb = tc.micro_batch_size or tc.batch_size
+    return max(mb, (n // mb) * mb) if n >= mb else mb
+
+
+@stage("sft", reads=("sft.jsonl",), writes=("model",))
+def sft_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """Phase 1: SFT on the round's examples, from the start model (or the base, SELF's restart)."""
+    if ctx.cfg.sft is None:
+        return {"skipped": "no sft phase", "model": None}
+    records = read_jsonl(ctx.input("sft.jsonl"))
+    start = ctx.base_path if ctx.cfg.rounds.restart_from_base else ctx.start_model()
+    return train_phase(ctx, out, ctx.cfg.sft, records, start)
+
+
+@stage("preference", reads=("pairs.jsonl",), writes=("model",))
+def preference_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """Phase 2: the preference objective on the round's pairs, from the newest model; reference
+    log-probs (of the start model or the SFT result, `rounds.reference`) computed once."""
+    if ctx.cfg.preference is None:
+        return {"skipped": "no preference phase", "model": None}
+    records = read_jsonl(ctx.input("pairs.jsonl"))
+    start = ctx.latest_model()
+    reference = ctx.start_model() if ctx.cfg.rounds.reference == "previous" else None
+    return train_phase(ctx, out, ctx.cfg.preference, records, start, reference=reference)
+
+
+@stage("control", reads=("control.jsonl",), writes=("eval.json",))
+def control_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """The format-only control arm: SFT on as many well-formatted self-samples, no scorer; evaluated."""
+    if not ctx.cfg.select.control or ctx.cfg.sft is None:
+        return {"skipped": "control off"}
+    records = read_jsonl(ctx.input("control.jsonl"))
+    info = train_phase(ctx, out, ctx.cfg.sft, records, ctx.start_model())
+    if info.get("model"):
+        info["eval"] = ctx.evaluate(str(out / info["model"]), out)
+    return info
+
+
+@stage("meta", writes=("scored.jsonl", "meta.jsonl", "qa.jsonl"))
+def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
+    """SELF's round 0 (see `config.MetaSection`): sample the last `meta.prompts` prompts of the
+    source, score them, build (question, answer, feedback, refined) tuples and train the
+    meta-skill objective from the start model. Writes meta.jsonl, qa.jsonl (the direct-answer
+    view, mixed into later rounds' SFT data), the model, and its evaluation."""
+    m = ctx.cfg.meta
+    pool = ctx.prompt_pool()
+    items = pool[-min(m.prompts, len(pool)):]
+    groups = sample_groups(ctx, items, m.n, salt=211, model=ctx.cfg.model.path)
+    scorer = SCORERS.get(m.scorer, "meta.scorer")
+    for g in groups:
+        for r, s in zip(g["responses"], scorer(g, {"seed": ctx.seed})):
+            r["score"] = float(s)
+    s = ctx.cfg.select
+    tuples = select.meta_tuples(groups, min_score=m.min_score, require_format=s.require_format,
+                                allow_truncated=s.allow_truncated)
+    qa = select.dedupe([{"prompt": t["prompt"], "response": t["refined"], "id": t["id"]} for t in tuples])
+    write_jsonl(out / "scored.jsonl", groups)
+    write_jsonl(out / "meta.jsonl", tuples)
+    write_jsonl(out / "qa.jsonl", qa)
+    phase = ctx.cfg.sft.replace(
+        epochs=m.epochs, steps=None, data=dataclasses.replace(ctx.cfg.sft.data, max_length=m.max_length),
+        objective=dataclasses.replace(ctx.cfg.sft.objective, name="self_meta", hparams={"beta": m.beta}))
+    info = {"prompts": len(items), "accepted_samples": sum(r["score"] >= m.min_score for g in groups
+                                                           for r in g["responses"]),
+            "tuples": len(tuples), "incorrect_tuples": sum("incorrect" in t["feedback"] for t in tuples),
+            "qa": len(qa), **train_phase(ctx, out, phase, tuples, ctx.cfg.model.path)}
+    if info.get("model") and m.evaluate:
+        info["eval"] = ctx.evaluate(str(out / info["model"]), out)
+    return info
