@@ -248,7 +248,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
 
     t = cfg.train
     obj = get_objective(t.objective.name)
-    uses_ref = obj.uses_ref(t.objective)
+    uses_ref = obj.needs_reference(t.objective)
     ref_forward = uses_ref and not t.objective.precompute_ref
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     mb = t.micro_batch_size or t.batch_size

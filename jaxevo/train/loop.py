@@ -110,7 +110,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     objective = get_objective(cfg.objective.name)
-    uses_ref = objective.uses_ref(cfg.objective)
+    uses_ref = objective.needs_reference(cfg.objective)
     mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     mb = cfg.micro_batch_size or cfg.batch_size

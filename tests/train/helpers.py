@@ -100,7 +100,7 @@ def make_step(objective_name: str, records, *, num_micro: int = 1, batch_size: i
                           chat_template=False, pad_to_multiple=8)
     p_sh = param_shardings(pre.cfg, mesh)
     params = jax.device_put(pre.params, p_sh)
-    if obj.uses_ref(hp):
+    if obj.needs_reference(hp):
         ref = compute_reference_logps(params, pre.cfg, data, obj.view_names, mesh=mesh,
                                       param_shardings=p_sh, batch_size=8, pad_to_multiple=8)
         data = attach_reference(data, ref)
