@@ -7,7 +7,9 @@ Every loss maps per-sequence log-probabilities of a batch of pairs to
 exactly as TRL 1.16 computes them for the same ``loss_type`` and hyperparameter names
 (``DPOTrainer._compute_loss`` for the DPO family, ``CPOTrainer.cpo_loss`` for ``simpo``,
 ``ORPOTrainer.odds_ratio_loss`` for ``orpo``). Golden values produced by TRL itself are
-checked in ``tests/losses`` (``tests/golden/make_preference_goldens.py``).
+checked in ``tests/losses`` (``tests/golden/make_preference_goldens.py``). Each loss is registered
+with the inputs it needs (`register(name, needs_reference=, needs_lengths=, hparams=, data=)`,
+a `LossSpec`): the trainer reads that declaration, never the function's signature.
 
 Input convention (one convention for every loss type):
 
