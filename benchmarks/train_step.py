@@ -30,6 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# Each framework is imported inside its own worker function only: the workers run as separate
+# subprocesses, so torch never loads into the jax process (or vice versa) and each peak RSS is
+# that framework's own.
+
 MODEL = "smollm2-135m-instruct"
 WORDS = ("the model answers a question about numbers and then checks whether each step of its "
          "reasoning is correct before it writes the final result in a short sentence").split()
@@ -145,12 +149,11 @@ def jax_worker(args, ids) -> dict:
 
     from jaxevo.sharding import make_mesh, param_shardings
     from jaxevo.train.batches import TokenizedData
-    from jaxevo.train.config import ObjectiveSection, OptimSection
-    from jaxevo.train.objectives import get_objective
-    from jaxevo.train.optim import make_optimizer
+    from jaxevo.train.builder import build_step
+    from jaxevo.train.config import ObjectiveSection, OptimSection, TrainConfig
     from jaxevo.train.reference import attach_reference, compute_reference_logps
-    from jaxevo.train.state import init_state, state_shardings
-    from jaxevo.train.step import finalize_metrics, make_train_step
+    from jaxevo.train.state import init_state
+    from jaxevo.train.step import finalize_metrics
     from jaxevo.weights.load import load_pretrained
 
     mesh = make_mesh((1, -1, 1))
@@ -172,22 +175,21 @@ def jax_worker(args, ids) -> dict:
             a["labels"][i, p - 1: L - 1] = seq[p:]
         arrays.update({f"{view}/{k}": v for k, v in a.items()})
     data = TokenizedData(arrays=arrays, views=("chosen", "rejected"), stats={})
-    obj = get_objective("preference")
-    hp = ObjectiveSection(name="preference", loss_type="sigmoid", beta=0.1)
+    tcfg = TrainConfig(batch_size=n, logprob_chunk=args.chunk, vocab_chunk=args.vocab_chunk,
+                       objective=ObjectiveSection(name="preference", loss_type="sigmoid", beta=0.1),
+                       optim=OptimSection(lr=1e-6, schedule="constant", clip_norm=1.0))
+    ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pre.params)
+    parts = build_step(tcfg, cfg, mesh, ap, 100)  # the step `jaxevo train` builds
     p_sh = param_shardings(cfg, mesh)
     t0 = time.perf_counter()
-    ref = compute_reference_logps(pre.params, cfg, data, obj.view_names, mesh=mesh,
+    ref = compute_reference_logps(pre.params, cfg, data, parts.objective.view_names, mesh=mesh,
                                   param_shardings=p_sh, batch_size=n, chunk=args.chunk,
                                   pad_to_multiple=1)
     ref_s = time.perf_counter() - t0
     data = attach_reference(data, ref)
-    tx, sched = make_optimizer(OptimSection(lr=1e-6, schedule="constant", clip_norm=1.0), 100)
-    ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pre.params)
-    sh = state_shardings(p_sh, tx, ap, mesh)
-    state = init_state(pre.params, tx, 0, sh)
+    state = init_state(pre.params, parts.tx, 0, parts.state_shardings)
     del pre
-    step = make_train_step(cfg, obj, hp, tx, sched, mesh=mesh, state_shardings=sh, num_micro=1,
-                           chunk=args.chunk, vocab_chunk=args.vocab_chunk)
+    step = parts.step
     batch = data.take(np.arange(n), 1)
     times, losses = [], []
     for _ in range(args.steps + 1):

@@ -1,9 +1,9 @@
 """`jaxevo plan`: will it fit, and how fast can it be — before renting the pod.
 
-Compiles the real train step (`jaxevo.train.step.make_train_step`) and the real sampler programs
-(`jaxevo.sampling.sampler.prefill` / `decode`) **ahead of time on abstract shapes**: every input is
-a `jax.ShapeDtypeStruct` carrying its target `NamedSharding`, so no weight is loaded or allocated.
-The mesh is built over
+Compiles the real train step (`jaxevo.train.builder.build_step`, the step `train` runs) and the
+real sampler programs (`jaxevo.sampling.sampler.prefill` / `decode`) **ahead of time on abstract
+shapes**: every input is a `jax.ShapeDtypeStruct` carrying its target `NamedSharding`, so no weight
+is loaded or allocated. The mesh is built over
 
 * ``platform: tpu`` — compile-only devices of the target slice (`jax.experimental.topologies`,
   needs the ``libtpu`` package, no TPU): XLA's TPU compiler then reports the real per-chip memory;
@@ -26,8 +26,23 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import topologies
+from jax.sharding import NamedSharding, PartitionSpec as P
+
 from jaxevo.errors import ConfigError
+from jaxevo.models.config import ModelConfig
+from jaxevo.sampling import sampler as core
+from jaxevo.sampling.api import SamplingParams, length_bucket
+from jaxevo.sharding import make_mesh, param_shardings, use_mesh
+from jaxevo.train.batches import VIEW_KEYS, Batch
+from jaxevo.train.builder import build_step
 from jaxevo.train.config import TrainConfig
+from jaxevo.train.state import abstract_state
+from jaxevo.train.step import batch_spec_sharding
+from jaxevo.weights.convert import abstract_params as abstract_param_shapes
 
 GiB = 1024 ** 3
 
@@ -150,15 +165,11 @@ def resolve_model_config(spec: str, base: Path | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- devices / mesh
 def target_devices(target: TargetSection):
     """(devices, description, platform actually used). TPU: compile-only devices of the slice."""
-    import jax
-
     fam, chip, chips = parse_accelerator(target.accelerator)
     n = target.devices or chips
     if target.platform == "tpu":
         topo = topology_name(fam, n)
         try:
-            from jax.experimental import topologies
-
             desc = topologies.get_topology_desc(topo, "tpu", chip_config_name="default",
                                                 chips_per_host_bounds=(2, 2, 1), num_slices=1)
             devs = list(desc.devices)
@@ -186,9 +197,6 @@ def target_devices(target: TargetSection):
 def per_device_bytes(tree) -> int:
     """Bytes one device holds of an abstract tree whose leaves carry shardings (max over devices
     is the same as any device here: even shards)."""
-    import jax
-    import numpy as np
-
     total = 0
     for x in jax.tree.leaves(tree):
         shape = x.sharding.shard_shape(x.shape) if getattr(x, "sharding", None) is not None else x.shape
@@ -227,55 +235,36 @@ def _compile(lower):
 
 
 def abstract(shape, dtype, sharding):
-    import jax
-
     return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
 
 
 # ----------------------------------------------------------------------------- train step
 def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
-    """Lower + compile the train step for one global batch; memory, FLOPs, analytic counts."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxevo.sharding import param_shardings, use_mesh
-    from jaxevo.train.batches import VIEW_KEYS, Batch
-    from jaxevo.train.objectives import get_objective
-    from jaxevo.train.optim import make_optimizer
-    from jaxevo.train.state import abstract_state, state_shardings
-    from jaxevo.train.step import batch_spec_sharding, make_train_step
-    from jaxevo.weights.convert import abstract_params as abstract_param_shapes
-
+    """Lower + compile the train step `train` would build (`build_step`) for one global batch on
+    abstract params of ``mcfg``; memory, FLOPs, analytic counts."""
     t = cfg.train
-    obj = get_objective(t.objective.name)
-    uses_ref = obj.uses_ref(t.objective)
-    ref_forward = uses_ref and not t.objective.precompute_ref
-    n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     mb = t.micro_batch_size or t.batch_size
-    if t.batch_size % n_batch_dev or mb % n_batch_dev:
-        raise ConfigError(f"train.batch_size={t.batch_size} / micro_batch_size={mb} must be "
-                          f"multiples of data x fsdp = {n_batch_dev} of mesh {dict(mesh.shape)}")
+    n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
+    if mb % n_batch_dev:
+        raise ConfigError(f"train.micro_batch_size={mb} must be a multiple of data x fsdp = "
+                          f"{n_batch_dev} of mesh {dict(mesh.shape)}")
     seq = cfg.seq_len or t.data.max_length
     p_sh = param_shardings(mcfg, mesh)
-    shapes = abstract_param_shapes(mcfg)
-    ap = jax.tree.map(lambda s, sh: abstract(s.shape, jnp.dtype(mcfg.param_dtype), sh), shapes, p_sh)
-    tx, sched = make_optimizer(t.optim, max(1, t.steps or 1000))
-    st_sh = state_shardings(p_sh, tx, ap, mesh)
-    state = abstract_state(ap, tx, st_sh)
+    ap = jax.tree.map(lambda s, sh: abstract(s.shape, jnp.dtype(mcfg.param_dtype), sh),
+                      abstract_param_shapes(mcfg), p_sh)
+    parts = build_step(t, mcfg, mesh, ap, max(1, t.steps or 1000))
+    obj, ref_forward = parts.objective, parts.ref_forward
+    state = abstract_state(ap, parts.tx, parts.state_shardings)
     bsh = batch_spec_sharding(mesh)
     b = t.batch_size
     dtypes = {"tokens": jnp.int32, "labels": jnp.int32, "segments": jnp.int32, "positions": jnp.int32}
     views = {v: {k: abstract((b, seq), dtypes[k], bsh) for k in VIEW_KEYS} for v in obj.view_names}
     extras = {f"ref/{v}": abstract((b,), jnp.float32, bsh) for v in obj.view_names} if (
-        uses_ref and not ref_forward) else {}
+        parts.needs_reference and not ref_forward) else {}
     batch = Batch(views=views, extras=extras)
     ref = ap if ref_forward else None
-    step = make_train_step(mcfg, obj, t.objective, tx, sched, mesh=mesh, state_shardings=st_sh,
-                           num_micro=t.num_micro, chunk=t.logprob_chunk, vocab_chunk=t.vocab_chunk,
-                           ref_forward=ref_forward, ref_cfg=mcfg,
-                           ref_shardings=p_sh if ref_forward else None)
     with use_mesh(mesh):
-        compiled, oom = _compile(lambda: step.jitted.lower(state, batch, ref))
+        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref))
     n_params = mcfg.num_params()
     tokens = b * seq * len(obj.view_names)
     model_flops = train_model_flops(mcfg, tokens, seq)
@@ -309,15 +298,6 @@ def train_model_flops(mcfg, tokens: int, seq: int) -> float:
 # ----------------------------------------------------------------------------- sampler
 def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
     """Lower + compile prefill and the decode loop for one batch of `sample.batch` rows."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from jaxevo.sampling import sampler as core
-    from jaxevo.sampling.api import SamplingParams, length_bucket
-    from jaxevo.sharding import param_shardings, use_mesh
-    from jaxevo.weights.convert import abstract_params as abstract_param_shapes
-
     s = cfg.sample
     mcfg = mcfg_train.replace(dtype=s.dtype, param_dtype=s.dtype, remat="none")
     n, p = s.batch, s.batch
@@ -406,9 +386,6 @@ def estimate(plan: dict[str, Any], chip: Chip, devices: int, mesh_shape: dict[st
 
 # ----------------------------------------------------------------------------- driver
 def make_plan(cfg: PlanConfig, *, base: Path | None = None) -> dict[str, Any]:
-    from jaxevo.models.config import ModelConfig
-    from jaxevo.sharding import make_mesh
-
     hf = resolve_model_config(cfg.model_config, base)
     t = cfg.train
     mcfg = ModelConfig.from_hf(hf, dtype=t.model.dtype, param_dtype=t.model.param_dtype,

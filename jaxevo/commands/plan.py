@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
+
+from jaxevo.config import load_config
+from jaxevo.plan import PlanConfig, format_plan, make_plan, parse_accelerator
 
 
 def add_arguments(p):
@@ -23,7 +27,8 @@ def add_arguments(p):
 
 
 def _force_cpu_devices(n: int) -> None:
-    """Ask XLA for n host CPU devices; only effective before the CPU backend starts."""
+    """Ask XLA for n host CPU devices; only effective before the CPU backend starts (importing jax
+    does not start it)."""
     flag = f"--xla_force_host_platform_device_count={n}"
     cur = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in cur:
@@ -31,11 +36,6 @@ def _force_cpu_devices(n: int) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from jaxevo.config import load_config
-    from jaxevo.plan import PlanConfig, format_plan, make_plan, parse_accelerator
-
     over = list(args.overrides)
     if args.devices is not None:
         over.append(f"target.devices={args.devices}")

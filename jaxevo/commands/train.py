@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+from jaxevo.config import load_config, to_dict
+from jaxevo.train import TrainConfig, train
+
 
 def add_arguments(p):
     p.add_argument("--config", required=True, help="YAML file of a TrainConfig (see configs/train_*.yaml)")
@@ -14,9 +17,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from jaxevo.config import load_config, to_dict
-    from jaxevo.train import TrainConfig, train
-
     cfg = load_config(TrainConfig, args.config, args.overrides)
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))

@@ -1,23 +1,20 @@
-"""Losses as pure JAX functions: log-probs, the preference-loss registry, recipe objectives.
+"""Losses as pure JAX functions: log-probs, the preference-loss registry, recipe losses.
 
 * :mod:`jaxevo.losses.logprobs` — chunked token log-probs (no full f32 [B, T, V] logits).
-* :mod:`jaxevo.losses.preference` — ``PREFERENCE_LOSSES`` registry with TRL's semantics,
-  DPSE's ``fdpo``, TRL-named metrics.
-* :mod:`jaxevo.losses.objectives` — SFT, preference+NLL, EVOLVE, SELF meta-skill, ``combine``.
+* :mod:`jaxevo.losses.preference` — ``PREFERENCE_LOSSES`` registry (each entry a `LossSpec`
+  declaring what the loss needs) with TRL's semantics, DPSE's ``fdpo``, TRL-named metrics.
+* :mod:`jaxevo.losses.objectives` — EVOLVE, SELF meta-skill, per-sequence NLL.
+
+Add a preference loss from anywhere with ``@jaxevo.losses.register(name, needs_reference=...,
+needs_lengths=..., hparams=(...))``; ``objective.loss_type=name`` then trains with it.
 """
 
 from jaxevo.losses.logprobs import naive_token_logprobs, sequence_logps, token_logprobs
-from jaxevo.losses.objectives import (
-    combine,
-    evolve_loss,
-    preference_objective,
-    self_meta_loss,
-    sequence_nll,
-    sft_loss,
-)
+from jaxevo.losses.objectives import evolve_loss, self_meta_loss, sequence_nll
 from jaxevo.losses.preference import (
     METRIC_NAMES,
     PREFERENCE_LOSSES,
+    LossSpec,
     finalize_metrics,
     frequency_weights,
     log1mexp,
@@ -29,7 +26,7 @@ from jaxevo.losses.preference import (
 __all__ = [
     "METRIC_NAMES",
     "PREFERENCE_LOSSES",
-    "combine",
+    "LossSpec",
     "evolve_loss",
     "finalize_metrics",
     "frequency_weights",
@@ -37,11 +34,9 @@ __all__ = [
     "naive_token_logprobs",
     "preference_loss",
     "preference_metrics",
-    "preference_objective",
     "register",
     "self_meta_loss",
     "sequence_logps",
     "sequence_nll",
-    "sft_loss",
     "token_logprobs",
 ]

@@ -1,7 +1,7 @@
 """Token and sequence log-probabilities without materialising fp32 [B, T, V] logits.
 
-With a 49k-token vocabulary the logits dominate a train step's memory (a naive DPO step on
-SmolLM2-135M spent ~13 GB on them). :func:`token_logprobs` fuses the LM head with the
+With a 49k-token vocabulary the logits dominate a train step's memory (``B · T · V · 4`` bytes in
+fp32, again for their gradient; docs/benchmarks.md has the measured cost). :func:`token_logprobs` fuses the LM head with the
 log-softmax and the label gather, one sequence chunk at a time under ``lax.map``; each chunk is
 ``jax.checkpoint``-ed, so the backward pass recomputes a chunk's logits instead of keeping them.
 Peak extra memory is one chunk of f32 logits, ``B · chunk_size · V · 4`` bytes (or

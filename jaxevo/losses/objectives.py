@@ -1,20 +1,18 @@
-"""Recipe objectives (SFT, preference + NLL, EVOLVE, SELF meta-skills) as pure functions.
+"""Recipe losses beyond a single preference pair (EVOLVE, SELF meta-skills) as pure functions.
 
 The trainer computes log-probs of several *views* of each example in one batched forward
-(:func:`jaxevo.losses.logprobs.token_logprobs` + :func:`~jaxevo.losses.logprobs.sequence_logps`)
-and calls these. All inputs are per-sequence f32 arrays of shape [B] unless stated otherwise;
-every objective returns ``(loss scalar f32, aux dict)`` so it can be fed to :func:`combine`
-(aux values are scalars, except the [B] rewards of :func:`preference_objective`). Everything is jittable (the ``variant`` / flag arguments are static Python values).
+(:func:`jaxevo.losses.logprobs.token_logprobs`) and calls these through its objectives
+(`jaxevo.train.objectives`). All inputs are per-sequence f32 arrays of shape [B]; every loss
+returns ``(loss scalar f32, aux dict of scalars)``. Everything is jittable (the ``variant`` / flag
+arguments are static Python values).
 
 Batch reduction: pair- and example-level terms are means over the batch; token-level NLL terms
 are token means (``Σ logp / Σ count``). Averaging micro-batch results is exact for the former when
-micro-batches have equal size; for token means pass ``normalizer`` (the global token count) where
-offered to make micro-batch accumulation exact.
+micro-batches have equal size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -22,7 +20,6 @@ import jax.numpy as jnp
 from jax.nn import log_sigmoid
 
 from jaxevo.errors import ConfigError
-from jaxevo.losses.preference import preference_loss
 
 Array = jax.Array
 Aux = dict[str, Array]
@@ -32,36 +29,7 @@ def _f32(x: Any) -> Array:
     return jnp.asarray(x, jnp.float32)
 
 
-# --------------------------------------------------------------------------- NLL / SFT
-
-
-def sft_loss(
-    token_lp: Array, mask: Any, *, per_sequence: bool = False, normalizer: Any = None
-) -> tuple[Array, Aux]:
-    """Negative log-likelihood of the masked (response) tokens.
-
-    Args:
-      token_lp: f32 [B, T] token log-probs; ``mask`` [B, T], 1 on trained tokens.
-      per_sequence: ``False`` (default, TRL SFTTrainer): mean over all tokens of the batch,
-        ``−Σ lp / Σ mask`` — long responses weigh more. ``True``: mean over sequences of each
-        sequence's per-token mean NLL (sequences with no tokens are skipped).
-      normalizer: token mode only — divide by this instead of ``Σ mask`` (e.g. the token count of
-        the whole global batch, for exact gradient accumulation over micro-batches).
-
-    Returns: ``(loss, {"nll": loss, "tokens": Σ mask})``.
-    """
-    m = jnp.asarray(mask).astype(bool)
-    lp = jnp.where(m, token_lp.astype(jnp.float32), 0.0)
-    tokens = jnp.sum(m).astype(jnp.float32)
-    if per_sequence:
-        count = jnp.sum(m, axis=-1).astype(jnp.float32)
-        per_seq = -jnp.sum(lp, axis=-1) / jnp.maximum(count, 1.0)
-        has = count > 0
-        loss = jnp.sum(jnp.where(has, per_seq, 0.0)) / jnp.maximum(jnp.sum(has), 1)
-    else:
-        denom = jnp.maximum(tokens, 1.0) if normalizer is None else _f32(normalizer)
-        loss = -jnp.sum(lp) / denom
-    return loss, {"nll": loss, "tokens": tokens}
+# --------------------------------------------------------------------------- NLL
 
 
 def sequence_nll(logp_sum: Any, count: Any = None, *, per_token: bool = True) -> Array:
@@ -78,46 +46,6 @@ def _token_mean_nll(logp_sum: Any, count: Any, what: str) -> Array:
     if count is None:
         raise ConfigError(f"the NLL term needs `{what}` (token counts [B])")
     return -jnp.sum(_f32(logp_sum)) / jnp.maximum(jnp.sum(_f32(count)), 1.0)
-
-
-# --------------------------------------------------------------------------- preference (+ NLL)
-
-
-def preference_objective(
-    loss_type: str,
-    chosen_logps: Any,
-    rejected_logps: Any,
-    ref_chosen_logps: Any = None,
-    ref_rejected_logps: Any = None,
-    *,
-    nll_weight: float = 0.0,
-    nll_logps: Any = None,
-    nll_count: Any = None,
-    **hparams: Any,
-) -> tuple[Array, Aux]:
-    """``mean(preference_loss(...)) + nll_weight · NLL(chosen)``.
-
-    ``NLL(chosen)`` is the token mean ``−Σ nll_logps / Σ nll_count`` over the batch; by default
-    ``nll_logps = chosen_logps`` and ``nll_count = hparams["chosen_lengths"]`` (response tokens).
-    TRL's recipes: ORPO = ``loss_type="orpo", nll_weight=1`` (TRL's NLL also covers the prompt
-    tokens; pass those sums as ``nll_logps`` / ``nll_count`` to match); CPO/SimPO =
-    ``nll_weight=cpo_alpha``; RPO-style DPO + NLL = ``"sigmoid"`` with ``nll_weight=α``.
-
-    Returns ``(loss, aux)`` with aux ``pref`` (mean preference loss), ``nll`` (0 when unused),
-    ``chosen_rewards`` / ``rejected_rewards`` [B] (detached; for :func:`preference_metrics`).
-    """
-    losses, cr, rr = preference_loss(
-        loss_type, chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **hparams
-    )
-    pref = jnp.mean(losses)
-    if nll_weight:
-        src = chosen_logps if nll_logps is None else nll_logps
-        cnt = hparams.get("chosen_lengths") if nll_count is None else nll_count
-        nll = _token_mean_nll(src, cnt, "nll_count or chosen_lengths")
-    else:
-        nll = jnp.zeros((), jnp.float32)
-    loss = pref + nll_weight * nll
-    return loss, {"pref": pref, "nll": nll, "chosen_rewards": cr, "rejected_rewards": rr}
 
 
 # --------------------------------------------------------------------------- EVOLVE (METHODS §2.2)
@@ -261,26 +189,3 @@ def self_meta_loss(
     loss = (f_sum + r_sum + beta * jnp.sum(d)) / n
     n_meta = jnp.maximum(jnp.sum(meta > 0), 1)
     return loss, {"feedback": f_sum / n_meta, "refine": r_sum / n_meta, "direct": jnp.mean(d)}
-
-
-# --------------------------------------------------------------------------- combining terms
-
-
-def combine(terms: Mapping[str, tuple[Any, float]]) -> tuple[Array, Aux]:
-    """Weighted sum of named scalar losses: ``{name: (loss, weight)} -> (Σ w·loss, aux)``.
-
-    ``loss`` may also be an objective's ``(loss, aux)`` result; its aux entries are reported as
-    ``"{name}/{key}"``. aux also holds each term's unweighted value under ``name`` and the total
-    under ``"loss"``. Terms with weight 0 are reported but add nothing.
-    """
-    total = jnp.zeros((), jnp.float32)
-    aux: Aux = {}
-    for name, (value, weight) in terms.items():
-        if isinstance(value, tuple):
-            value, sub = value
-            aux.update({f"{name}/{k}": v for k, v in sub.items()})
-        value = _f32(value)
-        aux[name] = value
-        total = total + weight * value
-    aux["loss"] = total
-    return total, aux

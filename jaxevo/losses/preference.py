@@ -7,7 +7,9 @@ Every loss maps per-sequence log-probabilities of a batch of pairs to
 exactly as TRL 1.16 computes them for the same ``loss_type`` and hyperparameter names
 (``DPOTrainer._compute_loss`` for the DPO family, ``CPOTrainer.cpo_loss`` for ``simpo``,
 ``ORPOTrainer.odds_ratio_loss`` for ``orpo``). Golden values produced by TRL itself are
-checked in ``tests/losses`` (``tests/golden/make_preference_goldens.py``).
+checked in ``tests/losses`` (``tests/golden/make_preference_goldens.py``). Each loss is registered
+with the inputs it needs (`register(name, needs_reference=, needs_lengths=, hparams=, data=)`,
+a `LossSpec`): the trainer reads that declaration, never the function's signature.
 
 Input convention (one convention for every loss type):
 
@@ -35,14 +37,14 @@ Subtleties of TRL 1.16 that this module reproduces on purpose:
   log-probs ``a``; i.e. the margin ``simpo_gamma`` is subtracted *after* scaling by β.
 * ``orpo``: TRL's ``odds_ratio_loss`` returns ``β·logσ(log_odds)`` and the trainer *subtracts* its
   mean from the NLL. Here ``losses = −β·logσ(log_odds)`` (a loss to minimise, same value with the
-  sign flipped); the NLL part is added by :func:`jaxevo.losses.objectives.preference_objective`
-  with ``nll_weight=1`` (TRL's NLL runs over prompt+response tokens of the chosen sequence).
+  sign flipped); the NLL part is added by the trainer's ``preference`` objective with
+  ``nll_weight=1`` (TRL's NLL runs over prompt+response tokens of the chosen sequence).
 * ``aot`` / ``aot_unpaired`` sort across the batch: their per-example losses are in sorted order,
   only their mean is meaningful, and it depends on how the batch is split into micro-batches.
 
 Not reproduced: TRL's ``f_divergence_type`` other than reverse KL, ``ld_alpha`` (compute the
 log-probs accordingly), WPO ``use_weighting``, CPO's AlphaPO ``alpha``, and the ``sft`` loss type
-(token-level; use :mod:`jaxevo.losses.objectives`).
+(token-level; use the trainer's ``sft`` objective).
 
 jaxevo's own entry ``fdpo`` (DPSE frequency-aware DPO, METHODS.md §4.2) and the helper
 :func:`frequency_weights` live here too, as do the TRL-named batch metrics
@@ -51,7 +53,7 @@ jaxevo's own entry ``fdpo`` (DPSE frequency-aware DPO, METHODS.md §4.2) and the
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,27 +62,54 @@ import jax.numpy as jnp
 from jax.nn import log_sigmoid
 
 from jaxevo.errors import ConfigError
+from jaxevo.registry import Registry
 
 Array = jax.Array
 LossOut = tuple[Array, Array, Array]
 LossFn = Callable[..., LossOut]
-
-#: name -> pure loss function ``fn(chosen, rejected, ref_chosen, ref_rejected, **hparams)``.
-PREFERENCE_LOSSES: dict[str, LossFn] = {}
 
 # avg log-probs at or above this are clamped before log(1 - exp(x)) in ORPO, so that a sequence the
 # model predicts with probability ~1 gives a finite loss and zero (not NaN/inf) gradient. TRL has no
 # clamp; the results agree whenever the per-token average probability is below 1 - 1e-6.
 _LOG1MEXP_MAX = -1e-6
 
+LENGTH_KEYS = ("chosen_lengths", "rejected_lengths")
 
-def register(name: str) -> Callable[[LossFn], LossFn]:
-    """Add ``fn`` to :data:`PREFERENCE_LOSSES` under ``name``."""
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """A registered preference loss and what it needs besides the policy log-probs [B].
+
+    The trainer reads these declarations (whether to compute reference log-probs, which keywords
+    to pass); nothing inspects ``fn``'s signature.
+    """
+
+    name: str
+    fn: LossFn  # fn(chosen, rejected, ref_chosen, ref_rejected, **keywords) -> LossOut
+    needs_reference: bool = True  # False: ref_chosen / ref_rejected are ignored (may be None)
+    needs_lengths: bool = False  # takes chosen_lengths / rejected_lengths [B] (response tokens)
+    hparams: tuple[str, ...] = ("beta",)  # keyword hyperparameters it takes from the config
+    data: tuple[str, ...] = ()  # per-example [B] keyword arrays it takes from the data
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        """Every keyword argument ``fn`` takes."""
+        return self.hparams + (LENGTH_KEYS if self.needs_lengths else ()) + self.data
+
+
+#: name -> `LossSpec`; add one with `register`.
+PREFERENCE_LOSSES: Registry[LossSpec] = Registry("preference loss")
+
+
+def register(name: str, *aliases: str, needs_reference: bool = True, needs_lengths: bool = False,
+             hparams: tuple[str, ...] = ("beta",), data: tuple[str, ...] = (),
+             replace: bool = False) -> Callable[[LossFn], LossFn]:
+    """Decorator: add ``fn`` to :data:`PREFERENCE_LOSSES` as a `LossSpec` declaring its needs
+    (a taken name is a `jaxevo.registry.RegistryError`). Returns ``fn`` unchanged."""
 
     def deco(fn: LossFn) -> LossFn:
-        if name in PREFERENCE_LOSSES:
-            raise ValueError(f"preference loss {name!r} registered twice")
-        PREFERENCE_LOSSES[name] = fn
+        spec = LossSpec(name, fn, needs_reference, needs_lengths, tuple(hparams), tuple(data))
+        PREFERENCE_LOSSES.add(name, spec, *aliases, replace=replace)
         return fn
 
     return deco
@@ -129,7 +158,7 @@ def hinge_loss(c, r, rc, rr, *, beta: float = 0.1) -> LossOut:
     return (jax.nn.relu(1.0 - beta * (clr - rlr)), *_dpo_rewards(beta, clr, rlr))
 
 
-@register("ipo")
+@register("ipo", needs_lengths=True)
 def ipo_loss(c, r, rc, rr, *, beta: float = 0.1, chosen_lengths=None, rejected_lengths=None) -> LossOut:
     """IPO (β = τ): ``(Δ_w/|y_w| − Δ_l/|y_l| − 1/(2β))²`` with per-token averaged log-ratios."""
     clr, rlr = _logratios(c, r, rc, rr)
@@ -139,7 +168,7 @@ def ipo_loss(c, r, rc, rr, *, beta: float = 0.1, chosen_lengths=None, rejected_l
     return ((delta - 1.0 / (2.0 * beta)) ** 2, *_dpo_rewards(beta, clr, rlr))
 
 
-@register("sigmoid_norm")
+@register("sigmoid_norm", needs_lengths=True)
 def sigmoid_norm_loss(
     c, r, rc, rr, *, beta: float = 0.1, chosen_lengths=None, rejected_lengths=None
 ) -> LossOut:
@@ -151,7 +180,7 @@ def sigmoid_norm_loss(
     return (-log_sigmoid(beta * delta), *_dpo_rewards(beta, clr, rlr))
 
 
-@register("robust")
+@register("robust", hparams=("beta", "label_smoothing"))
 def robust_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOut:
     """Robust DPO (unbiased under label-flip rate ε):
     ``[−(1−ε)·logσ(βh) + ε·logσ(−βh)] / (1 − 2ε)``, ε ∈ [0, 0.5)."""
@@ -165,7 +194,7 @@ def robust_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0
     return ((clean - flipped) / (1.0 - 2.0 * eps), *_dpo_rewards(beta, clr, rlr))
 
 
-@register("cdpo")
+@register("cdpo", hparams=("beta", "label_smoothing"))
 def cdpo_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOut:
     """Conservative DPO (not a TRL 1.16 DPOTrainer type; TRL < 1.0 ``sigmoid`` with label smoothing):
     ``−(1−ε)·logσ(βh) − ε·logσ(−βh)``."""
@@ -175,7 +204,7 @@ def cdpo_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) 
     return (-(1.0 - eps) * log_sigmoid(z) - eps * log_sigmoid(-z), *_dpo_rewards(beta, clr, rlr))
 
 
-@register("exo_pair")
+@register("exo_pair", hparams=("beta", "label_smoothing"))
 def exo_pair_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 1e-3) -> LossOut:
     """EXO-pref (K=2): ``KL(softmax(β·scores) || [1−ε, ε])``; needs ε > 0."""
     eps = label_smoothing
@@ -217,7 +246,7 @@ def _aot_from_delta(beta, delta: Array, eps) -> Array:
     return -log_sigmoid(beta * delta) * (1.0 - eps) - log_sigmoid(-beta * delta) * eps
 
 
-@register("aot")
+@register("aot", hparams=("beta", "label_smoothing"))
 def aot_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOut:
     """AOT (paired): sort policy and reference chosen−rejected log-ratios over the batch, then DPO."""
     clr, rlr = _logratios(c, r, rc, rr)
@@ -225,7 +254,7 @@ def aot_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) -
     return (_aot_from_delta(beta, delta, label_smoothing), *_dpo_rewards(beta, clr, rlr))
 
 
-@register("aot_unpaired")
+@register("aot_unpaired", hparams=("beta", "label_smoothing"))
 def aot_unpaired_loss(c, r, rc, rr, *, beta: float = 0.1, label_smoothing: float = 0.0) -> LossOut:
     """AOT (unpaired): sort chosen and rejected log-ratios over the batch separately, then DPO."""
     clr, rlr = _logratios(c, r, rc, rr)
@@ -249,7 +278,7 @@ def apo_down_loss(c, r, rc, rr, *, beta: float = 0.1) -> LossOut:
     return (losses, *_dpo_rewards(beta, clr, rlr))
 
 
-@register("discopop")
+@register("discopop", hparams=("beta", "discopop_tau"))
 def discopop_loss(c, r, rc, rr, *, beta: float = 0.1, discopop_tau: float = 0.05) -> LossOut:
     """DiscoPOP: ``(1−m)·(−logσ(βh)) + m·exp(−βh)`` with ``m = σ(βh/τ)``."""
     clr, rlr = _logratios(c, r, rc, rr)
@@ -262,7 +291,8 @@ def discopop_loss(c, r, rc, rr, *, beta: float = 0.1, discopop_tau: float = 0.05
 # --------------------------------------------------------------------------- reference-free
 
 
-@register("simpo")
+@register("simpo", needs_reference=False, needs_lengths=True,
+          hparams=("beta", "simpo_gamma", "label_smoothing"))
 def simpo_loss(
     c,
     r,
@@ -279,7 +309,7 @@ def simpo_loss(
 
     ``a = logp / |y|``; ``z = β·(a_w − a_l − γ/β)``; ``losses = −(1−ε)logσ(z) − ε·logσ(−z)``;
     rewards ``β·a``. TRL's defaults are β=0.1, γ=0.5; the SimPO paper uses β≈2–2.5.
-    (CPO's ``cpo_alpha`` NLL term: ``preference_objective(..., nll_weight=cpo_alpha)``.)
+    (CPO's ``cpo_alpha`` NLL term: the ``preference`` objective's ``nll_weight=cpo_alpha``.)
     """
     del rc, rr
     aw = _f32(c) / _lengths(chosen_lengths, "chosen_lengths")
@@ -300,7 +330,7 @@ def log1mexp(x: Array) -> Array:
     return jnp.where(small, lo, hi)
 
 
-@register("orpo")
+@register("orpo", needs_reference=False, needs_lengths=True)
 def orpo_loss(
     c, r, rc=None, rr=None, *, beta: float = 0.1, chosen_lengths=None, rejected_lengths=None
 ) -> LossOut:
@@ -308,8 +338,8 @@ def orpo_loss(
 
     ``a = logp/|y|``; ``log_odds = (a_w − a_l) − (log1mexp(a_w) − log1mexp(a_l))``;
     ``losses = −β·logσ(log_odds)`` (TRL returns the negative of this and subtracts its mean);
-    rewards ``β·a``. The full ORPO loss adds the chosen NLL with weight 1, see
-    :func:`jaxevo.losses.objectives.preference_objective`.
+    rewards ``β·a``. The full ORPO loss adds the chosen NLL with weight 1 (the trainer's
+    ``preference`` objective with ``nll_weight=1``).
     """
     del rc, rr
     aw = _f32(c) / _lengths(chosen_lengths, "chosen_lengths")
@@ -322,7 +352,7 @@ def orpo_loss(
 # --------------------------------------------------------------------------- DPSE (jaxevo)
 
 
-@register("fdpo")
+@register("fdpo", hparams=("beta", "gamma"), data=("weights", "margin"))
 def fdpo_loss(
     c, r, rc, rr, *, beta: float = 0.1, weights=None, margin=None, gamma: float = 0.0
 ) -> LossOut:
@@ -372,12 +402,6 @@ def frequency_weights(topic_ids: Any, alpha: float, *, topic_counts: Any = None,
 # --------------------------------------------------------------------------- entry point & metrics
 
 
-def _accepted(fn: LossFn) -> set[str]:
-    return {
-        p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY
-    }
-
-
 def preference_loss(
     loss_type: str,
     chosen_logps: Any,
@@ -401,18 +425,13 @@ def preference_loss(
     Returns: ``(losses [B], chosen_rewards [B], rejected_rewards [B])``, all f32; average
     ``losses`` over the batch for the training loss.
     """
-    try:
-        fn = PREFERENCE_LOSSES[loss_type]
-    except KeyError:
-        raise ConfigError(
-            f"unknown preference loss_type {loss_type!r}; known: {sorted(PREFERENCE_LOSSES)}"
-        ) from None
-    unknown = set(hparams) - _accepted(fn)
+    spec = PREFERENCE_LOSSES.get(loss_type, "preference loss_type")
+    unknown = set(hparams) - set(spec.keywords)
     if unknown:
         raise ConfigError(
-            f"loss_type {loss_type!r} does not take {sorted(unknown)}; it takes {sorted(_accepted(fn))}"
+            f"loss_type {loss_type!r} does not take {sorted(unknown)}; it takes {sorted(spec.keywords)}"
         )
-    return fn(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **hparams)
+    return spec.fn(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, **hparams)
 
 
 METRIC_NAMES = (

@@ -8,12 +8,16 @@
 * :mod:`~jaxevo.train.step` — the one jitted step (micro-batch scan, chunked log-probs, NaN guard)
 * :mod:`~jaxevo.train.reference` — reference log-probs computed once
 * :mod:`~jaxevo.train.checkpoint` — Orbax `Checkpointer`, `export_model` (jaxevo checkpoint dir)
-* :mod:`~jaxevo.train.loop` — `train(cfg)`
+* :mod:`~jaxevo.train.builder` — `build_step` (objective, optimizer, step; from shapes, so `plan`
+  uses it too) and `build` (state, step, batch stream, checkpointer: a `Trainer`)
+* :mod:`~jaxevo.train.loop` — `train(cfg)`: build, then run the steps
 """
 
+from jaxevo.train.builder import StepParts, Trainer, build, build_step
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError, TrainResult, train
 from jaxevo.train.objectives import OBJECTIVES, Objective, get_objective, register_objective
 
-__all__ = ["OBJECTIVES", "Objective", "TrainConfig", "TrainResult", "TrainingDivergedError",
-           "get_objective", "register_objective", "train"]
+__all__ = ["OBJECTIVES", "Objective", "StepParts", "TrainConfig", "TrainResult", "Trainer",
+           "TrainingDivergedError", "build", "build_step", "get_objective", "register_objective",
+           "train"]

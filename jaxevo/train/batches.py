@@ -28,7 +28,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import flax.struct
 import numpy as np
 
+from jaxevo.data.loaders import read_jsonl_rows
 from jaxevo.errors import ConfigError
+from jaxevo.tokenizer import chat_prompt
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,6 @@ def read_records(path: str | Path, required: Sequence[str], limit: int | None = 
 
     ``prompt_field`` names the field read as ``"prompt"``. Errors name the file, line and field.
     """
-    from jaxevo.data.loaders import read_jsonl_rows
-
     p = Path(path).expanduser()
     if not str(path):
         raise ConfigError("data.path is empty: give a JSONL file of training examples")
@@ -142,8 +142,6 @@ def _encode_many(tok, texts: list[str]) -> list[list[int]]:
 def format_context(tok, text: str, chat_template: bool, system: str | None) -> str:
     """The model-facing prompt text: chat-templated (with the generation prompt) or raw."""
     if chat_template:
-        from jaxevo.tokenizer import chat_prompt
-
         return chat_prompt(tok, text, system)
     return text if system is None else f"{system}\n\n{text}"
 

@@ -24,6 +24,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from jaxevo.errors import WeightsError
+from jaxevo.weights.convert import params_to_hf
+from jaxevo.weights.hf import export_dtype, export_hf
 from jaxevo.weights.load import CHECKPOINT_MARKER
 
 
@@ -72,15 +74,10 @@ def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
     complete. Multi-process: call on every process (params are gathered one tensor at a time);
     process 0 writes.
     """
-    from jaxevo.weights.hf import export_hf
-
     out = Path(out_dir).absolute()
     if jax.process_index() != 0:
         # Take part in the per-tensor gathers of `params_to_hf` (collectives), write nothing: no
         # host ever holds more than one gathered tensor, never the whole model.
-        from jaxevo.weights.convert import params_to_hf
-        from jaxevo.weights.hf import export_dtype
-
         for _ in params_to_hf(params, cfg, export_dtype(dtype)):
             pass
         return out

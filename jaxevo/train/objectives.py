@@ -4,7 +4,8 @@ An `Objective` says
 * ``fields``: the JSONL fields it needs;
 * ``views``: ``(name, context_fn, response_fn)`` — how each example becomes model inputs
   (e.g. DPO: ``chosen = prompt ⊕ chosen``, ``rejected = prompt ⊕ rejected``);
-* ``uses_ref(hp)``: whether the loss needs reference log-probs (then they are precomputed once);
+* ``needs_reference(hp)``: whether the loss needs reference log-probs under these hyperparameters
+  (then they are precomputed once); a preference objective asks its loss's `LossSpec`;
 * ``loss(inp, hp)``: a pure function of one micro-batch's log-probs (a `LossInputs`) returning
   ``(loss_part, metrics)``. ``loss_part`` is this micro-batch's share of the *global* batch loss
   (divide by the global normalisers in ``inp.norm``), so summing parts over micro-batches gives
@@ -12,21 +13,21 @@ An `Objective` says
   summed over micro-batches and divided once at the end (never a mean of means).
 
 The losses themselves are `jaxevo.losses`; this module is only glue. Add an objective with
-``@register_objective`` — the train step never branches on names.
+`register_objective` (the `jaxevo.registry` helper: a taken name is an error) — the train step
+never branches on names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from jaxevo.errors import ConfigError
-from jaxevo.losses import PREFERENCE_LOSSES, evolve_loss, preference_loss, preference_metrics
-from jaxevo.losses.objectives import self_meta_loss, sequence_nll
+from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, evolve_loss, preference_loss,
+                           preference_metrics, self_meta_loss, sequence_nll)
+from jaxevo.registry import Registry
 
 Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
@@ -62,7 +63,7 @@ class Objective:
     fields: tuple[str, ...]
     views: tuple[tuple[str, ContextFn, ResponseFn], ...]
     loss: Callable[[LossInputs, Any], tuple[Array, Metrics]]
-    uses_ref: Callable[[Any], bool] = lambda hp: False
+    needs_reference: Callable[[Any], bool] = lambda hp: False  # hp: the ObjectiveSection
     token_level: bool = False  # only token-level losses may pack examples
     optional_fields: tuple[str, ...] = ()  # per-example numbers copied into extras when present
 
@@ -71,22 +72,17 @@ class Objective:
         return tuple(v[0] for v in self.views)
 
 
-OBJECTIVES: dict[str, Objective] = {}
+OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
-def register_objective(obj: Objective, *aliases: str) -> Objective:
-    for name in (obj.name, *aliases):
-        if name in OBJECTIVES:
-            raise ValueError(f"objective {name!r} registered twice")
-        OBJECTIVES[name] = obj
-    return obj
+def register_objective(obj: Objective, *aliases: str, replace: bool = False) -> Objective:
+    """Add ``obj`` under its name (and ``aliases``); returns it."""
+    return OBJECTIVES.add(obj.name, obj, *aliases, replace=replace)
 
 
 def get_objective(name: str) -> Objective:
-    try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ConfigError(f"unknown objective.name {name!r}; known: {sorted(OBJECTIVES)}") from None
+    """The objective a config's ``objective.name`` picks (a ConfigError listing the known ones)."""
+    return OBJECTIVES.get(name, "objective.name")
 
 
 def _f32(x) -> Array:
@@ -157,30 +153,22 @@ register_objective(Objective(
 # ----------------------------------------------------------------------------- preference
 
 
-def _accepts(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
-def _reference_free(loss_type: str) -> bool:
-    fn = PREFERENCE_LOSSES.get(loss_type)
-    if fn is None:
-        raise ConfigError(f"unknown objective.loss_type {loss_type!r}; known: {sorted(PREFERENCE_LOSSES)}")
-    params = list(inspect.signature(fn).parameters.values())
-    return len(params) >= 3 and params[2].default is None  # (c, r, rc=None, rr=None): no reference
+def _loss_spec(hp) -> LossSpec:
+    return PREFERENCE_LOSSES.get(hp.loss_type, "objective.loss_type")
 
 
 def _preference(inp: LossInputs, hp) -> tuple[Array, Metrics]:
-    fn = PREFERENCE_LOSSES[hp.loss_type]
+    spec = _loss_spec(hp)
     kw = dict(hp.hparams)
-    if _accepts(fn, "beta"):
+    if "beta" in spec.hparams:
         kw.setdefault("beta", hp.beta)
     c, r = inp.logps["chosen"], inp.logps["rejected"]
-    # Lengths, fDPO weights and margins are passed to the losses that take them.
-    for name, value in (("chosen_lengths", inp.counts["chosen"]),
-                        ("rejected_lengths", inp.counts["rejected"]),
-                        ("weights", inp.extras.get("weight")),
-                        ("margin", inp.extras.get("margin"))):
-        if value is not None and _accepts(fn, name):
+    # Lengths, fDPO weights and margins go to the losses that declare them.
+    if spec.needs_lengths:
+        kw.setdefault("chosen_lengths", inp.counts["chosen"])
+        kw.setdefault("rejected_lengths", inp.counts["rejected"])
+    for name, value in (("weights", inp.extras.get("weight")), ("margin", inp.extras.get("margin"))):
+        if value is not None and name in spec.data:
             kw.setdefault(name, value)
     rc, rr = inp.ref.get("chosen"), inp.ref.get("rejected")
     losses, cr, rrw = preference_loss(hp.loss_type, c, r, rc, rr, **kw)
@@ -190,8 +178,9 @@ def _preference(inp: LossInputs, hp) -> tuple[Array, Metrics]:
         nll_sum = -jnp.sum(c)
         loss = loss + hp.nll_weight * nll_sum / jnp.maximum(inp.norm["tokens/chosen"], 1.0)
         metrics["nll"] = (jax.lax.stop_gradient(nll_sum), jnp.sum(inp.counts["chosen"]))
-    # TRL logs summed log-probs for the DPO family, averaged ones for reference-free losses.
-    if _reference_free(hp.loss_type):
+    # TRL logs summed log-probs for the DPO family, averaged ones for the reference-free losses
+    # (its CPO and ORPO trainers).
+    if not spec.needs_reference:
         lc = c / jnp.maximum(inp.counts["chosen"], 1.0)
         lr = r / jnp.maximum(inp.counts["rejected"], 1.0)
     else:
@@ -208,7 +197,7 @@ register_objective(Objective(
     fields=("prompt", "chosen", "rejected"),
     views=(("chosen", _prompt, _field("chosen")), ("rejected", _prompt, _field("rejected"))),
     loss=_preference,
-    uses_ref=lambda hp: not _reference_free(hp.loss_type),
+    needs_reference=lambda hp: _loss_spec(hp).needs_reference,
     optional_fields=("weight", "margin"),
 ), "dpo")
 
@@ -233,7 +222,7 @@ def _evolve(inp: LossInputs, hp) -> tuple[Array, Metrics]:
     return loss, {k: _scalar_metric(v, b) for k, v in aux.items()}
 
 
-def _evolve_uses_ref(hp) -> bool:
+def _evolve_needs_reference(hp) -> bool:
     return hp.hparams.get("variant", "dpo") != "simpo"
 
 
@@ -247,7 +236,7 @@ register_objective(Objective(
         ("refine_rejected", _refine_context, _field("rejected")),
     ),
     loss=_evolve,
-    uses_ref=_evolve_uses_ref,
+    needs_reference=_evolve_needs_reference,
 ))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 from jaxevo.sharding import use_mesh
 from jaxevo.train.batches import TokenizedData, VIEW_KEYS
@@ -53,8 +54,6 @@ def compute_reference_logps(params, cfg, data: TokenizedData, views: tuple[str, 
     result = {v: np.zeros((n,), np.float32) for v in views}
     starts = range(0, n, bs)
     if progress:
-        from tqdm.auto import tqdm
-
         starts = tqdm(starts, desc="reference log-probs", unit="batch", leave=False)
     with use_mesh(mesh):
         for s in starts:

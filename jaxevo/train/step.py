@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -101,17 +102,17 @@ def make_train_step(
     reading ``ref/<view>`` from the batch.
     """
     names = objective.view_names
-    uses_ref = objective.uses_ref(hp)
+    needs_ref = objective.needs_reference(hp)
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     ref_cfg = ref_cfg or cfg
 
     def loss_fn(params, micro, norm, ref_params):
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
-        if uses_ref and ref_forward:
+        if needs_ref and ref_forward:
             ref_out = forward_views(jax.lax.stop_gradient(ref_params), ref_cfg, micro.views, names,
                                     chunk=chunk, vocab_chunk=vocab_chunk)
             ref = {v: jax.lax.stop_gradient(ref_out[v][2]) for v in names}
-        elif uses_ref:
+        elif needs_ref:
             ref = {v: micro.extras[f"ref/{v}"] for v in names}
         else:
             ref = {}
@@ -199,8 +200,6 @@ def make_train_step(
 def to_global(batch, mesh):
     """Host numpy batch (the same global batch on every process) -> global jax arrays laid out
     with the batch sharding; each process materialises only its addressable shards."""
-    import numpy as np
-
     sh = batch_spec_sharding(mesh)
 
     def one(x):
@@ -211,8 +210,6 @@ def to_global(batch, mesh):
 
 def fetch(tree):
     """Replicated device values -> numpy on this host (multi-process safe, unlike device_get)."""
-    import numpy as np
-
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array)
                         else np.asarray(x), tree)
 

@@ -131,7 +131,7 @@ class _TBX:
 
 
 def tensorboard_writer(logdir):
-    try:
+    try:  # optional dependency: without it, our own event-file writer
         import tensorboardX  # noqa: F401
 
         return _TBX(logdir)

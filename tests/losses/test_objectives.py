@@ -1,4 +1,4 @@
-"""Recipe objectives: SFT, preference+NLL, EVOLVE, SELF meta-skill, combine."""
+"""Recipe losses: EVOLVE, SELF meta-skill, per-sequence NLL."""
 
 import jax
 import jax.numpy as jnp
@@ -6,15 +6,7 @@ import numpy as np
 import pytest
 
 from jaxevo.errors import ConfigError
-from jaxevo.losses import (
-    combine,
-    evolve_loss,
-    preference_loss,
-    preference_objective,
-    self_meta_loss,
-    sequence_nll,
-    sft_loss,
-)
+from jaxevo.losses import evolve_loss, preference_loss, self_meta_loss, sequence_nll
 
 B = 8
 
@@ -23,33 +15,6 @@ def _views(seed=0):
     k = jax.random.split(jax.random.PRNGKey(seed), 8)
     u = lambda i: -jax.random.uniform(k[i], (B,), minval=5.0, maxval=40.0)  # noqa: E731
     return [u(i) for i in range(8)]
-
-
-def test_sft_token_and_sequence_means():
-    lp = jnp.array([[-1.0, -2.0, -3.0, 0.0], [-4.0, 0.0, 0.0, 0.0]])
-    mask = jnp.array([[1, 1, 1, 0], [1, 0, 0, 0]])
-    tok, aux = sft_loss(lp, mask)
-    np.testing.assert_allclose(float(tok), 10.0 / 4)
-    assert float(aux["tokens"]) == 4
-    seq, _ = sft_loss(lp, mask, per_sequence=True)
-    np.testing.assert_allclose(float(seq), (2.0 + 4.0) / 2)
-    # normalizer makes micro-batch accumulation exact: sum of parts == whole
-    parts = [sft_loss(lp[i : i + 1], mask[i : i + 1], normalizer=4.0)[0] for i in range(2)]
-    np.testing.assert_allclose(float(sum(parts)), float(tok), rtol=1e-6)
-    empty, _ = sft_loss(lp, jnp.zeros_like(mask))
-    assert float(empty) == 0.0
-
-
-def test_preference_objective_adds_token_mean_nll():
-    c, r, rc, rr, *_ = _views()
-    lc, lr = jnp.arange(1.0, B + 1), jnp.full(B, 3.0)
-    loss, aux = preference_objective("orpo", c, r, chosen_lengths=lc, rejected_lengths=lr, beta=0.1, nll_weight=1.0)
-    losses = preference_loss("orpo", c, r, None, None, beta=0.1, chosen_lengths=lc, rejected_lengths=lr)[0]
-    np.testing.assert_allclose(float(loss), float(jnp.mean(losses) - jnp.sum(c) / jnp.sum(lc)), rtol=1e-6)
-    plain, aux0 = preference_objective("sigmoid", c, r, rc, rr, beta=0.1)
-    assert float(aux0["nll"]) == 0.0
-    with pytest.raises(ConfigError, match="token counts"):
-        preference_objective("sigmoid", c, r, rc, rr, beta=0.1, nll_weight=0.5)
 
 
 def test_evolve_is_twice_dpo_when_refine_equals_direct():
@@ -118,12 +83,3 @@ def test_self_meta_loss():
     np.testing.assert_allclose(np.asarray(sequence_nll(jnp.array([-10.0]), per_token=False)), [10.0])
     g = jax.grad(lambda x: self_meta_loss(x, rf, dr)[0])(fb)
     np.testing.assert_allclose(np.asarray(g), np.full(3, 1 / 3), rtol=1e-6)
-
-
-def test_combine():
-    c, r, rc, rr, *_ = _views(3)
-    dpo = preference_objective("sigmoid", c, r, rc, rr, beta=0.1)
-    total, aux = combine({"dpo": (dpo, 1.0), "sft": (jnp.float32(2.0), 0.25), "off": (jnp.float32(9.0), 0.0)})
-    np.testing.assert_allclose(float(total), float(dpo[0]) + 0.5, rtol=1e-6)
-    assert float(aux["loss"]) == float(total) and float(aux["off"]) == 9.0
-    assert "dpo/pref" in aux and "dpo/chosen_rewards" in aux

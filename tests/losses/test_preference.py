@@ -1,4 +1,7 @@
-"""Preference registry behaviour beyond the TRL goldens: fdpo, weights, metrics, errors, grads."""
+"""Preference registry behaviour beyond the TRL goldens: fdpo, weights, metrics, errors, grads,
+declared needs."""
+
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,9 @@ from jaxevo.losses import (
     log1mexp,
     preference_loss,
     preference_metrics,
+    register,
 )
+from jaxevo.registry import RegistryError
 
 B = 8
 
@@ -146,3 +151,39 @@ def test_cdpo_and_robust_definitions():
     np.testing.assert_allclose(
         np.asarray(robust), np.asarray((-(1 - eps) * ls(z) + eps * ls(-z)) / (1 - 2 * eps)), rtol=1e-5
     )
+
+
+def test_declared_needs_match_the_functions():
+    """Each `LossSpec` declares exactly the keywords its function takes; reference-free losses
+    default their reference arguments to None (the trainer passes None for them)."""
+    for name, spec in PREFERENCE_LOSSES.items():
+        params = inspect.signature(spec.fn).parameters.values()
+        kw = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        assert kw == set(spec.keywords), name
+        ref_defaults = [p.default for p in params if p.kind is p.POSITIONAL_OR_KEYWORD][2:4]
+        assert (ref_defaults == [None, None]) == (not spec.needs_reference), name
+    assert {n for n, s in PREFERENCE_LOSSES.items() if not s.needs_reference} == {"simpo", "orpo"}
+    assert {n for n, s in PREFERENCE_LOSSES.items() if s.needs_lengths} == {
+        "ipo", "sigmoid_norm", "simpo", "orpo"}
+
+
+def test_register_from_outside_and_duplicates():
+    @register("test_scaled_sigmoid", hparams=("beta", "scale"))
+    def scaled(c, r, rc, rr, *, beta=0.1, scale=1.0):
+        losses, cr, rr_ = preference_loss("sigmoid", c, r, rc, rr, beta=beta)
+        return scale * losses, cr, rr_
+
+    try:
+        c, r, rc, rr = _pairs(6)
+        spec = PREFERENCE_LOSSES["test_scaled_sigmoid"]
+        assert spec.fn is scaled and spec.needs_reference and not spec.needs_lengths
+        out = preference_loss("test_scaled_sigmoid", c, r, rc, rr, beta=0.1, scale=2.0)[0]
+        base = preference_loss("sigmoid", c, r, rc, rr, beta=0.1)[0]
+        np.testing.assert_allclose(np.asarray(out), 2 * np.asarray(base), rtol=1e-6)
+        with pytest.raises(RegistryError, match="registered twice"):
+            register("test_scaled_sigmoid")(scaled)
+        with pytest.raises(RegistryError, match="'sigmoid' is registered twice"):
+            register("sigmoid")(scaled)
+    finally:
+        PREFERENCE_LOSSES.remove("test_scaled_sigmoid")
+    assert "test_scaled_sigmoid" not in PREFERENCE_LOSSES

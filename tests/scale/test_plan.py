@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from jaxevo.errors import ConfigError
+from jaxevo.models.config import ModelConfig
 from jaxevo.plan import PRESETS, parse_accelerator, topology_name
+from tests.conftest import TINY_HF
 
 ROOT = Path(__file__).parents[2]
 
@@ -20,8 +22,6 @@ ROOT = Path(__file__).parents[2]
 def test_presets_match_shipped_model_jsons():
     for name in ("llama3.1-8b", "qwen2.5-7b"):
         assert json.loads((ROOT / f"configs/scale/models/{name}.json").read_text()) == PRESETS[name]
-    from jaxevo.models.config import ModelConfig
-
     assert abs(ModelConfig.from_hf(PRESETS["llama3.1-8b"]).num_params() - 8.03e9) < 0.01e9
     assert abs(ModelConfig.from_hf(PRESETS["qwen2.5-7b"]).num_params() - 7.62e9) < 0.01e9
 
@@ -41,8 +41,6 @@ def test_plan_tiny_on_cpu_mesh(tmp_path):
                   "model": {"remat": "full"}},
         "sample": {"batch": 8, "prompt_length": 32, "max_new_tokens": 16},
         "target": {"accelerator": "v5p-16", "platform": "cpu"}}))
-    from tests.conftest import TINY_HF
-
     (tmp_path / "config.json").write_text(json.dumps(TINY_HF["llama3"]))
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     env.pop("XLA_FLAGS", None)  # the command asks for the 8 devices itself

@@ -16,7 +16,19 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint._src.path.atomicity as atomicity
+
+from jaxevo.sharding import make_mesh, param_shardings
+from jaxevo.train import train
+from jaxevo.train.checkpoint import Checkpointer
+from jaxevo.train.config import OptimSection
+from jaxevo.train.optim import make_optimizer
+from jaxevo.train.state import abstract_state, state_shardings
+from jaxevo.train.step import finalize_metrics
+from tests.train.helpers import make_step, pref_records, pretrained, sft_records, tiny_cfg
+from tests.train.test_checkpoint import resume_config
 
 
 def _flat(tree):
@@ -25,11 +37,6 @@ def _flat(tree):
 
 
 def mesh_mode(out: Path):
-    from jaxevo.sharding import make_mesh
-    from jaxevo.train.config import OptimSection
-    from jaxevo.train.step import finalize_metrics
-    from tests.train.helpers import make_step, pref_records
-
     curves = {}
     for name, shape, devs in (("1", (1, 1, 1), jax.devices()[:1]), ("2x2x2", (2, 2, 2), jax.devices())):
         mesh = make_mesh(shape, devs)
@@ -45,13 +52,6 @@ def mesh_mode(out: Path):
 
 
 def restore_mode(out: Path):
-    from jaxevo.sharding import make_mesh, param_shardings
-    from jaxevo.train.checkpoint import Checkpointer
-    from jaxevo.train.config import OptimSection
-    from jaxevo.train.optim import make_optimizer
-    from jaxevo.train.state import abstract_state, state_shardings
-    from tests.train.helpers import make_step, sft_records, tiny_cfg
-
     opt = OptimSection(lr=1e-2, schedule="constant")
     mesh8 = make_mesh((2, 2, 2))
     step, state, stream = make_step("sft", sft_records(8), mesh=mesh8, optim=opt)
@@ -88,21 +88,12 @@ def restore_mode(out: Path):
 
 
 def resume_mode(out: Path, run_dir: str):
-    from tests.train.test_checkpoint import resume_config
-    from jaxevo.train import train
-    from tests.train.helpers import pretrained, sft_records
-
     res = train(resume_config(run_dir), pretrained=pretrained(0, dtype="float32"),
                 records=sft_records(12))
     np.savez(out / "params.npz", **_flat(res.state.params), __step__=res.steps)
 
 
 def atomic_mode(out: Path, ck_dir: str):
-    import jax.numpy as jnp
-    import orbax.checkpoint._src.path.atomicity as atomicity
-
-    from jaxevo.train.checkpoint import Checkpointer
-
     ck = Checkpointer(ck_dir, keep=3)
     ck.save(1, {"w": jnp.arange(1000.0)}, {"step": 1})
     ck.wait()

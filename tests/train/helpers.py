@@ -9,9 +9,19 @@ from pathlib import Path
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
 
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.transformer import Transformer
+from jaxevo.sharding import make_mesh, param_shardings
+from jaxevo.train.batches import BatchStream, tokenize_views
+from jaxevo.train.builder import build_step
+from jaxevo.train.config import ObjectiveSection, OptimSection, TrainConfig
+from jaxevo.train.reference import attach_reference, compute_reference_logps
+from jaxevo.train.state import init_state
+from jaxevo.weights.hf import export_hf
+from jaxevo.weights.load import Pretrained
 
 CHARS = string.ascii_letters + string.digits + " .,:;!?+-*/=()\n'\"#<>|_"
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
@@ -23,9 +33,6 @@ TINY_HF = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_siz
 
 def char_tokenizer():
     """A transformers PreTrainedTokenizerFast over single characters (vocab < 128, no template)."""
-    from tokenizers import Tokenizer, models
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {t: i for i, t in enumerate(SPECIAL + list(CHARS))}
     assert len(vocab) <= 128
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
@@ -45,8 +52,6 @@ def tiny_params(cfg: ModelConfig, seed: int = 0):
 
 def write_tiny_model(directory: Path, seed: int = 0) -> Path:
     """A HF-format directory (config.json, safetensors, tokenizer) of a random tiny Llama."""
-    from jaxevo.weights.hf import export_hf
-
     cfg = tiny_cfg()
     export_hf(tiny_params(cfg, seed), cfg, directory, tokenizer=char_tokenizer())
     return Path(directory)
@@ -73,8 +78,6 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def pretrained(seed: int = 0, **runtime):
     """An in-memory `Pretrained` (tiny random Llama + char tokenizer)."""
-    from jaxevo.weights.load import Pretrained
-
     cfg = tiny_cfg(**runtime)
     return Pretrained(cfg=cfg, params=tiny_params(cfg, seed), tokenizer=char_tokenizer(), path=None)
 
@@ -82,31 +85,22 @@ def pretrained(seed: int = 0, **runtime):
 def make_step(objective_name: str, records, *, num_micro: int = 1, batch_size: int = 8,
               mesh=None, optim=None, objective_kw=None, seed: int = 0, dtype: str = "float32",
               max_length: int = 32):
-    """(step_fn, state, stream) built the way `jaxevo.train.loop.train` builds them."""
-    from jaxevo.sharding import make_mesh, param_shardings
-    from jaxevo.train.batches import BatchStream, tokenize_views
-    from jaxevo.train.config import ObjectiveSection, OptimSection
-    from jaxevo.train.objectives import get_objective
-    from jaxevo.train.optim import make_optimizer
-    from jaxevo.train.reference import attach_reference, compute_reference_logps
-    from jaxevo.train.state import init_state, state_shardings
-    from jaxevo.train.step import make_train_step
-
+    """(step_fn, state, stream) from the builder's `build_step`, as `jaxevo.train.loop.train`
+    builds them (reference log-probs precomputed when the objective needs them)."""
     mesh = mesh if mesh is not None else make_mesh((1, -1, 1))
     pre = pretrained(seed, dtype=dtype)
-    obj = get_objective(objective_name)
-    hp = ObjectiveSection(name=objective_name, **(objective_kw or {}))
-    data = tokenize_views(records, obj.views, pre.tokenizer, max_length=max_length,
+    cfg = TrainConfig(
+        batch_size=batch_size, micro_batch_size=batch_size // num_micro, seed=seed,
+        objective=ObjectiveSection(name=objective_name, **(objective_kw or {})),
+        optim=optim or OptimSection(lr=1e-2, schedule="constant", clip_norm=None))
+    parts = build_step(cfg, pre.cfg, mesh, jax.eval_shape(lambda: pre.params), 100)
+    data = tokenize_views(records, parts.objective.views, pre.tokenizer, max_length=max_length,
                           chat_template=False, pad_to_multiple=8)
     p_sh = param_shardings(pre.cfg, mesh)
     params = jax.device_put(pre.params, p_sh)
-    if obj.uses_ref(hp):
-        ref = compute_reference_logps(params, pre.cfg, data, obj.view_names, mesh=mesh,
+    if parts.needs_reference:
+        ref = compute_reference_logps(params, pre.cfg, data, parts.objective.view_names, mesh=mesh,
                                       param_shardings=p_sh, batch_size=8, pad_to_multiple=8)
         data = attach_reference(data, ref)
-    tx, sched = make_optimizer(optim or OptimSection(lr=1e-2, schedule="constant", clip_norm=None), 100)
-    sh = state_shardings(p_sh, tx, jax.eval_shape(lambda: params), mesh)
-    state = init_state(params, tx, 0, sh)
-    step = make_train_step(pre.cfg, obj, hp, tx, sched, mesh=mesh, state_shardings=sh,
-                           num_micro=num_micro)
-    return step, state, BatchStream(data, batch_size, seed=seed, pad_to_multiple=8)
+    state = init_state(params, parts.tx, 0, parts.state_shardings)
+    return parts.step, state, BatchStream(data, batch_size, seed=seed, pad_to_multiple=8)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxevo.errors import ConfigError
-from jaxevo.train.batches import BatchStream, pack, read_records, tokenize_views
+from jaxevo.train.batches import BatchStream, format_context, pack, read_records, tokenize_views
 from jaxevo.train.objectives import get_objective
 from tests.train.helpers import char_tokenizer, pref_records, sft_records, write_jsonl
 
@@ -50,8 +50,6 @@ def test_pairs_share_prompt_truncation(tok):
 
 
 def test_chat_template_applied():
-    from jaxevo.train.batches import format_context
-
     class T:
         chat_template = "x"
 

@@ -9,13 +9,21 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxevo.cli import main
 from jaxevo.config import load_config
+from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train import TrainConfig, train
 from jaxevo.train.checkpoint import Checkpointer
-from tests.train.helpers import pref_records, pretrained, sft_records, write_jsonl, write_tiny_model
+from jaxevo.train.config import OptimSection
+from jaxevo.train.optim import make_optimizer
+from jaxevo.train.state import abstract_state, state_shardings
+from jaxevo.weights.load import load_pretrained
+from tests.train.helpers import (pref_records, pretrained, sft_records, tiny_cfg, write_jsonl,
+                                 write_tiny_model)
 from tests.train.test_mesh import ROOT, run_worker
 
 
@@ -39,11 +47,6 @@ def test_resume_in_new_process_is_identical(tmp_path):
     ck = Checkpointer(tmp_path / "b" / "checkpoints")
     assert part.steps == 3 and ck.all_steps() == [2, 3]
     # the mid-run checkpoint holds exactly the step-2 params (param_norm logged at step 2)
-    from jaxevo.sharding import make_mesh, param_shardings
-    from jaxevo.train.optim import make_optimizer
-    from jaxevo.train.state import abstract_state, state_shardings
-    from tests.train.helpers import tiny_cfg
-
     mesh = make_mesh((1, -1, 1))
     tx, _ = make_optimizer(cfg_b.optim, 6)
     ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), part.state.params)
@@ -74,8 +77,6 @@ def test_interrupted_save_keeps_last_good_checkpoint(tmp_path):
     assert any("tmp" in p.name for p in ck_dir.iterdir())  # the half-written step is left aside
     ck = Checkpointer(ck_dir)
     assert ck.latest_step() == 1 and ck.all_steps() == [1]
-    import jax.numpy as jnp
-
     state, meta = ck.restore({"w": jax.ShapeDtypeStruct((1000,), jnp.float32)})
     np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(1000.0))
     assert meta == {"step": 1}
@@ -111,8 +112,6 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
     assert (out / "reference_logps.npz").is_file()
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # the export is a jaxevo checkpoint directory every command can load
-    from jaxevo.weights.load import load_pretrained
-
     exported = load_pretrained(out / "final")
     assert json.loads((out / "final" / "jaxevo.json").read_text())["model_dir"] == "model"
     ck = Checkpointer(out / "checkpoints")
@@ -128,11 +127,6 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
     assert "last good checkpoint is step 4" in proc.stderr
     ck = Checkpointer(out / "checkpoints")
     assert ck.latest_step() == 4
-    from jaxevo.sharding import make_mesh, param_shardings
-    from jaxevo.train.optim import make_optimizer
-    from jaxevo.train.state import abstract_state, state_shardings
-    from jaxevo.train.config import OptimSection
-
     cfg = exported.cfg
     mesh = make_mesh((1, 1, 1), jax.devices()[:1])
     tx, _ = make_optimizer(OptimSection(), 8)
@@ -145,8 +139,6 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
 
 
 def test_cli_errors(tmp_path, tiny_model_dir, capsys):
-    from jaxevo.cli import main
-
     cfg = str(ROOT / "configs" / "train_sft_demo.yaml")
     base = [f"model.path={tiny_model_dir}", f"out_dir={tmp_path / 'r'}", "data.chat_template=false"]
     assert main(["train", "--config", cfg, *base, f"data.path={tmp_path / 'missing.jsonl'}"]) == 2

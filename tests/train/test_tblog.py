@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import struct
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
 from jaxevo.train.tblog import EventFileWriter, MetricsLogger, crc32c, masked_crc32c
 
 
 def _event_classes():
     """Event / Summary / Summary.Value message classes with TensorFlow's field numbers."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
     fdp = descriptor_pb2.FileDescriptorProto(name="ev_test.proto", package="evtest")
     F = descriptor_pb2.FieldDescriptorProto
     value = fdp.message_type.add(name="Value")

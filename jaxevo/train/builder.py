@@ -1,0 +1,257 @@
+"""Build a trainer once: the train state, the step function, the batch stream, the checkpointer.
+
+    parts = build_step(cfg, model_cfg, mesh, abstract_params, total)  # objective, optimizer, step
+    trainer = build(cfg, pretrained=pre, records=rows)                 # everything `train` runs
+
+`build_step` needs only shapes (`jax.ShapeDtypeStruct` params), so `jaxevo.plan` compiles the very
+step `train` runs. `build` does the rest, in this order: mesh -> model (`load_pretrained`, straight
+into its shardings) -> records -> views (tokenised, truncated, optionally packed) -> reference
+log-probs once (objectives that need them) -> the step -> state (fresh, or restored from the
+latest Orbax checkpoint in ``out_dir``, onto this run's mesh) -> the batch stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+import optax
+
+from jaxevo.config import dump_config, to_dict
+from jaxevo.errors import ConfigError
+from jaxevo.models.config import ModelConfig
+from jaxevo.sharding import make_mesh, param_shardings
+from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
+from jaxevo.train.checkpoint import Checkpointer
+from jaxevo.train.config import TrainConfig
+from jaxevo.train.objectives import Objective, get_objective
+from jaxevo.train.optim import make_optimizer
+from jaxevo.train.reference import (attach_reference, cached_reference_logps,
+                                    compute_reference_logps, fingerprint, reference_model_id)
+from jaxevo.train.state import TrainState, abstract_state, init_state, state_shardings
+from jaxevo.train.step import fetch, make_train_step
+from jaxevo.weights.load import load_pretrained
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- the step
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+    """The objective, optimizer and jitted step of one phase (no arrays: built from shapes)."""
+
+    objective: Objective
+    needs_reference: bool  # the loss reads reference log-probs
+    ref_forward: bool  # ... computed by a frozen reference forward inside every step
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    state_shardings: TrainState
+    step: Callable  # step(state, batch, ref_params=None) -> (state, metrics); `.jitted` to lower
+
+
+def check_batch(cfg: TrainConfig, mesh) -> None:
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.batch_size % n:
+        raise ConfigError(f"batch_size={cfg.batch_size} must be a multiple of the batch devices "
+                          f"(data x fsdp = {n}) of mesh {dict(mesh.shape)}")
+
+
+def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, total: int, *,
+               ref_cfg: ModelConfig | None = None) -> StepParts:
+    """Objective, optimizer (schedule over ``total`` steps), state shardings and the jitted step.
+
+    ``abstract_params``: the params' shapes and dtypes (arrays or `jax.ShapeDtypeStruct`s);
+    ``ref_cfg``: the reference model's config when it differs from ``model_cfg``.
+    """
+    check_batch(cfg, mesh)
+    objective = get_objective(cfg.objective.name)
+    needs_ref = objective.needs_reference(cfg.objective)
+    ref_forward = needs_ref and not cfg.objective.precompute_ref
+    ref_cfg = ref_cfg or model_cfg
+    p_sh = param_shardings(model_cfg, mesh)
+    tx, schedule = make_optimizer(cfg.optim, total)
+    st_sh = state_shardings(p_sh, tx, abstract_params, mesh)
+    step = make_train_step(
+        model_cfg, objective, cfg.objective, tx, schedule, mesh=mesh, state_shardings=st_sh,
+        num_micro=cfg.num_micro, chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
+        ref_forward=ref_forward, ref_cfg=ref_cfg,
+        ref_shardings=param_shardings(ref_cfg, mesh) if ref_forward else None)
+    return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step)
+
+
+# ----------------------------------------------------------------------------- data
+def prepare_data(cfg: TrainConfig, objective: Objective, tokenizer,
+                 records: Sequence[dict] | None = None) -> TokenizedData:
+    """The objective's views of ``records`` (default: read ``cfg.data.path``), tokenised."""
+    d = cfg.data
+    if records is None:
+        records = read_records(d.path, objective.fields, d.limit, d.prompt_field)
+    else:
+        records = list(records)[: d.limit] if d.limit else list(records)
+        for i, r in enumerate(records):
+            missing = [k for k in objective.fields if not isinstance(r.get(k), str)]
+            if missing:
+                raise ConfigError(f"record {i}: missing or non-string field(s) {missing}; "
+                                  f"objective {objective.name!r} needs {list(objective.fields)}")
+    templates = {"refine_template": d.refine_template, "feedback_template": d.feedback_template}
+    data = tokenize_views(records, objective.views, tokenizer, max_length=d.max_length,
+                          truncation=d.truncation, chat_template=d.chat_template, system=d.system,
+                          append_eos=d.append_eos, pad_to_multiple=d.pad_to_multiple,
+                          templates=templates)
+    extras = {}
+    for f in objective.optional_fields:
+        if all(f in r for r in records):
+            extras[f] = np.asarray([float(r[f]) for r in records], np.float32)
+    if extras:
+        data = data.with_extras(**extras)
+    if d.packing:
+        if not objective.token_level:
+            raise ConfigError(f"data.packing=true needs a token-level objective (sft), "
+                              f"not {objective.name!r}")
+        data = pack(data, d.max_length, d.pad_to_multiple)
+    return data
+
+
+def total_steps(cfg: TrainConfig, num_examples: int) -> int:
+    if cfg.steps is not None:
+        return int(cfg.steps)
+    return max(1, math.ceil(cfg.epochs * num_examples / cfg.batch_size))
+
+
+# ----------------------------------------------------------------------------- the trainer
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+    """Everything the loop runs, built once by `build`."""
+
+    cfg: TrainConfig
+    mesh: Any
+    model_cfg: ModelConfig
+    tokenizer: Any
+    objective: Objective
+    state: TrainState  # fresh, or restored from `restored_step` (the step donates it)
+    step: Callable  # step(state, global batch) -> (state, device metrics)
+    stream: BatchStream  # stream.batch(s): the host batch of optimizer step s (deterministic)
+    checkpointer: Checkpointer
+    start: int  # optimizer steps already done (state.step)
+    total: int  # optimizer steps of the whole phase (the schedule's length)
+    restored_step: int | None  # the checkpoint resumed from, None for a fresh start
+    stats: dict[str, Any]  # data statistics (+ reference_s)
+
+    def meta(self, step: int) -> dict[str, Any]:
+        """What a checkpoint of ``step`` records besides the state (the data position: resume)."""
+        c = self.cfg
+        return {"step": step, "total_steps": self.total, "objective": self.objective.name,
+                "data_position": {"examples_seen": step * c.batch_size, "batch_size": c.batch_size,
+                                  "seed": c.seed, "num_examples": self.stream.data.num_examples},
+                "config": to_dict(c)}
+
+
+def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None = None,
+          mesh=None) -> Trainer:
+    """Set up the phase ``cfg`` describes; see the module doc. Arguments as `jaxevo.train.train`."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
+    check_batch(cfg, mesh)
+    if jax.process_index() == 0:
+        dump_config(cfg, out_dir / "config.yaml")
+    objective = get_objective(cfg.objective.name)
+
+    if pretrained is None:
+        pretrained = load_pretrained(cfg.model.path, dtype=cfg.model.dtype,
+                                     param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
+                                     mesh=mesh)
+    mcfg, tokenizer = pretrained.cfg, pretrained.tokenizer
+    params = jax.device_put(pretrained.params, param_shardings(mcfg, mesh))
+    del pretrained  # no second reference to the initial weights during training
+    data = prepare_data(cfg, objective, tokenizer, records)
+    stats = dict(data.stats, rows=data.num_examples, length=data.length)
+    total = total_steps(cfg, data.num_examples)
+    log.info("data: %s", stats)
+
+    ref = _reference(cfg, objective, data, params, mcfg, mesh, in_memory=records is not None)
+    data, ref_params = ref.data, ref.params
+    if ref.seconds is not None:
+        stats["reference_s"] = ref.seconds
+    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    parts = build_step(cfg, mcfg, mesh, abstract_params, total, ref_cfg=ref.cfg)
+
+    ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
+    state, restored = _restore(cfg, ckpt, abstract_params, parts)
+    if state is None:
+        state = init_state(params, parts.tx, cfg.seed, parts.state_shardings)
+        if ref_params is not None and any(a is b for a, b in zip(jax.tree.leaves(state.params),
+                                                                 jax.tree.leaves(ref_params))):
+            ref_params = jax.tree.map(lambda x: x.copy(), ref_params)  # the state is donated
+    del params
+    step = functools.partial(parts.step, ref_params=ref_params) if parts.ref_forward else parts.step
+    stream = BatchStream(data, cfg.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
+                         pad_to_multiple=cfg.data.pad_to_multiple)
+    return Trainer(cfg, mesh, mcfg, tokenizer, objective, state, step, stream, ckpt,
+                   int(fetch(state.step)), total, restored, stats)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    data: TokenizedData  # with ``ref/<view>`` extras when precomputed
+    params: Any  # reference weights for a per-step forward, else None
+    cfg: ModelConfig
+    seconds: float | None  # time spent precomputing (None: nothing precomputed)
+
+
+def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, params, mcfg, mesh, *,
+               in_memory: bool) -> _Reference:
+    """Reference log-probs once (cached in ``out_dir``), or the weights for a per-step forward."""
+    if not objective.needs_reference(cfg.objective):
+        return _Reference(data, None, mcfg, None)
+    if cfg.model.reference:
+        rp = load_pretrained(cfg.model.reference, dtype=cfg.model.dtype,
+                             param_dtype=cfg.model.param_dtype, mesh=mesh)
+        ref_params, ref_cfg = rp.params, rp.cfg
+        ref_id = reference_model_id(cfg.model.reference, cfg.model.dtype)
+    else:
+        # The initial weights are the reference. `init_state` copies them into the (donated)
+        # state, so these arrays stay valid and unchanged.
+        ref_params, ref_cfg = params, mcfg
+        ref_id = reference_model_id("<in-memory>" if in_memory else cfg.model.path, cfg.model.dtype)
+    if not cfg.objective.precompute_ref:
+        return _Reference(data, ref_params, ref_cfg, None)
+    t0 = time.time()
+    key = fingerprint(data, objective.view_names, ref_id)
+    logps = cached_reference_logps(Path(cfg.out_dir) / "reference_logps.npz", key,
+                                   lambda: compute_reference_logps(
+        ref_params, ref_cfg, data, objective.view_names, mesh=mesh,
+        param_shardings=param_shardings(ref_cfg, mesh), batch_size=cfg.objective.ref_batch_size,
+        chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
+        pad_to_multiple=cfg.data.pad_to_multiple, progress=cfg.log.progress))
+    return _Reference(attach_reference(data, logps), None, ref_cfg, round(time.time() - t0, 3))
+
+
+def _restore(cfg: TrainConfig, ckpt: Checkpointer, abstract_params,
+             parts: StepParts) -> tuple[TrainState | None, int | None]:
+    """(state, step) of the latest checkpoint, laid out for this mesh; (None, None) if none."""
+    latest = ckpt.latest_step() if cfg.checkpoint.resume else None
+    if latest is None:
+        return None, None
+    target = abstract_state(abstract_params, parts.tx, parts.state_shardings)
+    try:
+        state, meta = ckpt.restore(target, latest)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"cannot resume from {ckpt.dir} step {latest}: its train state does not match this "
+            f"run's model/optimizer ({type(e).__name__}: {str(e)[:500]}); use a new out_dir or "
+            "checkpoint.resume=false") from e
+    pos = meta.get("data_position", {})
+    if pos.get("batch_size", cfg.batch_size) != cfg.batch_size:
+        raise ConfigError(f"{ckpt.dir}: checkpoint was written with batch_size="
+                          f"{pos['batch_size']}, this run has {cfg.batch_size}; the data "
+                          "position would not match (use a new out_dir)")
+    log.info("resumed from %s step %d", ckpt.dir, latest)
+    return state, latest
