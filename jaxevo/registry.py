@@ -80,6 +80,12 @@ class Registry(Mapping[str, T], Generic[T]):
 
 
 def _origin(entry) -> str:
+    # A spec object (a loss's LossSpec, a Stage, a Scorer) is named by the function it wraps.
+    for attr in ("fn", "run", "score", "factory"):
+        inner = getattr(entry, attr, None)
+        if callable(inner):
+            entry = inner
+            break
     mod = getattr(entry, "__module__", None) or type(entry).__module__
     name = getattr(entry, "__qualname__", None) or getattr(entry, "name", None) or type(entry).__name__
     return f"{mod}.{name}"
