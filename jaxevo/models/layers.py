@@ -11,7 +11,7 @@ A layer's weights come in one of two layouts, both made from the same params:
 
 Dtype recipe (DESIGN.md): matmul operands in the compute `cfg.dtype` (the weights arrive already
 cast), f32 accumulation (`preferred_element_type`), norms, RoPE and softmax in f32, activations in
-the compute dtype. On CPU this is what lets XLA's bf16 dot reach 2x its plain speed.
+the compute dtype (the recipe that makes XLA's bf16 dot fast on CPU; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ def gathered(w, axes, dtype):
     axis) replicated, i.e. all-gathered just before its matmul (ZeRO-3).
 
     Without it XLA's SPMD partitioner may keep the weight sharded on the contracting dim and
-    compute partial products for the WHOLE batch on every device, then all-reduce them: for
-    Llama-3.1-8B on v5e-64 (`jaxevo plan`) that meant bf16[128, 2048, 14336] MLP products per chip
-    and 39 GB of temporaries (docs/scaling.md). A no-op without a mesh."""
+    compute partial products for the WHOLE batch on every device, then all-reduce them: tens of GB
+    of temporaries per chip for Llama-3.1-8B on v5e-64 (docs/scaling.md). A no-op without a mesh."""
     return nn.with_logical_constraint(w.astype(dtype), tuple(None if a == "embed" else a for a in axes))
 
 

@@ -62,8 +62,12 @@ class Weights(nn.Module):
         out = {}
         for name, (shape, axes, init) in self.specs.items():
             w = self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(self.cfg.param_dtype))
-            out[name] = w if name == "scale" else w.astype(self.cfg.dtype) if "bias" in name else \
-                gathered(w, axes, self.cfg.dtype)
+            if name == "scale":
+                out[name] = w
+            elif name.endswith("bias"):
+                out[name] = w.astype(self.cfg.dtype)
+            else:
+                out[name] = gathered(w, axes, self.cfg.dtype)
         return out
 
 

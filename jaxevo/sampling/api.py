@@ -44,7 +44,8 @@ from jaxevo.sharding import use_mesh
 from jaxevo.tokenizer import chat_prompt, stop_token_ids
 from jaxevo.weights.load import load_pretrained
 
-__all__ = ["Completion", "RunStats", "Sampler", "SamplingParams", "batch_bucket", "generate", "length_bucket"]  # re-exported: callers import them from here
+# params' types are re-exported: callers import them from here
+__all__ = ["Completion", "RunStats", "Sampler", "SamplingParams", "batch_bucket", "generate", "length_bucket"]
 
 FINISH = {loop.LENGTH: "length", loop.EOS: "eos"}
 MAX_STOP_IDS = 8
