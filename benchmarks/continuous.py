@@ -7,7 +7,7 @@ chat template, stop at end of turn; T = 0.8 and n samples, or greedy with n = 1 
 64 rows per decode call. Both modes run in this process on the same inputs, each once to compile
 and then timed alternately (A B A B). Prints, per mode, the tokens generated, the best wall time and
 tokens per second, how many completions are identical in both modes, and the speedup of
-continuous batching in tokens per second (`Sampler(continuous=True)`, jaxevo/sampling/pool.py).
+continuous batching in tokens per second (`Sampler(continuous=True)`, jaxevo/sampling/loop.py).
 """
 
 from __future__ import annotations

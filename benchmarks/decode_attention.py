@@ -3,7 +3,7 @@
     python benchmarks/decode_attention.py [--rows 64] [--slots 32 96 160 224] [--repeats 8]
 
 For the embedded SmolLM2-135M's shapes (30 layers, 3 KV heads of 64, 9 query heads), one jitted
-call runs, layer after layer, the sampler's own cache write (`step.write_slots`, one slot, donated
+call runs, layer after layer, the sampler's own cache write (`decode.write_slots`, one slot, donated
 buffers) and attention (`step.attend`, one query per row), each layer's output feeding the next
 layer's query as in a real step. No weight matmuls: this is the part of a decode step that grows
 with the cache. Printed per cache length, best of --repeats:
@@ -37,12 +37,13 @@ def main() -> int:
     from jax import lax
 
     from jaxevo.models.config import ModelConfig
-    from jaxevo.sampling import sampler as core, step
+    from jaxevo.models import decode
+    from jaxevo.sampling.placement import CPU_COMPILER_OPTIONS
     from jaxevo.weights.load import load_pretrained
 
     cfg: ModelConfig = load_pretrained(MODEL, dtype="bfloat16", param_dtype="bfloat16").cfg
     n, h, kh, d, layers = args.rows, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
-    opts = core.CPU_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None
+    opts = CPU_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None
     print(f"attention over the KV cache, {n} rows, {layers} layers, {kh} KV heads x {d}, {h} query heads;"
           f" load {os.getloadavg()[0]:.1f}")
 
@@ -51,8 +52,8 @@ def main() -> int:
             ks, vs, x = list(ks), list(vs), q
             for i in range(layers):
                 if write:
-                    ks[i], vs[i] = step.write_slots(ks[i], vs[i], k + 0.01 * x[:, :, :kh], v, slot)
-                x = q + 0.01 * step.attend(cfg, x, ks[i], vs[i], visible).reshape(q.shape).astype(q.dtype)
+                    ks[i], vs[i] = decode.write_slots(ks[i], vs[i], k + 0.01 * x[:, :, :kh], v, slot)
+                x = q + 0.01 * decode.attend_cache(cfg, x, ks[i], vs[i], visible).reshape(q.shape).astype(q.dtype)
             return tuple(ks), tuple(vs), x
 
         return jax.jit(f, donate_argnums=(0, 1), compiler_options=opts)

@@ -39,7 +39,8 @@ def main() -> int:
     import jax
     import jax.numpy as jnp
 
-    from jaxevo.sampling import Sampler, step
+    from jaxevo.models import decode
+    from jaxevo.sampling import Sampler
 
     s = Sampler.load(MODEL, dtype="bfloat16", max_batch=args.rows)
     cfg, w, n = s.cfg, s.weights, args.rows
@@ -55,8 +56,8 @@ def main() -> int:
           f"{wp['weights_pass_s'] * 1e3:.0f} ms, {wp['weights_pass_gflops']:.0f} GFLOP/s "
           f"= {100 * wp['weights_pass_gflops'] / single_gf:.0f}% of the single matrix")
     for slots in args.slots:
-        cache = step.init_cache(cfg, n, slots)
-        fn = jax.jit(lambda w, c, t, q, v, slots=slots: step.decode_step(cfg, w, c, t, q, slots - 1, v),
+        cache = decode.init_cache(cfg, n, slots)
+        fn = jax.jit(lambda w, c, t, q, v, slots=slots: decode.decode_step(cfg, w, c, t, q, slots - 1, v),
                      donate_argnums=(1,))
         tok, pos = jnp.ones((n,), jnp.int32), jnp.full((n,), slots - 1, jnp.int32)
         vis = jnp.ones((n, slots), bool)

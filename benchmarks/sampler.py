@@ -116,16 +116,17 @@ def _weights_pass(s, rows: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxevo.sampling.step import _dense
+    from jaxevo.models.layers import dense
 
     w = s.weights
-    mats = [lw[k] for lw in w["layers"] for k in ("qkv", "o", "gate_up", "down")] + [w["lm_head"]]
+    mats = [lw[part][k] for lw in w["layers"] for part, k in (("attn", "qkv"), ("attn", "o"), ("mlp", "gate_up"),
+                                                           ("mlp", "down"))] + [w["lm_head"]]
     dims = sorted({m.shape[1] for m in mats})  # stored [out, in]
     xs = {str(d): jnp.ones((rows, 1, d), s.cfg.dtype) for d in dims}
 
     @jax.jit
     def one_pass(xs, mats):  # independent products: only the matmuls, each weight read once
-        return sum(_dense(xs[str(m.shape[1])], m, s.cfg.dtype)[0, 0, 0] for m in mats)
+        return sum(dense(xs[str(m.shape[1])], m, "...i,oi->...o", s.cfg.dtype)[0, 0, 0] for m in mats)
 
     one_pass(xs, mats).block_until_ready()
     best = min(_timed(lambda: one_pass(xs, mats).block_until_ready()) for _ in range(7))
@@ -227,47 +228,14 @@ def worker_llamacpp(args) -> dict:
             "batch1": {"rows": 1, "tokens": n, "best_s": best, "median_s": med, "tok_s": n / best}}
 
 
-def worker_lookup(args) -> dict:
-    """Prompt-lookup speculative decoding on refinement prompts (batch 1): each prompt holds a
-    draft answer (the model's own greedy answer) to rewrite, as the self-refinement stage does."""
-    from jaxevo.sampling import Sampler, SamplingParams
-
-    s = Sampler.load(MODEL, dtype="bfloat16")
-    qs = [q for i, q in enumerate(make_questions(8)) if i % 4 == 0][:2]
-    drafts = s.generate(qs, max_new_tokens=96, temperature=0)
-    prompts = [f"Question: {q}\n\nHere is a draft answer:\n{d[0].text}\n\nRewrite the draft answer, "
-               "correcting any mistakes and keeping everything that is right. Start directly with the "
-               "rewritten answer." for q, d in zip(qs, drafts)]
-    res = {"system": "jaxevo bf16 prompt-lookup", "k": args.lookup_k, "runs": {}}
-    for temp in (0.0, args.temperature):
-        for k in sorted({0, max(1, args.lookup_k // 2), args.lookup_k}):
-            sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=temp, stop_token_ids=(),
-                                speculate=k, seed=0)
-            tok_s, steps, acc = [], 0, 0
-            for p in prompts:  # batch 1, one prompt at a time
-                s.generate([p], sp)  # compile / warm
-                best = 1e9
-                for _ in range(args.repeats):
-                    t = time.perf_counter()
-                    s.generate([p], sp)
-                    best = min(best, time.perf_counter() - t)
-                tok_s.append(s.last_stats.new_tokens / best)
-                steps += s.last_stats.decode_steps
-                acc += s.last_stats.draft_accepted
-            res["runs"][f"T={temp} k={k}"] = {"tok_s": statistics.mean(tok_s), "steps": steps,
-                                              "accepted": acc, "tokens": len(prompts) * args.new_tokens}
-    return res
-
-
-WORKERS = {"jaxevo": worker_jaxevo, "transformers": worker_transformers, "llamacpp": worker_llamacpp,
-           "lookup": worker_lookup}
+WORKERS = {"jaxevo": worker_jaxevo, "transformers": worker_transformers, "llamacpp": worker_llamacpp}
 
 
 # ------------------------------------------------------------------------------------ main
 def spawn(kind: str, dtype: str, args) -> dict | None:
     cmd = [sys.executable, __file__, "--worker", kind, "--dtype", dtype, "--prompts", str(args.prompts),
            "--new-tokens", str(args.new_tokens), "--temperature", str(args.temperature),
-           "--repeats", str(args.repeats), "--lookup-k", str(args.lookup_k)] + (
+           "--repeats", str(args.repeats)] + (
                ["--no-batch1"] if args.no_batch1 else [])
     load0 = os.getloadavg()[0]
     t = time.perf_counter()
@@ -298,7 +266,6 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="timed runs per worker")
     p.add_argument("--rounds", type=int, default=2, help="rounds over all systems (alternating order)")
     p.add_argument("--no-batch1", action="store_true")
-    p.add_argument("--lookup-k", type=int, default=4, help="draft tokens for the prompt-lookup run (0: skip it)")
     p.add_argument("--quick", action="store_true", help="16 prompts x 32 tokens, 1 repeat")
     p.add_argument("--skip", action="append", default=[], help="skip a system: jaxevo-f32, transformers-f32, ...")
     p.add_argument("--out", default=None, help="write all results as JSON")
@@ -333,8 +300,6 @@ def main() -> int:
                     best[label] = dict(res[label], loadavg=res["loadavg"], round=rnd + 1)
             for key in [k for k in res if k.startswith("matmul_gflops") and not isinstance(res[k], dict)]:
                 best[key] = max(best.get(key, 0), res[key])
-    if args.lookup_k and "lookup" not in args.skip:
-        runs["lookup"] = spawn("lookup", "bfloat16", args)
     try:
         import importlib.util
 
@@ -374,14 +339,6 @@ def main() -> int:
     if tps("jaxevo bfloat16", "batch1") and tps("llama.cpp", "batch1"):
         summary["batch1 vs llama.cpp"] = tps("jaxevo bfloat16", "batch1") / tps("llama.cpp", "batch1")
 
-    lk = (runs.get("lookup") or {}).get("runs", {})
-    for name, r in lk.items():
-        temp, k = name.split()
-        base = lk.get(f"{temp} k=0")
-        if base and k != "k=0":
-            summary[f"lookup speedup {temp} {k}"] = r["tok_s"] / base["tok_s"]
-            summary[f"lookup tokens/step {temp} {k}"] = r["tokens"] / max(r["steps"], 1)
-
     print("\nsummary")
     if "compute_bound_limit_tok_s" in summary:
         print(f"  XLA decode-shaped matmul ({args.prompts}x576 @ 576x1536), best: "
@@ -406,9 +363,6 @@ def main() -> int:
     for k, v in summary.items():
         if k.startswith(("vs", "batch1 vs")):
             print(f"  jaxevo bf16 {k}: {v:.2f}x")
-        elif k.startswith("lookup"):
-            print(f"  prompt-lookup (refinement prompts, batch 1) {k[7:]}: {v:.2f}"
-                  + ("x" if "speedup" in k else ""))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"args": vars(args), "runs": runs, "summary": summary}, indent=2))

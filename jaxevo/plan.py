@@ -1,9 +1,9 @@
 """`jaxevo plan`: will it fit, and how fast can it be — before renting the pod.
 
 Compiles the real train step (`jaxevo.train.builder.build_step`, the step `train` runs) and the
-real sampler programs (`jaxevo.sampling.sampler.prefill` / `decode`) **ahead of time on abstract
-shapes**: every input is a `jax.ShapeDtypeStruct` carrying its target `NamedSharding`, so no weight
-is loaded or allocated. The mesh is built over
+real sampler programs (`jaxevo.sampling.loop.start` / `run`) **ahead of time on abstract shapes**:
+every input is a `jax.ShapeDtypeStruct` carrying its target `NamedSharding`, so no weight is loaded
+or allocated. The mesh is built over
 
 * ``platform: tpu`` — compile-only devices of the target slice (`jax.experimental.topologies`,
   needs the ``libtpu`` package, no TPU): XLA's TPU compiler then reports the real per-chip memory;
@@ -33,8 +33,9 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.errors import ConfigError
+from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
-from jaxevo.sampling import sampler as core
+from jaxevo.sampling import loop, placement
 from jaxevo.sampling.api import SamplingParams, length_bucket
 from jaxevo.sharding import make_mesh, param_shardings, use_mesh
 from jaxevo.train.batches import VIEW_KEYS, Batch
@@ -307,31 +308,35 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
     p_sh = param_shardings(mcfg, mesh)
     params = jax.tree.map(lambda x, sh: abstract(x.shape, jnp.dtype(s.dtype), sh),
                           abstract_param_shapes(mcfg), p_sh)
-    cache_shape = jax.eval_shape(lambda: core.step.init_cache(mcfg, n, slots))
-    ks, vs = core.cache_shardings(mcfg, mesh, n, slots)
-    cache = core.Cache(tuple(abstract(x.shape, x.dtype, ks) for x in cache_shape.k),
-                       tuple(abstract(x.shape, x.dtype, vs) for x in cache_shape.v))
-    rows = lambda k, shape, dt: abstract(shape, dt, NamedSharding(mesh, P(*core.rows_spec(mesh, k), *([None] * (len(shape) - 1)))))
+    cache_shape = jax.eval_shape(lambda: decode.init_cache(mcfg, n, slots))
+    ks, vs = placement.cache_shardings(mcfg, mesh, n, slots)
+    cache = decode.Cache(tuple(abstract(x.shape, x.dtype, ks) for x in cache_shape.k),
+                         tuple(abstract(x.shape, x.dtype, vs) for x in cache_shape.v))
+    rows = lambda k, shape, dt: abstract(shape, dt, placement.rows_sharding(mesh, shape))  # noqa: E731
     tokens = rows(p, (p, t), jnp.int32)
     valid = rows(p, (p, t), jnp.bool_)
-    row_prompt = rows(n, (n,), jnp.int32)
+    row_vec = rows(n, (n,), jnp.int32)
     rep = NamedSharding(mesh, P())
+    sp = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=s.max_new_tokens)
+    mode = sp.mode(mcfg.vocab_size)
+    state = jax.tree.map(lambda x: rows(x.shape[0], x.shape, x.dtype),
+                         jax.eval_shape(lambda: loop.empty_state(n, m, slots, cfg=mcfg, mode=mode)))
     with use_mesh(mesh):
         # The sampler runs on weights prepared once per params (fused q/k/v, gate/up): plan those.
-        prep = core.prepare_weights.lower(params, cfg=mcfg, matmul_dtype=s.dtype).compile()
+        prep = decode.prepare_weights.lower(params, cfg=mcfg, matmul_dtype=s.dtype).compile()
         weights = jax.tree.map(lambda x, sh: abstract(x.shape, x.dtype, sh),
-                               jax.eval_shape(lambda p_: core.step.prepare_weights(p_, mcfg, s.dtype), params),
+                               jax.eval_shape(lambda p_: decode.prepare_weights(p_, mcfg, s.dtype), params),
                                prep.output_shardings)
-        pre = core.prefill.lower(weights, cache, tokens, valid, row_prompt, cfg=mcfg, mesh=mesh,
-                                 chunk=s.prefill_chunk).compile()
-        sp = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=s.max_new_tokens)
         # eval_shape: no concrete array may be created under jax.set_mesh of compile-only devices.
         knobs = jax.tree.map(lambda x: abstract(x.shape, x.dtype, rep), jax.eval_shape(sp.knobs))
         key = abstract((), jax.eval_shape(lambda: jax.random.key(0)).dtype, rep)
-        r = core.Rows(row_prompt, row_prompt, rows(n, (n,), jnp.bool_), row_prompt)
-        dec = core.decode.lower(weights, cache, rows(n, (n, mcfg.vocab_size), jnp.float32), tokens,
-                                valid, r, abstract((8,), jnp.int32, rep), key, knobs, cfg=mcfg,
-                                mode=sp.mode(mcfg.vocab_size), mesh=mesh).compile()
+        stop = abstract((8,), jnp.int32, rep)
+        # "prefill": start every row (prefill + first token); "decode": the loop to the end.
+        pre = loop.start.lower(weights, cache, state, tokens, valid, row_vec, row_vec, row_vec, row_vec,
+                               stop, key, knobs, cfg=mcfg, mode=mode, mesh=mesh,
+                               chunk=s.prefill_chunk).compile()
+        dec = loop.run.lower(weights, cache, state, stop, knobs, abstract((), jnp.int32, rep), cfg=mcfg,
+                             mode=mode, mesh=mesh, lockstep=True).compile()
     n_params = mcfg.num_params()
     item = jnp.dtype(s.dtype).itemsize
     kv_bytes = 2 * mcfg.num_layers * n * slots * mcfg.num_kv_heads * mcfg.head_dim * jnp.dtype(cache_shape.k[0].dtype).itemsize

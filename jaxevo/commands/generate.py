@@ -30,8 +30,6 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--no-chat", action="store_true", help="feed prompts as raw text (no chat template)")
-    p.add_argument("--speculate", type=int, default=0,
-                   help="prompt-lookup draft tokens per step (0 = off; greedy / temperature / min-p only)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="compute dtype (bfloat16: fast; float32: exact f32 log-probs)")
     p.add_argument("--batch-size", type=int, default=64, help="max rows (prompt x sample) per batch")
@@ -78,7 +76,7 @@ def run(args) -> int:
     sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, n=args.n, seed=args.seed,
-                        stop=tuple(args.stop), speculate=args.speculate)
+                        stop=tuple(args.stop))
     mesh = None
     if args.mesh:
         from jaxevo.sharding import make_mesh

@@ -1,15 +1,23 @@
-"""Building blocks of the decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
+"""The decoder's arithmetic, written once: RMSNorm, RoPE, q/k/v projection, attention, SwiGLU MLP,
+and the pre-norm block that chains them. Pure functions over one layer's weights dict; the
+training forward (`transformer.py`) and the decode forward (`decode.py`) both call them.
 
-Dtype recipe (DESIGN.md): weights are stored in `param_dtype` (f32 master copy) and cast to the
-compute `dtype` at use; every matmul accumulates in f32 (`preferred_element_type`), norms, RoPE
-and softmax run in f32. On CPU this is what lets XLA's bf16 dot reach 2x its plain speed.
+A layer's weights come in one of two layouts, both made from the same params:
+* the model's (training): {"attn_norm": {"scale"}, "attn": {"q_proj" [E, H, D], "k_proj",
+  "v_proj" [E, K, D], "o_proj" [H, D, E], "q_bias" ...}, "mlp_norm", "mlp": {"gate_proj",
+  "up_proj" [E, F], "down_proj" [F, E]}};
+* the decode one (`decode.prepare_weights`): "attn": {"qkv" [(H + 2K) D, E], "qkv_bias", "o" [E, H D]},
+  "mlp": {"gate_up" [2F, E], "down" [E, F]}: fused, stored [out, in].
 
-Every parameter carries logical axis names; `jaxevo.sharding.RULES` maps them onto the mesh.
+Dtype recipe (DESIGN.md): matmul operands in the compute `cfg.dtype` (the weights arrive already
+cast), f32 accumulation (`preferred_element_type`), norms, RoPE and softmax in f32, activations in
+the compute dtype (the recipe that makes XLA's bf16 dot fast on CPU; docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -21,43 +29,38 @@ from jaxevo.models.config import ModelConfig
 F32 = jnp.float32
 
 
-def _param(mod: nn.Module, name: str, shape, axes, init, cfg: ModelConfig):
-    return mod.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(cfg.param_dtype))
-
-
-def _weight(mod: nn.Module, name: str, shape, axes, init, cfg: ModelConfig):
-    """A matmul weight as used: its compute-dtype copy, gathered over the fsdp axis (ZeRO-3).
-
-    The stored parameter stays sharded on `embed` over fsdp; the constraint makes XLA's SPMD
-    partitioner all-gather each layer's (compute-dtype) weight just before its matmul. Without it
-    the partitioner may instead keep the weight sharded on the contracting dim and compute partial
-    products for the WHOLE batch on every device, then all-reduce them: for Llama-3.1-8B on
-    v5e-64 (`jaxevo plan`) that meant bf16[128, 2048, 14336] MLP products per chip and 39 GB of
-    temporaries (docs/scaling.md). A no-op without a mesh."""
-    w = _param(mod, name, shape, axes, init, cfg)
-    return gathered(w, axes, cfg.dtype)
+def no_constraint(x, axes):
+    """The `constrain(x, logical_axes)` of a forward without sharding annotations (decoding)."""
+    return x
 
 
 def gathered(w, axes, dtype):
-    """`w` cast to `dtype` and constrained to its sharding with `embed` replicated (see `_weight`)."""
+    """A matmul weight as used: cast to `dtype`, constrained to its sharding with `embed` (the fsdp
+    axis) replicated, i.e. all-gathered just before its matmul (ZeRO-3).
+
+    Without it XLA's SPMD partitioner may keep the weight sharded on the contracting dim and
+    compute partial products for the WHOLE batch on every device, then all-reduce them: tens of GB
+    of temporaries per chip for Llama-3.1-8B on v5e-64 (docs/scaling.md). A no-op without a mesh."""
     return nn.with_logical_constraint(w.astype(dtype), tuple(None if a == "embed" else a for a in axes))
 
 
-def dense(x, w, spec: str, dtype):
-    """einsum in the compute dtype with f32 accumulation, result in the compute dtype."""
-    return jnp.einsum(spec, x.astype(dtype), w.astype(dtype), preferred_element_type=F32).astype(dtype)
+def product(x, w, spec: str, dt) -> jax.Array:
+    """einsum(spec, x, w) -> f32: x cast to the compute dtype `dt` (then to w's storage dtype, see
+    `decode.prepare_weights`), w as given, f32 accumulation."""
+    return jnp.einsum(spec, x.astype(dt).astype(w.dtype), w, preferred_element_type=F32)
 
 
-class RMSNorm(nn.Module):
-    cfg: ModelConfig
+def dense(x, w, spec: str, dt) -> jax.Array:
+    """`product` with a compute-dtype result."""
+    return product(x, w, spec, dt).astype(dt)
 
-    @nn.compact
-    def __call__(self, x):
-        scale = _param(self, "scale", (x.shape[-1],), ("norm",), nn.initializers.ones, self.cfg)
-        xf = x.astype(F32)
-        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.cfg.rms_norm_eps)
-        # transformers multiplies the weight by the normalised input cast back to its dtype.
-        return (scale.astype(F32) * xf.astype(x.dtype).astype(F32)).astype(self.cfg.dtype)
+
+def rms_norm(cfg: ModelConfig, w, x) -> jax.Array:
+    """x [..., E], w {"scale": [E]} -> [..., E] in the compute dtype (normalised in f32)."""
+    xf = x.astype(F32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+    # transformers multiplies the weight by the normalised input cast back to its dtype.
+    return (w["scale"].astype(F32) * xf.astype(x.dtype).astype(F32)).astype(cfg.dtype)
 
 
 # ---------------------------------------------------------------------------------- RoPE
@@ -102,99 +105,71 @@ def apply_rope(x, cos, sin):
 
 
 # ----------------------------------------------------------------------------- attention
-class Attention(nn.Module):
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x, cos, sin, mask, layer_cache=None, cache_index=None):
-        """x [B,T,E]; mask [B,T,S] bool; layer_cache (k, v) each [B,S,K,D] or None.
-
-        Returns (out [B,T,E], (k, v) of the T new tokens [B,T,K,D] when a cache is given).
-        With a cache the new tokens sit at slots [cache_index, cache_index+T): they attend to the
-        cache's older slots and to each other, but the cache itself is only *read* here — the
-        caller writes all layers' new keys at once after the layer scan (updating a stacked
-        cache inside the scan makes XLA copy the whole cache every layer: 30x slower decoding).
-        """
-        cfg, dt = self.cfg, self.cfg.dtype
-        e, h, k_, d = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        init = nn.initializers.normal(0.02)
-        wq = _weight(self, "q_proj", (e, h, d), ("embed", "heads", "head_dim"), init, cfg)
-        wk = _weight(self, "k_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
-        wv = _weight(self, "v_proj", (e, k_, d), ("embed", "kv_heads", "head_dim"), init, cfg)
-        wo = _weight(self, "o_proj", (h, d, e), ("heads", "head_dim", "embed"), init, cfg)
-        q = dense(x, wq, "bte,ehd->bthd", dt)
-        k = dense(x, wk, "bte,ehd->bthd", dt)
-        v = dense(x, wv, "bte,ehd->bthd", dt)
+def project_qkv(cfg: ModelConfig, w, x):
+    """x [B, T, E] -> q [B, T, H, D], k, v [B, T, K, D] (biases added, no RoPE yet), from the
+    model's separate projections or the decode layout's fused one."""
+    dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    b, t, _ = x.shape
+    if "qkv" in w:
+        qkv = dense(x, w["qkv"], "...i,oi->...o", dt)
         if cfg.qkv_bias:
-            zeros = nn.initializers.zeros
-            q = q + _param(self, "q_bias", (h, d), ("heads", "head_dim"), zeros, cfg).astype(dt)
-            k = k + _param(self, "k_bias", (k_, d), ("kv_heads", "head_dim"), zeros, cfg).astype(dt)
-            v = v + _param(self, "v_bias", (k_, d), ("kv_heads", "head_dim"), zeros, cfg).astype(dt)
-        q = nn.with_logical_constraint(apply_rope(q, cos, sin), ("batch", "length", "act_heads", "head_dim"))
-        k = apply_rope(k, cos, sin)
-
-        b, t = x.shape[:2]
-        qg = q.reshape(b, t, k_, h // k_, d) / np.sqrt(d).astype(dt)  # G query heads per KV head
-        if layer_cache is None:
-            out = _attend([(qg, k, v, mask)], dt)
-            new_kv = None
-        else:
-            ck, cv = layer_cache
-            s = ck.shape[1]
-            # Older slots come from the cache; the T new tokens' own keys from k, v.
-            old = mask & (jnp.arange(s) < cache_index)[None, None, :]
-            own = jax.lax.dynamic_slice_in_dim(mask, cache_index, t, axis=2)
-            out = _attend([(qg, ck.astype(dt), cv.astype(dt), old), (qg, k, v, own)], dt)
-            new_kv = (k.astype(ck.dtype), v.astype(cv.dtype))
-        out = out.reshape(b, t, h, d)
-        return dense(out, wo, "bthd,hde->bte", dt), new_kv
+            qkv = qkv + w["qkv_bias"]
+        return (qkv[..., :h * d].reshape(b, t, h, d), qkv[..., h * d:(h + kh) * d].reshape(b, t, kh, d),
+                qkv[..., (h + kh) * d:].reshape(b, t, kh, d))
+    q, k, v = (dense(x, w[n], "bte,ehd->bthd", dt) for n in ("q_proj", "k_proj", "v_proj"))
+    if cfg.qkv_bias:
+        q, k, v = q + w["q_bias"], k + w["k_bias"], v + w["v_bias"]
+    return q, k, v
 
 
-def _attend(blocks, dt):
-    """Softmax attention over the concatenation of key blocks, without concatenating keys.
-
-    blocks: [(q [B,T,K,G,D] (pre-scaled), k [B,S_i,K,D], v [B,S_i,K,D], mask [B,T,S_i]), ...].
-    Returns [B,T,K,G,D]. Logits and softmax in f32.
-    """
-    logits = [jnp.where(m[:, None, None], jnp.einsum("btkgd,bskd->bkgts", q, k_, preferred_element_type=F32),
-                        jnp.finfo(F32).min) for q, k_, _, m in blocks]
-    probs = jax.nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1).astype(dt)
-    out, start = 0.0, 0
-    for (_, _, v, _), lg in zip(blocks, logits):
-        p = jax.lax.slice_in_dim(probs, start, start + lg.shape[-1], axis=-1)
-        out = out + jnp.einsum("bkgts,bskd->btkgd", p, v, preferred_element_type=F32)
-        start += lg.shape[-1]
-    return out.astype(dt)
+def attend_masked(cfg: ModelConfig, q, k, v, mask):
+    """Grouped-query softmax attention of T queries over S keys given in full (teacher forcing).
+    q [B, T, H, D] (RoPE applied), k, v [B, S, K, D], mask [B, T, S] bool -> [B, T, H, D].
+    Logits and softmax in f32; G = H / K query heads share a KV head."""
+    dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    b, t = q.shape[:2]
+    qg = q.reshape(b, t, kh, h // kh, d) / np.sqrt(d).astype(dt)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=F32)
+    logits = jnp.where(mask[:, None, None], logits, jnp.finfo(F32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=F32)
+    return out.astype(dt).reshape(b, t, h, d)
 
 
-class MLP(nn.Module):
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x):
-        cfg, dt = self.cfg, self.cfg.dtype
-        e, f = cfg.hidden_size, cfg.intermediate_size
-        init = nn.initializers.normal(0.02)
-        gate = _weight(self, "gate_proj", (e, f), ("embed", "mlp"), init, cfg)
-        up = _weight(self, "up_proj", (e, f), ("embed", "mlp"), init, cfg)
-        down = _weight(self, "down_proj", (f, e), ("mlp", "embed"), init, cfg)
-        g = dense(x, gate, "bte,ef->btf", dt)
-        u = dense(x, up, "bte,ef->btf", dt)
-        hmid = (jax.nn.silu(g.astype(F32)) * u.astype(F32)).astype(dt)
-        hmid = nn.with_logical_constraint(hmid, ("batch", "length", "act_mlp"))
-        return dense(hmid, down, "btf,fe->bte", dt)
+def attn_out(cfg: ModelConfig, w, out):
+    """out [B, T, H, D] -> [B, T, E] through o_proj (either layout)."""
+    b, t = out.shape[:2]
+    if "o" in w:
+        return dense(out.reshape(b, t, -1), w["o"], "...i,oi->...o", cfg.dtype)
+    return dense(out, w["o_proj"], "bthd,hde->bte", cfg.dtype)
 
 
-class DecoderLayer(nn.Module):
-    """Pre-norm block. Signature fits `nn.scan`: (carry, *broadcast, scanned) -> (carry, out)."""
+def mlp(cfg: ModelConfig, w, x, constrain=no_constraint):
+    """SwiGLU: x [B, T, E] -> [B, T, E] (gate/up separate or fused)."""
+    dt, f = cfg.dtype, cfg.intermediate_size
+    if "gate_up" in w:
+        gu = dense(x, w["gate_up"], "...i,oi->...o", dt)
+        g, u = gu[..., :f], gu[..., f:]
+    else:
+        g, u = dense(x, w["gate_proj"], "bte,ef->btf", dt), dense(x, w["up_proj"], "bte,ef->btf", dt)
+    hmid = constrain((jax.nn.silu(g.astype(F32)) * u.astype(F32)).astype(dt), ("batch", "length", "act_mlp"))
+    if "down" in w:
+        return dense(hmid, w["down"], "...i,oi->...o", dt)
+    return dense(hmid, w["down_proj"], "btf,fe->bte", dt)
 
-    cfg: ModelConfig
 
-    @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_index, layer_cache):
-        attn_out, new_cache = Attention(self.cfg, name="attn")(
-            RMSNorm(self.cfg, name="attn_norm")(x), cos, sin, mask, layer_cache, cache_index)
-        x = x + attn_out
-        x = x + MLP(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x))
-        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        return x, new_cache
+Attend = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, object]]
+
+
+def decoder_layer(cfg: ModelConfig, w, x, cos, sin, attend: Attend, constrain=no_constraint):
+    """One pre-norm block. x [B, T, E]; cos, sin [B, T, D]; `attend(q, k, v)` maps the RoPE'd
+    q [B, T, H, D], k, v [B, T, K, D] to (out [B, T, H, D], aux) — over the given keys
+    (`attend_masked`) or over a KV cache it writes them to (`decode.py`; aux is then that cache).
+    constrain(x, logical_axes): sharding annotations (training), or none.
+    Returns (x [B, T, E], aux)."""
+    q, k, v = project_qkv(cfg, w["attn"], rms_norm(cfg, w["attn_norm"], x))
+    q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", "head_dim"))
+    out, aux = attend(q, apply_rope(k, cos, sin), v)
+    x = x + attn_out(cfg, w["attn"], out)
+    x = x + mlp(cfg, w["mlp"], rms_norm(cfg, w["mlp_norm"], x), constrain)
+    return constrain(x, ("batch", "length", "act_embed")), aux

@@ -1,85 +1,120 @@
-"""The decoder-only transformer (Llama / Mistral / Qwen2 family), pure functional.
+"""The decoder-only transformer (Llama / Mistral / Qwen2 family): parameters and the teacher-forced
+forward used by training.
 
     model = Transformer(cfg)
     params = model.init(rng, tokens, positions, mask)["params"]          # or imported weights
     logits, _ = model.apply({"params": params}, tokens, positions, mask)  # [B, T, V] f32
     hidden, _ = model.apply(..., return_hidden=True)                      # [B, T, E]
 
-Layers are one `nn.scan` over a stacked parameter tree (leading axis `layers`), so compile time does
-not grow with depth. The KV cache is an explicit value passed in and returned (no mutable
-collections): `init_cache(cfg, batch, length)` -> {"k", "v"} each [L, B, S, K, D].
-
-Attention masks are built by the caller with `causal_mask` (training / prefill without cache) or
-`cache_mask` (decoding over cache slots), so one forward serves every use.
+The Flax modules here only declare the parameters (names, shapes, logical axes: the tree that
+checkpoints, `weights/convert.py` and `sharding.RULES` rely on) and call the layer arithmetic of
+`layers.py`, which the decode forward (`decode.py`) shares. Layers are one `nn.scan` over a stacked
+parameter tree (leading axis `layers`), so compile time does not grow with depth.
 """
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import F32, DecoderLayer, RMSNorm, rope_cos_sin
+from jaxevo.models.layers import F32, attend_masked, decoder_layer, gathered, rms_norm, rope_cos_sin
 
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
+NORMAL, ONES, ZEROS = nn.initializers.normal(0.02), nn.initializers.ones, nn.initializers.zeros
+
+
+def layer_param_specs(cfg: ModelConfig) -> dict:
+    """{sub-layer: {name: (shape, logical axes, init)}} of one decoder layer, in creation order
+    (the order fixes the random init)."""
+    e, h, k, d, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
+    norm = {"scale": ((e,), ("norm",), ONES)}
+    attn = {"q_proj": ((e, h, d), ("embed", "heads", "head_dim"), NORMAL),
+            "k_proj": ((e, k, d), ("embed", "kv_heads", "head_dim"), NORMAL),
+            "v_proj": ((e, k, d), ("embed", "kv_heads", "head_dim"), NORMAL),
+            "o_proj": ((h, d, e), ("heads", "head_dim", "embed"), NORMAL)}
+    if cfg.qkv_bias:
+        attn |= {"q_bias": ((h, d), ("heads", "head_dim"), ZEROS),
+                 "k_bias": ((k, d), ("kv_heads", "head_dim"), ZEROS),
+                 "v_bias": ((k, d), ("kv_heads", "head_dim"), ZEROS)}
+    mlp = {"gate_proj": ((e, f), ("embed", "mlp"), NORMAL), "up_proj": ((e, f), ("embed", "mlp"), NORMAL),
+           "down_proj": ((f, e), ("mlp", "embed"), NORMAL)}
+    return {"attn_norm": norm, "attn": attn, "mlp_norm": norm, "mlp": mlp}
+
+
+class Weights(nn.Module):
+    """Declares one sub-layer's parameters; returns them as the layer code uses them: matrices in
+    the compute dtype and gathered, biases in the compute dtype, norm scales as stored."""
+
+    cfg: ModelConfig
+    specs: dict
+
+    @nn.compact
+    def __call__(self):
+        out = {}
+        for name, (shape, axes, init) in self.specs.items():
+            w = self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(self.cfg.param_dtype))
+            if name == "scale":
+                out[name] = w
+            elif name.endswith("bias"):
+                out[name] = w.astype(self.cfg.dtype)
+            else:
+                out[name] = gathered(w, axes, self.cfg.dtype)
+        return out
+
+
+class DecoderLayer(nn.Module):
+    """One layer of the scan: (x, cos, sin, mask) -> (x, None)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask):
+        w = {name: Weights(self.cfg, specs, name=name)() for name, specs in layer_param_specs(self.cfg).items()}
+        attend = lambda q, k, v: (attend_masked(self.cfg, q, k, v, mask), None)  # noqa: E731
+        return decoder_layer(self.cfg, w, x, cos, sin, attend, nn.with_logical_constraint)
 
 
 class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, positions, mask, cache=None, cache_index=None, return_hidden=False):
-        """tokens, positions [B, T] int32; mask [B, T, S] bool (S = T without cache).
+    def __call__(self, tokens, positions, mask, return_hidden=False):
+        """tokens, positions [B, T] int32; mask [B, T, T] bool (`causal_mask`).
 
-        cache: {"k", "v"} [L, B, S, K, D] or None; cache_index: int32 scalar slot of tokens[:, 0].
-        Returns (logits [B, T, V] f32 — or final-normed hidden [B, T, E] if return_hidden —,
-        the updated cache or None).
+        Returns (logits [B, T, V] f32 — or the final-normed hidden [B, T, E] if return_hidden —,
+        None); the second value keeps the calling convention of callers that unpack two.
         """
         cfg = self.cfg
-        embedding = self.param(
-            "embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
-            (cfg.vocab_size, cfg.hidden_size), jnp.dtype(cfg.param_dtype))
+        embedding = self.param("embedding", nn.with_logical_partitioning(NORMAL, ("vocab", "embed")),
+                               (cfg.vocab_size, cfg.hidden_size), jnp.dtype(cfg.param_dtype))
         x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
         cos, sin = rope_cos_sin(positions, cfg)
-
         layer = DecoderLayer
         if cfg.remat != "none":
             layer = nn.remat(layer, policy=REMAT[cfg.remat], prevent_cse=False)
-        stack = nn.scan(
-            layer,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-            length=cfg.num_layers,
-            metadata_params={nn.PARTITION_NAME: "layers"},
-        )(cfg, name="layers")
-        layer_cache = None if cache is None else (cache["k"], cache["v"])
-        if cache_index is None:
-            cache_index = jnp.zeros((), jnp.int32)
-        x, new_kv = stack(x, cos, sin, mask, cache_index, layer_cache)
-        x = RMSNorm(cfg, name="final_norm")(x)
-        new_cache = None
-        if cache is not None:  # one in-place write of every layer's new keys/values
-            at = (0, 0, cache_index, 0, 0)
-            new_cache = {"k": jax.lax.dynamic_update_slice(cache["k"], new_kv[0], at),
-                         "v": jax.lax.dynamic_update_slice(cache["v"], new_kv[1], at)}
+        stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+        x, _ = stack(x, cos, sin, mask)
+        x = rms_norm(cfg, Weights(cfg, layer_param_specs(cfg)["attn_norm"], name="final_norm")(), x)
         if return_hidden:
-            return x, new_cache
+            return x, None
         if cfg.tie_word_embeddings:
             w = embedding.T
         else:
-            w = self.param(
-                "lm_head",
-                nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed", "vocab")),
-                (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
-        return logits_from_hidden(x, w, cfg), new_cache
+            w = self.param("lm_head", nn.with_logical_partitioning(NORMAL, ("embed", "vocab")),
+                           (cfg.hidden_size, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+        return logits_from_hidden(x, w, cfg), None
 
 
 def lm_head_weight(params, cfg: ModelConfig) -> jax.Array:
@@ -93,13 +128,6 @@ def logits_from_hidden(hidden, w, cfg: ModelConfig) -> jax.Array:
                       preferred_element_type=F32)
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
-    """Zeroed KV cache {"k", "v"}: [layers, batch, length, kv_heads, head_dim]."""
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
-    dt = jnp.dtype(dtype or cfg.dtype)
-    return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt)}
-
-
 def causal_mask(valid: jax.Array, segment_ids: jax.Array | None = None,
                 sliding_window: int | None = None) -> jax.Array:
     """valid [B, T] (1 = real token) -> [B, T, T] bool: causal, real keys only, same segment.
@@ -107,29 +135,44 @@ def causal_mask(valid: jax.Array, segment_ids: jax.Array | None = None,
     Rows of padding queries may be all False; the softmax then sees finfo.min everywhere and stays
     finite (their outputs are never used).
     """
-    t = valid.shape[1]
-    idx = jnp.arange(t)
-    m = (idx[None, :] <= idx[:, None])[None] & valid.astype(bool)[:, None, :]
+    m = visible_mask(valid, jnp.arange(valid.shape[1])[None], sliding_window)
     if segment_ids is not None:
         m &= segment_ids[:, :, None] == segment_ids[:, None, :]
-    if sliding_window:
-        m &= (idx[:, None] - idx[None, :] < sliding_window)[None]
     return m
 
 
-def cache_mask(kv_valid: jax.Array, query_slots: jax.Array,
-               sliding_window: int | None = None) -> jax.Array:
-    """kv_valid [B, S] (slot holds a real token), query_slots [T] -> [B, T, S] bool.
-
-    A query at slot q sees real keys at slots <= q (its own key is written before attention).
-    """
+def visible_mask(kv_valid: jax.Array, query_slots: jax.Array, sliding_window: int | None = None) -> jax.Array:
+    """kv_valid [B, S] (slot holds a real token), query_slots [B or 1, T] int -> [B, T, S] bool:
+    a query at slot q sees the real keys at slots <= q (and > q - sliding_window)."""
     s = jnp.arange(kv_valid.shape[1])
-    m = (s[None, :] <= query_slots[:, None])[None] & kv_valid.astype(bool)[:, None, :]
+    q = query_slots[:, :, None]
+    m = (s <= q) & kv_valid.astype(bool)[:, None, :]
     if sliding_window:
-        m &= (query_slots[:, None] - s[None, :] < sliding_window)[None]
+        m &= q - s < sliding_window
     return m
 
 
 def positions_from_valid(valid: jax.Array) -> jax.Array:
     """valid [B, T] -> positions [B, T]: 0,1,2.. over real tokens (left padding gets 0)."""
     return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def teacher_forced_logprobs(params, cfg: ModelConfig, prompt_ids, completion_ids) -> np.ndarray:
+    """Log-probs of `completion_ids` after `prompt_ids` in one plain forward (no cache, no
+    padding): the reference the sampler's log-probs must equal. f32 numpy [len(completion)]."""
+    ids = np.asarray([list(prompt_ids) + list(completion_ids)], np.int32)
+    width = -(-ids.shape[1] // 32) * 32  # right-pad to a multiple of 32: few compilations
+    padded = np.zeros((1, width), np.int32)
+    padded[0, :ids.shape[1]] = ids[0]
+    valid = np.zeros((1, width), np.int32)
+    valid[0, :ids.shape[1]] = 1
+    lp = np.asarray(_all_logprobs(params, jnp.asarray(padded), jnp.asarray(valid), cfg=cfg))
+    start = len(prompt_ids)
+    return lp[0, start - 1:ids.shape[1] - 1][np.arange(len(completion_ids)), ids[0, start:]]
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _all_logprobs(params, tokens, valid, *, cfg):
+    logits, _ = Transformer(cfg).apply({"params": params}, tokens, positions_from_valid(valid),
+                                       causal_mask(valid, sliding_window=cfg.sliding_window))
+    return jax.nn.log_softmax(logits, axis=-1)

@@ -3,10 +3,10 @@
 Order and semantics follow `transformers` (`generate`'s processor list): repetition penalty on the
 raw logits, then temperature, top-k, top-p, min-p; greedy is `argmax` after the repetition penalty.
 
-Sampling never draws V Gumbel numbers per row (`jax.random.categorical` costs ~250 ms per step for
-64 x 49k on a 2-core CPU). A token is chosen by inverse-CDF with ONE uniform per row, in two levels
+Sampling never draws V Gumbel numbers per row (`jax.random.categorical` is slow on CPU:
+docs/benchmarks.md). A token is chosen by inverse-CDF with ONE uniform per row, in two levels
 (blocks of 256 tokens, then the token inside the block), which costs a couple of passes over the
-logits. Top-p without top-k avoids the full-vocabulary sort (~1.7 s per step on that CPU) with exact
+logits. Top-p without top-k avoids the full-vocabulary sort (slower still) with exact
 rejection sampling over "top sets" {p > pivot}: draw from the current top set, accept if the token
 is in the nucleus, otherwise every token no more likely than the rejected one is dropped and the
 draw repeats (the accepted token is an exact draw from the nucleus; a couple of rounds typically).

@@ -9,8 +9,9 @@ import pytest
 
 from jaxevo.errors import UnsupportedModelError, WeightsError
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.transformer import (Transformer, cache_mask, causal_mask, init_cache,
-                                       positions_from_valid)
+from jaxevo.models import decode
+from jaxevo.models.transformer import (Transformer, causal_mask, lm_head_weight, logits_from_hidden,
+                                       positions_from_valid, visible_mask)
 from jaxevo.weights.convert import load_params
 from jaxevo.weights.source import DictSource
 from tests.conftest import (GOLDEN_TOKENS, GOLDEN_VALID, TINY_HF, forward, numpy_hf_weights,
@@ -38,30 +39,31 @@ def test_left_padding_does_not_change_real_tokens():
     np.testing.assert_allclose(padded[0, 2:], alone[0], atol=1e-5)
 
 
-def test_kv_cache_decode_equals_full_forward(family):
-    """Prefill 5 tokens into a cache, then decode 3 one at a time: same logits as one forward."""
+@pytest.mark.parametrize("matmul_dtype", [None, "float32"])
+def test_kv_cache_decode_equals_full_forward(family, matmul_dtype):
+    """The decode forward (prepared weights, per-layer cache): prefill 5 tokens in two chunks,
+    then decode 3 one at a time (one shared slot, then a slot per row): same logits as one
+    teacher-forced forward."""
     cfg = tiny_cfg(family)
     params = random_params(cfg)
     tok = jnp.asarray(np.random.RandomState(1).randint(0, 128, (2, 8)))
     full = forward(cfg, params, tok)
-    model, s = Transformer(cfg), 8
-    cache = init_cache(cfg, 2, s)
+    w, s = decode.prepare_weights(params, cfg=cfg, matmul_dtype=matmul_dtype), 8
+    cache = decode.init_cache(cfg, 2, s)
     kv_valid = jnp.zeros((2, s), bool).at[:, :5].set(True)
-    pos = jnp.broadcast_to(jnp.arange(5), (2, 5))
-    logits, cache = model.apply({"params": params}, tok[:, :5], pos, cache_mask(kv_valid, jnp.arange(5)),
-                                cache=cache, cache_index=jnp.int32(0))
-    np.testing.assert_allclose(logits, full[:, :5], atol=1e-5)
+    for a, b in ((0, 3), (3, 5)):
+        pos = jnp.broadcast_to(jnp.arange(a, b), (2, b - a))
+        hidden, cache = decode.forward(cfg, w, cache, tok[:, a:b], pos, jnp.int32(a), visible_mask(kv_valid, pos))
+        np.testing.assert_allclose(decode.logits(cfg, w, hidden), full[:, a:b], atol=1e-5)
     for t in range(5, 8):
         kv_valid = kv_valid.at[:, t].set(True)
-        logits, cache = model.apply({"params": params}, tok[:, t:t + 1], jnp.full((2, 1), t),
-                                    cache_mask(kv_valid, jnp.array([t])), cache=cache,
-                                    cache_index=jnp.int32(t))
-        np.testing.assert_allclose(logits[:, 0], full[:, t], atol=1e-5)
+        slot = jnp.int32(t) if t < 7 else jnp.full((2,), t, jnp.int32)
+        logits, cache = decode.decode_step(cfg, w, cache, tok[:, t], jnp.full((2,), t), slot,
+                                           visible_mask(kv_valid, jnp.full((2, 1), t))[:, 0])
+        np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
 
 
 def test_return_hidden_gives_logits_through_head():
-    from jaxevo.models.transformer import lm_head_weight, logits_from_hidden
-
     cfg = tiny_cfg("llama3")
     params = random_params(cfg)
     tok = jnp.asarray(GOLDEN_TOKENS)

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from jaxevo.errors import JaxevoError
-from jaxevo.sampling import Sampler, SamplingParams
-from jaxevo.sampling.sampler import teacher_forced_logprobs
+from jaxevo.sampling import Sampler, SamplingParams, loop, teacher_forced_logprobs
 from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
 
 # Prompts of varied lengths (ids < 256), one padded batch.
@@ -143,21 +142,19 @@ def test_stop_ids_and_stop_strings():
 
 
 def test_buckets_bound_compilations():
-    from jaxevo.sampling import sampler as core
-
     cfg, params = tiny("mistral")
     s = Sampler(cfg, params, max_batch=4)
     prompts = [list(range(1, 2 + i * 3)) for i in range(11)]  # lengths 1..31
-    before = core.decode._cache_size()
+    before = loop.run._cache_size()
     s.generate_ids(prompts, max_new_tokens=5, temperature=0.5, stop_token_ids=())
     # 11 prompts -> 3 batches; lengths 31..1 fall in 3 prompt buckets, batch sizes in {4, 4, 4}
     assert s.last_stats.batches == 3
     assert len(s.last_stats.shapes) <= 3
-    assert core.decode._cache_size() - before <= 3
+    assert loop.run._cache_size() - before <= 3
     # a second run with the same settings compiles nothing new
-    mid = core.decode._cache_size()
+    mid = loop.run._cache_size()
     s.generate_ids(prompts[::-1], max_new_tokens=5, temperature=0.5, stop_token_ids=())
-    assert core.decode._cache_size() == mid
+    assert loop.run._cache_size() == mid
     # explicit prompt buckets
     s2 = Sampler(cfg, params, max_batch=4, prompt_buckets=(40, 20))
     s2.generate_ids(prompts[-2:], max_new_tokens=5, temperature=0.5, stop_token_ids=())

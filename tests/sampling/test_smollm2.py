@@ -35,8 +35,7 @@ def test_greedy_matches_transformers_on_smollm2(smollm2):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
 
-    from jaxevo.sampling import Sampler
-    from jaxevo.sampling.sampler import teacher_forced_logprobs
+    from jaxevo.sampling import Sampler, teacher_forced_logprobs
 
     m = smollm2
     new = 24

@@ -1,0 +1,154 @@
+"""The decode forward: prefill chunks and one-token steps over an explicit per-layer KV cache, on
+the layer code of `layers.py` with a decode-time weight layout.
+
+Why not `Transformer.apply` with a stacked cache: scanning the layers with the cache [L, B, S, K, D]
+as scan input and output copies the whole cache every step (measured in docs/benchmarks.md).
+Here instead:
+
+* the layers are unrolled over per-layer weights prepared once per params (`prepare_weights`), and
+  each layer's cache is its own loop-carried buffer, so writing one slot is an in-place update of
+  that buffer and nothing else is copied;
+* keys are stored [N, K, D, S] (slots minor) and values [N, K, S, D]: both attention products
+  become plain batched matrix products;
+* q/k/v and gate/up are fused into one matrix each (fewer, larger matmuls), stored [out, in];
+* on CPU the cache is float32 (`storage_dtype`): XLA:CPU upcasts a bf16 dynamic-update-slice to
+  f32 and copies the whole buffer twice per write.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.layers import F32, decoder_layer, product, rms_norm, rope_cos_sin
+from jaxevo.models.transformer import lm_head_weight
+
+
+class Cache(NamedTuple):
+    """Per-layer tuples: k[l] [N, K, D, S] (slot axis minor), v[l] [N, K, S, D]."""
+
+    k: tuple
+    v: tuple
+
+
+def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
+    """The cache's dtype: the compute dtype, except float32 on CPU, where XLA upcasts a bf16
+    dynamic-update-slice to f32 and turns each one-slot write into full copies of the layer's
+    cache; nor would halving the bytes pay there without the copies (docs/benchmarks.md). The
+    values stored are the compute-dtype keys/values, so the arithmetic is unchanged."""
+    platform = platform or jax.devices()[0].platform
+    return jnp.dtype(jnp.float32) if platform == "cpu" else jnp.dtype(cfg.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
+def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
+    """The decode layout of `params`, made once per params: per layer {"attn_norm", "mlp_norm"
+    (as stored), "attn": {"qkv" [(H + 2K) D, E], "qkv_bias" [(H + 2K) D], "o" [E, H D]},
+    "mlp": {"gate_up" [2F, E], "down" [E, F]}}, plus "embedding" [V, E], "final_norm" and
+    "lm_head" [V, E]. Every matrix is [out, in] (contraction on the minor axis, which XLA:CPU's
+    dot prefers; a tied head is then the embedding itself), rounded to the compute dtype and
+    stored in `matmul_dtype` (default: the compute dtype). Storing bf16-rounded weights as float32
+    gives the same products (bf16 x bf16 is exact in f32, the accumulation is f32 either way)
+    through a different kernel, the faster one at batch 1 on CPUs without native bf16 dots."""
+    dt = jnp.dtype(cfg.dtype)
+    mm = jnp.dtype(matmul_dtype or dt)
+    e = cfg.hidden_size
+
+    def w(x):
+        return x.astype(dt).astype(mm)
+
+    layers = []
+    for i in range(cfg.num_layers):
+        p = jax.tree.map(lambda a, i=i: a[i], params["layers"])
+        a, m = p["attn"], p["mlp"]
+        attn = {"qkv": jnp.concatenate([w(a[n].reshape(e, -1)) for n in ("q_proj", "k_proj", "v_proj")], 1).T,
+                "o": w(a["o_proj"].reshape(-1, e)).T}
+        if cfg.qkv_bias:
+            attn["qkv_bias"] = jnp.concatenate([a[n].reshape(-1).astype(dt) for n in ("q_bias", "k_bias", "v_bias")])
+        layers.append({"attn_norm": p["attn_norm"], "mlp_norm": p["mlp_norm"], "attn": attn,
+                       "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1).T,
+                               "down": w(m["down_proj"]).T}})
+    return {"layers": layers, "final_norm": params["final_norm"], "embedding": params["embedding"],
+            "lm_head": w(lm_head_weight(params, cfg)).T}
+
+
+def init_cache(cfg: ModelConfig, n: int, s: int, dtype=None) -> Cache:
+    """Zeroed cache for n rows and s slots (dtype: `storage_dtype` unless given)."""
+    dt = jnp.dtype(dtype) if dtype is not None else storage_dtype(cfg)
+    k, d = cfg.num_kv_heads, cfg.head_dim
+    return Cache(tuple(jnp.zeros((n, k, d, s), dt) for _ in range(cfg.num_layers)),
+                 tuple(jnp.zeros((n, k, s, d), dt) for _ in range(cfg.num_layers)))
+
+
+def write_slots(ck, cv, k, v, slot):
+    """Write T new keys/values k, v [N, T, K, D] into one layer's cache ck [N, K, D, S],
+    cv [N, K, S, D] at slots [slot, slot + T) (slot: int32 scalar, or [N] per row). Returns
+    (ck, cv); in place when the buffers are donated loop carries."""
+    k, v = k.transpose(0, 2, 3, 1).astype(ck.dtype), v.transpose(0, 2, 1, 3).astype(cv.dtype)
+    if jnp.ndim(slot) == 0:  # one slot for every row
+        return (lax.dynamic_update_slice(ck, k, (0, 0, 0, slot)),
+                lax.dynamic_update_slice(cv, v, (0, 0, slot, 0)))
+    # a slot per row [N] (continuous batching: rows started at different steps)
+    return (jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, 0, o)))(ck, k, slot),
+            jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, o, 0)))(cv, v, slot))
+
+
+def attend_cache(cfg: ModelConfig, q, ck, cv, visible):
+    """Grouped-query attention of T new queries per row over the cache (their own slots already
+    written): q [N, T, H, D] (RoPE applied); ck [N, K, D, S], cv [N, K, S, D]; visible [N, T, S]
+    bool. Returns [N, T, H, D] in the compute dtype. Operands in the cache's dtype (exact products
+    of compute-dtype values), accumulation and softmax in f32."""
+    dt = cfg.dtype
+    n, t, h, d = q.shape
+    kh = cfg.num_kv_heads
+    qg = q.reshape(n, t, kh, h // kh, d).astype(ck.dtype)
+    if t == 1:  # decode: one query per row; plain batched matrix products
+        logits = jnp.einsum("bkgd,bkds->bkgs", qg[:, 0], ck, preferred_element_type=F32)
+        mask = visible[:, None]
+    else:
+        logits = jnp.einsum("btkgd,bkds->bkgts", qg, ck, preferred_element_type=F32)
+        mask = visible[:, None, None]
+    logits = jnp.where(mask, logits / np.sqrt(d), jnp.finfo(F32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt).astype(cv.dtype)
+    if t == 1:
+        out = jnp.einsum("bkgs,bksd->bkgd", probs, cv, preferred_element_type=F32)[:, None]
+    else:
+        out = jnp.einsum("bkgts,bksd->btkgd", probs, cv, preferred_element_type=F32)
+    return out.astype(dt).reshape(n, t, h, d)
+
+
+def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
+            constrain=lambda c: c):
+    """tokens, positions [N, T] int32 -> (final-normed hidden [N, T, E], cache). The tokens'
+    keys/values go to slots [slot, slot + T) (slot: int32 scalar, or [N] per row); visible
+    [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
+    `prepare_weights`; `constrain(cache)` places the updated cache (sharding)."""
+    x = jnp.take(weights["embedding"], tokens, axis=0).astype(cfg.dtype)  # [N, T, E]
+    cos, sin = rope_cos_sin(positions, cfg)  # [N, T, D]
+    ks, vs = list(cache.k), list(cache.v)
+    for i, w in enumerate(weights["layers"]):
+        def attend(q, k, v, i=i):
+            ck, cv = write_slots(ks[i], vs[i], k, v, slot)
+            return attend_cache(cfg, q, ck, cv, visible), (ck, cv)
+
+        x, (ks[i], vs[i]) = decoder_layer(cfg, w, x, cos, sin, attend)
+    return rms_norm(cfg, weights["final_norm"], x), constrain(Cache(tuple(ks), tuple(vs)))
+
+
+def logits(cfg: ModelConfig, weights: dict, hidden):
+    """hidden [..., E] -> f32 logits [..., V] (compute-dtype inputs, f32 accumulation)."""
+    return product(hidden, weights["lm_head"], "...i,oi->...o", cfg.dtype)  # lm_head [V, E]
+
+
+def decode_step(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
+                constrain=lambda c: c):
+    """One token per row: tokens, positions [N], visible [N, S] -> (logits [N, V] f32, cache)."""
+    h, cache = forward(cfg, weights, cache, tokens[:, None], positions[:, None], slot,
+                       visible[:, None], constrain)
+    return logits(cfg, weights, h[:, 0]), cache

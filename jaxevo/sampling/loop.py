@@ -1,0 +1,205 @@
+"""The decode loop: rows of a KV cache, started by `start` (prefill + first token) and decoded by
+`run` (a `lax.while_loop` on the device), for batch-at-a-time decoding and continuous batching.
+
+    state = empty_state(n, m, s, cfg=cfg, mode=mode)                       # n free rows
+    cache, state = start(weights, cache, state, prompts..., dest rows...)  # prefill + first token
+    cache, state, steps = run(weights, cache, state, ..., refill_at)       # until refill_at rows are done
+
+Batch at a time: start every row at once, `run` until all are done (`lockstep`: every row is at
+the same step, so all write one shared cache slot). Continuous batching: the host collects the
+finished rows after each `run`, `start`s waiting prompts in them and runs again.
+
+Layout. Prompts are LEFT-padded to a bucketed length T, so a row's prompt sits in slots [0, T)
+and its generated token i at slot T + i, at position len_p + i; the cache has S = T + M slots, M
+the bucketed max new tokens. `start` runs the P distinct prompts once (in chunks of <= `chunk`
+tokens, so the attention scores stay small) and copies each prompt's cache into its rows: the n
+samples of a prompt share one prefill. Buffers are donated through every call.
+
+Determinism. A row's key at step i is fold_in(fold_in(key, row_id), i), with row_id the global
+sample index, so a completion depends on the seed, its prompt and its index only — not on the
+batch or pool row it ran in, when it started, the bucket sizes or the mesh.
+
+Log-probs are log softmax of the RAW logits (before repetition penalty / temperature / filters) at
+the chosen token: the model's own distribution, equal to a teacher-forced forward on the same
+tokens, which is what preference training needs as reference log-probs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxevo.models import decode
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.decode import Cache
+from jaxevo.models.transformer import positions_from_valid, visible_mask
+from jaxevo.sampling.placement import constrain_cache, constrain_rows, platform_jit
+from jaxevo.sampling.processors import Knobs, Mode, choose, token_logprobs
+
+# finish codes
+LENGTH, EOS, NOT_RUN = 0, 1, 2
+
+
+class State(NamedTuple):
+    """Per-row decoding state, N rows, M output slots, S cache slots."""
+
+    step: jax.Array  # [N] int32: tokens recorded so far (= the row's length)
+    last: jax.Array  # [N] int32: the last recorded token (the next step's input)
+    tokens: jax.Array  # [N, M] int32 (pad after the end)
+    logprobs: jax.Array  # [N, M] f32 (0 after the end)
+    finish: jax.Array  # [N] int32: LENGTH / EOS / NOT_RUN
+    done: jax.Array  # [N] bool: finished, or free
+    plen: jax.Array  # [N] int32: prompt length
+    kv_valid: jax.Array  # [N, S] bool: the prompt's real slots and every generated slot
+    keys: jax.Array  # [N, 2] uint32: key data of the rows' PRNG streams (`jax.random.key_data`)
+    limit: jax.Array  # [N] int32: max new tokens
+    presence: jax.Array | None  # [N, V] bool (repetition penalty only)
+
+
+class Output(NamedTuple):
+    """What the host reads back: tokens, logprobs [N, M], lengths, finish [N]."""
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    lengths: jax.Array
+    finish: jax.Array
+
+
+def output(state: State) -> Output:
+    return Output(state.tokens, state.logprobs, state.step, state.finish)
+
+
+def pad_id(cfg: ModelConfig) -> int:
+    """The id written in padding slots: the model's pad id if it is a real token, else 0 (an
+    out-of-range id would make the embedding gather return NaN, which leaks through masking)."""
+    p = cfg.pad_token_id
+    return int(p) if p is not None and 0 <= p < cfg.vocab_size else 0
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2), static_argnames=("cfg", "mode"))
+def empty_state(n: int, m: int, s: int, *, cfg: ModelConfig, mode: Mode) -> State:
+    """n free rows (M output slots, S cache slots)."""
+    pad = pad_id(cfg)
+    return State(
+        step=jnp.zeros((n,), jnp.int32), last=jnp.full((n,), pad, jnp.int32),
+        tokens=jnp.full((n, m), pad, jnp.int32), logprobs=jnp.zeros((n, m), jnp.float32),
+        finish=jnp.full((n,), NOT_RUN, jnp.int32), done=jnp.ones((n,), bool),
+        plen=jnp.zeros((n,), jnp.int32), kv_valid=jnp.zeros((n, s), bool),
+        keys=jax.random.key_data(jax.random.split(jax.random.key(0), n)), limit=jnp.zeros((n,), jnp.int32),
+        presence=jnp.zeros((n, cfg.vocab_size), bool) if mode.repetition_penalty else None)
+
+
+def _pick_and_record(st: State, lg, stop_ids, mode: Mode, knobs: Knobs) -> State:
+    """Choose each row's next token from logits lg [N, V] and append it to the active rows; rows
+    that hit a stop token or their limit are done."""
+    n, m = st.tokens.shape
+    tok = choose(lg, jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(st.keys), st.step),
+                 mode, knobs, st.presence)
+    lp = token_logprobs(lg, tok)
+    ar = jnp.arange(n)
+    active = ~st.done
+    col = jnp.where(active, st.step, m)  # inactive rows write out of range: dropped
+    step = st.step + active
+    is_stop = active & jnp.any(tok[:, None] == stop_ids[None, :], axis=1)
+    at_limit = active & ~is_stop & (step >= st.limit)
+    presence = st.presence
+    if presence is not None:
+        presence = presence.at[ar, tok].set(presence[ar, tok] | active)
+    return st._replace(step=step, last=jnp.where(active, tok, st.last),
+                       tokens=st.tokens.at[ar, col].set(tok, mode="drop"),
+                       logprobs=st.logprobs.at[ar, col].set(lp, mode="drop"),
+                       finish=jnp.where(is_stop, EOS, jnp.where(at_limit, LENGTH, st.finish)),
+                       done=st.done | is_stop | at_limit, presence=presence)
+
+
+def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
+    """The P left-padded prompts [P, T] through the model, in chunks of <= `chunk` tokens.
+    Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token)."""
+    p, t = tokens.shape
+    c = t if t <= chunk else chunk
+    assert t % c == 0, (t, c)
+    positions = positions_from_valid(valid)
+    pc = constrain_cache(decode.init_cache(cfg, p, t, dtype=dtype), cfg, mesh)
+
+    def run_chunk(i, pc):
+        start = i * c
+        tk = lax.dynamic_slice_in_dim(tokens, start, c, axis=1)
+        ps = lax.dynamic_slice_in_dim(positions, start, c, axis=1)
+        visible = visible_mask(valid, start + jnp.arange(c)[None], cfg.sliding_window)  # [P, c, T]
+        h, pc = decode.forward(cfg, weights, pc, tk, ps, start, visible, lambda x: constrain_cache(x, cfg, mesh))
+        return pc, h[:, -1]
+
+    if t == c:
+        pc, last = run_chunk(0, pc)
+    else:
+        pc = lax.fori_loop(0, t // c - 1, lambda i, pc: run_chunk(i, pc)[0], pc)
+        pc, last = run_chunk(t // c - 1, pc)
+    return pc, decode.logits(cfg, weights, last)
+
+
+@platform_jit(static_argnames=("cfg", "mode", "mesh", "chunk"), donate_argnames=("cache", "state"))
+def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, row_ids, limit,
+          stop_ids, key, knobs: Knobs, *, cfg: ModelConfig, mode: Mode, mesh=None, chunk: int = 256):
+    """Start R new rows: prefill the P prompts tokens, valid [P, T] (left-padded), copy prompt
+    row_prompt[j]'s cache into row dest[j] (dest[j] = N: a padding entry, ignored), and record each
+    new row's first token. row_ids [R]: global sample indices (random streams); limit [R]: max new
+    tokens; stop_ids [E] int32 (padded with -1). Returns (cache, state)."""
+    s = state.kv_valid.shape[1]
+    t = tokens.shape[1]
+    pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
+
+    def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to S slots
+        rows = jnp.take(p, row_prompt, axis=0)
+        widths = [(0, 0)] * rows.ndim
+        widths[slot_axis] = (0, s - t)
+        return c.at[dest].set(jnp.pad(rows, widths), mode="drop")
+
+    cache = constrain_cache(Cache(tuple(put(c, p, 3) for c, p in zip(cache.k, pc.k)),
+                                  tuple(put(c, p, 2) for c, p in zip(cache.v, pc.v))), cfg, mesh)
+    r = dest.shape[0]
+    pvalid = jnp.take(valid, row_prompt, axis=0).astype(bool)
+    presence = None
+    if mode.repetition_penalty:  # which tokens occur in each row's prompt
+        ptoks = jnp.take(tokens, row_prompt, axis=0)
+        presence = jnp.zeros((r, cfg.vocab_size), jnp.int8).at[jnp.arange(r)[:, None], ptoks].max(
+            pvalid.astype(jnp.int8)) > 0
+    new = State(
+        step=jnp.zeros((r,), jnp.int32), last=jnp.zeros((r,), jnp.int32),
+        tokens=jnp.full((r, state.tokens.shape[1]), pad_id(cfg), jnp.int32),
+        logprobs=jnp.zeros((r, state.logprobs.shape[1]), jnp.float32),
+        finish=jnp.full((r,), NOT_RUN, jnp.int32), done=jnp.zeros((r,), bool),
+        plen=jnp.sum(pvalid, axis=1, dtype=jnp.int32),
+        kv_valid=jnp.concatenate([pvalid, jnp.ones((r, s - t), bool)], axis=1),
+        keys=jax.random.key_data(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, row_ids)),
+        limit=limit, presence=presence)
+    new = _pick_and_record(new, jnp.take(logits, row_prompt, axis=0), stop_ids, mode, knobs)
+    state = jax.tree.map(lambda a, b: a.at[dest].set(b, mode="drop"), state, new)
+    return cache, jax.tree.map(lambda x: constrain_rows(x, mesh), state)
+
+
+@platform_jit(static_argnames=("cfg", "mode", "mesh", "lockstep"), donate_argnames=("cache", "state"))
+def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, *,
+        cfg: ModelConfig, mode: Mode, mesh=None, lockstep: bool = False):
+    """Decode every unfinished row until at least `refill_at` rows (int32 scalar, <= N) are done;
+    on the device. lockstep: the rows were started together and none is refilled, so the active
+    ones share one cache slot (one write for all rows instead of one per row).
+    Returns (cache, state, decode steps run)."""
+    n, s = state.kv_valid.shape
+    t = s - state.tokens.shape[1]
+
+    def body(c):  # rows already done recompute a slot and record nothing
+        st, cache, i = c
+        slot = t + st.step - 1  # the slot of each row's `last`
+        visible = visible_mask(st.kv_valid, slot[:, None], cfg.sliding_window)[:, 0]
+        write = t + jnp.max(st.step) - 1 if lockstep else slot
+        lg, cache = decode.decode_step(cfg, weights, cache, st.last, st.plen + st.step - 1, write, visible,
+                                       lambda x: constrain_cache(x, cfg, mesh))
+        return _pick_and_record(st, lg, stop_ids, mode, knobs), cache, i + 1
+
+    state, cache, steps = lax.while_loop(lambda c: jnp.sum(c[0].done, dtype=jnp.int32) < jnp.minimum(refill_at, n),
+                                         body, (state, cache, jnp.int32(0)))
+    return cache, state, steps

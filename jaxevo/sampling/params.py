@@ -1,0 +1,130 @@
+"""The sampler's value types: how to sample (`SamplingParams`), what comes back (`Completion`,
+`RunStats`), and the bucket sizes that bound the number of compiled programs."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxevo.errors import ConfigError
+from jaxevo.sampling.processors import Knobs, Mode
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. temperature 0 = greedy. top_k 0 and top_p 1 and min_p 0 = off."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    n: int = 1
+    seed: int = 0
+    stop: tuple[str, ...] = ()  # stop strings (checked on the host; trimmed from the text)
+    stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos + end-of-turn ids
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.stop_token_ids is not None:
+            object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
+        checks = [
+            (self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (0 <= self.min_p <= 1, "min_p must be in [0, 1]"),
+            (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
+            (self.n >= 1, "n must be >= 1"),
+            (all(self.stop), "stop strings must be non-empty"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(f"SamplingParams: {msg} (got {self})")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def mode(self, vocab_size: int) -> Mode:
+        return Mode(
+            greedy=self.greedy,
+            top_k=0 if self.greedy or self.top_k == 0 or self.top_k >= vocab_size else int(self.top_k),
+            top_p=not self.greedy and self.top_p < 1,
+            min_p=not self.greedy and self.min_p > 0,
+            repetition_penalty=self.repetition_penalty != 1,
+        )
+
+    def knobs(self) -> Knobs:
+        return Knobs.make(self.temperature if self.temperature > 0 else 1.0, self.top_p, self.min_p,
+                          self.repetition_penalty)
+
+
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: tuple[int, ...]
+    token_logprobs: np.ndarray  # f32 [len(token_ids)], raw-model log-probs
+    logprob: float  # sum of token_logprobs
+    finish_reason: str  # "eos" | "stop" | "length"
+    prompt_index: int
+    sample_index: int
+    prompt_tokens: int  # prompt length actually used (after truncation)
+    truncated_tokens: int = 0  # prompt tokens dropped from the left (truncate=True only)
+
+    @property
+    def length(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclasses.dataclass
+class RunStats:
+    prompts: int = 0
+    completions: int = 0
+    new_tokens: int = 0
+    batches: int = 0  # `loop.start` calls: batches (batch at a time) or refills (continuous)
+    seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    shapes: set = dataclasses.field(default_factory=set)  # distinct (N, P, T, S) compiled shapes
+    truncated_prompts: int = 0
+    decode_steps: int = 0  # forward passes of the whole batch after prefill
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+    def add(self, other: "RunStats") -> None:
+        """Accumulate another call's counts and times (a call over part of the same prompts)."""
+        for f in dataclasses.fields(self):
+            if f.name == "shapes":
+                self.shapes |= other.shapes
+            elif f.name != "prompts":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+# --------------------------------------------------------------------------------- buckets
+def length_bucket(x: int, minimum: int = 16, chunk: int = 256) -> int:
+    """Smallest of {2^k, 3 * 2^(k-1)} >= x (>= minimum); above `chunk`, a multiple of chunk."""
+    if x > chunk:
+        return -(-x // chunk) * chunk
+    b = minimum
+    while b < x:
+        if b * 3 // 2 >= x and (b * 3) % 2 == 0:
+            return b * 3 // 2
+        b *= 2
+    return b
+
+
+def batch_bucket(x: int, multiple: int = 1, maximum: int | None = None) -> int:
+    """Next power of two >= x, a multiple of `multiple` (the batch shard count), capped at the
+    `maximum` batch rounded up to that multiple."""
+    b = 1 << max(0, math.ceil(math.log2(max(x, 1))))
+    b = -(-max(b, multiple) // multiple) * multiple
+    if maximum is not None:
+        b = min(b, -(-maximum // multiple) * multiple)
+    return max(b, -(-x // multiple) * multiple)
