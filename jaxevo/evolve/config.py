@@ -63,7 +63,7 @@ class SampleSection:
     # Completions per journaled chunk: a stage killed mid-sampling resumes after its last finished
     # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
     journal_rows: int = 256
-    # Continuous batching: a finished row takes the next waiting prompt (sampling/pool.py). Same
+    # Continuous batching: a finished row takes the next waiting prompt (sampling/loop.py). Same
     # completions (to float rounding). Off: on the demo's workloads the decode steps it saved went
     # to refill prefills and padding (docs/benchmarks.md).
     # Resume-safe.
