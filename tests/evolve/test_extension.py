@@ -11,10 +11,10 @@ from jaxevo.config import load_config, to_dict
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.driver import run_evolve
-from jaxevo.evolve.recipe import stage
+from jaxevo.evolve.recipe import STAGES as STAGE_REGISTRY, stage
 from jaxevo.evolve.rundir import read_jsonl, write_json
-from jaxevo.evolve.scorers import ScorerSetup, register_scorer
-from jaxevo.losses import register
+from jaxevo.evolve.scorers import SCORERS, ScorerSetup, register_scorer
+from jaxevo.losses import PREFERENCE_LOSSES, register
 from tests.evolve.conftest import SHRINK
 
 TRACED = []  # the loss appends when traced: proof that training used it
@@ -26,13 +26,11 @@ def _brevity_setup(ctx):
     return ScorerSetup(params={"scale": 10.0 + ctx.round})
 
 
-@register_scorer("test_brevity", setup=_brevity_setup)
 def brevity(group, params):
     """Shorter answers score higher: 1 / (1 + chars / scale)."""
     return [1.0 / (1.0 + len(r["text"]) / params["scale"]) for r in group["responses"]]
 
 
-@stage("test_tally", reads=("scored.jsonl",), writes=("tally.json",))
 def tally_stage(ctx, out):
     """Counts the round's scored responses and their mean score."""
     scores = [r["score"] for g in read_jsonl(ctx.input("scored.jsonl")) for r in g["responses"]]
@@ -41,13 +39,25 @@ def tally_stage(ctx, out):
     return tally
 
 
-@register("test_margin_sigmoid")
 def margin_sigmoid(c, r, rc, rr, *, beta=0.1):
     """DPO with a fixed margin: -log sigmoid(beta * h - GAMMA)."""
     TRACED.append(True)
     h = (c - rc) - (r - rr)
     return (-jax.nn.log_sigmoid(beta * h - GAMMA), jax.lax.stop_gradient(beta * (c - rc)),
             jax.lax.stop_gradient(beta * (r - rr)))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def registered():
+    """Registers the three as a plugin module would at import, and removes them afterwards, so no
+    other test (e.g. the loss registry's golden coverage) sees them."""
+    register_scorer("test_brevity", setup=_brevity_setup)(brevity)
+    stage("test_tally", reads=("scored.jsonl",), writes=("tally.json",))(tally_stage)
+    register("test_margin_sigmoid")(margin_sigmoid)
+    yield
+    SCORERS.remove("test_brevity")
+    STAGE_REGISTRY.remove("test_tally")
+    PREFERENCE_LOSSES.remove("test_margin_sigmoid")
 
 
 STAGES = ["prompts", "generate", "score", "test_tally", "data", "preference", "eval"]
