@@ -14,6 +14,9 @@ import os
 import sys
 from pathlib import Path
 
+from jaxevo.data.loaders import read_jsonl_rows
+from jaxevo.errors import JaxevoError
+
 
 def add_arguments(p):
     p.add_argument("--model", required=True,
@@ -46,9 +49,6 @@ def add_arguments(p):
 
 
 def read_prompts(path: str) -> list[dict]:
-    from jaxevo.data.loaders import read_jsonl_rows
-    from jaxevo.errors import JaxevoError
-
     rows = []
     for lineno, row in read_jsonl_rows(path):  # missing file / bad JSON: clear ConfigErrors
         if "prompt" not in row:
@@ -66,8 +66,10 @@ def read_prompts(path: str) -> list[dict]:
 
 
 def run(args) -> int:
-    from jaxevo.errors import JaxevoError
+    # Here, not at the top: the sampler and the mesh import jax, which `jaxevo generate --help`
+    # needs neither (docs/benchmarks.md, CLI start-up).
     from jaxevo.sampling import Sampler, SamplingParams
+    from jaxevo.sharding import make_mesh
 
     rows = read_prompts(args.prompts)
     chat = not args.no_chat
@@ -79,8 +81,6 @@ def run(args) -> int:
                         stop=tuple(args.stop))
     mesh = None
     if args.mesh:
-        from jaxevo.sharding import make_mesh
-
         try:
             shape = tuple(int(x) for x in args.mesh.split(","))
         except ValueError:
