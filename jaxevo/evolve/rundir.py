@@ -203,7 +203,6 @@ class RunDir:
         m["rounds"].setdefault(str(r), {"stages": {}}).update(info)
         self._write(m)
 
-
     # ------------------------------------------------------------------ older layout
     def _migrate_numbered(self) -> None:
         """Rename the `round_*/NN_name` stage folders of an older jaxevo to `round_*/name`, and
