@@ -43,17 +43,19 @@ def is_correct(item: dict[str, Any], text: str) -> bool:
 def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 192,
              k: int = 1, temperature: float = 0.0, seed: int = 0, chat: bool = True,
              self_refine: bool = False, refine_template: str = REFINE_TEMPLATE,
-             progress: bool | None = None) -> tuple[list[dict], dict[str, Any]]:
+             progress: bool | None = None, stop_after: Sequence[str] = ()) -> tuple[list[dict], dict[str, Any]]:
     """Run the model on `items` (dicts with "prompt" and "answer"); returns (per-item rows, summary).
 
     k > 1 needs temperature > 0: the summary then has pass@k and majority@k beside accuracy
     (accuracy = the first sample). With `self_refine`, each first answer is refined once by the
-    model (greedy) and `refined/accuracy` is reported too.
+    model (greedy) and `refined/accuracy` is reported too. `stop_after`: end-of-answer patterns
+    that end a completion early (`SamplingParams.stop_after`).
     """
     if k > 1 and temperature == 0:
         temperature = 1.0  # k identical greedy samples would make pass@k meaningless
     prompts = [it["prompt"] for it in items]
-    sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=k, seed=seed)
+    sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=k, seed=seed,
+                        stop_after=tuple(stop_after))
     outs = sampler.generate(prompts, sp, chat=chat, progress=progress)
     rows = []
     for it, comps in zip(items, outs):
@@ -77,8 +79,8 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
         summary[f"majority@{k}"] = accuracy_summary([r["majority_correct"] for r in rows])["accuracy"]
     if self_refine:
         refine_prompts = [refine_template.format(prompt=r["prompt"], previous=r["completion"]) for r in rows]
-        refined = sampler.generate(refine_prompts, SamplingParams(max_new_tokens=max_new_tokens,
-                                                                  temperature=0.0), chat=chat,
+        refined = sampler.generate(refine_prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
+                                                                  stop_after=tuple(stop_after)), chat=chat,
                                    progress=progress)
         for it, r, comps in zip(items, rows, refined):
             r["refined"] = comps[0].text

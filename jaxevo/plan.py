@@ -335,7 +335,8 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
         pre = loop.start.lower(weights, cache, state, tokens, valid, row_vec, row_vec, row_vec, row_vec,
                                stop, key, knobs, cfg=mcfg, mode=mode, mesh=mesh,
                                chunk=s.prefill_chunk).compile()
-        dec = loop.run.lower(weights, cache, state, stop, knobs, abstract((), jnp.int32, rep), cfg=mcfg,
+        dec = loop.run.lower(weights, cache, state, stop, knobs, abstract((), jnp.int32, rep),
+                             abstract((), jnp.int32, rep), cfg=mcfg,
                              mode=mode, mesh=mesh, lockstep=True).compile()
     n_params = mcfg.num_params()
     item = jnp.dtype(s.dtype).itemsize

@@ -100,3 +100,10 @@ def test_eval_command_rejects_items_without_answers(tmp_path, tiny_model):
     r = subprocess.run([sys.executable, "-m", "jaxevo.cli", "eval", "--model", tiny_model, "--data", str(data)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "has no 'answer'" in r.stderr
+
+
+def test_end_of_answer_patterns_reach_every_sampling_call():
+    s = ScriptedSampler(lambda p, sp: ["The answer is 4."])
+    pattern = r"(?i)the answer is [^\n]*?\d\.(?=\s)"
+    evaluate(s, ITEMS, self_refine=True, stop_after=[pattern])
+    assert [sp.stop_after for _, sp in s.calls] == [(pattern,), (pattern,)]

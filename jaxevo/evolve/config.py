@@ -59,6 +59,10 @@ class SampleSection:
     top_k: int = 0
     min_p: float = 0.0
     max_new_tokens: int = 192
+    # End-of-answer patterns (regular expressions, e.g. "(?i)the answer is [^\n]*?\d\.(?=\s)"):
+    # a sample or refinement ends as soon as its text matches, keeping the match; the tokens a
+    # model would write after its answer are never paid for. Empty: off.
+    stop_after: tuple[str, ...] = ()
     batch_size: int = 64  # sequences per sampler call
     # Completions per journaled chunk: a stage killed mid-sampling resumes after its last finished
     # chunk, every sample on its own random stream (evolve/journal.py). 0 = no journal. Resume-safe.
@@ -147,6 +151,7 @@ class EvalSection:
     source: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"type": "arithmetic", "split": "test", "n": 200, "levels": [1, 2]})
     max_new_tokens: int = 192
+    stop_after: tuple[str, ...] = ()  # end-of-answer patterns, as `sample.stop_after`
     batch_size: int = 64
     self_refine: bool = False  # also report accuracy after one online self-refinement step
     before: bool = True  # evaluate the start model as round 0

@@ -139,12 +139,14 @@ class RoundContext:
         self._samplers = {}
         gc.collect()
 
-    def sampling(self, max_new_tokens: int, temperature: float, n: int = 1, salt: int = 0) -> SamplingParams:
-        """Sampling parameters of the run (top-p/k, min-p) on the round's seed (+ `salt`)."""
+    def sampling(self, max_new_tokens: int, temperature: float, n: int = 1, salt: int = 0,
+                 answers: bool = False) -> SamplingParams:
+        """Sampling parameters of the run (top-p/k, min-p) on the round's seed (+ `salt`);
+        `answers`: the texts are answers, so `sample.stop_after` ends them (not feedback)."""
         c = self.cfg.sample
         return SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=n,
                               top_p=c.top_p, top_k=c.top_k, min_p=c.min_p,
-                              seed=self.seed * 7919 + salt)
+                              seed=self.seed * 7919 + salt, stop_after=c.stop_after if answers else ())
 
     def sampler_stats(self) -> dict[str, Any]:
         st = next(iter(self._samplers.values())).last_stats
@@ -158,6 +160,7 @@ class RoundContext:
         items = [dict(r) for r in load_source(source or e.source)]
         rows, summary = evaluate(self.sampler(model), items, max_new_tokens=e.max_new_tokens,
                                  chat=self.cfg.prompts.chat, self_refine=e.self_refine and source is None,
+                                 stop_after=e.stop_after,
                                  refine_template=self.cfg.refine.template, progress=self.progress)
         write_jsonl(out / "results.jsonl", rows)
         write_json(out / "eval.json", summary)

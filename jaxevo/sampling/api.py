@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 import warnings
 from typing import Any, Sequence
@@ -47,7 +48,7 @@ from jaxevo.weights.load import load_pretrained
 # params' types are re-exported: callers import them from here
 __all__ = ["Completion", "RunStats", "Sampler", "SamplingParams", "batch_bucket", "generate", "length_bucket"]
 
-FINISH = {loop.LENGTH: "length", loop.EOS: "eos"}
+FINISH = {loop.LENGTH: "length", loop.EOS: "eos", loop.STOP: "stop"}
 MAX_STOP_IDS = 8
 
 
@@ -66,15 +67,19 @@ class Sampler:
     `decode.prepare_weights`; default `placement.default_matmul_dtype`). continuous: refill rows
     that finish with waiting prompts while the others decode on (the same completions to float
     rounding; fewer idle rows when completion lengths vary widely; off by default, see
-    docs/benchmarks.md).
+    docs/benchmarks.md). check_every: decode steps between two looks of the host at the rows, when
+    there are stop strings, end-of-answer patterns or a progress bar (each look costs a copy of the
+    rows' tokens to the host and their detokenisation).
     """
 
     def __init__(self, cfg: ModelConfig, params: Any, tokenizer: Any = None, *, mesh=None,
                  max_batch: int = 64, max_length: int | None = None, prefill_chunk: int = 256,
                  min_prompt_bucket: int = 16, matmul_dtype: str | None = None,
-                 prompt_buckets: Sequence[int] | None = None, continuous: bool = False):
+                 prompt_buckets: Sequence[int] | None = None, continuous: bool = False,
+                 check_every: int = 16):
         self.cfg = cfg
         self.continuous = continuous
+        self.check_every = check_every
         self.params = params
         self.matmul_dtype = matmul_dtype
         self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
@@ -102,7 +107,8 @@ class Sampler:
         return Sampler(self.cfg, params, self.tokenizer, mesh=self.mesh, max_batch=self.max_batch,
                        max_length=self.max_length, prefill_chunk=self.prefill_chunk,
                        min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype,
-                       prompt_buckets=self.prompt_buckets, continuous=self.continuous)
+                       prompt_buckets=self.prompt_buckets, continuous=self.continuous,
+                       check_every=self.check_every)
 
     @property
     def weights(self):
@@ -178,16 +184,21 @@ class Sampler:
         rows = [(p, s) for p in order for s in range(sp.n)]
         results: list[list[Completion | None]] = [[None] * sp.n for _ in ids]
         stats = RunStats(prompts=len(ids), truncated_prompts=sum(1 for c in cut if c))
-        bar = _progress(len(rows), progress if progress is not None else len(rows) > self.max_batch)
+        show = progress if progress is not None else len(rows) > self.max_batch
+        bar = _progress(len(rows), show)
+        look = self.check_every if (show or sp.stop or sp.stop_after) else None
         t_start = time.perf_counter()
         try:
-            for out, done in self._decode(ids, rows, sp, stop_ids, first_index, stats):
+            for out, done, active in self._decode(ids, rows, sp, stop_ids, first_index, stats, look):
                 for r, (p, s) in done:
-                    results[p][s] = self._completion(out, r, p, s, len(ids[p]), cut[p], stop_ids, sp.stop)
+                    results[p][s] = self._completion(out, r, p, s, len(ids[p]), cut[p], sp)
                     stats.new_tokens += int(out.lengths[r])
                 stats.completions += len(done)
-                bar.update(len(done))
-                bar.set_postfix(tok_s=f"{stats.new_tokens / (time.perf_counter() - t_start):.0f}")
+                # rows in flight count by the share of their token budget used: the bar moves
+                # every `check_every` steps, not only when a whole batch ends
+                partial = sum(int(out.lengths[r]) for r in active)
+                bar.n = round(stats.completions + partial / sp.max_new_tokens, 1)
+                bar.set_postfix(tok_s=f"{(stats.new_tokens + partial) / (time.perf_counter() - t_start):.0f}")
         finally:
             bar.close()
         stats.seconds = time.perf_counter() - t_start
@@ -240,9 +251,11 @@ class Sampler:
             pools[-1][1].append((p, smp))
         return pools
 
-    def _decode(self, ids, rows, sp: SamplingParams, stop_ids, first_index: int, stats: RunStats):
-        """Decode `rows` [(prompt, sample)]; yields (host loop.Output, [(row, (prompt, sample))])
-        each time rows finish."""
+    def _decode(self, ids, rows, sp: SamplingParams, stop_ids, first_index: int, stats: RunStats,
+                look: int | None):
+        """Decode `rows` [(prompt, sample)]; yields (host loop.Output, [(row, (prompt, sample))]
+        finished, [rows still running]) each time rows finish, or every `look` decode steps (when
+        not None: rows whose text hits a stop string or end-of-answer pattern are ended then)."""
         cfg, shard, mesh = self.cfg, self._batch_shards(), self.mesh
         m = length_bucket(sp.max_new_tokens, minimum=8, chunk=1 << 30)
         mode, knobs = sp.mode(cfg.vocab_size), sp.knobs()
@@ -259,7 +272,8 @@ class Sampler:
             q = 0
             while True:
                 free = [r for r in range(nb) if owner[r] is None]
-                if q < len(queue) and free:
+                # refill only in batches (a refill is a prefill pass), also between two looks
+                if q < len(queue) and free and (len(free) == nb or len(free) >= min(refill_at, len(queue) - q)):
                     take = queue[q:q + len(free)]
                     q += len(take)
                     t0 = time.perf_counter()
@@ -276,17 +290,34 @@ class Sampler:
                 with _mesh_ctx(mesh):
                     cache, state, steps = loop.run(
                         self.weights, cache, state, stop_arr, knobs,
-                        jnp.int32(refill_at if q < len(queue) else nb), cfg=cfg, mode=mode, mesh=mesh,
-                        lockstep=not self.continuous)
+                        jnp.int32(refill_at if q < len(queue) else nb), jnp.int32(look or 1 << 30),
+                        cfg=cfg, mode=mode, mesh=mesh, lockstep=not self.continuous)
                 stats.decode_steps += int(steps)
                 out = _to_host(loop.output(state))
+                if look and (sp.stop or sp.stop_after):
+                    out, state = self._end_stopped(out, state, owner, sp)
                 # an owned row is done exactly when it has a finish code (free rows keep NOT_RUN)
                 finished = [(r, owner[r]) for r in range(nb)
                             if owner[r] is not None and out.finish[r] != loop.NOT_RUN]
                 for r, _ in finished:
                     owner[r] = None
-                yield out, finished
+                yield out, finished, [r for r in range(nb) if owner[r] is not None]
             self._cache = cache
+
+    def _end_stopped(self, out, state, owner, sp: SamplingParams):
+        """End the running rows whose text so far hits a stop string or an end-of-answer pattern
+        (finish code STOP); returns the host output and the state with those rows done."""
+        hit = [r for r, o in enumerate(owner) if o is not None and out.finish[r] == loop.NOT_RUN
+               and _stop_hit(self._decode_text(out.tokens[r, :out.lengths[r]]), sp) is not None]
+        if not hit:
+            return out, state
+        rows = np.zeros(len(owner), bool)
+        rows[hit] = True
+        with _mesh_ctx(self.mesh):
+            state = loop.stop_rows(state, self._put(rows))
+        finish = np.array(out.finish)
+        finish[hit] = loop.STOP
+        return out._replace(finish=finish), state
 
     def _take_cache(self, nb: int, s: int):
         """The reusable cache buffer if it has this shape, else a new one (the old one freed first)."""
@@ -332,18 +363,19 @@ class Sampler:
     def _put(self, x: np.ndarray):
         return jnp.asarray(x) if self.mesh is None else jax.device_put(x, rows_sharding(self.mesh, x.shape))
 
-    def _completion(self, out, r, p, s, plen, cut, stop_ids, stop_strings) -> Completion:
+    def _completion(self, out, r, p, s, plen, cut, sp: SamplingParams) -> Completion:
+        """Row r of `out` as a Completion; cut at its first stop string or end-of-answer match
+        (the fewest tokens whose text holds it, so where the host noticed it does not matter)."""
         n = int(out.lengths[r])
         toks = [int(x) for x in out.tokens[r, :n]]
         lps = np.asarray(out.logprobs[r, :n], np.float32)
         finish = FINISH.get(int(out.finish[r]), "length")
         body = toks[:-1] if finish == "eos" else toks
         text = self._decode_text(body)
-        if stop_strings and self.tokenizer is not None:
-            hit = _find_stop(text, stop_strings)
-            if hit is not None:
-                k = _stop_prefix_len(self._decode_text, body, stop_strings)
-                toks, lps, text, finish = body[:k], lps[:k], text[:hit], "stop"
+        if (sp.stop or sp.stop_after) and self.tokenizer is not None and _stop_hit(text, sp) is not None:
+            k = _stop_prefix_len(self._decode_text, body, sp)
+            head = self._decode_text(body[:k])
+            toks, lps, text, finish = body[:k], lps[:k], head[:_stop_hit(head, sp)], "stop"
         return Completion(text=text, token_ids=tuple(toks), token_logprobs=lps,
                           logprob=float(np.sum(lps, dtype=np.float64)), finish_reason=finish,
                           prompt_index=p, sample_index=s, prompt_tokens=plen, truncated_tokens=cut)
@@ -359,17 +391,21 @@ def generate(model: str | Sampler, prompts, sampling: SamplingParams | None = No
 
 
 # ------------------------------------------------------------------------------ helpers
-def _find_stop(text: str, stops: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+def _stop_hit(text: str, sp: SamplingParams) -> int | None:
+    """Where `text` is cut: before its first stop string or after its first end-of-answer match
+    (the earlier of the two); None when neither occurs."""
+    hits = [i for i in (text.find(s) for s in sp.stop) if i >= 0]
+    hits += [m.end() for m in (re.search(p, text) for p in sp.stop_after) if m is not None]
     return min(hits) if hits else None
 
 
-def _stop_prefix_len(decode, ids, stops) -> int:
-    """Fewest leading tokens whose text contains a stop string (binary search)."""
+def _stop_prefix_len(decode, ids, sp: SamplingParams) -> int:
+    """Fewest leading tokens whose text contains a stop string or an end-of-answer match
+    (binary search)."""
     lo, hi = 1, len(ids)
     while lo < hi:
         mid = (lo + hi) // 2
-        if _find_stop(decode(ids[:mid]), stops) is not None:
+        if _stop_hit(decode(ids[:mid]), sp) is not None:
             hi = mid
         else:
             lo = mid + 1

@@ -40,8 +40,8 @@ from jaxevo.models.transformer import positions_from_valid, visible_mask
 from jaxevo.sampling.placement import constrain_cache, constrain_rows, platform_jit
 from jaxevo.sampling.processors import Knobs, Mode, choose, token_logprobs
 
-# finish codes
-LENGTH, EOS, NOT_RUN = 0, 1, 2
+# finish codes (STOP: the host ended the row: a stop string or an end-of-answer pattern matched)
+LENGTH, EOS, NOT_RUN, STOP = 0, 1, 2, 3
 
 
 class State(NamedTuple):
@@ -182,12 +182,13 @@ def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, 
 
 
 @platform_jit(static_argnames=("cfg", "mode", "mesh", "lockstep"), donate_argnames=("cache", "state"))
-def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, *,
+def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, max_steps, *,
         cfg: ModelConfig, mode: Mode, mesh=None, lockstep: bool = False):
-    """Decode every unfinished row until at least `refill_at` rows (int32 scalar, <= N) are done;
-    on the device. lockstep: the rows were started together and none is refilled, so the active
-    ones share one cache slot (one write for all rows instead of one per row).
-    Returns (cache, state, decode steps run)."""
+    """Decode every unfinished row until at least `refill_at` rows (int32 scalar, <= N) are done,
+    or for at most `max_steps` steps (int32 scalar: the host looks at the rows that often, for stop
+    strings and the progress bar); on the device. lockstep: the rows were started together and
+    none is refilled, so the active ones share one cache slot (one write for all rows instead of
+    one per row). Returns (cache, state, decode steps run)."""
     n, s = state.kv_valid.shape
     t = s - state.tokens.shape[1]
 
@@ -200,6 +201,15 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
                                        lambda x: constrain_cache(x, cfg, mesh))
         return _pick_and_record(st, lg, stop_ids, mode, knobs), cache, i + 1
 
-    state, cache, steps = lax.while_loop(lambda c: jnp.sum(c[0].done, dtype=jnp.int32) < jnp.minimum(refill_at, n),
-                                         body, (state, cache, jnp.int32(0)))
+    def more(c):
+        return (jnp.sum(c[0].done, dtype=jnp.int32) < jnp.minimum(refill_at, n)) & (c[2] < max_steps)
+
+    state, cache, steps = lax.while_loop(more, body, (state, cache, jnp.int32(0)))
     return cache, state, steps
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def stop_rows(state: State, rows) -> State:
+    """End the rows where `rows` [N] bool is set (finish code STOP); the others are unchanged."""
+    rows = rows & ~state.done
+    return state._replace(done=state.done | rows, finish=jnp.where(rows, STOP, state.finish))

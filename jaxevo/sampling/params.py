@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 
@@ -26,11 +27,21 @@ class SamplingParams:
     seed: int = 0
     stop: tuple[str, ...] = ()  # stop strings (checked on the host; trimmed from the text)
     stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos + end-of-turn ids
+    # End-of-answer patterns (regular expressions): a row ends once its text matches one, and the
+    # text is kept up to the match's end (unlike `stop`, whose string is cut off). Checked on the
+    # host every few decode steps, so finished rows stop paying for tokens.
+    stop_after: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        object.__setattr__(self, "stop", tuple(self.stop))
+        for name in ("stop", "stop_after"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        for pattern in self.stop_after:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"SamplingParams: stop_after pattern {pattern!r} is not a valid "
+                                  f"regular expression ({e})") from None
         if self.stop_token_ids is not None:
             object.__setattr__(self, "stop_token_ids", tuple(int(i) for i in self.stop_token_ids))
         checks = [
@@ -42,6 +53,7 @@ class SamplingParams:
             (self.repetition_penalty > 0, "repetition_penalty must be > 0"),
             (self.n >= 1, "n must be >= 1"),
             (all(self.stop), "stop strings must be non-empty"),
+            (all(self.stop_after), "stop_after patterns must be non-empty"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -3,10 +3,12 @@ stops, bucketing, errors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from jaxevo.errors import JaxevoError
+from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.sampling import Sampler, SamplingParams, loop, teacher_forced_logprobs
 from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
 
@@ -190,3 +192,55 @@ def test_text_prompts_and_chat_messages():
     assert isinstance(a[0][0].text, str)
     with pytest.raises(JaxevoError):
         s.generate([msgs], chat=False)
+
+
+def test_stop_after_pattern_ends_rows_in_the_loop():
+    """An end-of-answer pattern ends a row inside the decode loop (fewer decode steps) and keeps
+    the text up to the match's end; where the host looked (check_every) changes nothing."""
+    cfg, params = tiny("llama3")
+    tok = byte_tokenizer()
+    prompt = [list(range(40, 60))]
+    full = Sampler(cfg, params, tok).generate_ids(prompt, max_new_tokens=40, temperature=0, stop_token_ids=())[0][0]
+    text = full.text
+    j = next(j for j in range(4, 12) if text[j:j + 2].strip() and text.find(text[j:j + 2]) == j)
+    pattern = re.escape(text[j:j + 2])
+    outs = []
+    for every in (1, 4, 64):
+        s = Sampler(cfg, params, tok, check_every=every)
+        out = s.generate_ids(prompt, max_new_tokens=40, temperature=0, stop_token_ids=(), stop_after=(pattern,))[0][0]
+        assert out.finish_reason == "stop" and out.text == text[:j + 2]
+        assert list(out.token_ids) == list(full.token_ids[:out.length])
+        dec = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+        assert re.search(pattern, dec(out.token_ids)) and not re.search(pattern, dec(out.token_ids[:-1]))
+        outs.append((out, s.last_stats.decode_steps))
+    # the row ended within `check_every` steps of the match, not at the 40-token limit
+    assert outs[0][1] <= outs[0][0].length and outs[1][1] <= outs[1][0].length + 4
+    # sampled rows of several prompts: the same completions whatever the look interval
+    sp = SamplingParams(max_new_tokens=24, temperature=0.9, n=3, seed=2, stop_token_ids=(), stop_after=(r"[aeiou]\W",))
+    a = Sampler(cfg, params, tok, check_every=1, max_batch=4).generate(["hi", "a longer prompt here"], sp)
+    b = Sampler(cfg, params, tok, check_every=16, max_batch=4, continuous=True).generate(["hi", "a longer prompt here"], sp)
+    assert [[(c.token_ids, c.text, c.finish_reason) for c in o] for o in a] == \
+        [[(c.token_ids, c.text, c.finish_reason) for c in o] for o in b]
+    with pytest.raises(ConfigError, match="not a valid regular expression"):
+        SamplingParams(stop_after=("(unclosed",))
+
+
+def test_progress_bar_moves_while_rows_decode(monkeypatch):
+    """The bar advances every `check_every` steps (by the share of the token budget used), not
+    only when a whole batch finishes."""
+    from jaxevo.sampling import api
+
+    seen = []
+
+    class Bar(api._NoBar):
+        n = 0.0
+
+        def set_postfix(self, **_):
+            seen.append(self.n)
+
+    monkeypatch.setattr(api, "_progress", lambda total, show: Bar())
+    cfg, params = tiny("llama3")
+    Sampler(cfg, params, byte_tokenizer(), check_every=4).generate_ids(
+        PROMPTS[:4], max_new_tokens=32, temperature=0, stop_token_ids=(), progress=True)
+    assert seen[-1] == 4 and len(seen) >= 6
+    assert any(0 < x < 4 for x in seen) and seen == sorted(seen)

@@ -25,7 +25,7 @@ def sample_groups(ctx: RoundContext, items: list[dict], n: int, salt: int = 0, m
     round's start model), each response `kind="sample"` on its own chain."""
     c = ctx.cfg.sample
     comps = ctx.sampler(model).generate(
-        [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=n, salt=salt),
+        [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=n, salt=salt, answers=True),
         chat=ctx.cfg.prompts.chat, progress=ctx.progress)
     return [{"item": it, "prompt": it["prompt"], **extra,
              "responses": [response_record(cp, kind="sample", chain=j, step=0) for j, cp in enumerate(cs)]}
@@ -98,7 +98,7 @@ def refine_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
             break
         # With a feedback stage (SELF) the refinement acts on the feedback, as in meta-skill training.
         prompts = [self_refine_prompt(rc.template, g["prompt"], r["text"], r.get("feedback")) for g, r in todo]
-        comps = ctx.sampler().generate(prompts, ctx.sampling(rc.max_new_tokens, rc.temperature, salt=step),
+        comps = ctx.sampler().generate(prompts, ctx.sampling(rc.max_new_tokens, rc.temperature, salt=step, answers=True),
                                        chat=ctx.cfg.prompts.chat, progress=ctx.progress)
         new = []
         for (g, r), cs in zip(todo, comps):
