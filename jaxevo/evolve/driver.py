@@ -19,6 +19,7 @@ from typing import Any
 
 from jaxevo import distributed
 from jaxevo.config import to_dict
+from jaxevo.dirlock import DirLock
 from jaxevo.evolve import stages as _builtin  # noqa: F401  (registers the built-in stages)
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.context import RoundContext
@@ -39,7 +40,13 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     killed there (used by the resume tests). Returns the manifest.
 
     Multi-host: call on every process with the same config; all of them run every stage, process 0
-    writes the files (see `rundir`)."""
+    writes the files (see `rundir`). The run directory is locked for the call (`jaxevo.dirlock`):
+    a second `evolve` on it is refused."""
+    with DirLock(cfg.run.dir, "jaxevo evolve", enabled=distributed.is_main()):
+        return _run(cfg, raw, stop_after, stop_at_step, mesh)
+
+
+def _run(cfg: EvolveConfig, raw: dict[str, Any], stop_after, stop_at_step, mesh) -> dict[str, Any]:
     stages = check_stages(cfg.stages)
     SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()

@@ -38,6 +38,10 @@ class Checkpointer:
             max_to_keep=max(1, int(keep)), create=True,
             enable_async_checkpointing=async_save)
         self._mngr = ocp.CheckpointManager(self.dir, options=options, item_names=("state", "meta"))
+        # Saves known complete (`confirmed`: the newest) and started but not yet known to be
+        # (`pending`): a failed asynchronous save names the last complete one.
+        self.confirmed: int | None = self.latest_step()
+        self.pending: list[int] = []
 
     def latest_step(self) -> int | None:
         return self._mngr.latest_step()
@@ -47,8 +51,11 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, meta: dict[str, Any], *, force: bool = True) -> bool:
         """Save (asynchronously when enabled); returns whether a save was started."""
-        return self._mngr.save(int(step), args=ocp.args.Composite(
+        started = self._mngr.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+        if started:
+            self.pending.append(int(step))
+        return started
 
     def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
         """(state, meta) of ``step`` (default: latest), laid out as ``abstract_state``'s shardings."""
@@ -69,11 +76,15 @@ class Checkpointer:
                 if (self.dir / str(s)).exists():
                     os.replace(self.dir / str(s), target)
         self._mngr.reload()
+        self.confirmed = self.latest_step()
         return dest
 
     def check(self) -> None:
         """Raise the error of a finished asynchronous save, if any."""
+        busy = self._mngr.is_saving_in_progress()
         self._mngr.check_for_errors()
+        if not busy and self.pending:  # every save started has ended without an error
+            self.confirmed, self.pending = max(self.pending), []
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()
@@ -84,7 +95,7 @@ class Checkpointer:
 
 
 # ----------------------------------------------------------------------------- storage failures
-def _storage_failure(ckpt: Checkpointer, e: BaseException, last_saved: int | None) -> None:
+def _storage_failure(ckpt: Checkpointer, e: BaseException) -> None:
     """Re-raise a disk-full / permission failure of a save as one `OutputError` line (and drop
     Orbax's half-written temporary folders); anything else propagates unchanged."""
     if storage_cause(e) is None:
@@ -92,38 +103,38 @@ def _storage_failure(ckpt: Checkpointer, e: BaseException, last_saved: int | Non
     if jax.process_index() == 0:
         for tmp in ckpt.dir.glob("*orbax-checkpoint-tmp*"):
             shutil.rmtree(tmp, ignore_errors=True)
-    where = (f"the last complete checkpoint is step {last_saved}; rerun the same command to resume "
-             f"from it" if last_saved is not None else "no checkpoint was completed")
+    last = ckpt.confirmed
+    where = (f"the last complete checkpoint is step {last}; rerun the same command to resume "
+             f"from it" if last is not None else "no checkpoint was completed")
     raise OutputError.from_exc(e, ckpt.dir, "save a checkpoint in",
                                f"free space (or fix the permissions) there; {where}") from None
 
 
-def save_checked(ckpt: Checkpointer, step: int, state: Any, meta: dict[str, Any],
-                 last_saved: int | None) -> None:
+def save_checked(ckpt: Checkpointer, step: int, state: Any, meta: dict[str, Any]) -> None:
     """`Checkpointer.save`, after raising any failure of the previous (asynchronous) save."""
     try:
         ckpt.check()
         ckpt.save(step, state, meta)
     except Exception as e:  # noqa: BLE001 - storage errors become one line, the rest propagate
-        _storage_failure(ckpt, e, last_saved)
+        _storage_failure(ckpt, e)
         raise
 
 
-def check_saves(ckpt: Checkpointer, last_saved: int | None) -> None:
+def check_saves(ckpt: Checkpointer) -> None:
     """Raise the failure of a finished asynchronous save now, not at the next save."""
     try:
         ckpt.check()
     except Exception as e:  # noqa: BLE001
-        _storage_failure(ckpt, e, last_saved)
+        _storage_failure(ckpt, e)
         raise
 
 
-def wait_checked(ckpt: Checkpointer, last_saved: int | None) -> None:
+def wait_checked(ckpt: Checkpointer) -> None:
     try:
         ckpt.wait()
         ckpt.check()
     except Exception as e:  # noqa: BLE001
-        _storage_failure(ckpt, e, last_saved)
+        _storage_failure(ckpt, e)
         raise
 
 

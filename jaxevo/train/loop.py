@@ -95,18 +95,18 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
             growth.check(s + 1, m)
             every = cfg.checkpoint.every
             if every and (s + 1) % every == 0 and s + 1 < end:
-                save_checked(ckpt, s + 1, state, t.meta(s + 1), last_saved)
+                save_checked(ckpt, s + 1, state, t.meta(s + 1))
                 last_saved = s + 1
             else:
-                check_saves(ckpt, last_saved)  # an async save that failed ends the run now
+                check_saves(ckpt)  # an async save that failed ends the run now
             if preemption.should_stop(s + 1) and s + 1 < end:  # a signal: checkpoint, then stop
                 preempted = True
                 break
         done = int(fetch(state.step))
         finished = done == t.total and not cfg.checkpoint.final  # nothing left to resume
         if done != last_saved and (end > t.start or t.restored_step is None) and not finished:
-            save_checked(ckpt, done, state, t.meta(done), last_saved)
-        wait_checked(ckpt, last_saved)
+            save_checked(ckpt, done, state, t.meta(done))
+        wait_checked(ckpt)
     finally:
         preemption.uninstall()
         progress.close()
