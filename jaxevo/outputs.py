@@ -55,6 +55,9 @@ def check_writable(path: str | os.PathLike, *, is_dir: bool = False) -> Path:
     try:
         if not is_dir and p.is_dir():
             raise OutputError(f"cannot write {p}: it is a directory; give a file name")
+        blocker = next((a for a in (folder, *folder.parents) if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise OutputError(f"cannot write {p}: {blocker} is a file, not a directory")
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".jaxevo-write-test-{os.getpid()}"
         with open(probe, "wb") as f:
@@ -65,5 +68,7 @@ def check_writable(path: str | os.PathLike, *, is_dir: bool = False) -> Path:
         if not is_dir and p.exists() and not os.access(p, os.W_OK):
             raise OutputError(f"cannot write {p}: the file is not writable")
     except OSError as e:
-        raise OutputError.from_exc(e, p, advice="choose another path or free the disk") from None
+        advice = "free space there or choose another path" if storage_cause(e) else \
+            "choose another path"
+        raise OutputError.from_exc(e, p, advice=advice) from None
     return p
