@@ -166,7 +166,8 @@ class RunDir:
         try:
             return dict(_flatten(yaml.safe_load(path.read_text()) or {}))
         except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {e}); it records the "
+            why = " ".join(str(e).split())[:300]  # YAML errors span lines: one line here
+            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {why}); it records the "
                               f"config this run was started with. Restore it, or start a new run "
                               f"directory (run.dir=...)") from None
 
