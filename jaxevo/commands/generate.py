@@ -91,7 +91,7 @@ def run(args) -> int:
                            max_length=args.max_length, continuous=args.continuous)
     outs = sampler.generate([r["prompt"] for r in rows], sp, chat=chat, truncate=args.truncate)
 
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two runs on one --out never mix lines
     with tmp.open("w", encoding="utf-8") as f:
         for row, comps in zip(rows, outs):
             rec = dict(row)

@@ -77,6 +77,8 @@ def test_killed_three_ways_then_rerun_matches_and_a_second_writer_is_refused(tmp
     p.send_signal(signal.SIGTERM)
     out = p.communicate(timeout=300)[0]
     assert p.returncode == 143, out[-4000:]
+    assert f"resuming {run}: 1 stages finished (last: round 1 prompts), rounds done: none of 1; " \
+           f"continuing in round_001/generate.partial" in out
     ckdir = run / "round_001" / "sft.partial" / "train" / "checkpoints"
     assert f"checkpoint of step 1 saved in {ckdir}; rerun the same command to resume" in out
 
