@@ -123,3 +123,25 @@ def test_prompt_length_messages_name_the_flags(tmp_path, model_dir, capsys):
     assert main([*base, "--max-new-tokens", "8"]) == 2
     err = capsys.readouterr().err
     assert "but only 56 fit" in err and "(--truncate; truncate=True in the API)" in err
+
+
+def test_cli_turns_a_storage_error_into_one_line(tmp_path, monkeypatch, capsys):
+    """A full disk met mid-command (here: raised where generate reads its prompts) ends with one
+    line naming the path, exit 2; any other OSError stays a traceback (a bug to see)."""
+    import errno
+
+    from jaxevo.commands import generate
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.jsonl.tmp")
+    monkeypatch.setattr(generate, "read_prompts", full)
+    args = ["generate", "--model", "m", "--prompts", "p", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip() == ("jaxevo generate: error: cannot write "
+                                               "/data/out.jsonl.tmp: no space left on device")
+
+    def other(path):
+        raise OSError(errno.EIO, "Input/output error", "/dev/x")
+    monkeypatch.setattr(generate, "read_prompts", other)
+    with pytest.raises(OSError, match="Input/output error"):
+        main(args)
