@@ -253,6 +253,8 @@ def _restore(cfg: TrainConfig, ckpt: Checkpointer, abstract_params,
             state, meta = ckpt.restore(target, step)
             break
         except Exception as e:  # noqa: BLE001 - any failure: try the checkpoint before it
+            if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+                raise  # out of memory says nothing about the checkpoint: never set it aside
             skipped.append((step, _one_line(e)))
     else:
         tried = "; ".join(f"step {s}: {why}" for s, why in skipped)

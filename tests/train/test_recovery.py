@@ -153,9 +153,17 @@ def test_damaged_checkpoints_fall_back_to_the_newest_good_one(tmp_path, caplog):
                                rtol=1e-6)
 
 
-def test_no_checkpoint_restores_names_each(tmp_path):
+def test_no_checkpoint_restores_names_each(tmp_path, monkeypatch):
     out = tmp_path / "r"
     run(cfg_for(out), stop_at=2)
+
+    def oom(self, *a, **k):
+        raise MemoryError("out of host memory")
+    with monkeypatch.context() as m:  # running out of memory is not a damaged checkpoint
+        m.setattr(Checkpointer, "restore", oom)
+        with pytest.raises(MemoryError):
+            run(cfg_for(out))
+    assert (out / "checkpoints/2").is_dir() and not (out / "checkpoints_damaged").exists()
     (out / "checkpoints/2/state/_METADATA").unlink()
     with pytest.raises(ConfigError, match=r"no checkpoint restores.*step 2: \w+"):
         run(cfg_for(out))
