@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     # Here, not at the top: both import jax, which `jaxevo --help` does not need (it stays instant).
-    from jaxevo import distributed
+    from jaxevo import distributed, preemption
+    from jaxevo.outputs import OutputError, storage_cause
     from jaxevo.runtime import enable_compilation_cache
 
     enable_compilation_cache()
@@ -61,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxevo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except preemption.Preempted as e:  # a signal during training: the checkpoint is on disk
+        print(f"jaxevo {args.command}: {e}", file=sys.stderr)
+        return e.code
+    except OSError as e:  # disk full, read-only, permission: one line naming the path
+        if storage_cause(e) is None:
+            raise
+        print(f"jaxevo {args.command}: error: {OutputError.from_exc(e, e.filename or '?')}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

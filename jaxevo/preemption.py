@@ -1,5 +1,6 @@
-"""Preemption: turn SIGTERM (how Cloud TPU VMs, spot VMs and most schedulers announce the end) into
-a flag the train loop polls between steps, so it can save a checkpoint and exit cleanly.
+"""Preemption: turn SIGTERM (how Cloud TPU VMs, spot VMs and most schedulers announce the end) and
+Ctrl-C (SIGINT; a second Ctrl-C interrupts at once) into a flag the train loop polls between
+steps, so it can save a checkpoint and exit cleanly.
 
     from jaxevo import preemption
     preemption.install()                  # once, at start-up (idempotent)
@@ -32,16 +33,27 @@ log = logging.getLogger(__name__)
 
 _flag = threading.Event()
 _installed: dict[int, object] = {}  # signum -> previous handler
+_received: list[int] = []  # the signals that set the flag (the first names the exit code)
 EXIT_CODE = 143  # 128 + SIGTERM: what a launcher sees from a cleanly preempted run
 
 
 def _handler(signum, frame):  # noqa: ARG001 - signal API
+    if signum == signal.SIGINT and _flag.is_set():
+        raise KeyboardInterrupt  # a second Ctrl-C: the user will not wait for the checkpoint
     if not _flag.is_set():
-        log.warning("received signal %d: will checkpoint after the current step and stop", signum)
+        what = "Ctrl-C" if signum == signal.SIGINT else f"signal {signum}"
+        extra = " (Ctrl-C again to stop without it)" if signum == signal.SIGINT else ""
+        log.warning("received %s: will checkpoint after the current step and stop%s", what, extra)
+        _received.append(signum)
     _flag.set()
 
 
-def install(signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+def exit_code() -> int:
+    """128 + the signal that asked to stop (143 for SIGTERM, 130 for Ctrl-C)."""
+    return 128 + _received[0] if _received else EXIT_CODE
+
+
+def install(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
     """Install the flag-setting handler. Idempotent; a no-op outside the main thread (Python only
     lets the main thread set handlers; a trainer run from a worker thread keeps the default)."""
     if threading.current_thread() is not threading.main_thread():
@@ -65,6 +77,7 @@ def request_stop() -> None:
 
 def reset() -> None:
     _flag.clear()
+    _received.clear()
 
 
 def requested() -> bool:
@@ -97,11 +110,13 @@ def _preemption_service_reached(step: int) -> bool:
 
 
 class Preempted(SystemExit):
-    """Raised after the checkpoint of ``step`` was written; exits with code 143 if uncaught."""
+    """Raised after the checkpoint of ``step`` was written; exits with 128 + the signal (143 for
+    SIGTERM, 130 for Ctrl-C) if uncaught."""
 
-    def __init__(self, step: int, out_dir: str):
-        super().__init__(EXIT_CODE)
+    def __init__(self, step: int, out_dir: str, code: int = EXIT_CODE):
+        super().__init__(code)
         self.step, self.out_dir = step, out_dir
 
     def __str__(self) -> str:
-        return f"preempted: checkpoint of step {self.step} is in {self.out_dir}; rerun to resume"
+        return (f"stopped by a signal: checkpoint of step {self.step} saved in {self.out_dir}; "
+                f"rerun the same command to resume")

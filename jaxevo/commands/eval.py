@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jaxevo.data import load_source
 from jaxevo.errors import ConfigError
+from jaxevo.outputs import check_writable
 
 # Built-in tasks: a load_source spec of held-out items (test splits never overlap training).
 TASKS = {
@@ -50,13 +51,12 @@ def run(args) -> int:
     missing = [i for i, it in enumerate(items) if it.get("answer") in (None, "")]
     if missing:
         raise ConfigError(f"{args.data}: item {missing[0]} has no 'answer' (every line needs prompt and answer)")
+    out = check_writable(args.out or f"eval-{args.task or Path(args.data).stem}", is_dir=True)
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
                              self_refine=args.self_refine, progress=True)
     summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
-    out = Path(args.out or f"eval-{args.task or Path(args.data).stem}")
-    out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")

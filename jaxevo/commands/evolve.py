@@ -18,11 +18,14 @@ def run(args) -> int:
     from jaxevo.config import load_config, to_dict
     from jaxevo.evolve.config import EvolveConfig
     from jaxevo.evolve.driver import run_evolve
+    from jaxevo.outputs import check_writable
 
     main = distributed.is_main()  # on a pod, process 0 speaks for all
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     cfg = load_config(EvolveConfig, args.config, args.overrides)
+    if main:
+        check_writable(cfg.run.dir, is_dir=True)
     if main:
         print(f"jaxevo evolve: {cfg.run.recipe} recipe, {cfg.run.rounds} rounds, run directory {cfg.run.dir}")
     run_evolve(cfg, to_dict(cfg))

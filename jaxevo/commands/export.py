@@ -13,9 +13,11 @@ def add_arguments(p):
 def run(args) -> int:
     # Here, not at the top: they import jax and transformers, and `jaxevo export --help` needs
     # neither (docs/benchmarks.md, CLI start-up).
+    from jaxevo.outputs import check_writable
     from jaxevo.weights.hf import export_hf
     from jaxevo.weights.load import load_pretrained
 
+    check_writable(args.out, is_dir=True)  # before the (possibly long) load
     m = load_pretrained(args.model)
     out = export_hf(m.params, m.cfg, args.out, tokenizer=m.tokenizer, dtype=args.dtype)
     print(f"exported {args.model} ({m.cfg.num_params() / 1e6:.1f}M params) to {out}")

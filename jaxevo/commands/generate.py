@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 from jaxevo.data.loaders import read_jsonl_rows
 from jaxevo.errors import JaxevoError
+from jaxevo.outputs import check_writable
 
 
 def add_arguments(p):
@@ -72,6 +72,7 @@ def run(args) -> int:
     from jaxevo.sharding import make_mesh
 
     rows = read_prompts(args.prompts)
+    out = check_writable(args.out)  # before sampling: a bad --out must not cost the completions
     chat = not args.no_chat
     if not chat and any(not isinstance(r["prompt"], str) for r in rows):
         raise JaxevoError("--no-chat needs string prompts (got chat messages)")
@@ -90,9 +91,7 @@ def run(args) -> int:
                            max_length=args.max_length, continuous=args.continuous)
     outs = sampler.generate([r["prompt"] for r in rows], sp, chat=chat, truncate=args.truncate)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two runs on one --out never mix lines
     with tmp.open("w", encoding="utf-8") as f:
         for row, comps in zip(rows, outs):
             rec = dict(row)

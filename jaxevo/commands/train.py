@@ -6,6 +6,7 @@ import json
 import logging
 
 from jaxevo.config import load_config, to_dict
+from jaxevo.outputs import check_writable
 from jaxevo.train import TrainConfig, train
 
 
@@ -24,6 +25,7 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src", "orbax"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    check_writable(cfg.out_dir, is_dir=True)
     res = train(cfg)
     last = res.history[-1] if res.history else {}
     summary = {"steps": res.steps, "out_dir": str(res.out_dir),

@@ -37,8 +37,13 @@ def read_jsonl_rows(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]
     """(line number, object) pairs of a JSONL file; errors name the file and line."""
     p = _require_file(path)
     rows = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with p.open("rb") as f:  # bytes: a line that is not UTF-8 is named, not a traceback
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{p} line {lineno}: not UTF-8 text (byte {raw[e.start]:#04x} "
+                                  f"at column {e.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -11,6 +11,7 @@ resumes from its own Orbax checkpoints).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 from jaxevo import distributed
 from jaxevo.config import to_dict
+from jaxevo.dirlock import DirLock
 from jaxevo.evolve import stages as _builtin  # noqa: F401  (registers the built-in stages)
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.context import RoundContext
@@ -39,16 +41,25 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     killed there (used by the resume tests). Returns the manifest.
 
     Multi-host: call on every process with the same config; all of them run every stage, process 0
-    writes the files (see `rundir`)."""
+    writes the files (see `rundir`). The run directory is locked for the call (`jaxevo.dirlock`):
+    a second `evolve` on it is refused."""
+    with DirLock(cfg.run.dir, "jaxevo evolve", enabled=distributed.is_main()):
+        return _run(cfg, raw, stop_after, stop_at_step, mesh)
+
+
+def _run(cfg: EvolveConfig, raw: dict[str, Any], stop_after, stop_at_step, mesh) -> dict[str, Any]:
     stages = check_stages(cfg.stages)
     SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
+    distributed.main_only(_say_where)(run, cfg.run.rounds)
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
     if cfg.meta.enabled and not run.is_done(0, "meta"):
         _run_stage(RoundContext(cfg, run, 0, mesh, stop_at=stop_at_step), STAGES.get("meta"))
         if stop_after == (0, "meta"):
             return run.manifest()
-    if cfg.eval.before and not run.is_done(0, "eval"):
+    if cfg.eval.before and run.is_done(0, "eval"):
+        distributed.main_only(_ensure_logged)(run, 0)  # killed between the stage and its row
+    elif cfg.eval.before:
         tmp = run.begin_stage(0, "eval")
         ctx = RoundContext(cfg, run, 0, mesh).begin("eval", tmp)
         t0 = time.time()
@@ -58,6 +69,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
         distributed.main_only(_log_round)(run, 0)
     for r in range(1, cfg.run.rounds + 1):
         if run.manifest()["rounds"].get(str(r), {}).get("done"):
+            distributed.main_only(_ensure_logged)(run, r)
             continue
         ctx = RoundContext(cfg, run, r, mesh, stages, stop_at=stop_at_step)
         for st in stages:
@@ -104,8 +116,45 @@ def _relative(run: RunDir, model: str) -> str:
     return str(Path(model).relative_to(run.root)) if Path(model).is_relative_to(run.root) else model
 
 
+def _say_where(run: RunDir, rounds: int) -> None:
+    """One line on a resume: what is finished, where the run continues."""
+    m = run.manifest()["rounds"]
+    done = [(st.get("finished", 0), int(r), n) for r, rd in m.items()
+            for n, st in rd.get("stages", {}).items() if st.get("done")]
+    if not done:
+        return
+    rounds_done = sorted(int(r) for r, rd in m.items() if rd.get("done"))
+    last = max(done)[1:]
+    partial = sorted(p.relative_to(run.root) for p in run.root.glob("round_*/*.partial"))
+    log.warning("resuming %s: %d stages finished (last: round %d %s), rounds done: %s of %d%s",
+                run.root, len(done), last[0], last[1], rounds_done or "none", rounds,
+                f"; continuing in {', '.join(map(str, partial))}" if partial else "")
+
+
+def _ensure_logged(run: RunDir, r: int) -> None:
+    """Write round r's metrics row if a kill came between the round's end and its row."""
+    path = run.root / "metrics.jsonl"
+    rows = path.read_text().splitlines() if path.is_file() else []
+    if not any(_row_step(x) == r for x in rows):
+        _log_round(run, r)
+
+
+def _row_step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _log_round(run: RunDir, r: int) -> None:
-    """Round metrics to RUN/metrics.jsonl and RUN/tensorboard (step = round)."""
+    """Round metrics to RUN/metrics.jsonl and RUN/tensorboard (step = round); a row of round r
+    already there (a kill after it was written) is replaced, never doubled."""
+    path = run.root / "metrics.jsonl"
+    if path.is_file():
+        lines = path.read_text().splitlines(keepends=True)
+        keep = [x for x in lines if _row_step(x) not in (r, None)]
+        if len(keep) != len(lines):
+            path.write_text("".join(keep))
     logger = MetricsLogger(run.root)
     try:
         logger.log(r, round_metrics(run.manifest(), r))

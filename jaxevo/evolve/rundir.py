@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -42,11 +43,18 @@ import yaml
 from jaxevo import distributed
 from jaxevo.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 # Keys that may change between a run and its resume without mixing results: they change nothing
 # a stage writes (only where, how far, how fast, how it looks, and what disk it keeps).
 RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
                "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows",
                "sample.continuous")
+# Keys that may change on a resume, to recover from a divergence: the stages still to run use the
+# new value, the finished ones keep what they were trained with; the manifest records the change
+# and which stages were finished at that point (`config_changes`).
+RESUME_RECORDED = ("sft.optim.lr", "sft.optim.clip_norm", "preference.optim.lr",
+                   "preference.optim.clip_norm")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -123,14 +131,21 @@ class RunDir:
         distributed.barrier("jaxevo_rundir_open")
         if distributed.broadcast(self.manifest_path.exists()):  # one answer for every process
             m = self.manifest()
-            old = dict(_flatten(yaml.safe_load((self.root / "config.yaml").read_text()) or {})) \
-                if m["config_hash"] != self.hash else {}
+            old = self._recorded_config() if m["config_hash"] != self.hash else {}
             if m["config_hash"] != self.hash and not self._only_new_defaults(old):
-                diff = _diff(old, dict(_flatten(self.config)))
-                raise ConfigError(
-                    f"{self.root} was started with a different config; resuming would mix results. "
-                    f"Changed keys: {diff}. Use a new run directory (run.dir=...), or revert the "
-                    f"change. Only {', '.join(RESUME_SAFE)} may change on resume.")
+                new = dict(_flatten(self.config))
+                changed = [k for k in set(old) | set(new) if k not in RESUME_SAFE
+                           and old.get(k, _MISSING) != new.get(k, _MISSING)]
+                if not all(k in RESUME_RECORDED for k in changed):
+                    diff = _diff({k: v for k, v in old.items() if k not in RESUME_RECORDED},
+                                 {k: v for k, v in new.items() if k not in RESUME_RECORDED})
+                    raise ConfigError(
+                        f"{self.root} was started with a different config; resuming would mix "
+                        f"results. Changed keys: {diff}. Use a new run directory (run.dir=...), or "
+                        f"revert the change. On a resume {', '.join(RESUME_SAFE)} may change, and "
+                        f"{', '.join(RESUME_RECORDED)} (for the stages not finished yet; "
+                        f"recorded in manifest.json).")
+                self._record_change(m, old, new, sorted(changed))
             self._migrate_numbered()
         else:
             atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
@@ -146,8 +161,40 @@ class RunDir:
         return all(k not in old and k in self.defaults and new.get(k, _MISSING) == self.defaults[k]
                    for k in changed)
 
+    def _recorded_config(self) -> dict[str, Any]:
+        path = self.root / "config.yaml"
+        try:
+            return dict(_flatten(yaml.safe_load(path.read_text()) or {}))
+        except (OSError, yaml.YAMLError) as e:
+            why = " ".join(str(e).split())[:300]  # YAML errors span lines: one line here
+            raise ConfigError(f"{path} cannot be read ({type(e).__name__}: {why}); it records the "
+                              f"config this run was started with. Restore it, or start a new run "
+                              f"directory (run.dir=...)") from None
+
+    def _record_change(self, m: dict[str, Any], old: dict, new: dict, changed: list[str]) -> None:
+        """Accept a change of `RESUME_RECORDED` keys: the manifest lists it with the stages
+        finished before it, the config and its hash become the new ones."""
+        done = [f"{r}/{n}" for r, rd in sorted(m["rounds"].items(), key=lambda x: int(x[0]))
+                for n, st in rd.get("stages", {}).items() if st.get("done")]
+        m.setdefault("config_changes", []).append({
+            "time": time.time(), "changed": {k: [old.get(k), new.get(k)] for k in changed},
+            "finished_before": done})
+        m["config_hash"] = self.hash
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self._write(m)
+        log.warning("resuming %s with changed %s: the stages still to run use the new value%s",
+                    self.root, ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed),
+                    f"; {len(done)} finished stages keep the old one (recorded in manifest.json)"
+                    if done else "")
+
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text())
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(
+                f"{self.manifest_path} cannot be read ({type(e).__name__}: {e}): the record of "
+                f"which stages of this run are finished is damaged. Restore it from a copy, or "
+                f"start a new run directory (run.dir=...); the stage folders are intact") from None
 
     def _write(self, m: dict[str, Any]) -> None:
         """Process 0 writes the manifest; every process then waits until it is in place."""

@@ -217,11 +217,17 @@ class Sampler:
             if not p:
                 raise JaxevoError(f"prompt {i} is empty (0 tokens)")
             if len(p) > room:
-                if not truncate or room < 1:
+                if room < 1:  # truncating cannot help: no token of any prompt fits
                     raise JaxevoError(
-                        f"prompt {i} has {len(p)} tokens but only {max(room, 0)} fit: max_length "
+                        f"max_new_tokens {max_new} leaves no room for a prompt in max_length "
+                        f"{self.max_length}: lower max_new_tokens (--max-new-tokens) or raise "
+                        f"max_length (--max-length)")
+                if not truncate:
+                    raise JaxevoError(
+                        f"prompt {i} has {len(p)} tokens but only {room} fit: max_length "
                         f"{self.max_length} - max_new_tokens {max_new}; shorten it, lower "
-                        f"max_new_tokens, or pass truncate=True to keep its last {max(room, 0)} tokens")
+                        f"max_new_tokens, or truncate (--truncate; truncate=True in the API) to "
+                        f"keep its last {room} tokens")
                 cut.append(len(p) - room)
                 p = p[-room:]
             else:

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxevo.config import dump_config, to_dict
+from jaxevo.config import to_dict
 from jaxevo.errors import ConfigError
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
@@ -33,6 +33,7 @@ from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.objectives import Objective, get_objective
 from jaxevo.train.optim import make_optimizer
+from jaxevo.train.recorded_config import check_and_record, has_checkpoint, note_resume_step
 from jaxevo.train.reference import (attach_reference, cached_reference_logps,
                                     compute_reference_logps, fingerprint, reference_model_id)
 from jaxevo.train.state import TrainState, abstract_state, init_state, state_shardings
@@ -160,8 +161,10 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     mesh = mesh if mesh is not None else make_mesh(cfg.mesh)
     check_batch(cfg, mesh)
-    if jax.process_index() == 0:
-        dump_config(cfg, out_dir / "config.yaml")
+    resuming = cfg.checkpoint.resume and has_checkpoint(out_dir)
+    # Before the model loads: a refused config fails in a second, not after minutes of set-up.
+    check_and_record(cfg, out_dir, resuming=resuming, defaults=TrainConfig(),
+                     write=jax.process_index() == 0)
     objective = get_objective(cfg.objective.name)
 
     if pretrained is None:
@@ -236,22 +239,50 @@ def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, para
 
 def _restore(cfg: TrainConfig, ckpt: Checkpointer, abstract_params,
              parts: StepParts) -> tuple[TrainState | None, int | None]:
-    """(state, step) of the latest checkpoint, laid out for this mesh; (None, None) if none."""
-    latest = ckpt.latest_step() if cfg.checkpoint.resume else None
-    if latest is None:
+    """(state, step) of the newest checkpoint that restores, laid out for this mesh; (None, None)
+    if there is none. A newer one that fails (a file missing or cut short) is moved aside to
+    ``checkpoints_damaged/`` with the reason logged, so a damaged save never costs the good
+    checkpoints before it."""
+    steps = sorted(ckpt.all_steps(), reverse=True) if cfg.checkpoint.resume else []
+    if not steps:
         return None, None
     target = abstract_state(abstract_params, parts.tx, parts.state_shardings)
-    try:
-        state, meta = ckpt.restore(target, latest)
-    except (ValueError, KeyError, TypeError) as e:
+    skipped: list[tuple[int, str]] = []
+    for step in steps:
+        try:
+            state, meta = ckpt.restore(target, step)
+            break
+        except Exception as e:  # noqa: BLE001 - any failure: try the checkpoint before it
+            if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e):
+                raise  # out of memory says nothing about the checkpoint: never set it aside
+            skipped.append((step, _one_line(e)))
+    else:
+        tried = "; ".join(f"step {s}: {why}" for s, why in skipped)
         raise ConfigError(
-            f"cannot resume from {ckpt.dir} step {latest}: its train state does not match this "
-            f"run's model/optimizer ({type(e).__name__}: {str(e)[:500]}); use a new out_dir or "
-            "checkpoint.resume=false") from e
+            f"cannot resume from {ckpt.dir}: no checkpoint restores onto this run's model and "
+            f"optimizer ({tried}). If they were written for another model or optimizer, use a new "
+            f"out_dir; if their files were damaged, restore them from a copy, or start over with "
+            f"checkpoint.resume=false (this discards them)")
+    if skipped:
+        moved = ckpt.set_aside([s for s, _ in skipped], Path(cfg.out_dir) / "checkpoints_damaged")
+        for s, why in skipped:
+            log.warning("checkpoint step %d in %s does not restore (%s); moved to %s", s, ckpt.dir,
+                        why, moved)
     pos = meta.get("data_position", {})
     if pos.get("batch_size", cfg.batch_size) != cfg.batch_size:
         raise ConfigError(f"{ckpt.dir}: checkpoint was written with batch_size="
                           f"{pos['batch_size']}, this run has {cfg.batch_size}; the data "
                           "position would not match (use a new out_dir)")
-    log.info("resumed from %s step %d", ckpt.dir, latest)
-    return state, latest
+    why = f" (newer step{'s' if len(skipped) > 1 else ''} " \
+          f"{', '.join(str(s) for s, _ in skipped)} skipped: damaged)" if skipped else ""
+    log.warning("resuming from step %d of %s in %s%s", step, meta.get("total_steps", "?"),
+                ckpt.dir, why)
+    if jax.process_index() == 0:
+        note_resume_step(Path(cfg.out_dir), step)
+    return state, step
+
+
+def _one_line(e: BaseException) -> str:
+    """The gist of a (possibly 100-line TensorStore) error: its type and first line, cut short."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return f"{type(e).__name__}: {(lines[0] if lines else '')[:200]}"

@@ -15,6 +15,8 @@ loop raises `TrainingDivergedError` naming the step; checkpoints written before 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,15 +26,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxevo import preemption
+from jaxevo.dirlock import DirLock
 from jaxevo.config import to_dict
 from jaxevo.errors import JaxevoError
 from jaxevo.train.batches import Batch
 from jaxevo.train.builder import Trainer, build
-from jaxevo.train.checkpoint import export_model
+from jaxevo.train.checkpoint import (check_saves, close_quietly, export_model, save_checked,
+                                     wait_checked)
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.state import TrainState
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(JaxevoError):
@@ -50,14 +56,22 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None = None,
-          stop_at: int | None = None, mesh=None) -> TrainResult:
+          stop_at: int | None = None, mesh=None, key_prefix: str = "") -> TrainResult:
     """Run (or resume) the phase described by ``cfg``; see the module doc.
 
     ``pretrained``: a `jaxevo.weights.load.Pretrained` to train instead of loading
     ``cfg.model.path`` (its params should be laid out for ``mesh``); ``records``: in-memory
     examples instead of ``cfg.data.path``; ``stop_at``: stop (with a checkpoint) after this
-    optimizer step, as if interrupted — the schedule still follows the full ``total_steps``.
+    optimizer step, as if interrupted — the schedule still follows the full ``total_steps``;
+    ``key_prefix``: where this phase's keys sit in the user's config (``"sft."`` under
+    `evolve`), so messages name the key the user can set. ``cfg.out_dir`` is locked for the
+    call (`jaxevo.dirlock`): a second writer is refused.
     """
+    with DirLock(cfg.out_dir, "jaxevo train", enabled=jax.process_index() == 0):
+        return _train(cfg, pretrained, records, stop_at, mesh, key_prefix)
+
+
+def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
     t = build(cfg, pretrained=pretrained, records=records, mesh=mesh)
     ckpt = t.checkpointer
     end = t.total if stop_at is None else min(t.total, int(stop_at))
@@ -65,35 +79,42 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     last_saved = t.restored_step
     preempted = False
     progress = _Progress(t, end)
-    # SIGTERM (how TPU VMs announce preemption) only sets a flag while training: the loop ends
-    # after the current step with a checkpoint. Outside training the default handler applies.
+    growth = _GrowthWatch(key_prefix)
+    # SIGTERM (how TPU VMs announce preemption) and Ctrl-C only set a flag while training: the
+    # loop ends after the current step with a checkpoint. Outside training the defaults apply.
+    preemption.reset()
     preemption.install()
     t_start = time.time()
     try:
         for s in range(t.start, end):
             state, m = _run_step(t, state, t.stream.batch(s))
             if not m["finite"]:
-                raise _diverged(s + 1, m, last_saved, ckpt.dir)
+                raise _diverged(s + 1, m, last_saved, ckpt.dir, key_prefix)
             history.append(m)
             progress.update(s + 1, m)
+            growth.check(s + 1, m)
             every = cfg.checkpoint.every
             if every and (s + 1) % every == 0 and s + 1 < end:
-                ckpt.save(s + 1, state, t.meta(s + 1))
+                save_checked(ckpt, s + 1, state, t.meta(s + 1))
                 last_saved = s + 1
-            if preemption.should_stop(s + 1) and s + 1 < end:  # SIGTERM: checkpoint, then stop
+            else:
+                check_saves(ckpt)  # an async save that failed ends the run now
+            if preemption.should_stop(s + 1) and s + 1 < end:  # a signal: checkpoint, then stop
                 preempted = True
                 break
         done = int(fetch(state.step))
         finished = done == t.total and not cfg.checkpoint.final  # nothing left to resume
         if done != last_saved and (end > t.start or t.restored_step is None) and not finished:
-            ckpt.save(done, state, t.meta(done))
-        ckpt.wait()
+            save_checked(ckpt, done, state, t.meta(done))
+        wait_checked(ckpt)
     finally:
         preemption.uninstall()
         progress.close()
-        ckpt.close()
+        close_quietly(ckpt)
     if preempted:
-        raise preemption.Preempted(done, str(ckpt.dir))
+        exc = preemption.Preempted(done, str(ckpt.dir), preemption.exit_code())
+        log.warning("%s", exc)
+        raise exc
     stats = dict(t.stats, train_s=round(time.time() - t_start, 3))
 
     export_dir = None
@@ -118,13 +139,38 @@ def _run_step(t: Trainer, state: TrainState, batch: Batch) -> tuple[TrainState, 
 
 
 def _diverged(step: int, m: dict[str, float], last_saved: int | None,
-              ckpt_dir: Path) -> TrainingDivergedError:
+              ckpt_dir: Path, key_prefix: str = "") -> TrainingDivergedError:
     where = (f"the last good checkpoint is step {last_saved} in {ckpt_dir}"
              if last_saved is not None else "no checkpoint was written yet")
     return TrainingDivergedError(
         f"training diverged at step {step}: loss={m['loss']}, grad_norm={m['grad_norm']}, "
         f"param_norm={m['param_norm']} (not finite); the update was skipped and training "
-        f"stopped; {where}. Lower optim.lr, enable optim.clip_norm, or check the data")
+        f"stopped; {where}. Lower {key_prefix}optim.lr, enable {key_prefix}optim.clip_norm, or "
+        f"check the data; then rerun the same command with the new value to resume")
+
+
+class _GrowthWatch:
+    """Warns once when the loss grows ``FACTOR``-fold over its first value while staying finite
+    (a divergence in slow motion, which the not-finite check only catches much later)."""
+
+    FACTOR = 1e3
+
+    def __init__(self, key_prefix: str = ""):
+        self.first: float | None = None
+        self.warned, self.key_prefix = False, key_prefix
+
+    def check(self, step: int, m: dict[str, float]) -> bool:
+        loss = abs(float(m["loss"]))
+        if self.first is None:
+            self.first = max(loss, 1e-6)
+            return False
+        if not self.warned and loss > self.FACTOR * self.first:
+            self.warned = True
+            log.warning("loss at step %d is %.4g, %.0fx its first value %.4g: training is likely "
+                        "diverging; consider a lower %soptim.lr or %soptim.clip_norm", step, loss,
+                        loss / self.first, self.first, self.key_prefix, self.key_prefix)
+            return True
+        return False
 
 
 class _Progress:
@@ -133,6 +179,8 @@ class _Progress:
     def __init__(self, t: Trainer, end: int):
         c = t.cfg.log
         self.every, self.end = max(1, c.every), end
+        if jax.process_index() == 0:
+            _drop_rows_after(Path(t.cfg.out_dir) / "metrics.jsonl", t.start)
         self.logger = (MetricsLogger(t.cfg.out_dir, tensorboard=c.tensorboard)
                        if jax.process_index() == 0 else None)
         self.bar = (tqdm(total=t.total, initial=t.start, desc=f"train {t.objective.name}",
@@ -150,3 +198,22 @@ class _Progress:
             self.bar.close()
         if self.logger:
             self.logger.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Keep only the metrics rows of steps <= ``step`` (the checkpoint resumed from): the steps
+    after it run again, and would otherwise appear twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    if len(keep) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(keep))
+        tmp.replace(path)

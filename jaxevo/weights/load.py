@@ -10,7 +10,9 @@ GGUF files (and so the embedded model) are converted once into a HF directory un
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -58,11 +60,33 @@ def hf_dir_for(spec: str | Path) -> Path:
     raise WeightsError(f"{p}: neither a .gguf file nor a directory with config.json or {CHECKPOINT_MARKER}")
 
 
-def _gguf_to_hf(gguf_path: Path, name: str | None = None) -> Path:
-    """Convert a GGUF file into a cached HF directory (keyed by name+size+mtime), once."""
+# The modules whose code decides what a GGUF converts to: a change to any of them is a new
+# converter version, so a conversion made by older code is never read back.
+CONVERTER_MODULES = ("jaxevo.weights.gguf", "jaxevo.weights.convert", "jaxevo.weights.hf",
+                     "jaxevo.weights.safetensors_io", "jaxevo.models.config")
+
+
+@functools.lru_cache(maxsize=1)
+def converter_version() -> str:
+    """A hash of the converter's source (`CONVERTER_MODULES`): part of every cache key."""
+    h = hashlib.sha1()
+    for name in CONVERTER_MODULES:
+        h.update(Path(importlib.util.find_spec(name).origin).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def gguf_cache_entry(gguf_path: Path, name: str | None = None) -> Path:
+    """The cache folder of ``gguf_path``'s conversion: keyed by the file's path, size and mtime
+    and by `converter_version`."""
     st = gguf_path.stat()
-    key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = cache_dir() / f"{name or gguf_path.stem}-{key}"
+    key = hashlib.sha1(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:"
+                       f"{converter_version()}".encode()).hexdigest()[:12]
+    return cache_dir() / f"{name or gguf_path.stem}-{key}"
+
+
+def _gguf_to_hf(gguf_path: Path, name: str | None = None) -> Path:
+    """Convert a GGUF file into a cached HF directory (`gguf_cache_entry`), once."""
+    out = gguf_cache_entry(gguf_path, name)
     if (out / "config.json").exists():
         return out
     cfg = ModelConfig.from_hf(gguf_hf_config(gguf_path))

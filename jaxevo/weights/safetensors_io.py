@@ -43,6 +43,13 @@ class SafetensorsFile:
         self.metadata = header.pop("__metadata__", {}) or {}
         self._header = header
         self._data_start = 8 + n
+        # A file cut short (an interrupted copy or download) fails here, naming itself, rather
+        # than deep in numpy when a tensor past its end is read.
+        need = self._data_start + max((int(v["data_offsets"][1]) for v in header.values()
+                                       if isinstance(v, dict) and "data_offsets" in v), default=0)
+        if len(self._mm) < need:
+            raise WeightsError(f"{self.path}: truncated safetensors file ({len(self._mm)} bytes, "
+                               f"its header describes {need}); copy or download it again")
 
     def keys(self) -> Iterable[str]:
         return self._header.keys()

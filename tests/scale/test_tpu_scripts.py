@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests._require import require_executable
 
 SCRIPTS = Path(__file__).parents[2] / "tpu_scripts"
 NAMES = ["create.sh", "setup.sh", "launch.sh", "logs.sh", "copy_results.sh", "teardown.sh"]
@@ -22,9 +21,9 @@ def dry(script: str, *args: str, **env) -> list[str]:
     return p.stdout.strip().splitlines()
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
 def test_shellcheck_clean():
-    p = subprocess.run(["shellcheck", "-x", *NAMES, "common.sh"], cwd=SCRIPTS,
+    shellcheck = require_executable("shellcheck")  # skipped without it, failed in CI
+    p = subprocess.run([shellcheck, "-x", *NAMES, "common.sh"], cwd=SCRIPTS,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
 

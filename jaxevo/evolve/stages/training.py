@@ -41,7 +41,8 @@ def train_phase(ctx: RoundContext, out: Path, phase_cfg, records: list[dict], st
         log=dataclasses.replace(phase_cfg.log, progress=ctx.progress))
     if tc.steps is None:  # never fewer than one step, never a batch larger than the data
         tc = tc.replace(batch_size=min(tc.batch_size, _fit_batch(len(records), tc)))
-    result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh)
+    key = "preference." if phase_cfg is ctx.cfg.preference else "sft."  # for messages
+    result = train(tc, records=records, stop_at=ctx.stop_at, mesh=ctx.mesh, key_prefix=key)
     if result.export_dir is None:
         raise Interrupted(f"training stopped at step {result.steps} (stop_at)")
     if not ctx.cfg.run.keep_checkpoints and distributed.is_main():
