@@ -23,9 +23,18 @@ __all__ = ["extract_code", "program", "make_code_checker", "CODE"]
 _ANY_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)```", re.S)
 
 
-def extract_code(text: str | None) -> str | None:
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<completion>", "exec")  # compiling runs nothing
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def extract_code(text: str | None, record: Record | None = None) -> str | None:
     """The code a completion gives: its first Python (or untagged) fenced block, else the whole
-    text if it compiles. Compiling runs nothing."""
+    text if it compiles — alone, or after the record's prompt when that defines the entry point
+    (a HumanEval completion is only the function's body)."""
     if not text or not text.strip():
         return None
     for m in _ANY_FENCE_RE.finditer(text):
@@ -33,22 +42,25 @@ def extract_code(text: str | None) -> str | None:
             return m.group(2)
     if "```" in text:
         return None  # fenced, but only in other languages (or unclosed): no Python stated
-    try:
-        compile(text, "<completion>", "exec")
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return None
-    return text
+    if _compiles(text):
+        return text
+    head = _prompt_head(text, record) if record is not None else ""
+    return text if head and _compiles(head + text) else None
+
+
+def _prompt_head(code: str, record: Record) -> str:
+    """The record's prompt when the code lacks the entry point's definition and the prompt has it."""
+    entry = record.get("entry_point")
+    if not entry or re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
+        return ""
+    prompt = record.get("prompt") or ""
+    return prompt if re.search(rf"def\s+{re.escape(entry)}\s*\(", prompt) else ""
 
 
 def program(code: str, record: Record) -> str:
     """The script the sandbox runs for `code` against `record`'s test."""
     entry = record.get("entry_point")
-    head = ""
-    if entry and not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", code, re.M):
-        prompt = record.get("prompt") or ""
-        if re.search(rf"def\s+{re.escape(entry)}\s*\(", prompt):
-            head = prompt
-    parts = [head + code, str(record["test"])]
+    parts = [_prompt_head(code, record) + code, str(record["test"])]
     if entry and re.search(r"^def\s+check\s*\(", str(record["test"]), re.M):
         parts.append(f"check({entry})")
     return "\n\n".join(parts) + "\n"
@@ -59,13 +71,13 @@ def make_code_checker(name: str = "code", limits: Limits = Limits()) -> Checker:
     that need more time or memory)."""
 
     def check(text: str | None, record: Record) -> float:
-        code = extract_code(text)
+        code = extract_code(text, record)
         if code is None:
             return 0.0
         return float(run_python(program(code, record), limits).ok)
 
-    return Checker(name=name, extract=lambda text, record: extract_code(text), check=check,
-                   well_formatted=lambda text, record: extract_code(text) is not None,
+    return Checker(name=name, extract=extract_code, check=check,
+                   well_formatted=lambda text, record: extract_code(text, record) is not None,
                    needs=("test",),
                    description="Python run against the record's tests in a sandboxed process")
 

@@ -8,14 +8,16 @@ Layers, each enforced by the operating system except the last:
     (RLIMIT_FSIZE: also caps what it prints, which goes to size-limited files, not pipes), open
     files, no core dumps;
   - no new processes: RLIMIT_NPROC = 0. The kernel ignores that limit for root, so when the
-    caller is root the child runs with real uid `NOBODY` and without CAP_SYS_ADMIN /
-    CAP_SYS_RESOURCE (`setpriv`); its effective uid stays 0 so the interpreter's own files stay
-    readable;
+    caller is root the child runs with real uid `NOBODY` and no capabilities but the two file
+    ones (`setpriv`); its effective uid stays 0 so the interpreter's own files stay readable
+    wherever they are installed;
   - no network: a fresh network namespace (`unshare --net`, only a downed loopback) where the
     kernel allows one (`network_isolation()` says which);
   - a temporary working directory, removed afterwards, and an audit hook (PEP 578) installed
     before the code runs that refuses: writes, deletions, renames and mode changes outside that
     directory; sockets; fork/exec/spawn/system; signals to other processes; importing ctypes.
+    (For a root caller, the hook is what keeps file writes and signals off the caller's files and
+    processes: its effective uid is 0.)
 
 The audit hook stops accidents and the usual model-written hazards; it is not a boundary against
 code written to escape an interpreter (the kernel limits above are). Run a hostile workload in a
@@ -131,7 +133,9 @@ def _prefix() -> tuple[tuple[str, ...], str]:
     if shutil.which("unshare") and _works(net):
         prefix, isolation = net, "network namespace (unshare --net) + audit hook"
     if root:
-        drop = ["setpriv", "--ruid", str(NOBODY), "--bounding-set", "-sys_resource,-sys_admin", "--"]
+        # Every capability but reading and writing files goes: without CAP_SYS_RESOURCE and
+        # CAP_SYS_ADMIN the kernel applies RLIMIT_NPROC; without CAP_SETUID it cannot undo this.
+        drop = ["setpriv", "--ruid", str(NOBODY), "--bounding-set", "-all,+dac_override,+dac_read_search", "--"]
         if not (shutil.which("setpriv") and _works(prefix + drop)):
             raise RuntimeError("the code sandbox runs as root but cannot drop privileges with "
                                "setpriv (util-linux), so a fork bomb could not be stopped; run "
