@@ -21,6 +21,8 @@ Built in (one module each):
     constraints  share of the record's instruction constraints satisfied   (constraints.py)
     code         the completion's Python against the record's ``test``, sandboxed (code.py, sandbox.py)
 
+Many at once: ``check_many(texts, records)`` (code checks run in parallel processes).
+
 Add one with ``register_checker(Checker(name, extract, check, well_formatted, needs))``.
 """
 
@@ -36,5 +38,7 @@ from jaxevo.checkers.base import (
     get_checker,
     register_checker,
 )
+from jaxevo.checkers.batch import check_many
 
-__all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields", "checker_for"]
+__all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields", "checker_for",
+           "check_many"]

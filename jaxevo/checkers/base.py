@@ -23,6 +23,7 @@ class Checker:
     check(text, record)           -> score in [0, 1] (1.0 correct), or None for "no opinion"
     well_formatted(text, record)  -> does `text` state an answer in this task's format?
     needs                         -> record fields `check` reads; `check_record_fields` tests them
+    concurrent                    -> `check` waits on other processes (code) and may run in threads
     """
 
     name: str
@@ -31,6 +32,7 @@ class Checker:
     well_formatted: Callable[[str | None, Record], bool]
     needs: tuple[str, ...] = ("answer",)
     description: str = ""
+    concurrent: bool = False
 
 
 CHECKERS: Registry[Checker] = Registry("checker")

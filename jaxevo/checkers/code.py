@@ -78,7 +78,7 @@ def make_code_checker(name: str = "code", limits: Limits = Limits()) -> Checker:
 
     return Checker(name=name, extract=extract_code, check=check,
                    well_formatted=lambda text, record: extract_code(text, record) is not None,
-                   needs=("test",),
+                   needs=("test",), concurrent=True,
                    description="Python run against the record's tests in a sandboxed process")
 
 

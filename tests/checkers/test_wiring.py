@@ -104,3 +104,16 @@ def test_a_source_spec_sets_the_checker_and_checks_every_record(tmp_path):
     arith = load_source({"type": "arithmetic", "split": "test", "n": 4, "checker": "number"})
     assert {r["checker"] for r in arith} == {"number"}
     assert load_source({"type": "jsonl", "path": str(path), "limit": 2}).shard(1, 2).where(0) == f"{path} line 3"
+
+
+def test_check_many_equals_one_by_one():
+    from jaxevo.checkers import check_many, checker_for
+
+    code = {"id": "c", "checker": "code", "test": "assert f() == 1"}
+    records = [MC, MATH, {"id": "n", "answer": "4"}, code, code, code]
+    texts = ["B.", "\\boxed{0.5}", "The answer is 5.", "```python\ndef f():\n    return 1\n```",
+             "```python\ndef f():\n    return 2\n```", "def f(): return 1"]
+    assert check_many(texts, records) == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert check_many(texts, records, workers=1) == [checker_for(r).check(t, r) for t, r in zip(texts, records)]
+    # One checker for all: exact strings read "Answer: b" as "b", not the letter B.
+    assert check_many(["Answer: b"], [MC]) == [1.0] and check_many(["Answer: b"], [MC], checker="exact") == [0.0]
