@@ -27,8 +27,11 @@ LETTERS = string.ascii_uppercase
 # ..."); lower case only by punctuation or the end, or "a" the article would read as option A.
 _UPPER_RE = re.compile(r"[*_\s]*\(?([A-Z])\)?(?![A-Za-z0-9])")
 _LOWER_RE = re.compile(r"[*_\s]*\(?([a-z])\)?(?=[*_\s]*(?:[.):,;!]|$))")
-_HEDGE_RE = re.compile(r"[*_\s).:]*(?:or|and|&|/|,|vs\.?)\s*\(?(?:option\s+)?[A-Za-z]\)?(?![A-Za-z0-9])",
-                       re.I)
+# A hedge: "or", "and", "/", "&" or "vs", then (within a few words, same sentence) a second
+# letter — "(C)", a capital "C", or "c" set off by punctuation. "B, a city" names one option.
+_HEDGE_RE = re.compile(r"(?i:\bor\b|\band\b|\bvs\b|/|&)[^.\n]{0,20}?"
+                       r"(?:\(([A-Za-z])\)|\b([A-Z])\b|\b([a-z])\b(?=\s*(?:[.):,;!]|$)))")
+_LIST_RE = re.compile(r"[*_\s).:]*,\s*(?:\(([A-Za-z])\)|([A-Z])\b|([a-z])\b(?=\s*(?:[.):,;!]|$)))")  # "B, C"
 # With no marker, a reply must open with the letter set off: "(B) ...", "B.", "B)", "B:", "B".
 # "A car is..." opens with an article, not option A.
 _OPENING_RE = re.compile(r"[*_\s]*(?:\(([A-Za-z])\)|([A-Za-z])(?=[*_]*(?:[.):]|\s*$)))")
@@ -71,8 +74,13 @@ def _letter_at_start(span: str, letters: str, opening: bool = False) -> str | No
     letter = m and (m.group(1) or (m.group(2) if opening else None))
     if not letter or letter.upper() not in letters:
         return None
-    if _HEDGE_RE.match(span, m.end()):
-        return None
+    rest = span[m.end():]
+    line = rest[: rest.find("\n") if "\n" in rest else None]
+    listed = _LIST_RE.match(line)
+    for h in ([listed] if listed else []) + list(_HEDGE_RE.finditer(line)):
+        other = next(g for g in h.groups() if g)
+        if other.upper() in letters or h.group(1):
+            return None
     return letter.upper()
 
 

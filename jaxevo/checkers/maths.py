@@ -21,6 +21,7 @@ from typing import Any
 
 from jaxevo.checkers.base import Checker, Record, register_checker
 from jaxevo.checkers.spans import answer_spans, clean_span
+from jaxevo.errors import ConfigError
 
 __all__ = ["stated_expression", "parse_answer", "parse_gold", "MATH"]
 
@@ -47,7 +48,7 @@ def _parse_latex(latex: str) -> list[Any]:
     # (boxed_match_priority=0 puts the box first).
     return mv.parse("\\boxed{" + latex + "}",
                     extraction_config=[mv.LatexExtractionConfig(boxed_match_priority=0)],
-                    fallback_mode="no_fallback", parsing_timeout=_timeout())
+                    fallback_mode="first_match", parsing_timeout=_timeout())
 
 
 def stated_expression(text: str | None) -> str | None:
@@ -63,7 +64,8 @@ def stated_expression(text: str | None) -> str | None:
 
 @functools.lru_cache(maxsize=4096)
 def parse_answer(latex: str) -> tuple[Any, ...]:
-    """math-verify's parse of one answer expression: (sympy object, its string), or ()."""
+    """math-verify's parse of one answer expression: (sympy object, its string), or
+    (its string,) when sympy cannot read it (a word answer: compared as a string), or ()."""
     return tuple(_parse_latex(latex))
 
 
@@ -74,7 +76,7 @@ def parse_gold(gold: str) -> tuple[Any, ...]:
     if "\\boxed" in gold or "\\fbox" in gold:
         mv = _mv()
         return tuple(mv.parse(gold, extraction_config=[mv.LatexExtractionConfig(boxed_match_priority=0)],
-                              fallback_mode="no_fallback", parsing_timeout=_timeout()))
+                              fallback_mode="first_match", parsing_timeout=_timeout()))
     return parse_answer(clean_span(gold))
 
 
@@ -89,9 +91,12 @@ def _extract(text: str | None, record: Record) -> str | None:
 
 
 def _check(text: str | None, record: Record) -> float:
-    pred = _parsed(text)
     gold = parse_gold(str(record["answer"]))
-    if not pred or not gold:
+    if not gold:
+        raise ConfigError(f"record {record.get('id')}: checker 'math' cannot read the gold answer "
+                          f"{record['answer']!r} (an unclosed \\boxed{{}}?)")
+    pred = _parsed(text)
+    if not pred:
         return 0.0
     return float(_mv().verify(list(gold), list(pred), timeout_seconds=_timeout()))
 

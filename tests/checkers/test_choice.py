@@ -63,3 +63,10 @@ def test_gold_as_letter_index_or_text():
     with pytest.raises(ConfigError, match="choices"):
         CHOICE.check("B", {"id": "q2", "answer": "B", "choices": "not a list"})
     assert CHOICE.needs == ("answer", "choices")
+
+
+def test_a_following_article_is_no_hedge():
+    assert CHOICE.extract("The answer is B, a city on the Thames.", REC) == "B"
+    assert CHOICE.extract("The answer is B or, frankly, C.", REC) is None
+    assert CHOICE.extract("The answer is B or maybe (D).", REC) is None
+    assert CHOICE.extract("The answer is B and I am sure of it.", REC) == "B"  # I is no option of four

@@ -7,6 +7,7 @@ import pytest
 from math_verify import LatexExtractionConfig, parse, verify
 
 from jaxevo.checkers import get_checker
+from jaxevo.errors import ConfigError
 
 MATH = get_checker("math")
 
@@ -75,3 +76,10 @@ def test_no_stated_answer_scores_zero(completion):
 def test_first_stated_answer_counts():
     # Small models ramble into new problems after answering; the first answer is this prompt's.
     assert MATH.check("\\boxed{2}\n\nProblem: what is 1+2? \\boxed{3}", {"answer": "2"}) == 1.0
+
+
+def test_word_answers_and_unreadable_golds():
+    assert MATH.check("\\boxed{\\text{Monday}}", {"answer": "\\text{Monday}"}) == 1.0
+    assert MATH.check("\\boxed{\\text{Tuesday}}", {"answer": "\\text{Monday}"}) == 0.0
+    with pytest.raises(ConfigError, match="m9.*cannot read the gold"):
+        MATH.check("\\boxed{1}", {"id": "m9", "answer": "so \\boxed{1"})
