@@ -19,6 +19,9 @@ Layers, each enforced by the operating system except the last:
     (For a root caller, the hook is what keeps file writes and signals off the caller's files and
     processes: its effective uid is 0.)
 
+Reading files is not restricted (the code needs the interpreter's library, wherever it is);
+with no network and output kept only in the result, what it reads goes nowhere else.
+
 The audit hook stops accidents and the usual model-written hazards; it is not a boundary against
 code written to escape an interpreter (the kernel limits above are). Run a hostile workload in a
 container or VM as well.
@@ -38,6 +41,8 @@ import sys
 import tempfile
 import time
 import uuid
+
+from jaxevo.errors import JaxevoError
 
 __all__ = ["Limits", "RunResult", "run_python", "network_isolation", "MARKER_ENV"]
 
@@ -137,7 +142,7 @@ def _prefix() -> tuple[tuple[str, ...], str]:
         # CAP_SYS_ADMIN the kernel applies RLIMIT_NPROC; without CAP_SETUID it cannot undo this.
         drop = ["setpriv", "--ruid", str(NOBODY), "--bounding-set", "-all,+dac_override,+dac_read_search", "--"]
         if not (shutil.which("setpriv") and _works(prefix + drop)):
-            raise RuntimeError("the code sandbox runs as root but cannot drop privileges with "
+            raise JaxevoError("the code sandbox runs as root but cannot drop privileges with "
                                "setpriv (util-linux), so a fork bomb could not be stopped; run "
                                "jaxevo as an ordinary user or install util-linux")
         prefix += drop

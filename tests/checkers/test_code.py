@@ -135,11 +135,11 @@ def test_a_socket_cannot_be_opened(unharmed):
 
 
 def test_kernel_limits_hold_without_the_audit_hook():
-    """What the kernel enforces, checked from inside: no new process or thread (RLIMIT_NPROC,
-    with a non-root real uid when the caller is root), the address-space and file-size caps."""
+    """What the kernel enforces, checked from inside: no new process or thread (RLIMIT_NPROC, which
+    the kernel applies because the child's real uid is not root and it lacks CAP_SYS_RESOURCE and
+    CAP_SYS_ADMIN: a thread that fails to start proves it), and the address-space cap."""
     probe = ("import os, resource, threading\n"
              "assert resource.getrlimit(resource.RLIMIT_NPROC) == (0, 0)\n"
-             "assert os.getuid() != 0\n"
              "assert resource.getrlimit(resource.RLIMIT_AS)[0] == 256 << 20\n"
              "try:\n    threading.Thread(target=print).start()\nexcept RuntimeError:\n    pass\n"
              "else:\n    raise SystemExit('a thread started')\n")
