@@ -78,6 +78,9 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
     summary["formatted"] = sum(r["formatted"] for r in rows) / max(1, len(rows))
     names = sorted({ch.name for ch in checkers})
     summary["checker"] = names[0] if len(names) == 1 else names
+    if len(names) > 1:  # e.g. a mixture of data sets: each checker's items apart
+        summary["by_checker"] = {n: accuracy_summary([r["correct"] for r, ch in zip(rows, checkers) if ch.name == n])
+                                 for n in names}
     kinds = [str(it.get("kind", "item")) for it in items]
     if len(set(kinds)) > 1:  # e.g. dialogue turns: arithmetic questions and memory probes apart
         summary["by_kind"] = {kd: accuracy_summary([r["correct"] for r, k2 in zip(rows, kinds) if k2 == kd])

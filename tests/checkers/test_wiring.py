@@ -82,6 +82,7 @@ def test_evaluate_uses_each_items_checker_and_the_override():
     assert [r["prediction"] for r in rows] == ["B", "1/2", "4"]
     assert [r["majority"] for r in rows] == ["B", "1/2", "4"] and summary["majority@3"] == 1.0
     assert summary["formatted"] == 1.0 and summary["checker"] == ["choice", "math", "number"]
+    assert {n: s["n"] for n, s in summary["by_checker"].items()} == {"choice": 1, "math": 1, "number": 1}
     # --checker: one checker for every item (here exact strings: "Answer: b" is not "B").
     rows, summary = evaluate(Scripted(replies), items[:1], k=3, temperature=1.0, checker="exact")
     assert rows[0]["prediction"] == "b" and not rows[0]["correct"] and summary["checker"] == "exact"
