@@ -51,26 +51,35 @@ def load_source(spec: Mapping[str, Any]) -> Source:
         if int(limit) < 1:
             raise ConfigError(f"{kind} source: limit must be >= 1, got {limit}")
         source = source.take(int(limit))
-    if spec.get("checker") is not None:
-        source = _with_checker(source, str(spec["checker"]))
+    source = _with_checker(source, None if spec.get("checker") is None else str(spec["checker"]))
     if len(source) == 0:
         raise ConfigError(f"data source {source.name} is empty")
     source[0]  # maps the first record: a wrong field name fails now, naming the fields there are
     return source
 
 
-def _with_checker(source: Source, name: str) -> Source:
-    """`source` whose records carry ``checker: name``; a record without a field that checker needs
-    is a ConfigError naming the file and line (or record) and the field, when it is read."""
+def _with_checker(source: Source, name: str | None) -> Source:
+    """`source` whose records carry ``checker: name`` (when given). A record with a checker (this
+    one or its own ``checker`` field) is checked as it is read: an unknown checker, or a field the
+    checker needs and the record lacks, is a ConfigError naming the file and line (or record).
+    Records without one keep no checker (the scorers' default, ``number``, then applies)."""
     # Here, not at the top: jaxevo.checkers builds on this package (answers, constraints), so a
     # top-level import would make the two import each other.
     from jaxevo.checkers import check_record_fields, get_checker
 
-    checker = get_checker(name)  # an unknown name fails now, listing the known ones
+    if name is not None:
+        get_checker(name)  # an unknown name fails now, listing the known ones
 
     def attach(record: Record, where: str) -> Record:
-        record = dict(record, checker=name)
-        check_record_fields(checker, record, where)
+        if name is not None:
+            record = dict(record, checker=name)
+        own = record.get("checker")
+        if own is not None:
+            try:
+                checker = get_checker(own)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {e}") from None
+            check_record_fields(checker, record, where)
         return record
 
     return source.map(attach)

@@ -140,8 +140,9 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
                 fb, refined = "The reasoning and the final answer are right.\nJudgement: correct", r["text"]
             else:
                 ans = checker_for(g["item"]).extract(r["text"], g["item"])
-                what = (f"The final answer {ans} is wrong." if ans is not None
-                        else "The answer does not state a final answer in the required format.")
+                # A long stated answer (code, a whole reply) is not quoted back.
+                what = ("The answer does not state a final answer in the required format." if ans is None
+                        else f"The final answer {ans} is wrong." if len(ans) <= 80 else "The answer is wrong.")
                 fb, refined = f"{what}\nJudgement: incorrect", good[0]["text"]
             out.append({"prompt": g["prompt"], "response": r["text"], "feedback": fb,
                         "refined": refined, "id": g["item"]["id"]})

@@ -118,3 +118,15 @@ def test_check_many_equals_one_by_one():
     assert check_many(texts, records, workers=1) == [checker_for(r).check(t, r) for t, r in zip(texts, records)]
     # One checker for all: exact strings read "Answer: b" as "b", not the letter B.
     assert check_many(["Answer: b"], [MC]) == [1.0] and check_many(["Answer: b"], [MC], checker="exact") == [0.0]
+
+
+def test_a_records_own_checker_is_checked_where_it_is_read(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in [
+        {"prompt": "2+2?", "answer": "4"},                                   # no checker: number
+        {"prompt": "Pick", "checker": "choice", "choices": ["x", "y"], "answer": "A"},
+        {"prompt": "Pick", "checker": "choise", "answer": "A"}]) + "\n")
+    source = load_source({"type": "jsonl", "path": str(path)})
+    assert "checker" not in source[0] and source[1]["checker"] == "choice"
+    with pytest.raises(ConfigError, match=rf"{path} line 3: unknown checker 'choise'; known: .*choice"):
+        list(source)
