@@ -43,11 +43,6 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    # Here, not at the top: they import jax and transformers, and `jaxevo eval --help` needs
-    # neither (docs/benchmarks.md, CLI start-up).
-    from jaxevo.evaluate import evaluate
-    from jaxevo.sampling.api import Sampler
-
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
     else:
@@ -61,6 +56,11 @@ def run(args) -> int:
         check_record_fields(checker, it, source.where(i))
         if "answer" in checker.needs and it.get("answer") == "":
             raise ConfigError(f"{source.where(i)}: the field 'answer' is empty (checker {checker.name!r} needs it)")
+    # Here, not at the top, and after the data are checked: they import jax and transformers,
+    # which `jaxevo eval --help` and a data error need neither of (docs/benchmarks.md, CLI start-up).
+    from jaxevo.evaluate import evaluate
+    from jaxevo.sampling.api import Sampler
+
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
