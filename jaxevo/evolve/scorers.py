@@ -27,7 +27,7 @@ import collections
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from jaxevo.checkers import checker_for
+from jaxevo.checkers import check_many, checker_for
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor as censor_
 from jaxevo.evolve import verdict
@@ -93,8 +93,10 @@ def verifier(group: Group, params: Mapping[str, Any]) -> list[float]:
         if item.get(field) is None:
             raise ConfigError(f"scorer 'verifier' needs a gold {field!r} on every prompt (checker "
                               f"{checker.name!r}); {item.get('id')} has none (use self_consistency or self_judge)")
-    # None is a checker's "no opinion": the verifier accepts only what it can confirm.
-    return [float(checker.check(r["text"], item) or 0.0) for r in group["responses"]]
+    # check_many: a group's code checks run side by side (each is a process). None is a
+    # checker's "no opinion": the verifier accepts only what it can confirm.
+    texts = [r["text"] for r in group["responses"]]
+    return [float(v or 0.0) for v in check_many(texts, [item] * len(texts), checker)]
 
 
 @register_scorer("format_only")

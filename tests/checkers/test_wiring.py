@@ -130,3 +130,11 @@ def test_a_records_own_checker_is_checked_where_it_is_read(tmp_path):
     assert "checker" not in source[0] and source[1]["checker"] == "choice"
     with pytest.raises(ConfigError, match=rf"{path} line 3: unknown checker 'choise'; known: .*choice"):
         list(source)
+
+
+def test_the_verifier_runs_code_items():
+    item = {"id": "c1", "checker": "code", "test": "assert double(4) == 8", "prompt": "Write double(x)."}
+    g = group(item, ["```python\ndef double(x):\n    return 2 * x\n```", "```python\ndef double(x):\n    return x\n```",
+                     "```python\nimport os\nwhile True:\n    os.fork()\n```", "I cannot."])
+    assert score("verifier", g) == [1.0, 0.0, 0.0, 0.0]
+    assert score("format_only", g) == [1.0, 1.0, 1.0, 0.0]
