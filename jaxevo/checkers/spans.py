@@ -22,11 +22,10 @@ def _balanced(text: str, start: int) -> int | None:
     depth = 1
     for i in range(start, len(text)):
         c = text[i]
-        if c == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
-            continue  # \{ and \} are literal braces (a set), not grouping
-        if c == "{" and (i == 0 or text[i - 1] != "\\"):
+        escaped = i > 0 and text[i - 1] == "\\"  # \{ and \} are literal braces (a set), not grouping
+        if c == "{" and not escaped:
             depth += 1
-        elif c == "}" and (i == 0 or text[i - 1] != "\\"):
+        elif c == "}" and not escaped:
             depth -= 1
             if depth == 0:
                 return i
