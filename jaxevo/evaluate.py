@@ -2,7 +2,9 @@
 
 Greedy by default; sampled with k > 1 gives pass@k and majority@k. Optional *online
 self-refinement* (SELF / EVOLVE inference): answer -> the model's own refinement of it, reported
-beside the plain answer. Only strict-format answers count (`jaxevo.data.answers.extract_answer`).
+beside the plain answer. Each item is checked by its answer checker (`jaxevo.checkers`: the
+record's ``checker``, default ``number``; `evaluate(checker=...)` overrides it for all items):
+correct means a score of 1, and only answers in the checker's strict format count.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import collections
 import math
 from typing import Any, Sequence
 
-from jaxevo.data.answers import answers_match, check_probe, extract_answer, follows_format
+from jaxevo.checkers import Checker, checker_for, get_checker
 from jaxevo.sampling.api import SamplingParams
 from jaxevo.templates import REFINE_TEMPLATE
 
@@ -33,24 +35,28 @@ def accuracy_summary(correct: Sequence[bool]) -> dict[str, float]:
     return {"accuracy": k / n if n else 0.0, "ci95_low": lo, "ci95_high": hi, "correct": k, "n": n}
 
 
-def is_correct(item: dict[str, Any], text: str) -> bool:
-    """Memory probes ("What is my cat called?") are checked as facts, everything else as a number."""
-    if item.get("kind") == "probe":
-        return check_probe(text, str(item["answer"]), item.get("distractors") or ())
-    return answers_match(extract_answer(text), item["answer"])
+def is_correct(item: dict[str, Any], text: str, checker: Checker | None = None) -> bool:
+    """Does `text` score 1 under the item's checker (or `checker`)? Memory probes ("What is my cat
+    called?") are checked as facts by default, everything else as a number."""
+    score = (checker or checker_for(item)).check(text, item)
+    return score is not None and score >= 1.0
 
 
 def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 192,
              k: int = 1, temperature: float = 0.0, seed: int = 0, chat: bool = True,
              self_refine: bool = False, refine_template: str = REFINE_TEMPLATE,
-             progress: bool | None = None, stop_after: Sequence[str] = ()) -> tuple[list[dict], dict[str, Any]]:
-    """Run the model on `items` (dicts with "prompt" and "answer"); returns (per-item rows, summary).
+             progress: bool | None = None, checker: str | None = None,
+             stop_after: Sequence[str] = ()) -> tuple[list[dict], dict[str, Any]]:
+    """Run the model on `items` (dicts with "prompt" and what their checker reads, e.g.
+    "answer"); returns (per-item rows, summary).
 
     k > 1 needs temperature > 0: the summary then has pass@k and majority@k beside accuracy
     (accuracy = the first sample). With `self_refine`, each first answer is refined once by the
-    model (greedy) and `refined/accuracy` is reported too. `stop_after`: end-of-answer patterns
-    that end a completion early (`SamplingParams.stop_after`).
+    model (greedy) and `refined/accuracy` is reported too. `checker` names one checker for every
+    item instead of each item's own. `stop_after`: end-of-answer patterns that end a completion
+    early (`SamplingParams.stop_after`).
     """
+    override = get_checker(checker) if checker is not None else None
     if k > 1 and temperature == 0:
         temperature = 1.0  # k identical greedy samples would make pass@k meaningless
     prompts = [it["prompt"] for it in items]
@@ -58,18 +64,26 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
                         stop_after=tuple(stop_after))
     outs = sampler.generate(prompts, sp, chat=chat, progress=progress)
     rows = []
-    for it, comps in zip(items, outs):
-        preds = [extract_answer(c.text) for c in comps]
-        ok = [is_correct(it, c.text) for c in comps]
+    checkers = [override or checker_for(it) for it in items]
+    for it, ch, comps in zip(items, checkers, outs):
+        preds = [ch.extract(c.text, it) for c in comps]
+        ok = [is_correct(it, c.text, ch) for c in comps]
         votes = collections.Counter(p for p in preds if p is not None)
         majority = votes.most_common(1)[0][0] if votes else None
-        rows.append({"id": it.get("id"), "prompt": it["prompt"], "answer": it["answer"],
+        # The majority answer is right when a completion stating it is (one stated answer, one check).
+        majority_correct = next((o for p, o in zip(preds, ok) if p == majority), False) if majority is not None else False
+        rows.append({"id": it.get("id"), "prompt": it["prompt"], "answer": it.get("answer"),
                      "completion": comps[0].text, "prediction": preds[0], "correct": ok[0],
-                     "formatted": follows_format(comps[0].text, it),
+                     "formatted": ch.well_formatted(comps[0].text, it),
                      "finish": comps[0].finish_reason, "pass": any(ok),
-                     "majority": majority, "majority_correct": answers_match(majority, it["answer"])})
+                     "majority": majority, "majority_correct": majority_correct})
     summary: dict[str, Any] = accuracy_summary([r["correct"] for r in rows])
     summary["formatted"] = sum(r["formatted"] for r in rows) / max(1, len(rows))
+    names = sorted({ch.name for ch in checkers})
+    summary["checker"] = names[0] if len(names) == 1 else names
+    if len(names) > 1:  # e.g. a mixture of data sets: each checker's items apart
+        summary["by_checker"] = {n: accuracy_summary([r["correct"] for r, ch in zip(rows, checkers) if ch.name == n])
+                                 for n in names}
     kinds = [str(it.get("kind", "item")) for it in items]
     if len(set(kinds)) > 1:  # e.g. dialogue turns: arithmetic questions and memory probes apart
         summary["by_kind"] = {kd: accuracy_summary([r["correct"] for r, k2 in zip(rows, kinds) if k2 == kd])
@@ -82,10 +96,10 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
         refined = sampler.generate(refine_prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0,
                                                                   stop_after=tuple(stop_after)), chat=chat,
                                    progress=progress)
-        for it, r, comps in zip(items, rows, refined):
+        for it, ch, r, comps in zip(items, checkers, rows, refined):
             r["refined"] = comps[0].text
-            r["refined_prediction"] = extract_answer(comps[0].text)
-            r["refined_correct"] = is_correct(it, comps[0].text)
+            r["refined_prediction"] = ch.extract(comps[0].text, it)
+            r["refined_correct"] = is_correct(it, comps[0].text, ch)
         ref = accuracy_summary([r["refined_correct"] for r in rows])
         summary.update({f"refined/{key}": v for key, v in ref.items()})
     return rows, summary

@@ -99,7 +99,8 @@ def test_eval_command_rejects_items_without_answers(tmp_path, tiny_model):
     data.write_text(json.dumps({"prompt": "hi"}) + "\n")
     r = subprocess.run([sys.executable, "-m", "jaxevo.cli", "eval", "--model", tiny_model, "--data", str(data)],
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 2 and "has no 'answer'" in r.stderr
+    # The file, the line and the field the item's checker needs.
+    assert r.returncode == 2 and f"{data} line 1: checker 'number' needs the field 'answer'" in r.stderr
 
 
 def test_end_of_answer_patterns_reach_every_sampling_call():

@@ -1,8 +1,9 @@
 """Answer checkers: what a correct, well-formatted final answer is for one kind of task.
 
-A data set picks its checker by name (``checker: number``); the verifier scorer, the format-only
-control, self-consistency votes, `jaxevo eval` and `jaxevo score` all ask the same object, so "well
-formatted" means one thing per task everywhere.
+A data set picks its checker by name (``checker: number`` in its source spec, or a ``checker``
+field per record; `checker_for(record)`); the verifier scorer, the format-only control,
+self-consistency votes, selection and `jaxevo eval` all ask the same object, so "well formatted"
+means one thing per task everywhere.
 
     checker = get_checker("number")
     checker.extract(text, record)        -> the stated answer (canonical string) or None
@@ -10,63 +11,34 @@ formatted" means one thing per task everywhere.
     checker.well_formatted(text, record) -> does the text state an answer in this task's format?
     checker.needs                        -> record fields `check` reads (e.g. ("answer",))
 
-Add one with ``@register_checker("name")`` on a `Checker` factory, or ``CHECKERS.add``.
+Built in (one module each):
+
+    number       a final number in a strict format (today's verifier; `jaxevo.data.answers`)
+    probe        a dialogue memory probe: one short sentence naming the fact (`check_probe`)
+    math         symbolic / LaTeX equivalence by math-verify               (maths.py)
+    choice       a letter among the record's ``choices``                     (choice.py)
+    exact, normalized, regex   string answers                              (strings.py)
+    constraints  share of the record's instruction constraints satisfied   (constraints.py)
+    code         the completion's Python against the record's ``test``, sandboxed (code.py, sandbox.py)
+
+Many at once: ``check_many(texts, records)`` (code checks run in parallel processes).
+
+Add one with ``register_checker(Checker(name, extract, check, well_formatted, needs))``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping
+# Importing the modules registers their checkers.
+from jaxevo.checkers import choice, code, constraints, maths, number, strings  # noqa: F401
+from jaxevo.checkers.base import (
+    CHECKERS,
+    Checker,
+    check_record_fields,
+    checker_for,
+    get_checker,
+    register_checker,
+)
+from jaxevo.checkers.batch import check_many
 
-from jaxevo.data.answers import answers_match, extract_answer, follows_format
-from jaxevo.errors import ConfigError
-from jaxevo.registry import Registry
-
-__all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields"]
-
-Record = Mapping[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Checker:
-    """One task kind's notion of a stated answer, a correct answer and a well-formatted one."""
-
-    name: str
-    extract: Callable[[str | None, Record], str | None]
-    check: Callable[[str | None, Record], float | None]
-    well_formatted: Callable[[str | None, Record], bool]
-    needs: tuple[str, ...] = ("answer",)
-
-
-CHECKERS: Registry[Checker] = Registry("checker")
-
-
-def register_checker(checker: Checker, *aliases: str, replace: bool = False) -> Checker:
-    """Register `checker` under its name (and each alias). Returns it."""
-    return CHECKERS.add(checker.name, checker, *aliases, replace=replace)
-
-
-def get_checker(name: str) -> Checker:
-    """The checker called `name`; a ConfigError listing the known ones otherwise."""
-    return CHECKERS.get(name, "checker")
-
-
-def check_record_fields(checker: Checker, record: Record, where: str) -> None:
-    """Raise a ConfigError naming `where` (file:line) and the field when `record` lacks one the
-    checker needs."""
-    for field in checker.needs:
-        if record.get(field) is None:
-            raise ConfigError(f"{where}: checker {checker.name!r} needs the field {field!r}, "
-                              f"which this record does not have")
-
-
-def _number_check(text: str | None, record: Record) -> float:
-    return float(answers_match(extract_answer(text), record.get("answer")))
-
-
-register_checker(Checker(
-    name="number",
-    extract=lambda text, record: extract_answer(text),
-    check=_number_check,
-    well_formatted=lambda text, record: follows_format(text, record),
-))
+__all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields", "checker_for",
+           "check_many"]

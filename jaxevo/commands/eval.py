@@ -1,8 +1,11 @@
-"""`jaxevo eval --model M (--task T | --data FILE.jsonl) [--limit N]`: verifiable accuracy.
+"""`jaxevo eval --model M (--task T | --data FILE.jsonl) [--checker NAME] [--limit N]`: verifiable
+accuracy.
 
-Items are {"prompt", "answer"}; the first strict-format final answer of each completion is compared
-exactly. Prints accuracy with a 95% Wilson interval; writes per-item `results.jsonl` and
-`summary.json` under --out.
+Items are {"prompt", "answer"} (or whatever their checker reads: "choices", "test",
+"constraints"...); each completion is checked by the item's answer checker (`jaxevo.checkers`: the
+record's "checker", default `number`: the first strict-format final number, compared exactly), or
+by --checker for every item. Prints accuracy with a 95% Wilson interval and the format rate;
+writes per-item `results.jsonl` and `summary.json` under --out.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxevo.checkers import check_record_fields, checker_for
 from jaxevo.data import load_source
 from jaxevo.errors import ConfigError
 from jaxevo.outputs import check_writable
@@ -26,6 +30,8 @@ def add_arguments(p):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--task", choices=sorted(TASKS), help="a built-in verifiable task")
     src.add_argument("--data", help="JSONL with {prompt, answer} lines")
+    p.add_argument("--checker", help="answer checker for every item (number, math, choice, exact, normalized, "
+                                     "regex, constraints, code, probe); default: each item's own, else number")
     p.add_argument("--limit", type=int, default=200, help="evaluate the first N items (default 200)")
     p.add_argument("--max-new-tokens", type=int, default=192)
     p.add_argument("--k", type=int, default=1, help="samples per item (k > 1: pass@k and majority@k)")
@@ -38,19 +44,24 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    # Here, not at the top: they import jax and transformers, and `jaxevo eval --help` needs
-    # neither (docs/benchmarks.md, CLI start-up).
-    from jaxevo.evaluate import evaluate
-    from jaxevo.sampling.api import Sampler
-
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
     else:
         spec = {"type": "jsonl", "path": args.data, "limit": args.limit}
-    items = [dict(r) for r in load_source(spec)][: args.limit]
-    missing = [i for i, it in enumerate(items) if it.get("answer") in (None, "")]
-    if missing:
-        raise ConfigError(f"{args.data}: item {missing[0]} has no 'answer' (every line needs prompt and answer)")
+    if args.checker:
+        spec["checker"] = args.checker  # an unknown name fails here, listing the known ones
+    source = load_source(spec)
+    items = [dict(r) for r in source][: args.limit]
+    for i, it in enumerate(items):  # every field each item's checker reads, before the model loads
+        checker = checker_for(it)
+        check_record_fields(checker, it, source.where(i))
+        if "answer" in checker.needs and it.get("answer") == "":
+            raise ConfigError(f"{source.where(i)}: the field 'answer' is empty (checker {checker.name!r} needs it)")
+    # Here, not at the top, and after the data are checked: they import jax and transformers,
+    # which `jaxevo eval --help` and a data error need neither of (docs/benchmarks.md, CLI start-up).
+    from jaxevo.evaluate import evaluate
+    from jaxevo.sampling.api import Sampler
+
     out = check_writable(args.out or f"eval-{args.task or Path(args.data).stem}", is_dir=True)
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,

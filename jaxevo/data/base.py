@@ -26,19 +26,36 @@ class Source:
       getter: ``getter(i)`` returns record ``i`` of the full (unsharded) source.
       length: number of records in the full source.
       indices: the positions this view covers (defaults to all).
+      locate: ``locate(i)`` says where record ``i`` comes from, for error messages ("data.jsonl
+        line 7"); defaults to "<name> record i".
     """
 
-    def __init__(self, name: str, getter: Callable[[int], Record], length: int, indices: range | None = None):
+    def __init__(self, name: str, getter: Callable[[int], Record], length: int, indices: range | None = None,
+                 locate: Callable[[int], str] | None = None):
         self.name = name
         self._getter = getter
         self._length = length
         self.indices = range(length) if indices is None else indices
+        self._locate = locate
+
+    def where(self, i: int) -> str:
+        """Where record `i` of this view comes from (a file and line where the source knows it)."""
+        return self._where(self.indices[i])
+
+    def _where(self, j: int) -> str:
+        return self._locate(j) if self._locate is not None else f"{self.name} record {j}"
+
+    def map(self, fn: Callable[[Record, str], Record]) -> "Source":
+        """This view with ``fn(record, where)`` applied to each record as it is read."""
+        return Source(self.name, lambda j: fn(self._getter(j), self._where(j)), self._length,
+                      self.indices, self._locate)
 
     @classmethod
-    def from_records(cls, name: str, records: Sequence[Record]) -> "Source":
+    def from_records(cls, name: str, records: Sequence[Record],
+                     locate: Callable[[int], str] | None = None) -> "Source":
         """A source over an in-memory list (generators, JSONL, tests)."""
         records = list(records)
-        return cls(name, records.__getitem__, len(records))
+        return cls(name, records.__getitem__, len(records), locate=locate)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -65,11 +82,11 @@ class Source:
         if process_count < 1 or not 0 <= process_index < process_count:
             raise ConfigError(f"shard({process_index}, {process_count}): need 0 <= process_index < process_count")
         return Source(f"{self.name}[shard {process_index}/{process_count}]", self._getter, self._length,
-                      self.indices[process_index::process_count])
+                      self.indices[process_index::process_count], self._locate)
 
     def take(self, n: int) -> "Source":
         """The first `n` records of this view."""
-        return Source(self.name, self._getter, self._length, self.indices[:n])
+        return Source(self.name, self._getter, self._length, self.indices[:n], self._locate)
 
     def to_list(self) -> list[Record]:
         return list(self)

@@ -67,7 +67,7 @@ def jsonl_source(spec: Mapping[str, Any]) -> Source:
     rows = read_jsonl_rows(path)
     records = [map_record(row, fields, f"{path.stem}/{i}", f"{path} line {lineno}")
                for i, (lineno, row) in enumerate(rows)]
-    return Source.from_records(str(path), records)
+    return Source.from_records(str(path), records, locate=lambda i: f"{path} line {rows[i][0]}")
 
 
 def _looks_local(path: str) -> bool:

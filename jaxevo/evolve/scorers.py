@@ -4,9 +4,9 @@ A scorer sees one prompt's *group* — the item (prompt, gold answer if any, top
 responses (samples and refinements, with feedback texts when a feedback stage ran) — and returns
 one score in [0, 1] per response. Groups let self-consistency vote and let a Censor compare.
 
-    verifier          programmatic check against the gold answer (environment feedback)
-    format_only       1 if the response states an answer in the required format (the control)
-    self_consistency  share of the group's formatted answers that agree with this one
+    verifier          the item's answer checker against its gold (environment feedback)
+    format_only       1 if the response states an answer in the item's format (the control)
+    self_consistency  share of the group's stated answers that agree with this one
     self_judge        the model's own feedback verdict ("Judgement: correct") — needs a feedback stage
     judge             same verdict parser over feedback written by another model (`score.judge_model`)
     censor            DPSE satisfaction from simulated-user interaction signals (see censor.py)
@@ -15,8 +15,10 @@ A scorer that needs set-up for a round (the judge's model, the Censor's weights 
 statistics) has a `setup(ctx) -> ScorerSetup` hook; the stages read that struct and never the
 scorer's name. Add one with `@register_scorer("name", setup=...)`, from any module.
 
-Only answers in the strict format count (DESIGN.md: the last-number fallback made votes agree on
-numbers copied from the question).
+Each item is checked by its own answer checker (`jaxevo.checkers.checker_for`: the record's
+``checker``, set by its source spec, default ``number``), which also says what "well formatted"
+and "the stated answer" mean for it. Only answers in the checker's strict format count
+(DESIGN.md: the last-number fallback made votes agree on numbers copied from the question).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import collections
 import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from jaxevo.data.answers import answers_match, extract_answer, follows_format
+from jaxevo.checkers import check_many, checker_for
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor as censor_
 from jaxevo.evolve import verdict
@@ -85,21 +87,28 @@ def register_scorer(name: str, *aliases: str, setup: Callable[["RoundContext"], 
 
 @register_scorer("verifier")
 def verifier(group: Group, params: Mapping[str, Any]) -> list[float]:
-    gold = group["item"].get("answer")
-    if gold is None:
-        raise ConfigError(f"scorer 'verifier' needs a gold 'answer' on every prompt; "
-                          f"{group['item'].get('id')} has none (use self_consistency or self_judge)")
-    return [float(answers_match(extract_answer(r["text"]), gold)) for r in group["responses"]]
+    item = group["item"]
+    checker = checker_for(item)
+    for field in checker.needs:
+        if item.get(field) is None:
+            raise ConfigError(f"scorer 'verifier' needs a gold {field!r} on every prompt (checker "
+                              f"{checker.name!r}); {item.get('id')} has none (use self_consistency or self_judge)")
+    # check_many: a group's code checks run side by side (each is a process). None is a
+    # checker's "no opinion": the verifier accepts only what it can confirm.
+    texts = [r["text"] for r in group["responses"]]
+    return [float(v or 0.0) for v in check_many(texts, [item] * len(texts), checker)]
 
 
 @register_scorer("format_only")
 def format_only(group: Group, params: Mapping[str, Any]) -> list[float]:
-    return [float(follows_format(r["text"], group["item"])) for r in group["responses"]]
+    checker = checker_for(group["item"])
+    return [float(checker.well_formatted(r["text"], group["item"])) for r in group["responses"]]
 
 
 @register_scorer("self_consistency")
 def self_consistency(group: Group, params: Mapping[str, Any]) -> list[float]:
-    answers = [extract_answer(r["text"]) for r in group["responses"]]
+    checker = checker_for(group["item"])
+    answers = [checker.extract(r["text"], group["item"]) for r in group["responses"]]
     votes = collections.Counter(a for a in answers if a is not None)
     total = len(answers)
     return [votes[a] / total if a is not None else 0.0 for a in answers]
@@ -109,13 +118,14 @@ def self_consistency(group: Group, params: Mapping[str, Any]) -> list[float]:
 def self_judge(group: Group, params: Mapping[str, Any]) -> list[float]:
     """The verdict of the response's own feedback; unparsable verdicts score `unparsed` (0)."""
     unparsed = float(params.get("unparsed", 0.0))
+    checker = checker_for(group["item"])
     out = []
     for r in group["responses"]:
         if "feedback" not in r:
             raise ConfigError("scorer 'self_judge' needs the feedback stage (feedback.enabled: true)")
         v = verdict.parse_verdict(r.get("feedback"))
         # An answer without the required format cannot be accepted, whatever the judge says.
-        out.append(0.0 if not follows_format(r["text"], group["item"]) and params.get("require_format", True)
+        out.append(0.0 if not checker.well_formatted(r["text"], group["item"]) and params.get("require_format", True)
                    else (unparsed if v is None else v))
     return out
 

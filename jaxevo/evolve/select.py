@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import Any, Iterable, Mapping, Sequence
 
-from jaxevo.data.answers import extract_answer, follows_format
+from jaxevo.checkers import checker_for
 from jaxevo.errors import ConfigError
 
 Group = Mapping[str, Any]
@@ -25,9 +25,10 @@ Group = Mapping[str, Any]
 def _usable(r: Mapping[str, Any], item: Mapping[str, Any], require_format: bool,
             allow_truncated: bool = False) -> bool:
     # A response cut off by the length limit has no reliable ending: do not train on it.
-    # The format is the one the item asks for (`follows_format`: a probe wants one short sentence).
+    # The format is the one the item's checker asks for (a number after "The answer is", a
+    # letter among the choices, a probe's one short sentence...).
     return ((allow_truncated or r.get("finish") != "length")
-            and (not require_format or follows_format(r["text"], item)))
+            and (not require_format or checker_for(item).well_formatted(r["text"], item)))
 
 
 def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -138,9 +139,10 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
             if r in good:
                 fb, refined = "The reasoning and the final answer are right.\nJudgement: correct", r["text"]
             else:
-                ans = extract_answer(r["text"])
-                what = (f"The final answer {ans} is wrong." if ans is not None
-                        else "The answer does not state a final answer in the required format.")
+                ans = checker_for(g["item"]).extract(r["text"], g["item"])
+                # A long stated answer (code, a whole reply) is not quoted back.
+                what = ("The answer does not state a final answer in the required format." if ans is None
+                        else f"The final answer {ans} is wrong." if len(ans) <= 80 else "The answer is wrong.")
                 fb, refined = f"{what}\nJudgement: incorrect", good[0]["text"]
             out.append({"prompt": g["prompt"], "response": r["text"], "feedback": fb,
                         "refined": refined, "id": g["item"]["id"]})
