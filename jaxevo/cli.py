@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                       help="import a module (or a .py file) first, so its registered scorers, "
+                            "rewards, checkers, stages, losses and sources can be named (repeatable)")
         if name in _requested():
             importlib.import_module(f"jaxevo.commands.{name}").add_arguments(p)
     return parser
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # Here, not at the top: both import jax, which `jaxevo --help` does not need (it stays instant).
     from jaxevo import distributed
+    from jaxevo.plugins import load_plugins
     from jaxevo.runtime import enable_compilation_cache
 
     enable_compilation_cache()
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "plan":  # plan compiles for a target mesh on this host alone
             # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
             distributed.initialize()
+        load_plugins(args.plugin, "--plugin")  # before any config names what they register
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
     except JaxevoError as e:
         print(f"jaxevo {args.command}: error: {e}", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 
 from jaxevo.data.answers import answers_match, extract_answer, follows_format
 from jaxevo.errors import ConfigError
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 __all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields"]
 
@@ -38,7 +38,8 @@ class Checker:
     needs: tuple[str, ...] = ("answer",)
 
 
-CHECKERS: Registry[Checker] = Registry("checker")
+CHECKERS: Registry[Checker] = Registry("checker", adapt=typed(
+    Checker, "build a jaxevo.checkers.Checker(name, extract, check, well_formatted) and name that"))
 
 
 def register_checker(checker: Checker, *aliases: str, replace: bool = False) -> Checker:

@@ -25,7 +25,8 @@ from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import STAGES, Stage, check_stages
 from jaxevo.evolve.report import print_round, round_metrics, write_report
 from jaxevo.evolve.rundir import RunDir
-from jaxevo.evolve.scorers import SCORERS
+from jaxevo.evolve.scorers import SCORERS, rewards_of
+from jaxevo.plugins import load_plugins
 from jaxevo.sharding import make_mesh
 from jaxevo.train.tblog import MetricsLogger
 from jaxevo.weights.load import hf_dir_for
@@ -40,8 +41,11 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
 
     Multi-host: call on every process with the same config; all of them run every stage, process 0
     writes the files (see `rundir`)."""
+    load_plugins(cfg.run.plugins, "run.plugins")  # first: their registrations count below
     stages = check_stages(cfg.stages)
     SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
+    if cfg.score.scorer == "rewards":
+        rewards_of(cfg.score.rewards)  # each function imported and its signature checked now
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
     if cfg.meta.enabled and not run.is_done(0, "meta"):

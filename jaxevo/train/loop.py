@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from jaxevo import preemption
 from jaxevo.config import to_dict
 from jaxevo.errors import JaxevoError
+from jaxevo.plugins import load_plugins
 from jaxevo.train.batches import Batch
 from jaxevo.train.builder import Trainer, build
 from jaxevo.train.checkpoint import export_model
@@ -58,6 +59,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     examples instead of ``cfg.data.path``; ``stop_at``: stop (with a checkpoint) after this
     optimizer step, as if interrupted — the schedule still follows the full ``total_steps``.
     """
+    load_plugins(cfg.plugins, "plugins")  # a loss or objective they register can be named
     t = build(cfg, pretrained=pretrained, records=records, mesh=mesh)
     ckpt = t.checkpointer
     end = t.total if stop_at is None else min(t.total, int(stop_at))

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, evolve_loss, preference_loss,
                            preference_metrics, self_meta_loss, sequence_nll)
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
@@ -72,7 +72,8 @@ class Objective:
         return tuple(v[0] for v in self.views)
 
 
-OBJECTIVES: Registry[Objective] = Registry("objective")
+OBJECTIVES: Registry[Objective] = Registry("objective", adapt=typed(
+    Objective, "build an Objective(...) (jaxevo.train.objectives) and name that"))
 
 
 def register_objective(obj: Objective, *aliases: str, replace: bool = False) -> Objective:
