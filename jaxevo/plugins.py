@@ -97,7 +97,7 @@ def _import_file(spec: str, where: str, base_dir: str | Path | None) -> ModuleTy
         raise ConfigError(f"{where}: plugin file {found} raised while importing: "
                           f"{type(e).__name__}: {e}") from e
     _FILES[found] = module
-    _STEMS.setdefault(found.stem, module)
+    _STEMS[found.stem] = module  # the latest file of that name
     return module
 
 
@@ -118,10 +118,11 @@ def resolve(ref: str, where: str, base_dir: str | Path | None = None) -> Any:
 
 
 def check_signature(fn: Any, args: Sequence[str], where: str, *, kwargs: bool = False,
-                    by_name: bool = False, expected: str | None = None) -> None:
+                    by_name: bool = False, partial: bool = False, expected: str | None = None) -> None:
     """Raise a ConfigError unless `fn` can be called with `args` (positionally, or by name with
-    `by_name`) and, with `kwargs`, any extra keyword arguments. `expected` is the signature shown
-    to the user."""
+    `by_name`) and, with `kwargs`, any extra keyword arguments. With `partial`, further required
+    parameters are allowed (a reward function's named columns, supplied at call time).
+    `expected` is the signature shown to the user."""
     shown = expected or f"fn({', '.join(args)}{', **kwargs' if kwargs else ''})"
     if not callable(fn):
         raise ConfigError(f"{where}: {fn!r} is a {type(fn).__name__}, not a function; expected {shown}")
@@ -132,7 +133,8 @@ def check_signature(fn: Any, args: Sequence[str], where: str, *, kwargs: bool = 
     named = {a: None for a in args} if by_name else {}
     probe = {"_jaxevo_probe_column": None} if kwargs else {}
     try:
-        sig.bind(*([] if by_name else [None] * len(args)), **named, **probe)
+        bind = sig.bind_partial if partial else sig.bind
+        bind(*([] if by_name else [None] * len(args)), **named, **probe)
     except TypeError:
         raise ConfigError(f"{where}: {_name(fn)}{sig} cannot be called as {shown}") from None
 

@@ -23,6 +23,7 @@ Name a reward in a config by `module:fn` (`jaxevo.plugins`) or by a name registe
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -38,7 +39,8 @@ SIGNATURE = "fn(prompts, completions, **columns) -> list[float | None]"
 
 
 def _plain_reward(fn: object, ref: str, where: str) -> RewardFn:
-    check_signature(fn, ("prompts", "completions"), where, kwargs=True, by_name=True, expected=SIGNATURE)
+    check_signature(fn, ("prompts", "completions"), where, kwargs=True, by_name=True, partial=True,
+                    expected=SIGNATURE)
     return fn  # type: ignore[return-value]
 
 
@@ -90,6 +92,10 @@ def call_reward(reward: WeightedReward, prompts: Sequence[Any], completions: Seq
                 columns: Mapping[str, Sequence[Any]]) -> list[float | None]:
     """`reward.fn(prompts=..., completions=..., **columns)`, checked: one number or None per
     completion (NaN reads as None, as in TRL); anything else is a ConfigError naming the reward."""
+    missing = [n for n in _required(reward.fn) if n not in columns and n not in ("prompts", "completions")]
+    if missing:
+        raise ConfigError(f"reward {reward.name!r} needs the field(s) {', '.join(missing)}, which the "
+                          f"records do not have (their fields: {', '.join(sorted(columns)) or 'none'})")
     out = reward.fn(prompts=list(prompts), completions=list(completions), **columns)
     try:
         values = list(out)
@@ -111,6 +117,16 @@ def call_reward(reward: WeightedReward, prompts: Sequence[Any], completions: Seq
                               f"expected a number or None") from None
         scores.append(None if math.isnan(f) else f)
     return scores
+
+
+def _required(fn: RewardFn) -> list[str]:
+    """The parameters `fn` requires (no default), by name."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.default is p.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def combine(per_reward: Sequence[Sequence[float | None]], weights: Sequence[float]) -> list[float | None]:
