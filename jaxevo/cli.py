@@ -18,8 +18,12 @@ COMMANDS = {
     "evolve": "run or resume self-evolution rounds from a config",
     "train": "one SFT or preference phase on a JSONL data set",
     "eval": "accuracy of a model on a built-in task or a JSONL of {prompt, answer}",
+    "score": "score completions (jaxevo generate's output) with a checker or reward functions",
     "plan": "compile the train step and sampler on abstract shapes; print memory and FLOPs",
 }
+
+# Commands that run no model: they skip JAX's set-up (and its import, seconds on a loaded machine).
+NO_JAX = ("score",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    # Here, not at the top: both import jax, which `jaxevo --help` does not need (it stays instant).
-    from jaxevo import distributed
     from jaxevo.plugins import load_plugins
-    from jaxevo.runtime import enable_compilation_cache
 
-    enable_compilation_cache()
     try:
-        if args.command != "plan":  # plan compiles for a target mesh on this host alone
-            # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
-            distributed.initialize()
+        if args.command not in NO_JAX:
+            # Here, not at the top: both import jax, which `jaxevo --help` does not need.
+            from jaxevo import distributed
+            from jaxevo.runtime import enable_compilation_cache
+
+            enable_compilation_cache()
+            if args.command != "plan":  # plan compiles for a target mesh on this host alone
+                # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
+                distributed.initialize()
         load_plugins(args.plugin, "--plugin")  # before any config names what they register
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
     except JaxevoError as e:
