@@ -12,7 +12,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from jaxevo.checkers import CHECKERS, Checker, get_checker
 from jaxevo.cli import main
 from jaxevo.commands.score import parse_reward_flags
-from tests.evolve.conftest import tiny_model  # noqa: F401  (the fixture)
 
 USER_REWARDS = textwrap.dedent('''
     def mentions_answer(prompts, completions, answer, **columns):
@@ -107,7 +106,7 @@ def test_reward_flag_weights():
     assert parse_reward_flags(["m:f", "m:g=0.5"]) == [{"fn": "m:f"}, {"fn": "m:g", "weight": "0.5"}]
 
 
-def test_completions_made_by_transformers_score_like_a_direct_call(tmp_path, tiny_model, user_file):  # noqa: F811
+def test_completions_made_by_transformers_score_like_a_direct_call(tmp_path, tiny_model, user_file):
     """Completions sampled by transformers from the tiny model (3 answered by hand, so the checker
     accepts some); `jaxevo score` gives the direct call's scores, checker and reward alike."""
     tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")

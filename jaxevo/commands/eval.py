@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jaxevo.commands.score import parse_reward_flags
 from jaxevo.data import load_source
 from jaxevo.errors import ConfigError
 
@@ -34,13 +35,18 @@ def add_arguments(p):
     p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--out", help="output directory (default: eval-<task or data name>)")
+    p.add_argument("--reward", action="append", metavar="MODULE:FN[=WEIGHT]",
+                   help="also report the mean of TRL-style reward functions over the first completions "
+                        "(repeatable; see `jaxevo score`)")
 
 
 def run(args) -> int:
     # Here, not at the top: they import jax and transformers, and `jaxevo eval --help` needs
     # neither (docs/benchmarks.md, CLI start-up).
     from jaxevo.evaluate import evaluate
+    from jaxevo.rewards import parse_rewards
     from jaxevo.sampling.api import Sampler
+    from jaxevo.scoring import score_rows
 
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
@@ -50,11 +56,18 @@ def run(args) -> int:
     missing = [i for i, it in enumerate(items) if it.get("answer") in (None, "")]
     if missing:
         raise ConfigError(f"{args.data}: item {missing[0]} has no 'answer' (every line needs prompt and answer)")
+    rewards = parse_rewards(parse_reward_flags(args.reward), "--reward") if args.reward else ()
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
                              self_refine=args.self_refine, progress=True)
     summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
+    if rewards:  # the first completion of each item, as `accuracy` counts it
+        scored, rs = score_rows([dict(it, completions=[r["completion"]]) for it, r in zip(items, rows)],
+                                rewards=rewards)
+        for r, s in zip(rows, scored):
+            r["reward"] = s["scores"][0]
+        summary.update({"reward/mean": rs["mean"], "reward/scored": rs["scored"], "rewards": rs["rewards"]})
     out = Path(args.out or f"eval-{args.task or Path(args.data).stem}")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "results.jsonl", "w") as f:
@@ -68,6 +81,8 @@ def run(args) -> int:
     for key in (f"pass@{args.k}", f"majority@{args.k}"):
         if key in summary:
             line += f"; {key} {summary[key]:.1%}"
+    if rewards:
+        line += f"; mean reward {summary['reward/mean']}"
     print(line)
     print(f"wrote {out}/results.jsonl and {out}/summary.json")
     return 0
