@@ -54,7 +54,7 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
                 continue
             seen.add(r["text"])
             out.append({"prompt": g["prompt"], "response": r["text"], "id": g["item"]["id"],
-                        "score": r["score"], **_topic(g)})
+                        "score": r["score"], **_topic(g), **_chat(g)})
     return out
 
 
@@ -93,7 +93,7 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
         else:
             raise ConfigError(f"select.pairs={mode!r}: choose 'score', 'rule' or 'none'")
         out.append({"prompt": g["prompt"], "chosen": best["text"], "rejected": worst["text"],
-                    "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g)})
+                    "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g), **_chat(g)})
     return out
 
 
@@ -121,7 +121,7 @@ def format_control(groups: Iterable[Group], count: int, seed: int,
             pool.append((g, ok))
     rng = random.Random(seed)
     rng.shuffle(pool)
-    return [{"prompt": g["prompt"], "response": rng.choice(ok)["text"], "id": g["item"]["id"]}
+    return [{"prompt": g["prompt"], "response": rng.choice(ok)["text"], "id": g["item"]["id"], **_chat(g)}
             for g, ok in pool[:count]]
 
 
@@ -162,6 +162,11 @@ def dedupe(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             seen.add(key)
             out.append(r)
     return out
+
+
+def _chat(g: Group) -> dict[str, Any]:
+    """The item's chat messages or system turn, so training sees the context sampling saw."""
+    return {k: g["item"][k] for k in ("messages", "system") if g["item"].get(k)}
 
 
 def _topic(g: Group) -> dict[str, Any]:

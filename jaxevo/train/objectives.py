@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxevo.data.records import chat_of
 from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, evolve_loss, preference_loss,
                            preference_metrics, self_meta_loss, sequence_nll)
 from jaxevo.registry import Registry, typed
@@ -105,7 +106,7 @@ def _scalar_metric(x: Array, b: int) -> tuple[Array, Array]:
 
 
 def _prompt(r, t):
-    return r["prompt"]
+    return chat_of(r)  # the prompt, or the record's chat messages / system turn
 
 
 def _field(name: str) -> ResponseFn:
