@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from trl.rewards import think_format_reward
 
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import select
@@ -39,6 +38,8 @@ def test_columns_are_the_records_other_fields_aligned_with_the_completions():
 
 
 def test_a_trl_reward_function_works_unchanged():
+    # trl is a peer, not a dependency of the test extra (as in tests/losses/test_trl_live.py).
+    think_format_reward = pytest.importorskip("trl.rewards").think_format_reward
     rw = parse_rewards([{"fn": "trl.rewards:think_format_reward"}])
     chat = [{"messages": [{"role": "user", "content": "q"}], "id": "c"}]
     texts = ["<think>\nhm\n</think>\nyes", "no think"]
