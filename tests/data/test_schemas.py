@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from jaxevo.commands.generate import read_prompts
 from jaxevo.data import load_source
 from jaxevo.data.records import chat_of
 from jaxevo.data.schemas import last_boxed
@@ -135,3 +136,14 @@ def test_chat_messages_and_system_turns_render_as_transformers_does(tmp_path, to
 def test_bad_messages_name_the_file_and_line(tmp_path, messages, message):
     with pytest.raises(ConfigError, match=r"d\.jsonl line 2: " + message):
         _load(tmp_path, [{"prompt": "ok"}, {"messages": messages}])
+
+
+def test_generate_reads_chat_rows(tmp_path):
+    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    path = _jsonl(tmp_path, [{"messages": chat, "id": 1}, {"prompt": "p", "system": "S2"}])
+    rows = read_prompts(path)
+    assert [chat_of(r) for r in rows] == [
+        chat, [{"role": "system", "content": "S2"}, {"role": "user", "content": "p"}]]
+    bad = _jsonl(tmp_path, [{"messages": [{"role": "assistant", "content": "x"}]}], "bad.jsonl")
+    with pytest.raises(ConfigError, match=r"bad\.jsonl:1: the last message must be the user's"):
+        read_prompts(bad)
