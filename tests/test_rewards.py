@@ -125,3 +125,20 @@ def test_a_reward_naming_a_field_the_records_lack_says_so():
     with pytest.raises(ConfigError, match=r"reward 'm:exact' needs the field\(s\) answer, which the records "
                                           r"do not have \(their fields: id\)"):
         call_reward(rw, ["p"], ["a"], {"id": ["x"]})
+
+
+def test_the_batch_form_calls_each_reward_once_with_the_same_scores():
+    calls = []
+
+    def counted(prompts, completions, answer, **kw):
+        calls.append(len(completions))
+        return exact(prompts, completions, answer)
+
+    rw = (WeightedReward("counted", counted),)
+    groups = [{"item": {"prompt": "a?", "answer": "1", "id": "a"}, "responses": [{"text": "1"}, {"text": "2"}]},
+              {"item": {"prompt": "b?", "answer": None, "id": "b"}, "responses": [{"text": "1"}]},
+              {"item": {"prompt": "c?", "answer": "3", "id": "c"}, "responses": [{"text": "3"}] * 3}]
+    scorer = SCORERS["rewards"]
+    batched = scorer.score_all(groups, {"rewards": rw})
+    assert calls == [6] and batched == [[1.0, 0.0], [None], [1.0, 1.0, 1.0]]
+    assert [scorer(g, {"rewards": rw}) for g in groups] == batched and calls == [6, 2, 1, 3]

@@ -68,9 +68,17 @@ class Scorer:
     name: str
     score: ScoreFn
     setup: Callable[["RoundContext"], ScorerSetup] | None = None
+    # Optional batch form: all groups in one call -> [scores per group] (same scores as `score`).
+    batch: Callable[[list[Group], Mapping[str, Any]], list[list]] | None = None
 
     def __call__(self, group: Group, params: Mapping[str, Any]) -> list[float]:
         return self.score(group, params)
+
+    def score_all(self, groups: list[Group], params: Mapping[str, Any]) -> list[list]:
+        """The scores of every group: the batch form when there is one, else group by group."""
+        if self.batch is not None:
+            return self.batch(groups, params)
+        return [self.score(g, params) for g in groups]
 
     def prepare(self, ctx: "RoundContext") -> ScorerSetup:
         """The round's set-up, its params completed with `score.params` and the round's seed."""
@@ -174,11 +182,21 @@ def rewards_of(specs) -> tuple:
 def reward_scores(group: Group, params: Mapping[str, Any]) -> list[float | None]:
     """The weighted reward of every response of the group (TRL's convention: jaxevo/rewards.py);
     the item's fields other than the prompt are the reward functions' columns."""
-    texts = [r["text"] for r in group["responses"]]
-    if not texts:
-        return []
-    prompts, completions, columns = reward_inputs([group["item"]], [texts])
-    return score_rewards(params["rewards"], prompts, completions, columns)[0]
+    return reward_scores_all([group], params)[0]
 
 
-SCORERS.add("rewards", Scorer("rewards", reward_scores, _rewards_setup))
+def reward_scores_all(groups: list[Group], params: Mapping[str, Any]) -> list[list[float | None]]:
+    """`reward_scores` of every group, each reward function called once on all responses."""
+    texts = [[r["text"] for r in g["responses"]] for g in groups]
+    if not any(texts):
+        return [[] for _ in groups]
+    prompts, completions, columns = reward_inputs([g["item"] for g in groups], texts)
+    flat = score_rewards(params["rewards"], prompts, completions, columns)[0]
+    out, pos = [], 0
+    for t in texts:
+        out.append(flat[pos:pos + len(t)])
+        pos += len(t)
+    return out
+
+
+SCORERS.add("rewards", Scorer("rewards", reward_scores, _rewards_setup, batch=reward_scores_all))

@@ -23,8 +23,7 @@ def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """The scorer's score for every response (+ DPSE topic-aware expansion) into scored.jsonl."""
     groups = read_jsonl(ctx.input("groups.jsonl"))
     scorer, params = ctx.scorer, ctx.scoring.params
-    for g in groups:
-        _score(scorer, g, params)
+    _score_all(scorer, groups, params)
     info: dict[str, Any] = {}
     if ctx.scoring.expand_topics > 0:
         groups, info = _topic_expansion(ctx, groups, scorer, params)
@@ -45,13 +44,16 @@ def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
             **info}
 
 
-def _score(scorer: Scorer, group: dict, params) -> None:
-    scores = scorer(group, params)
-    if len(scores) != len(group["responses"]):
-        raise ConfigError(f"scorer {scorer.name!r} returned {len(scores)} scores for "
-                          f"{len(group['responses'])} responses (item {group['item'].get('id')})")
-    for r, s in zip(group["responses"], scores):
-        r["score"] = None if s is None else float(s)
+def _score_all(scorer: Scorer, groups: list[dict], params) -> None:
+    """Every response's score: one call for all groups when the scorer has a batch form (reward
+    functions, as TRL calls them on a batch), else one call per group."""
+    per_group = scorer.score_all(groups, params)
+    for group, scores in zip(groups, per_group):
+        if len(scores) != len(group["responses"]):
+            raise ConfigError(f"scorer {scorer.name!r} returned {len(scores)} scores for "
+                              f"{len(group['responses'])} responses (item {group['item'].get('id')})")
+        for r, s in zip(group["responses"], scores):
+            r["score"] = None if s is None else float(s)
 
 
 def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, params):
@@ -64,8 +66,7 @@ def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, para
     random.Random(ctx.seed).shuffle(extra)
     extra = extra[: max(1, len(groups) // 2)]
     new = sample_groups(ctx, extra, ctx.cfg.sample.n, salt=101, expanded=True)
-    for g in new:
-        _score(scorer, g, params)
+    _score_all(scorer, new, params)
     return groups + new, {"expanded_topics": topics, "expanded_prompts": len(new),
                           "topic_stats": stats}
 
