@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from jaxevo.checkers import CHECKERS
+from jaxevo.cli import main
 from jaxevo.data.base import SOURCES
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.censor import QUALITY
@@ -141,3 +142,32 @@ def test_reference_syntax_and_signature_check():
     with pytest.raises(ConfigError, match="cannot be called as"):  # no **kwargs: columns would fail
         check_signature(lambda prompts, completions: [], ("prompts", "completions"), "w",
                         kwargs=True, by_name=True)
+
+
+LOSS_PLUGIN = textwrap.dedent('''
+    import jax
+    from jaxevo.losses import register
+
+    @register("test_plugin_loss")
+    def shifted_sigmoid(c, r, rc, rr, *, beta=0.1):
+        h = (c - rc) - (r - rr)
+        return -jax.nn.log_sigmoid(beta * h - 1.0), beta * (c - rc), beta * (r - rr)
+''')
+
+
+def test_jaxevo_train_imports_its_configs_plugins_relative_to_the_config(tmp_path, monkeypatch, capsys):
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "my_loss.py").write_text(LOSS_PLUGIN)
+    cfg = tmp_path / "conf" / "train.yaml"
+    cfg.write_text("plugins: [my_loss.py]\nobjective: {name: preference, loss_type: 'my_loss:shifted_sigmoid'}\n")
+    monkeypatch.chdir(tmp_path)  # the plugin is found beside the config, not in the cwd
+    try:
+        assert main(["train", "--config", str(cfg), "--print-config"]) == 0
+        spec = PREFERENCE_LOSSES.get("my_loss:shifted_sigmoid", "objective.loss_type")
+        assert spec is PREFERENCE_LOSSES["test_plugin_loss"]
+    finally:
+        PREFERENCE_LOSSES.remove("test_plugin_loss")
+    cfg.write_text("plugins: [missing_loss.py]\n")
+    capsys.readouterr()
+    assert main(["train", "--config", str(cfg), "--print-config"]) == 2
+    assert "plugins[0]: plugin file not found: missing_loss.py" in capsys.readouterr().err
