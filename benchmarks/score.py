@@ -36,10 +36,13 @@ def make_completions(path: Path, prompts: int, n: int, max_new_tokens: int) -> N
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     items = load_source({"type": "arithmetic", "split": "test", "n": prompts, "levels": [1, 2]}).to_list()
+    # One thread: torch's OpenMP threads busy-wait, and on a shared, loaded machine one descheduled
+    # thread stalls the others (docs/benchmarks.md, Sampler).
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     rows, t0 = [], time.perf_counter()
-    for k in range(0, len(items), 10):
-        chunk = items[k:k + 10]
+    for k in range(0, len(items), 25):
+        chunk = items[k:k + 25]
         texts = [tok.apply_chat_template([{"role": "user", "content": it["prompt"]}], add_generation_prompt=True,
                                          tokenize=False) for it in chunk]
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)

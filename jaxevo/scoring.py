@@ -63,7 +63,8 @@ def score_rows(rows: Sequence[Mapping[str, Any]], *, checker: Checker | None = N
             row["scores"] = [_number(checker.check(c, row), checker.name) for c in row["completions"]]
             flat += row["scores"]
             formatted += [bool(checker.well_formatted(c, row)) for c in row["completions"]]
-        summary.update(checker=checker.name, accuracy=sum(s is not None and s >= 1.0 for s in flat) / max(1, len(flat)),
+        accepted = sum(s is not None and s >= 1.0 for s in flat)
+        summary.update(checker=checker.name, accuracy=accepted / max(1, len(flat)),
                        format_rate=sum(formatted) / max(1, len(formatted)))
     else:
         records = [{k: v for k, v in r.items() if k not in NOT_COLUMNS or k in ("prompt", "messages")}
