@@ -1,5 +1,5 @@
 """One registry helper for every name a config can pick: losses, objectives, scorers, stages,
-sources (and the checkers and rewards to come).
+sources, checkers and rewards.
 
     SCORERS = Registry("scorer")
 
@@ -11,9 +11,9 @@ sources (and the checkers and rewards to come).
 
 A `package.module:attribute` name is resolved on first use and cached (not added to the names):
 an object the registry already holds (or whose function it wraps, e.g. a function decorated with
-`@register_scorer`) is that entry; anything else goes through the registry's `adapt(obj, ref, where)`,
-which wraps a plain function into the registry's entry type or refuses it with a ConfigError
-saying what is expected. Without `adapt`, a plain callable is the entry.
+`@register_scorer`) is that entry; anything else goes through the registry's
+`adapt(obj, ref, where)`, which wraps a plain function into the registry's entry type or refuses
+it with a ConfigError saying what is expected. Without `adapt`, a plain callable is the entry.
 
 A second registration under a taken name is an error (`RegistryError`), whatever module makes it:
 two plugins that pick one name must not silently replace each other. `replace=True` is the one
