@@ -142,3 +142,13 @@ def test_the_batch_form_calls_each_reward_once_with_the_same_scores():
     batched = scorer.score_all(groups, {"rewards": rw})
     assert calls == [6] and batched == [[1.0, 0.0], [None], [1.0, 1.0, 1.0]]
     assert [scorer(g, {"rewards": rw}) for g in groups] == batched and calls == [6, 2, 1, 3]
+
+
+def test_meta_tuples_leave_out_samples_without_an_opinion():
+    g = {"prompt": "q", "item": {"id": "q", "prompt": "q"},
+         "responses": [{"text": "good", "score": 1.0, "kind": "sample", "finish": "stop"},
+                       {"text": "bad", "score": 0.0, "kind": "sample", "finish": "stop"},
+                       {"text": "unknown", "score": None, "kind": "sample", "finish": "stop"}]}
+    tuples = select.meta_tuples([g], require_format=False)
+    assert [(t["response"], t["feedback"].splitlines()[-1]) for t in tuples] == [
+        ("good", "Judgement: correct"), ("bad", "Judgement: incorrect")]

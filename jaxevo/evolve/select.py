@@ -135,7 +135,8 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
     out = []
     for g in groups:
-        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
+        # A sample no reward had an opinion on (None) is neither right nor wrong: no tuple.
+        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample" and r["score"] is not None]
         good = [r for r in _ranked(rs) if r["score"] >= min_score
                 and _usable(r, g["item"], require_format, allow_truncated)]
         if not good:
