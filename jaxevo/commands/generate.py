@@ -58,7 +58,7 @@ def read_prompts(path: str) -> list[dict]:
             rows.append(row)
             continue
         if "prompt" not in row:
-            raise JaxevoError(f"{path}:{lineno}: no \"prompt\" or \"messages\" field (keys: {sorted(row)})")
+            raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field, nor chat \"messages\" (keys: {sorted(row)})")
         prompt = row["prompt"]
         ok = isinstance(prompt, str) or (isinstance(prompt, list) and all(
             isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
