@@ -18,8 +18,12 @@ COMMANDS = {
     "evolve": "run or resume self-evolution rounds from a config",
     "train": "one SFT or preference phase on a JSONL data set",
     "eval": "accuracy of a model on a built-in task or a JSONL of {prompt, answer}",
+    "score": "score completions (jaxevo generate's output) with a checker or reward functions",
     "plan": "compile the train step and sampler on abstract shapes; print memory and FLOPs",
 }
+
+# Commands that run no model: they skip JAX's set-up (and its import, seconds on a loaded machine).
+NO_JAX = ("score",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                       help="import a module (or a .py file) first, so its registered scorers, "
+                            "rewards, checkers, stages, losses and sources can be named (repeatable)")
         if name in _requested():
             importlib.import_module(f"jaxevo.commands.{name}").add_arguments(p)
     return parser
@@ -45,16 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
-    # Here, not at the top: both import jax, which `jaxevo --help` does not need (it stays instant).
-    from jaxevo import distributed, preemption
     from jaxevo.outputs import OutputError, storage_cause
-    from jaxevo.runtime import enable_compilation_cache
+    from jaxevo.plugins import load_plugins
 
-    enable_compilation_cache()
+    preempted: tuple[type[BaseException], ...] = ()  # a training signal: set once jax is loaded
+
     try:
-        if args.command != "plan":  # plan compiles for a target mesh on this host alone
-            # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
-            distributed.initialize()
+        if args.command not in NO_JAX:
+            # Here, not at the top: they import jax, which `jaxevo --help` does not need.
+            from jaxevo import distributed, preemption
+            from jaxevo.runtime import enable_compilation_cache
+
+            preempted = (preemption.Preempted,)
+            enable_compilation_cache()
+            if args.command != "plan":  # plan compiles for a target mesh on this host alone
+                # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
+                distributed.initialize()
+        load_plugins(args.plugin, "--plugin")  # before any config names what they register
         return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
     except JaxevoError as e:
         print(f"jaxevo {args.command}: error: {e}", file=sys.stderr)
@@ -62,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jaxevo {args.command}: interrupted", file=sys.stderr)
         return 130
-    except preemption.Preempted as e:  # a signal during training: the checkpoint is on disk
+    except preempted as e:  # a signal during training: the checkpoint is on disk
         print(f"jaxevo {args.command}: {e}", file=sys.stderr)
         return e.code
     except OSError as e:  # disk full, read-only, permission: one line naming the path

@@ -14,6 +14,7 @@ import math
 from typing import Any, Sequence
 
 from jaxevo.checkers import Checker, checker_for, get_checker
+from jaxevo.data.records import chat_of
 from jaxevo.sampling.api import SamplingParams
 from jaxevo.templates import REFINE_TEMPLATE
 
@@ -59,7 +60,7 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
     override = get_checker(checker) if checker is not None else None
     if k > 1 and temperature == 0:
         temperature = 1.0  # k identical greedy samples would make pass@k meaningless
-    prompts = [it["prompt"] for it in items]
+    prompts = [chat_of(it) for it in items]  # chat messages / a system turn where the item has them
     sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=k, seed=seed,
                         stop_after=tuple(stop_after))
     outs = sampler.generate(prompts, sp, chat=chat, progress=progress)

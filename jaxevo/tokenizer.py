@@ -6,6 +6,8 @@ The tokenizer itself (a `transformers.PreTrainedTokenizerFast`) is loaded with t
 
 from __future__ import annotations
 
+from jaxevo.errors import JaxevoError
+
 # End-of-turn / end-of-text markers of common chat models. Generation stops at any of them that
 # the vocabulary has, besides the tokenizer's own eos token.
 STOP_TOKENS = (
@@ -20,15 +22,24 @@ STOP_TOKENS = (
 )
 
 
-def chat_prompt(tok, user_text: str, system: str | None = None) -> str:
-    """The prompt text for one user turn, ending where the assistant's reply starts.
+def chat_prompt(tok, user_text, system: str | None = None) -> str:
+    """The prompt text for one user turn (a string) or a whole conversation (a list of
+    {"role", "content"} messages, system turn included), ending where the assistant's reply starts.
 
     Uses the tokenizer's chat template (add_generation_prompt=True). Without a template the prompt
-    is the plain text (the system text, if given, then a blank line first).
+    is the plain text (the system text, if given, then a blank line first); a conversation needs
+    a template.
 
     The template already writes any BOS the model wants, so encode the result with
     `tok(prompt, add_special_tokens=False)` to avoid a doubled BOS.
     """
+    if not isinstance(user_text, str):  # a conversation: the template renders it as it is
+        if not getattr(tok, "chat_template", None):
+            raise JaxevoError("chat messages need a tokenizer with a chat template")
+        messages = list(user_text)
+        if system is not None and not (messages and messages[0].get("role") == "system"):
+            messages.insert(0, {"role": "system", "content": system})
+        return tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     if not getattr(tok, "chat_template", None):
         return user_text if system is None else f"{system}\n\n{user_text}"
     messages = [{"role": "system", "content": system}] if system is not None else []

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 from jaxevo.errors import ConfigError
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 __all__ = ["Checker", "CHECKERS", "register_checker", "get_checker", "check_record_fields",
            "checker_for", "Record"]
@@ -35,7 +35,8 @@ class Checker:
     concurrent: bool = False
 
 
-CHECKERS: Registry[Checker] = Registry("checker")
+CHECKERS: Registry[Checker] = Registry("checker", adapt=typed(
+    Checker, "build a jaxevo.checkers.Checker(name, extract, check, well_formatted) and name that"))
 
 
 def register_checker(checker: Checker, *aliases: str, replace: bool = False) -> Checker:

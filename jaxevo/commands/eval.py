@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from jaxevo.checkers import check_record_fields, checker_for
+from jaxevo.commands.score import parse_reward_flags
 from jaxevo.data import load_source
 from jaxevo.errors import ConfigError
 from jaxevo.outputs import check_writable
@@ -41,6 +42,9 @@ def add_arguments(p):
     p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--out", help="output directory (default: eval-<task or data name>)")
+    p.add_argument("--reward", action="append", metavar="MODULE:FN[=WEIGHT]",
+                   help="also report the mean of TRL-style reward functions over the first completions "
+                        "(repeatable; see `jaxevo score`)")
 
 
 def run(args) -> int:
@@ -60,14 +64,23 @@ def run(args) -> int:
     # Here, not at the top, and after the data are checked: they import jax and transformers,
     # which `jaxevo eval --help` and a data error need neither of (docs/benchmarks.md, CLI start-up).
     from jaxevo.evaluate import evaluate
+    from jaxevo.rewards import parse_rewards
     from jaxevo.sampling.api import Sampler
+    from jaxevo.scoring import score_rows
 
     out = check_writable(args.out or f"eval-{args.task or Path(args.data).stem}", is_dir=True)
+    rewards = parse_rewards(parse_reward_flags(args.reward), "--reward") if args.reward else ()
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
                              self_refine=args.self_refine, progress=True)
     summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
+    if rewards:  # the first completion of each item, as `accuracy` counts it
+        scored, rs = score_rows([dict(it, completions=[r["completion"]]) for it, r in zip(items, rows)],
+                                rewards=rewards)
+        for r, s in zip(rows, scored):
+            r["reward"] = s["scores"][0]
+        summary.update({"reward/mean": rs["mean"], "reward/scored": rs["scored"], "rewards": rs["rewards"]})
     with open(out / "results.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -79,6 +92,8 @@ def run(args) -> int:
     for key in (f"pass@{args.k}", f"majority@{args.k}"):
         if key in summary:
             line += f"; {key} {summary[key]:.1%}"
+    if rewards:
+        line += f"; mean reward {summary['reward/mean']}"
     print(line)
     print(f"wrote {out}/results.jsonl and {out}/summary.json")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 
 def add_arguments(p):
@@ -19,14 +20,16 @@ def run(args) -> int:
     from jaxevo.evolve.config import EvolveConfig
     from jaxevo.evolve.driver import run_evolve
     from jaxevo.outputs import check_writable
+    from jaxevo.plugins import load_plugins
 
     main = distributed.is_main()  # on a pod, process 0 speaks for all
     logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     cfg = load_config(EvolveConfig, args.config, args.overrides)
+    # Relative plugin paths may be relative to the config file (run_evolve loads them again: a no-op).
+    load_plugins(cfg.run.plugins, "run.plugins", base_dir=Path(args.config).parent)
     if main:
         check_writable(cfg.run.dir, is_dir=True)
-    if main:
         print(f"jaxevo evolve: {cfg.run.recipe} recipe, {cfg.run.rounds} rounds, run directory {cfg.run.dir}")
     run_evolve(cfg, to_dict(cfg))
     if main:

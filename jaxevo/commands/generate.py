@@ -1,7 +1,8 @@
 """`jaxevo generate --model M --prompts in.jsonl --out out.jsonl [...]`: sample completions.
 
 Each input line is a JSON object with "prompt" (a string, or a list of {"role", "content"} chat
-messages). Each output line keeps the input fields and adds "completions" (n strings) and
+messages) or "messages" (a chat, system turn included), and optionally "system" (a system turn
+before a string prompt). Each output line keeps the input fields and adds "completions" (n strings) and
 "logprobs" (per completion, the sum of its tokens' log-probs under the model — raw logits,
 temperature 1 — stop token included when it ended on one). The output is written to a temporary
 file and renamed at the end, so a killed run never leaves a truncated file.
@@ -14,6 +15,7 @@ import os
 import sys
 
 from jaxevo.data.loaders import read_jsonl_rows
+from jaxevo.data.records import chat_of, check_messages
 from jaxevo.errors import JaxevoError
 from jaxevo.outputs import check_writable
 
@@ -51,8 +53,12 @@ def add_arguments(p):
 def read_prompts(path: str) -> list[dict]:
     rows = []
     for lineno, row in read_jsonl_rows(path):  # missing file / bad JSON: clear ConfigErrors
+        if "prompt" not in row and "messages" in row:
+            check_messages(row["messages"], f"{path}:{lineno}")
+            rows.append(row)
+            continue
         if "prompt" not in row:
-            raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field (keys: {sorted(row)})")
+            raise JaxevoError(f"{path}:{lineno}: no \"prompt\" field, nor chat \"messages\" (keys: {sorted(row)})")
         prompt = row["prompt"]
         ok = isinstance(prompt, str) or (isinstance(prompt, list) and all(
             isinstance(m, dict) and "role" in m and "content" in m for m in prompt))
@@ -74,8 +80,9 @@ def run(args) -> int:
     rows = read_prompts(args.prompts)
     out = check_writable(args.out)  # before sampling: a bad --out must not cost the completions
     chat = not args.no_chat
-    if not chat and any(not isinstance(r["prompt"], str) for r in rows):
-        raise JaxevoError("--no-chat needs string prompts (got chat messages)")
+    inputs = [r["prompt"] if isinstance(r.get("prompt"), list) else chat_of(r) for r in rows]
+    if not chat and any(not isinstance(p, str) for p in inputs):
+        raise JaxevoError("--no-chat needs string prompts (got chat messages or a system turn)")
     sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, n=args.n, seed=args.seed,
@@ -89,7 +96,7 @@ def run(args) -> int:
         mesh = make_mesh(shape)
     sampler = Sampler.load(args.model, dtype=args.dtype, mesh=mesh, max_batch=args.batch_size,
                            max_length=args.max_length, continuous=args.continuous)
-    outs = sampler.generate([r["prompt"] for r in rows], sp, chat=chat, truncate=args.truncate)
+    outs = sampler.generate(inputs, sp, chat=chat, truncate=args.truncate)
 
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two runs on one --out never mix lines
     with tmp.open("w", encoding="utf-8") as f:

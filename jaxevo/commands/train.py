@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from jaxevo.config import load_config, to_dict
 from jaxevo.outputs import check_writable
+from jaxevo.plugins import load_plugins
 from jaxevo.train import TrainConfig, train
 
 
@@ -19,6 +21,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    load_plugins(cfg.plugins, "plugins", base_dir=Path(args.config).parent)
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from jaxevo.data.records import Record
 from jaxevo.errors import ConfigError
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 __all__ = ["Source", "SourceType", "SOURCES", "register_source", "check_spec_keys"]
 
@@ -106,7 +106,8 @@ class SourceType:
     keys: tuple[str, ...]
 
 
-SOURCES: Registry[SourceType] = Registry("data source type")
+SOURCES: Registry[SourceType] = Registry("data source type", adapt=typed(
+    SourceType, "decorate the factory with @jaxevo.data.register_source(name, keys=...)"))
 
 
 def register_source(name: str, keys: Iterable[str]) -> Callable[[SourceFactory], SourceFactory]:

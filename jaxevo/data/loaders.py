@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from jaxevo.data.base import Source, register_source
-from jaxevo.data.records import FIELD_MAP_KEYS, FieldMap, map_record
+from jaxevo.data.records import FIELD_MAP_KEYS, FieldMap
+from jaxevo.data.schemas import map_row
 from jaxevo.errors import ConfigError
 
 __all__ = ["jsonl_source", "hf_source", "tfds_source", "read_jsonl"]
@@ -65,7 +66,7 @@ def jsonl_source(spec: Mapping[str, Any]) -> Source:
     path = Path(spec["path"]).expanduser()
     fields = FieldMap.from_spec(spec)
     rows = read_jsonl_rows(path)
-    records = [map_record(row, fields, f"{path.stem}/{i}", f"{path} line {lineno}")
+    records = [map_row(row, fields, f"{path.stem}/{i}", f"{path} line {lineno}")
                for i, (lineno, row) in enumerate(rows)]
     return Source.from_records(str(path), records, locate=lambda i: f"{path} line {rows[i][0]}")
 
@@ -120,7 +121,7 @@ def hf_source(spec: Mapping[str, Any]) -> Source:
     label = Path(path).name if _looks_local(path) else path
 
     def get(i: int) -> dict[str, Any]:
-        return map_record(ds[i], fields, f"{label}/{split}/{i}", f"{path} ({split}) row {i}")
+        return map_row(ds[i], fields, f"{label}/{split}/{i}", f"{path} ({split}) row {i}")
 
     return Source(f"{path} ({split})", get, len(ds))
 
@@ -154,6 +155,6 @@ def tfds_source(spec: Mapping[str, Any]) -> Source:
     fields = FieldMap.from_spec(spec)
 
     def get(i: int) -> dict[str, Any]:
-        return map_record(ds[i], fields, f"{name}/{split}/{i}", f"tfds {name} ({split}) index {i}")
+        return map_row(ds[i], fields, f"{name}/{split}/{i}", f"tfds {name} ({split}) index {i}")
 
     return Source(f"tfds:{name} ({split})", get, len(ds))

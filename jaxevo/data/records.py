@@ -27,6 +27,9 @@ __all__ = [
     "split_of",
     "to_python",
     "apply_prompt_template",
+    "chat_of",
+    "check_messages",
+    "last_user_text",
 ]
 
 
@@ -82,6 +85,9 @@ class FieldMap:
     topic: str | None = None
     id: str | None = None
     prompt_template: str | None = None
+    schema: str | None = None  # a `jaxevo.data.schemas` name, "none", or None (detect)
+    checker: str | None = None  # every record's answer checker (wins over the row's and the schema's)
+    system: str | None = None  # a system turn for records that have none
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "FieldMap":
@@ -91,10 +97,14 @@ class FieldMap:
             topic=spec.get("topic_field"),
             id=spec.get("id_field"),
             prompt_template=spec.get("prompt_template"),
+            schema=spec.get("schema"),
+            checker=spec.get("checker"),
+            system=spec.get("system"),
         )
 
 
-FIELD_MAP_KEYS = ("prompt_field", "answer_field", "topic_field", "id_field", "prompt_template")
+FIELD_MAP_KEYS = ("prompt_field", "answer_field", "topic_field", "id_field", "prompt_template",
+                  "schema", "checker", "system")
 
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 
@@ -123,10 +133,50 @@ def _field(raw: Mapping[str, Any], name: str, where: str) -> Any:
     return raw[name]
 
 
+def check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    """A chat: a non-empty list of {"role", "content"} strings, roles system/user/assistant, ending
+    with a user turn (the model writes the next assistant turn)."""
+    ok = isinstance(messages, list) and messages and all(
+        isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+        for m in messages)
+    if not ok:
+        raise ConfigError(f"{where}: \"messages\" must be a non-empty list of "
+                          "{\"role\": ..., \"content\": \"...\"} objects")
+    roles = [m["role"] for m in messages]
+    bad = sorted(set(roles) - {"system", "user", "assistant"})
+    if bad:
+        raise ConfigError(f"{where}: message role(s) {bad}; use system, user or assistant")
+    if roles[-1] != "user":
+        raise ConfigError(f"{where}: the last message must be the user's (the model answers it), "
+                          f"got {roles[-1]!r}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def last_user_text(messages: Any, where: str) -> str:
+    """The last user turn of a chat (checked): the record's plain `prompt`, shown in reports and
+    filled into the feedback and refinement templates."""
+    return check_messages(messages, where)[-1]["content"]
+
+
+def chat_of(record: Mapping[str, Any]) -> "str | list[dict[str, str]]":
+    """What the model is asked: the record's chat `messages` (system turn and earlier turns
+    included), else its `prompt` after its own `system` turn when it has one, else the plain
+    prompt string. The sampler and the trainer render it with the same chat template."""
+    if record.get("messages"):
+        return record["messages"]
+    if record.get("system"):
+        return [{"role": "system", "content": record["system"]}, {"role": "user", "content": record["prompt"]}]
+    return record["prompt"]
+
+
 def map_record(raw: Mapping[str, Any], fields: FieldMap, default_id: str, where: str) -> Record:
     """Turn one raw row into a record. `default_id` is used when no id column is mapped or
-    present; `where` (e.g. "data.jsonl line 3") prefixes error messages."""
+    present; `where` (e.g. "data.jsonl line 3") prefixes error messages. A row with chat
+    `messages` and no prompt field keeps them; its `prompt` is the last user turn."""
     raw = to_python(dict(raw))
+    if fields.prompt not in raw and "messages" in raw:
+        raw["messages"] = check_messages(raw["messages"], where)
+        raw[fields.prompt] = raw["messages"][-1]["content"]
     record: Record = dict(raw)
     prompt = _field(raw, fields.prompt, where)
     if not isinstance(prompt, str):
@@ -134,6 +184,8 @@ def map_record(raw: Mapping[str, Any], fields: FieldMap, default_id: str, where:
     if fields.prompt_template is not None:
         record["question"] = prompt
         prompt = apply_prompt_template(prompt, fields.prompt_template)
+        if "messages" in record:  # the template wraps the last user turn the model sees
+            record["messages"] = record["messages"][:-1] + [{"role": "user", "content": prompt}]
     record["prompt"] = prompt
 
     answer_col = fields.answer if fields.answer is not None else ("answer" if "answer" in raw else None)
@@ -149,4 +201,8 @@ def map_record(raw: Mapping[str, Any], fields: FieldMap, default_id: str, where:
 
     id_col = fields.id if fields.id is not None else ("id" if "id" in raw else None)
     record["id"] = str(_field(raw, id_col, where)) if id_col is not None else default_id
+    if fields.checker is not None:
+        record["checker"] = fields.checker
+    if fields.system is not None and not record.get("system") and "messages" not in record:
+        record["system"] = fields.system
     return record

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 # Importing these modules registers their source types (the registry lives in `base`).
-from jaxevo.data import arithmetic, dialogue_turns, dialogues, instructions, loaders  # noqa: F401
+from jaxevo.data import (  # noqa: F401
+    arithmetic, dialogue_turns, dialogues, instructions, loaders, reasoning_gym_source)
 from jaxevo.data.base import SOURCES, Source, check_spec_keys, register_source
 from jaxevo.data.records import Record
 from jaxevo.errors import ConfigError

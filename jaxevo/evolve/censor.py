@@ -23,6 +23,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.evolve import verdict
 from jaxevo.evolve.config import CensorSection
 from jaxevo.losses import frequency_weights
+from jaxevo.plugins import check_signature
 from jaxevo.registry import Registry
 
 SIGNALS = ("explicit", "sentiment", "continuation", "rephrase", "correction", "engagement", "quality")
@@ -30,7 +31,12 @@ SIGNALS = ("explicit", "sentiment", "continuation", "rephrase", "correction", "e
 # `censor.quality`: what fills the `quality` signal, (item, answer text, feedback) -> [0, 1].
 # "none" leaves the signal out.
 Quality = Callable[[Mapping[str, Any], str, "str | None"], float]
-QUALITY: Registry[Quality] = Registry("censor.quality")
+def _plain_quality(fn: object, ref: str, where: str) -> Quality:
+    check_signature(fn, ("item", "text", "feedback"), where)
+    return fn  # type: ignore[return-value]
+
+
+QUALITY: Registry[Quality] = Registry("censor.quality", adapt=_plain_quality)
 
 
 @QUALITY.register("verifier")

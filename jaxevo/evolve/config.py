@@ -27,6 +27,10 @@ class RunSection:
     seed: int = 0
     progress: bool = True  # progress bars
     recipe: str = "custom"  # a label for reports (self / evolve / dpse / demo)
+    # The user's modules, imported before anything is looked up so that their registrations
+    # (scorers, rewards, checkers, stages, losses, sources) count: module names or .py paths
+    # (relative: to the current directory, else to the config file's). See jaxevo/plugins.py.
+    plugins: tuple[str, ...] = ()
     # Keep each training stage's Orbax train state (params + optimizer, ~3x the model) after the
     # stage has exported its model. They serve only a resume mid-training; the demo would
     # otherwise leave ~12 GB on disk. Sets the phases' `checkpoint.final`.
@@ -96,6 +100,10 @@ class ScoreSection:
     scorer: str = "verifier"  # a key of jaxevo.evolve.scorers.SCORERS
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     judge_model: str | None = None  # scorer "judge": the model that writes the feedback
+    # scorer "rewards": TRL-style reward functions, [{fn: module:function or a registered reward,
+    # weight: 1.0}, ...], combined as a weighted sum (jaxevo/rewards.py). Scores are in the
+    # functions' units: `select.min_score` and `select.min_margin` are too.
+    rewards: tuple[dict[str, Any], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,5 +209,8 @@ class EvolveConfig:
             raise ConfigError("select.pairs=rule pairs a refinement with its start: set refine.steps >= 1")
         if self.meta.enabled and self.sft is None:
             raise ConfigError("meta.enabled trains with the `sft:` phase's settings: add an `sft:` section")
+        if self.score.rewards and self.score.scorer != "rewards":
+            raise ConfigError(f"score.rewards is set but score.scorer is {self.score.scorer!r}: "
+                              "set score.scorer: rewards to score with them")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")

@@ -27,7 +27,8 @@ from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import STAGES, Stage, check_stages
 from jaxevo.evolve.report import print_round, round_metrics, write_report
 from jaxevo.evolve.rundir import RunDir
-from jaxevo.evolve.scorers import SCORERS
+from jaxevo.evolve.scorers import SCORERS, rewards_of
+from jaxevo.plugins import load_plugins
 from jaxevo.sharding import make_mesh
 from jaxevo.train.tblog import MetricsLogger
 from jaxevo.weights.load import hf_dir_for
@@ -43,6 +44,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     Multi-host: call on every process with the same config; all of them run every stage, process 0
     writes the files (see `rundir`). The run directory is locked for the call (`jaxevo.dirlock`):
     a second `evolve` on it is refused."""
+    load_plugins(cfg.run.plugins, "run.plugins")  # first (before the lock makes the directory)
     with DirLock(cfg.run.dir, "jaxevo evolve", enabled=distributed.is_main()):
         return _run(cfg, raw, stop_after, stop_at_step, mesh)
 
@@ -50,6 +52,8 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
 def _run(cfg: EvolveConfig, raw: dict[str, Any], stop_after, stop_at_step, mesh) -> dict[str, Any]:
     stages = check_stages(cfg.stages)
     SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
+    if cfg.score.scorer == "rewards":
+        rewards_of(cfg.score.rewards)  # each function imported and its signature checked now
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     distributed.main_only(_say_where)(run, cfg.run.rounds)
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)

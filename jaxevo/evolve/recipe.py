@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.context import RoundContext
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 StageFn = Callable[[RoundContext, Path], dict[str, Any]]
 
@@ -37,7 +37,8 @@ class Stage:
         return self.run(ctx.begin(self.name, out), out)
 
 
-STAGES: Registry[Stage] = Registry("stage")
+STAGES: Registry[Stage] = Registry("stage", adapt=typed(
+    Stage, "decorate the function with @jaxevo.evolve.recipe.stage(name, reads=..., writes=...)"))
 
 
 def stage(name: str, *, reads: Sequence[str] = (), writes: Sequence[str] = ()) -> Callable[[StageFn], StageFn]:

@@ -2,7 +2,7 @@
 
 A scorer sees one prompt's *group* — the item (prompt, gold answer if any, topic...) and all its
 responses (samples and refinements, with feedback texts when a feedback stage ran) — and returns
-one score in [0, 1] per response. Groups let self-consistency vote and let a Censor compare.
+one score per response, in [0, 1] for the built-in ones. Groups let self-consistency vote and let a Censor compare.
 
     verifier          the item's answer checker against its gold (environment feedback)
     format_only       1 if the response states an answer in the item's format (the control)
@@ -10,6 +10,10 @@ one score in [0, 1] per response. Groups let self-consistency vote and let a Cen
     self_judge        the model's own feedback verdict ("Judgement: correct") — needs a feedback stage
     judge             same verdict parser over feedback written by another model (`score.judge_model`)
     censor            DPSE satisfaction from simulated-user interaction signals (see censor.py)
+    rewards           TRL-style reward functions of `score.rewards`, weighted (see jaxevo/rewards.py);
+                      scores in the functions' own units, None where none had an opinion
+
+`score.scorer` may also name the user's own `fn(group, params)` as `package.module:attribute`.
 
 A scorer that needs set-up for a round (the judge's model, the Censor's weights and topic
 statistics) has a `setup(ctx) -> ScorerSetup` hook; the stages read that struct and never the
@@ -31,7 +35,9 @@ from jaxevo.checkers import check_many, checker_for
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor as censor_
 from jaxevo.evolve import verdict
+from jaxevo.plugins import check_signature
 from jaxevo.registry import Registry
+from jaxevo.rewards import parse_rewards, reward_inputs, score_rewards
 
 if TYPE_CHECKING:  # the context holds the round's set-up scorer; only its type is needed here
     from jaxevo.evolve.context import RoundContext
@@ -64,9 +70,17 @@ class Scorer:
     name: str
     score: ScoreFn
     setup: Callable[["RoundContext"], ScorerSetup] | None = None
+    # Optional batch form: all groups in one call -> [scores per group] (same scores as `score`).
+    batch: Callable[[list[Group], Mapping[str, Any]], list[list]] | None = None
 
     def __call__(self, group: Group, params: Mapping[str, Any]) -> list[float]:
         return self.score(group, params)
+
+    def score_all(self, groups: list[Group], params: Mapping[str, Any]) -> list[list]:
+        """The scores of every group: the batch form when there is one, else group by group."""
+        if self.batch is not None:
+            return self.batch(groups, params)
+        return [self.score(g, params) for g in groups]
 
     def prepare(self, ctx: "RoundContext") -> ScorerSetup:
         """The round's set-up, its params completed with `score.params` and the round's seed."""
@@ -74,7 +88,18 @@ class Scorer:
         return dataclasses.replace(s, params={**s.params, **ctx.cfg.score.params, "seed": ctx.seed})
 
 
-SCORERS: Registry[Scorer] = Registry("scorer")
+def _plain_scorer(obj: object, ref: str, where: str) -> Scorer:
+    """A Scorer, or a plain `fn(group, params) -> scores` (a TRL-style reward function goes in
+    `score.rewards` with `score.scorer: rewards`)."""
+    if isinstance(obj, Scorer):
+        return obj
+    check_signature(obj, ("group", "params"), where,
+                    expected="fn(group, params) -> [score per response] (for a TRL-style "
+                             "fn(prompts, completions, **columns) use score.scorer: rewards and score.rewards)")
+    return Scorer(ref, obj)  # type: ignore[arg-type]
+
+
+SCORERS: Registry[Scorer] = Registry("scorer", adapt=_plain_scorer)
 
 
 def register_scorer(name: str, *aliases: str, setup: Callable[["RoundContext"], ScorerSetup] | None = None):
@@ -150,3 +175,38 @@ def _censor_setup(ctx: "RoundContext") -> ScorerSetup:
 
 
 SCORERS.add("censor", Scorer("censor", censor_.satisfaction_scores, _censor_setup))
+
+
+def _rewards_setup(ctx: "RoundContext") -> ScorerSetup:
+    """The reward functions of `score.rewards`, imported and checked once per round."""
+    return ScorerSetup(params={"rewards": rewards_of(ctx.cfg.score.rewards)})
+
+
+def rewards_of(specs) -> tuple:
+    """`score.rewards` parsed (a ConfigError when empty: the scorer has nothing to call)."""
+    if not specs:
+        raise ConfigError("score.scorer=rewards needs score.rewards: [{fn: module:function, weight: 1.0}, ...]")
+    return parse_rewards(specs, "score.rewards")
+
+
+def reward_scores(group: Group, params: Mapping[str, Any]) -> list[float | None]:
+    """The weighted reward of every response of the group (TRL's convention: jaxevo/rewards.py);
+    the item's fields other than the prompt are the reward functions' columns."""
+    return reward_scores_all([group], params)[0]
+
+
+def reward_scores_all(groups: list[Group], params: Mapping[str, Any]) -> list[list[float | None]]:
+    """`reward_scores` of every group, each reward function called once on all responses."""
+    texts = [[r["text"] for r in g["responses"]] for g in groups]
+    if not any(texts):
+        return [[] for _ in groups]
+    prompts, completions, columns = reward_inputs([g["item"] for g in groups], texts)
+    flat = score_rewards(params["rewards"], prompts, completions, columns)[0]
+    out, pos = [], 0
+    for t in texts:
+        out.append(flat[pos:pos + len(t)])
+        pos += len(t)
+    return out
+
+
+SCORERS.add("rewards", Scorer("rewards", reward_scores, _rewards_setup, batch=reward_scores_all))

@@ -6,6 +6,10 @@ A scored group (one line of `score/scored.jsonl`):
      "score": float}, ...]}
 `chain` numbers the samples of a prompt; a refinement keeps its sample's chain and step k.
 
+Scores are in the scorer's units ([0, 1] for the built-in scorers, the weighted reward for
+`rewards`), so `min_score` and `min_margin` are too. A None score (no reward function had an
+opinion) is never accepted and never in a pair.
+
 Outputs are the JSONL records `jaxevo train` reads: {"prompt", "response"} for SFT and
 {"prompt", "chosen", "rejected"} for preferences (plus "weight"/"margin"/"topic" where a recipe
 sets them).
@@ -32,8 +36,9 @@ def _usable(r: Mapping[str, Any], item: Mapping[str, Any], require_format: bool,
 
 
 def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Best first: score, then the model's own per-token log-prob (ties are deterministic)."""
-    return sorted(responses, key=lambda r: (-r["score"], -r.get("logp", 0.0) / max(1, r.get("length", 1))))
+    """Best first: score, then the model's own per-token log-prob (ties are deterministic).
+    Unscored responses (None: no reward function had an opinion) are left out."""
+    return sorted((r for r in responses if r["score"] is not None), key=lambda r: (-r["score"], -r.get("logp", 0.0) / max(1, r.get("length", 1))))
 
 
 def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt: int = 1,
@@ -44,13 +49,13 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
     for g in groups:
         seen: set[str] = set()
         cands = [r for r in g["responses"] if r.get("kind", "sample") in kinds
-                 and r["score"] >= min_score and _usable(r, g["item"], require_format, allow_truncated)]
+                 and r["score"] is not None and r["score"] >= min_score and _usable(r, g["item"], require_format, allow_truncated)]
         for r in _ranked(cands):
             if r["text"] in seen or len(seen) >= max_per_prompt:
                 continue
             seen.add(r["text"])
             out.append({"prompt": g["prompt"], "response": r["text"], "id": g["item"]["id"],
-                        "score": r["score"], **_topic(g)})
+                        "score": r["score"], **_topic(g), **_chat(g)})
     return out
 
 
@@ -72,9 +77,9 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
         if mode == "score":
             ranked = _ranked(rs)
             best = next((r for r in ranked if _usable(r, g["item"], False, allow_truncated)), None)
-            worst = ranked[-1]
             if best is None:
                 continue
+            worst = ranked[-1]
             if best["score"] - worst["score"] < min_margin or best["text"] == worst["text"]:
                 continue
         elif mode == "rule":
@@ -83,12 +88,13 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
                 continue
             best, worst = chain[-1], chain[0]
             if (not _usable(best, g["item"], False, allow_truncated) or best["text"] == worst["text"]
+                    or best["score"] is None or worst["score"] is None
                     or worst["score"] - best["score"] > min_margin):
                 continue
         else:
             raise ConfigError(f"select.pairs={mode!r}: choose 'score', 'rule' or 'none'")
         out.append({"prompt": g["prompt"], "chosen": best["text"], "rejected": worst["text"],
-                    "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g)})
+                    "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g), **_chat(g)})
     return out
 
 
@@ -116,7 +122,7 @@ def format_control(groups: Iterable[Group], count: int, seed: int,
             pool.append((g, ok))
     rng = random.Random(seed)
     rng.shuffle(pool)
-    return [{"prompt": g["prompt"], "response": rng.choice(ok)["text"], "id": g["item"]["id"]}
+    return [{"prompt": g["prompt"], "response": rng.choice(ok)["text"], "id": g["item"]["id"], **_chat(g)}
             for g, ok in pool[:count]]
 
 
@@ -130,7 +136,8 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
     out = []
     for g in groups:
-        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample"]
+        # A sample no reward had an opinion on (None) is neither right nor wrong: no tuple.
+        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample" and r["score"] is not None]
         good = [r for r in _ranked(rs) if r["score"] >= min_score
                 and _usable(r, g["item"], require_format, allow_truncated)]
         if not good:
@@ -158,6 +165,11 @@ def dedupe(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
             seen.add(key)
             out.append(r)
     return out
+
+
+def _chat(g: Group) -> dict[str, Any]:
+    """The item's chat messages or system turn, so training sees the context sampling saw."""
+    return {k: g["item"][k] for k in ("messages", "system") if g["item"].get(k)}
 
 
 def _topic(g: Group) -> dict[str, Any]:

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 from jax.nn import log_sigmoid
 
 from jaxevo.errors import ConfigError
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 Array = jax.Array
 LossOut = tuple[Array, Array, Array]
@@ -98,7 +98,8 @@ class LossSpec:
 
 
 #: name -> `LossSpec`; add one with `register`.
-PREFERENCE_LOSSES: Registry[LossSpec] = Registry("preference loss")
+PREFERENCE_LOSSES: Registry[LossSpec] = Registry("preference loss", adapt=typed(
+    LossSpec, "decorate the function with @jaxevo.losses.register(name, needs_reference=...)"))
 
 
 def register(name: str, *aliases: str, needs_reference: bool = True, needs_lengths: bool = False,

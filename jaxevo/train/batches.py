@@ -29,6 +29,7 @@ import flax.struct
 import numpy as np
 
 from jaxevo.data.loaders import read_jsonl_rows
+from jaxevo.data.records import last_user_text
 from jaxevo.errors import ConfigError
 from jaxevo.tokenizer import chat_prompt
 
@@ -115,6 +116,8 @@ def read_records(path: str | Path, required: Sequence[str], limit: int | None = 
     for lineno, row in read_jsonl_rows(p):
         if prompt_field != "prompt" and prompt_field in row:
             row = {**row, "prompt": row[prompt_field]}
+        if "prompt" not in row and "messages" in row:  # a chat record: the messages are the context
+            row = {**row, "prompt": last_user_text(row["messages"], f"{p} line {lineno}")}
         missing = [k for k in required if not isinstance(row.get(k), str)]
         if missing:
             raise ConfigError(
@@ -139,9 +142,12 @@ def _encode_many(tok, texts: list[str]) -> list[list[int]]:
     return [list(tok.encode(t, add_special_tokens=False)) for t in texts]
 
 
-def format_context(tok, text: str, chat_template: bool, system: str | None) -> str:
-    """The model-facing prompt text: chat-templated (with the generation prompt) or raw."""
-    if chat_template:
+def format_context(tok, text, chat_template: bool, system: str | None) -> str:
+    """The model-facing prompt text: chat-templated (with the generation prompt) or raw. `text`
+    may be a record's chat messages (`jaxevo.data.records.chat_of`), which need the template."""
+    if chat_template or not isinstance(text, str):
+        if not chat_template:
+            raise ConfigError("records with chat `messages` need data.chat_template: true")
         return chat_prompt(tok, text, system)
     return text if system is None else f"{system}\n\n{text}"
 

@@ -97,6 +97,9 @@ class TrainConfig:
     mesh: tuple[int, int, int] = (1, -1, 1)  # (data, fsdp, tensor); -1 takes the remaining devices
     seed: int = 0
     logprob_chunk: int = 128  # sequence positions per log-prob chunk (never full [B,T,V] logits)
+    # `jaxevo train`: the user's modules (names or .py paths), imported before the objective and
+    # loss are looked up, so a loss they register can be named (jaxevo/plugins.py).
+    plugins: tuple[str, ...] = ()
     vocab_chunk: int | None = None  # also chunk the vocabulary (online log-sum-exp)
     model: ModelSection = ModelSection()
     data: DataSection = DataSection()

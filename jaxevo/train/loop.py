@@ -29,6 +29,7 @@ from jaxevo import preemption
 from jaxevo.dirlock import DirLock
 from jaxevo.config import to_dict
 from jaxevo.errors import JaxevoError
+from jaxevo.plugins import load_plugins
 from jaxevo.train.batches import Batch
 from jaxevo.train.builder import Trainer, build
 from jaxevo.train.checkpoint import (check_saves, close_quietly, export_model, save_checked,
@@ -67,6 +68,7 @@ def train(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     `evolve`), so messages name the key the user can set. ``cfg.out_dir`` is locked for the
     call (`jaxevo.dirlock`): a second writer is refused.
     """
+    load_plugins(cfg.plugins, "plugins")  # a loss or objective they register can be named
     with DirLock(cfg.out_dir, "jaxevo train", enabled=jax.process_index() == 0):
         return _train(cfg, pretrained, records, stop_at, mesh, key_prefix)
 

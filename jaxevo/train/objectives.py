@@ -25,9 +25,10 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from jaxevo.data.records import chat_of
 from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, evolve_loss, preference_loss,
                            preference_metrics, self_meta_loss, sequence_nll)
-from jaxevo.registry import Registry
+from jaxevo.registry import Registry, typed
 
 Array = jax.Array
 Metrics = dict[str, tuple[Array, Array]]
@@ -72,7 +73,8 @@ class Objective:
         return tuple(v[0] for v in self.views)
 
 
-OBJECTIVES: Registry[Objective] = Registry("objective")
+OBJECTIVES: Registry[Objective] = Registry("objective", adapt=typed(
+    Objective, "build an Objective(...) (jaxevo.train.objectives) and name that"))
 
 
 def register_objective(obj: Objective, *aliases: str, replace: bool = False) -> Objective:
@@ -104,7 +106,7 @@ def _scalar_metric(x: Array, b: int) -> tuple[Array, Array]:
 
 
 def _prompt(r, t):
-    return r["prompt"]
+    return chat_of(r)  # the prompt, or the record's chat messages / system turn
 
 
 def _field(name: str) -> ResponseFn:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from jaxevo.data.records import chat_of
 from jaxevo.evolve import verdict
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import stage
@@ -25,7 +26,7 @@ def sample_groups(ctx: RoundContext, items: list[dict], n: int, salt: int = 0, m
     round's start model), each response `kind="sample"` on its own chain."""
     c = ctx.cfg.sample
     comps = ctx.sampler(model).generate(
-        [it["prompt"] for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=n, salt=salt, answers=True),
+        [chat_of(it) for it in items], ctx.sampling(c.max_new_tokens, c.temperature, n=n, salt=salt, answers=True),
         chat=ctx.cfg.prompts.chat, progress=ctx.progress)
     return [{"item": it, "prompt": it["prompt"], **extra,
              "responses": [response_record(cp, kind="sample", chain=j, step=0) for j, cp in enumerate(cs)]}

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from jaxevo.errors import ConfigError
 from jaxevo.evolve import select
 from jaxevo.evolve.censor import pair_weights, topic_stats, worst_topics
 from jaxevo.evolve.context import RoundContext
@@ -22,28 +23,37 @@ def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """The scorer's score for every response (+ DPSE topic-aware expansion) into scored.jsonl."""
     groups = read_jsonl(ctx.input("groups.jsonl"))
     scorer, params = ctx.scorer, ctx.scoring.params
-    for g in groups:
-        _score(scorer, g, params)
+    _score_all(scorer, groups, params)
     info: dict[str, Any] = {}
     if ctx.scoring.expand_topics > 0:
         groups, info = _topic_expansion(ctx, groups, scorer, params)
     # Agreement of the scorer with the verifier, where gold answers exist (judge quality).
     gold = [g for g in groups if g["item"].get("answer") not in (None, "")]
     if any(g["responses"] for g in gold) and scorer.score is not verifier:
-        agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)
+        agree = [(r["score"] is not None and r["score"] >= ctx.cfg.select.min_score) == bool(v)
                  for g in gold for r, v in zip(g["responses"], verifier(g, {}))]
         info["judge_agreement"] = sum(agree) / len(agree)
     write_jsonl(out / "scored.jsonl", groups)
-    scores = [r["score"] for g in groups for r in g["responses"]]
+    # None: a reward scorer had no opinion (never accepted; left out of the mean).
+    scores = [r["score"] for g in groups for r in g["responses"] if r["score"] is not None]
     samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
-    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": len(scores),
-            "accepted_samples": sum(r["score"] >= ctx.cfg.select.min_score for r in samples),
+    n = sum(len(g["responses"]) for g in groups)
+    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": n, "unscored": n - len(scores),
+            "accepted_samples": sum(r["score"] is not None and r["score"] >= ctx.cfg.select.min_score
+                                    for r in samples),
             **info}
 
 
-def _score(scorer: Scorer, group: dict, params) -> None:
-    for r, s in zip(group["responses"], scorer(group, params)):
-        r["score"] = float(s)
+def _score_all(scorer: Scorer, groups: list[dict], params) -> None:
+    """Every response's score: one call for all groups when the scorer has a batch form (reward
+    functions, as TRL calls them on a batch), else one call per group."""
+    per_group = scorer.score_all(groups, params)
+    for group, scores in zip(groups, per_group):
+        if len(scores) != len(group["responses"]):
+            raise ConfigError(f"scorer {scorer.name!r} returned {len(scores)} scores for "
+                              f"{len(group['responses'])} responses (item {group['item'].get('id')})")
+        for r, s in zip(group["responses"], scores):
+            r["score"] = None if s is None else float(s)
 
 
 def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, params):
@@ -56,8 +66,7 @@ def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, para
     random.Random(ctx.seed).shuffle(extra)
     extra = extra[: max(1, len(groups) // 2)]
     new = sample_groups(ctx, extra, ctx.cfg.sample.n, salt=101, expanded=True)
-    for g in new:
-        _score(scorer, g, params)
+    _score_all(scorer, new, params)
     return groups + new, {"expanded_topics": topics, "expanded_prompts": len(new),
                           "topic_stats": stats}
 

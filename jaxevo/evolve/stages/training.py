@@ -109,9 +109,12 @@ def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     items = pool[-min(m.prompts, len(pool)):]
     groups = sample_groups(ctx, items, m.n, salt=211, model=ctx.cfg.model.path)
     scorer = SCORERS.get(m.scorer, "meta.scorer")
-    for g in groups:
-        for r, s in zip(g["responses"], scorer(g, {"seed": ctx.seed})):
-            r["score"] = float(s)
+    # A scorer's set-up params (the `rewards` scorer's functions of `score.rewards`), without
+    # `score.params`, which belong to the round's scorer.
+    params = {**(scorer.setup(ctx).params if scorer.setup is not None else {}), "seed": ctx.seed}
+    for g, scores in zip(groups, scorer.score_all(groups, params)):
+        for r, s in zip(g["responses"], scores):
+            r["score"] = None if s is None else float(s)
     s = ctx.cfg.select
     tuples = select.meta_tuples(groups, min_score=m.min_score, require_format=s.require_format,
                                 allow_truncated=s.allow_truncated)
@@ -122,8 +125,8 @@ def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     phase = ctx.cfg.sft.replace(
         epochs=m.epochs, steps=None, data=dataclasses.replace(ctx.cfg.sft.data, max_length=m.max_length),
         objective=dataclasses.replace(ctx.cfg.sft.objective, name="self_meta", hparams={"beta": m.beta}))
-    info = {"prompts": len(items), "accepted_samples": sum(r["score"] >= m.min_score for g in groups
-                                                           for r in g["responses"]),
+    info = {"prompts": len(items), "accepted_samples": sum(r["score"] is not None and r["score"] >= m.min_score
+                                                           for g in groups for r in g["responses"]),
             "tuples": len(tuples), "incorrect_tuples": sum("incorrect" in t["feedback"] for t in tuples),
             "qa": len(qa), **train_phase(ctx, out, phase, tuples, ctx.cfg.model.path)}
     if info.get("model") and m.evaluate:
