@@ -44,16 +44,17 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
     Multi-host: call on every process with the same config; all of them run every stage, process 0
     writes the files (see `rundir`). The run directory is locked for the call (`jaxevo.dirlock`):
     a second `evolve` on it is refused."""
-    load_plugins(cfg.run.plugins, "run.plugins")  # first (before the lock makes the directory)
-    with DirLock(cfg.run.dir, "jaxevo evolve", enabled=distributed.is_main()):
-        return _run(cfg, raw, stop_after, stop_at_step, mesh)
-
-
-def _run(cfg: EvolveConfig, raw: dict[str, Any], stop_after, stop_at_step, mesh) -> dict[str, Any]:
+    # Names are checked before the lock makes the run directory: a typo leaves nothing behind.
+    load_plugins(cfg.run.plugins, "run.plugins")  # first: their registrations count below
     stages = check_stages(cfg.stages)
     SCORERS.get(cfg.score.scorer, "score.scorer")  # an unknown name fails here, not rounds later
     if cfg.score.scorer == "rewards":
         rewards_of(cfg.score.rewards)  # each function imported and its signature checked now
+    with DirLock(cfg.run.dir, "jaxevo evolve", enabled=distributed.is_main()):
+        return _run(cfg, raw, stages, stop_after, stop_at_step, mesh)
+
+
+def _run(cfg: EvolveConfig, raw: dict[str, Any], stages, stop_after, stop_at_step, mesh) -> dict[str, Any]:
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
     distributed.main_only(_say_where)(run, cfg.run.rounds)
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)

@@ -84,8 +84,10 @@ def test_schema_and_checker_keys(tmp_path):
         _load(tmp_path, rows)
     (r,) = _load(tmp_path, rows, prompt_field="question", checker="normalized")
     assert r["checker"] == "normalized" and r["prompt"] == "2+2?"
-    (r,) = _load(tmp_path, [{"question": "q", "choices": ["a", "b"], "answer": "A", "checker": "mine"}])
-    assert r["checker"] == "mine"  # the row's own checker wins over the schema's
+    (r,) = _load(tmp_path, [{"question": "q", "choices": ["a", "b"], "answer": "A", "checker": "exact"}])
+    assert r["checker"] == "exact"  # the row's own checker wins over the schema's
+    with pytest.raises(ConfigError, match=r"d\.jsonl line 1: unknown checker 'mine'; known: choice"):
+        _load(tmp_path, [{"question": "q", "choices": ["a", "b"], "answer": "A", "checker": "mine"}])
     (r,) = _load(tmp_path, [{"prompt": "p", "test": "t"}], schema="none")
     assert "checker" not in r
     with pytest.raises(ConfigError, match=r"unknown schema 'gsm9k'; known: choice, code, gsm8k, math, none"):
