@@ -19,6 +19,7 @@ from jaxevo.losses.policy import (
     group_advantages,
     policy_loss,
     rloo_advantages,
+    soft_overlong_punishment,
 )
 from jaxevo.losses.preference import (
     METRIC_NAMES,
@@ -52,5 +53,6 @@ __all__ = [
     "self_meta_loss",
     "sequence_logps",
     "sequence_nll",
+    "soft_overlong_punishment",
     "token_logprobs",
 ]

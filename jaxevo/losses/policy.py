@@ -246,3 +246,15 @@ def rloo_advantages(rewards: Any, group_size: int, normalize: bool = False) -> A
     if normalize:
         adv = (adv - jnp.nanmean(adv)) / (_nanstd(adv) + _STD_EPS)
     return jnp.nan_to_num(adv, nan=0.0)
+
+
+def soft_overlong_punishment(lengths: Any, max_completion_len: int, soft_punish_cache: int) -> Array:
+    """DAPO's soft overlong penalty (TRL's ``get_soft_overlong_punishment``), per completion.
+
+    ``0`` up to ``L_max − L_cache`` tokens, then falling linearly to ``−1`` at ``L_max``, ``−1``
+    beyond. Args: ``lengths`` [N] completion token counts; returns [N] f32.
+    """
+    n = _f32(lengths)
+    start = max_completion_len - soft_punish_cache
+    ramp = (start - n) / max(soft_punish_cache, 1)
+    return jnp.where(n <= start, 0.0, jnp.where(n <= max_completion_len, ramp, -1.0))
