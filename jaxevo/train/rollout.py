@@ -80,6 +80,7 @@ def token_logps_fn(cfg: ModelConfig, mesh, *, chunk: int = 128, vocab_chunk: int
     def call(params, batch: Batch) -> jax.Array:
         with use_mesh(mesh):
             return run(params, batch.views)
+    call.jitted = run  # `jaxevo plan` lowers it on abstract shapes
     return call
 
 
