@@ -2,9 +2,10 @@
 (``GRPOTrainer._compute_loss``, the advantage blocks of GRPOTrainer and RLOOTrainer); no torch needed.
 Each loss case checks the loss, every metric TRL logs and the gradient d loss / d logps."""
 
+import numpy as np
 import pytest
 
-from jaxevo.losses import POLICY_LOSS_TYPES
+from jaxevo.losses import POLICY_LOSS_TYPES, soft_overlong_punishment
 
 from ._policy_golden import check_advantage_case, check_loss_case, load_golden, loss_case_id
 
@@ -39,3 +40,9 @@ def test_golden_covers_required_cases():
     assert any(c["metrics"].get("cispo_clip_ratio", 0) > 0 for c in cases)
     assert {(c["kind"], c["option"]) for c in GOLDEN["advantage_cases"]} == {
         ("grpo", "group"), ("grpo", "batch"), ("grpo", "none"), ("rloo", False), ("rloo", True)}
+
+
+def test_soft_overlong_punishment_hand_values():
+    # L_max 100, cache 20: 0 up to 80 tokens, then (80 - n) / 20, -1 beyond 100 (TRL's docstring: 90 -> -0.5)
+    got = soft_overlong_punishment([10, 80, 81, 90, 100, 101, 500], 100, 20)
+    np.testing.assert_allclose(np.asarray(got), [0, 0, -0.05, -0.5, -1.0, -1.0, -1.0], rtol=1e-6)

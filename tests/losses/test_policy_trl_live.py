@@ -24,3 +24,15 @@ def test_stored_goldens_still_match_live_trl():
     assert len(live["cases"]) == len(stored["cases"])
     for a, b in zip(live["cases"], stored["cases"]):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6, err_msg=a["loss_type"])
+
+
+def test_soft_overlong_punishment_matches_trl():
+    from trl.rewards import get_soft_overlong_punishment
+
+    from jaxevo.losses import soft_overlong_punishment
+
+    lengths = list(range(0, 140, 3))
+    for max_len, cache in ((100, 20), (128, 32), (64, 1)):
+        want = get_soft_overlong_punishment(max_len, cache)([[0] * n for n in lengths])
+        np.testing.assert_allclose(np.asarray(soft_overlong_punishment(lengths, max_len, cache)), want,
+                                   rtol=1e-6, atol=1e-7)
