@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from jaxevo import distributed
 from jaxevo.config import to_dict
+from jaxevo.errors import ConfigError
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.scorers import SCORERS
 from jaxevo.losses import group_advantages, rloo_advantages, soft_overlong_punishment
@@ -37,6 +38,7 @@ from jaxevo.sharding import param_shardings
 from jaxevo.train.builder import build_step
 from jaxevo.train.checkpoint import Checkpointer, export_model
 from jaxevo.train.config import TrainConfig
+from jaxevo.train.loop import TrainingDivergedError
 from jaxevo.train.rollout import rollout_batch, token_logps_fn, with_extras
 from jaxevo.train.state import abstract_state, init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
@@ -73,11 +75,11 @@ def score_groups(ctx: RoundContext, groups: list[dict]) -> tuple[np.ndarray, dic
     """[P·G] rewards: the weighted sum of the `grpo.rewards` scorers (+ the overlong penalty),
     and each term's mean (TRL's ``rewards/<name>/mean``)."""
     g = ctx.cfg.grpo
-    params = {**ctx.cfg.score.params, "seed": ctx.seed}
     total = np.zeros(sum(len(x["responses"]) for x in groups), np.float32)
     means = {}
     for name, weight in g.rewards.items():
         scorer = SCORERS.get(name, "grpo.rewards")
+        params = scorer.prepare(ctx).params  # its set-up's defaults, `score.params`, the seed
         r = np.asarray([s for x in groups for s in scorer(x, params)], np.float32)
         total += weight * r
         means[f"rewards/{name}/mean"] = float(r.mean())
@@ -150,8 +152,10 @@ def _batch(ctx: RoundContext, groups, pad_to_multiple: int):
 def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str) -> OnlineResult:
     """Run (or resume from `out`/train/checkpoints) `grpo.steps` online steps from `start_model`
     on the round's prompt `items`; export the model to `out`/train/final. Stops early, with a
-    checkpoint, after step `ctx.stop_at` (the resume tests' simulated kill)."""
+    checkpoint, after online step `ctx.stop_at` (the driver's `stop_at_step`: a simulated kill)."""
     g = ctx.cfg.grpo
+    if not items:
+        raise ConfigError("grpo: the round has no prompts (prompts.per_round and prompts.source)")
     tc = train_config(ctx, out)
     mesh = ctx.mesh
     ctx.release_samplers()
@@ -199,7 +203,10 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
                 state, raw = parts.step(state, gb)
                 steps.append(finalize_metrics(fetch(raw)))
             if not all(x["finite"] for x in steps):
-                raise FloatingPointError(f"online step {s + 1}: loss or gradient not finite {steps[-1]}")
+                raise TrainingDivergedError(
+                    f"online step {s + 1}: loss={steps[-1]['loss']}, grad_norm={steps[-1]['grad_norm']} not "
+                    f"finite; the update was skipped and training stopped (last checkpoint in {ckpt.dir}). "
+                    "Lower grpo.train.optim.lr or check the rewards")
             t2 = time.perf_counter()
             train_tokens = int(np.count_nonzero(batch.views["completion"]["segments"]))
             metrics = {k: float(np.mean([x[k] for x in steps])) for k in steps[0]}
