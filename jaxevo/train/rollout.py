@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxevo.errors import ConfigError
 from jaxevo.losses import policy_loss
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import use_mesh
@@ -93,6 +94,9 @@ def _policy(inp: LossInputs, hp) -> tuple[jax.Array, Metrics]:
     """One micro-batch's share of the global policy loss (exact under gradient accumulation:
     grpo/dr_grpo divide by the global number of sequences, the token-normalised types by the
     global number of completion tokens)."""
+    if "advantage" not in inp.extras:
+        raise ConfigError("objective `policy` needs a numeric `advantage` on every record (the online "
+                          "stage `grpo` computes them; a JSONL for `jaxevo train` must carry them)")
     lp, mask = inp.token_lp[VIEW], inp.masks[VIEW].astype(jnp.float32)
     kw = {k: v for k, v in hp.hparams.items() if k in POLICY_HPARAMS}
     old = inp.extras.get("old_token_lp")
@@ -122,4 +126,6 @@ register_objective(Objective(
     fields=("prompt", "completion"),
     views=((VIEW, lambda r, t: r["prompt"], lambda r: r["completion"]),),
     loss=_policy,
+    token_level=False,
+    optional_fields=("advantage",),
 ))
