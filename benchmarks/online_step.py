@@ -151,7 +151,7 @@ def _run(mode: str, extra: list[str]) -> dict:
         cmd = [sys.executable, __file__, "--worker", mode, "--worker-out", str(out), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            raise SystemExit(f"{mode} worker failed:\n{proc.stderr[-5000:]}")
+            raise SystemExit(f"{mode} worker failed (exit {proc.returncode}):\n{proc.stderr[-5000:]}")
         return json.loads(out.read_text())
 
 
