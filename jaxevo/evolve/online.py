@@ -73,21 +73,26 @@ def train_config(ctx: RoundContext, out: Path) -> TrainConfig:
 
 def score_groups(ctx: RoundContext, groups: list[dict]) -> tuple[np.ndarray, dict[str, float]]:
     """[P·G] rewards: the weighted sum of the `grpo.rewards` scorers (+ the overlong penalty),
-    and each term's mean (TRL's ``rewards/<name>/mean``)."""
+    and each term's mean (TRL's ``rewards/<name>/mean``). A score of None is NaN: a completion
+    no term scores (the overlong penalty is a term) gets advantage 0 and stays out of its group's
+    mean and std."""
     g = ctx.cfg.grpo
-    total = np.zeros(sum(len(x["responses"]) for x in groups), np.float32)
-    means = {}
+    terms, means = [], {}
     for name, weight in g.rewards.items():
         scorer = SCORERS.get(name, "grpo.rewards")
         params = scorer.prepare(ctx).params  # its set-up's defaults, `score.params`, the seed
-        r = np.asarray([s for x in groups for s in scorer(x, params)], np.float32)
-        total += weight * r
-        means[f"rewards/{name}/mean"] = float(r.mean())
-    if g.overlong_buffer:
+        # None (a reward function with no opinion) -> NaN, left out like TRL's unscorable rewards
+        r = np.asarray([np.nan if v is None else v for x in groups for v in scorer(x, params)], np.float32)
+        terms.append(weight * r)
+        means[f"rewards/{name}/mean"] = float(np.nanmean(r)) if np.any(~np.isnan(r)) else float("nan")
+    if g.overlong_buffer:  # one more term, as TRL's soft_overlong_punishment reward function
         lengths = [resp["length"] for x in groups for resp in x["responses"]]
         pen = np.asarray(soft_overlong_punishment(lengths, ctx.cfg.sample.max_new_tokens, g.overlong_buffer))
-        total += pen
+        terms.append(pen)
         means["rewards/overlong/mean"] = float(pen.mean())
+    stacked = np.stack(terms)
+    # TRL: a weighted nansum over the reward terms; NaN only when every term is NaN
+    total = np.where(np.all(np.isnan(stacked), axis=0), np.nan, np.nansum(stacked, axis=0)).astype(np.float32)
     return total, means
 
 
@@ -121,7 +126,8 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
         means = means or m  # the first draw's terms: the policy's reward before filtering
         for grp in groups:
-            flat = not np.any(grp[2] != grp[2][0])
+            scored = grp[2][~np.isnan(grp[2])]
+            flat = scored.size == 0 or bool(np.all(scored == scored[0]))  # no advantage but 0
             (dropped if g.dynamic_sampling and flat else kept).append(grp)
     groups = (kept + dropped)[: g.prompts_per_step]
     stats = {"draws": draws, "groups_kept": min(len(kept), g.prompts_per_step),
@@ -141,7 +147,7 @@ def _batch(ctx: RoundContext, groups, pad_to_multiple: int):
     batch = rollout_batch(prompts, comps, np.asarray(adv), pad_to_multiple=pad_to_multiple)
     r = rewards.reshape(-1, g.group_size)
     lengths = np.asarray([len(cp) for cp in comps], np.float32)
-    stats = {"reward": float(rewards.mean()), "reward_std": float(rewards.std(ddof=1)),
+    stats = {"reward": float(np.nanmean(rewards)), "reward_std": float(np.nanstd(rewards, ddof=1)),
              "frac_reward_zero_std": float(np.mean(np.all(r == r[:, :1], axis=1))),
              "completions/mean_length": float(lengths.mean()),
              "completions/clipped_ratio": float(np.mean([cp.finish_reason == "length"

@@ -15,7 +15,7 @@ from jaxevo.config import load_config
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.driver import run_evolve
-from jaxevo.evolve.online import rollout
+from jaxevo.evolve.online import rollout, score_groups
 from jaxevo.evolve.scorers import SCORERS, register_scorer
 from jaxevo.losses import policy_loss
 from jaxevo.sampling.api import Sampler, SamplingParams
@@ -179,3 +179,27 @@ def test_grpo_settings_are_checked():
         load_config(EvolveConfig, None, ["stages=[prompts, grpo, eval]"])
     with pytest.raises(ConfigError, match="scale_rewards"):
         _ctx("grpo.scale_rewards=global")
+
+
+def test_rewards_weighted_sum_with_unscored_completions():
+    """Weighted terms add up; None (no opinion) is left out of the sum (TRL's nansum) and a
+    completion no term scores is NaN (advantage 0); the overlong penalty is one more term."""
+    def half(group, params):
+        return [None if r["text"] == "x" else 0.5 for r in group["responses"]]
+
+    register_scorer("test_half")(half)
+    try:
+        ctx = _ctx("grpo.rewards={test_parity: 2.0, test_half: 1.0}")
+        groups = [{"item": {}, "responses": [{"text": "a", "length": 1}, {"text": "b", "length": 1},
+                                             {"text": "x", "length": 1}]}]
+        total, means = score_groups(ctx, groups)
+        # parity: a=1, b=0, x=0 (ord 120); half: 0.5, 0.5, None
+        np.testing.assert_allclose(total, [2.5, 0.5, 0.0])
+        assert means == pytest.approx({"rewards/test_parity/mean": 1 / 3, "rewards/test_half/mean": 0.5})
+        assert np.isnan(score_groups(_ctx("grpo.rewards={test_half: 1.0}"), groups)[0][2])  # no term scored it
+        ctx = _ctx("grpo.rewards={test_half: 1.0}", "grpo.overlong_buffer=4", "sample.max_new_tokens=10")
+        groups[0]["responses"][1]["length"] = 8  # (10 - 4 - 8) / 4 = -0.5
+        total, _ = score_groups(ctx, groups)
+        np.testing.assert_allclose(total, [0.5, 0.0, 0.0])  # x: only the penalty (0) scored it
+    finally:
+        SCORERS.remove("test_half")
