@@ -35,12 +35,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
+from jaxevo.plan_online import colocated, needs_logps_forward, policy_extras
 from jaxevo.sampling import loop, placement
 from jaxevo.sampling.api import SamplingParams, length_bucket
 from jaxevo.sharding import make_mesh, param_shardings, use_mesh
 from jaxevo.train.batches import VIEW_KEYS, Batch
 from jaxevo.train.builder import build_step
 from jaxevo.train.config import TrainConfig
+from jaxevo.train.rollout import token_logps_fn
 from jaxevo.train.state import abstract_state
 from jaxevo.train.step import batch_spec_sharding
 from jaxevo.weights.convert import abstract_params as abstract_param_shapes
@@ -262,10 +264,16 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     views = {v: {k: abstract((b, seq), dtypes[k], bsh) for k in VIEW_KEYS} for v in obj.view_names}
     extras = {f"ref/{v}": abstract((b,), jnp.float32, bsh) for v in obj.view_names} if (
         parts.needs_reference and not ref_forward) else {}
+    if obj.name == "policy":  # online RL: advantages (+ old / reference token log-probs)
+        extras = policy_extras(t.objective, b, seq, bsh)
     batch = Batch(views=views, extras=extras)
     ref = ap if ref_forward else None
     with use_mesh(mesh):
         compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref))
+        logps = None
+        if needs_logps_forward(t.objective):  # the no-grad forward of old / reference log-probs
+            fn = token_logps_fn(mcfg, mesh, chunk=t.logprob_chunk, vocab_chunk=t.vocab_chunk)
+            logps, _ = _compile(lambda: fn.jitted.lower(ap, views))
     n_params = mcfg.num_params()
     tokens = b * seq * len(obj.view_names)
     model_flops = train_model_flops(mcfg, tokens, seq)
@@ -281,6 +289,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
                         "batch": per_device_bytes(batch)},
         "memory": _memory(compiled) if compiled else {}, "cost": _cost(compiled) if compiled else {},
         "does_not_fit": oom,
+        **({"logps_forward": _memory(logps)} if logps is not None else {}),
         "model_flops_per_step": model_flops,
         "model_flops_per_device": model_flops / mesh.size,
         "hardware_flops_factor": hw_factor,
@@ -409,6 +418,8 @@ def make_plan(cfg: PlanConfig, *, base: Path | None = None) -> dict[str, Any]:
         smesh = make_mesh(cfg.sample.mesh, devs) if cfg.sample.mesh else mesh
         plan["sample"] = plan_sampler(cfg, mcfg, smesh)
         plan["sample"]["mesh"] = dict(smesh.shape)
+    if t.objective.name == "policy" and cfg.sample.enabled:
+        plan["online"] = colocated(plan, chip.hbm_bytes, t.objective.beta)
     plan["estimate"] = estimate(plan, chip, len(devs), dict(mesh.shape))
     return plan
 
@@ -460,6 +471,13 @@ def format_plan(plan: dict[str, Any]) -> str:
               f"{_g(sm['decode']['memory'].get('peak_estimate', 0))}",
               f"  decode step bound: HBM {d['t_hbm_s'] * 1e3:.2f} ms, compute "
               f"{d['t_compute_s'] * 1e3:.2f} ms -> <= {d['tokens_per_s_bound']:.0f} tok/s (whole slice)"]
+    if "online" in plan:
+        on = plan["online"]
+        L += ["", "online step (sampler and trainer colocated on the same devices):",
+              *(f"  {k:<22}{_g(v)}" for k, v in on["resident"].items()),
+              f"  + largest temp ({max(on['temps'], key=on['temps'].get)}) {_g(max(on['temps'].values()))}",
+              f"  peak estimate         {_g(on['peak_estimate'])}  of {_g(on['hbm_bytes'])} HBM"
+              f"{'' if on['fits'] else '  DOES NOT FIT colocated'}"]
     if plan.get("notes"):
         L += ["", plan["notes"].strip()]
     return "\n".join(L)

@@ -11,8 +11,9 @@ import dataclasses
 from typing import Any, Literal
 
 from jaxevo.errors import ConfigError
+from jaxevo.losses.policy import ADVANTAGE_SCALES, check_policy_options
 from jaxevo.templates import FEEDBACK_TEMPLATE, REFINE_TEMPLATE
-from jaxevo.train.config import TrainConfig
+from jaxevo.train.config import ObjectiveSection, TrainConfig
 
 
 # The stages of a round in the shipped recipes (see `jaxevo.evolve.stages`).
@@ -181,6 +182,65 @@ class RoundsSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class GRPOSection:
+    """The online stage (`grpo`, evolve/online.py): each step samples `group_size` completions
+    for each of `prompts_per_step` prompts with the current parameters, scores them with the
+    weighted `rewards` (scorer name -> weight), computes group-relative advantages and takes
+    `iterations` (μ) optimiser steps on that batch. Names and defaults follow TRL's GRPOConfig:
+    `loss_type` grpo / bnpo / dr_grpo / dapo / cispo, `epsilon_high` None = `epsilon_low`,
+    `scale_rewards`, `beta`, `importance_sampling_level` (sequence = GSPO). `advantage: rloo` uses
+    the leave-one-out baseline instead of the group mean. `dynamic_sampling` (DAPO) draws more
+    prompts, up to `max_draws` draws per step, in place of groups whose rewards are all equal;
+    `overlong_buffer` > 0 adds DAPO's soft overlong penalty over the last that many tokens of
+    `sample.max_new_tokens`. Sampling settings (temperature, top-p, max_new_tokens, batch_size)
+    are the `sample:` section's. `train:` holds the model dtypes, optimizer, micro-batch size and
+    log-prob chunking of the trainer; its batch is one step's prompts_per_step x group_size
+    sequences, split into micro-batches of `micro_batch_size` (gradient accumulation; None = one)."""
+
+    steps: int = 16  # online steps per round
+    prompts_per_step: int = 8
+    group_size: int = 8
+    iterations: int = 1
+    loss_type: str = "dapo"
+    advantage: Literal["grpo", "rloo"] = "grpo"
+    scale_rewards: str = "group"
+    beta: float = 0.0
+    epsilon_low: float = 0.2
+    epsilon_high: float | None = None
+    importance_sampling_level: str = "token"
+    delta: float | None = None
+    use_bias_correction_kl: bool = True
+    rewards: dict[str, float] = dataclasses.field(default_factory=lambda: {"verifier": 1.0})
+    dynamic_sampling: bool = False
+    max_draws: int = 3
+    overlong_buffer: int = 0
+    micro_batch_size: int | None = None
+    checkpoint_every: int = 4  # Orbax train state + prompt position + draw counter every k steps
+    keep: int = 2
+    train: TrainConfig = TrainConfig(objective=ObjectiveSection(name="policy"))
+
+    def __post_init__(self):
+        check_policy_options(self.loss_type, self.importance_sampling_level)
+        if self.scale_rewards not in ADVANTAGE_SCALES:
+            raise ConfigError(f"grpo.scale_rewards={self.scale_rewards!r}: choose one of {', '.join(ADVANTAGE_SCALES)}")
+        for name, v in (("steps", self.steps), ("prompts_per_step", self.prompts_per_step),
+                        ("iterations", self.iterations), ("max_draws", self.max_draws)):
+            if v < 1:
+                raise ConfigError(f"grpo.{name}={v} must be >= 1")
+        if self.group_size < 2:
+            raise ConfigError(f"grpo.group_size={self.group_size} must be >= 2 (advantages compare "
+                              "completions of the same prompt)")
+        mb = self.micro_batch_size or self.prompts_per_step * self.group_size
+        if (self.prompts_per_step * self.group_size) % mb:
+            raise ConfigError(f"grpo.micro_batch_size={mb} must divide prompts_per_step x group_size "
+                              f"= {self.prompts_per_step * self.group_size}")
+        if not self.rewards:
+            raise ConfigError("grpo.rewards is empty: give at least one scorer, e.g. {verifier: 1.0}")
+        if self.beta < 0 or self.overlong_buffer < 0:
+            raise ConfigError("grpo.beta and grpo.overlong_buffer must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class EvolveConfig:
     stages: tuple[str, ...] = ROUND_STAGES  # what each round runs, in order (rounds >= 1)
     run: RunSection = RunSection()
@@ -197,6 +257,7 @@ class EvolveConfig:
     eval: EvalSection = EvalSection()
     rounds: RoundsSection = RoundsSection()
     meta: MetaSection = MetaSection()
+    grpo: GRPOSection | None = None  # the online stage's settings (configs/grpo.yaml)
 
     def __post_init__(self):
         if self.run.rounds < 1:
@@ -212,5 +273,7 @@ class EvolveConfig:
         if self.score.rewards and self.score.scorer != "rewards":
             raise ConfigError(f"score.rewards is set but score.scorer is {self.score.scorer!r}: "
                               "set score.scorer: rewards to score with them")
+        if "grpo" in self.stages and self.grpo is None:
+            raise ConfigError("stages lists `grpo` but there is no `grpo:` section (see configs/grpo.yaml)")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")

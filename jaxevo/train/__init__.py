@@ -11,13 +11,16 @@
 * :mod:`~jaxevo.train.builder` — `build_step` (objective, optimizer, step; from shapes, so `plan`
   uses it too) and `build` (state, step, batch stream, checkpointer: a `Trainer`)
 * :mod:`~jaxevo.train.loop` — `train(cfg)`: build, then run the steps
+* :mod:`~jaxevo.train.rollout` — online RL: sampled completions as a batch, the `policy` objective,
+  old/reference token log-probs (the loop is `jaxevo.evolve.online`)
 """
 
 from jaxevo.train.builder import StepParts, Trainer, build, build_step
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError, TrainResult, train
 from jaxevo.train.objectives import OBJECTIVES, Objective, get_objective, register_objective
+from jaxevo.train.rollout import rollout_batch, token_logps_fn
 
 __all__ = ["OBJECTIVES", "Objective", "StepParts", "TrainConfig", "TrainResult", "Trainer",
            "TrainingDivergedError", "build", "build_step", "get_objective", "register_objective",
-           "train"]
+           "rollout_batch", "token_logps_fn", "train"]

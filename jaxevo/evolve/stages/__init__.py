@@ -13,8 +13,9 @@
     eval                                       results.jsonl   held-out accuracy of the round's model
     gate                                                       keep the round's model only if not worse
     meta                                       meta.jsonl ...  SELF's meta-skill round (round 0)
+    grpo        prompts.jsonl                  model           online RL steps (GRPO family; evolve/online.py)
 """
 
-from jaxevo.evolve.stages import evaluation, sampling, scoring, training
+from jaxevo.evolve.stages import evaluation, online, sampling, scoring, training
 
-__all__ = ["evaluation", "sampling", "scoring", "training"]
+__all__ = ["evaluation", "online", "sampling", "scoring", "training"]

@@ -1,0 +1,131 @@
+"""Online RL on the trainer: sampled completions as a train `Batch`, the `policy` objective, and
+the per-token log-probs of a batch under any params (old and reference log-probs).
+
+    batch = rollout_batch(prompt_ids, completion_ids, advantages)    # host numpy Batch
+    lp = token_logps_fn(cfg, mesh)(params, global_batch)             # [B, T] f32, on device
+
+A rollout batch has one view, ``completion`` (prompt ⊕ completion tokens, labels on the completion
+tokens only, so ``labels >= 0`` is TRL's ``completion_mask``), and the extras ``advantage`` [B],
+optionally ``old_token_lp`` / ``ref_token_lp`` [B, T] aligned with the labels. The completion
+tokens are the sampler's own ids (never re-tokenised text), as TRL trains on ``completion_ids``.
+The `policy` objective (registered here) is `jaxevo.losses.policy_loss` on that batch; it goes
+through the one train step (`train/step.py`) like every other objective.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxevo.errors import ConfigError
+from jaxevo.losses import policy_loss
+from jaxevo.models.config import ModelConfig
+from jaxevo.sharding import use_mesh
+from jaxevo.train.batches import Batch
+from jaxevo.train.objectives import LossInputs, Metrics, Objective, register_objective
+from jaxevo.train.step import batch_spec_sharding, forward_views
+
+VIEW = "completion"
+# hparams of the `policy` objective (ObjectiveSection.hparams), passed to `policy_loss`
+POLICY_HPARAMS = ("epsilon_low", "epsilon_high", "importance_sampling_level", "delta",
+                  "use_bias_correction_kl", "max_completion_length")
+
+
+def rollout_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                  advantages: Any, *, pad_to_multiple: int = 64) -> Batch:
+    """A host `Batch` of B sampled sequences (see the module doc).
+
+    Args:
+      prompt_ids: B prompt token lists (what the sampler prefilled).
+      completion_ids: B completion token lists (what it sampled, stop token included).
+      advantages: [B] one advantage per completion.
+      pad_to_multiple: the length T is the longest prompt ⊕ completion rounded up to this.
+
+    Returns: a `Batch` with view ``completion`` ([B, T] tokens, labels, segments, positions) and
+    extras ``advantage`` [B] f32.
+    """
+    b = len(prompt_ids)
+    lens = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+    m = max(1, int(pad_to_multiple))
+    t = -(-max(max(lens, default=1), 2) // m) * m
+    tokens = np.zeros((b, t), np.int32)
+    labels = np.full((b, t), -1, np.int32)
+    segments = np.zeros((b, t), np.int32)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        if not p:
+            raise ValueError(f"rollout_batch: row {i} has an empty prompt (the first completion token needs one)")
+        seq = list(p) + list(c)
+        tokens[i, : len(seq)] = seq
+        segments[i, : len(seq)] = 1
+        # hidden[t] predicts tokens[t + 1]: the completion's tokens are predicted from t = len(p) - 1
+        labels[i, len(p) - 1 : len(seq) - 1] = c
+    positions = np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)).copy() * (segments > 0)
+    view = {"tokens": tokens, "labels": labels, "segments": segments, "positions": positions}
+    return Batch(views={VIEW: view}, extras={"advantage": np.asarray(advantages, np.float32).reshape(b)})
+
+
+def token_logps_fn(cfg: ModelConfig, mesh, *, chunk: int = 128, vocab_chunk: int | None = None):
+    """``fn(params, batch) -> [B, T] f32`` token log-probs of the ``completion`` view (0 off the
+    completion), laid out like the batch: what `policy` reads as old or reference log-probs."""
+    out_sh = batch_spec_sharding(mesh)
+
+    @jax.jit
+    def run(params, views):
+        out = forward_views(jax.lax.stop_gradient(params), cfg, views, (VIEW,), chunk=chunk,
+                            vocab_chunk=vocab_chunk)
+        return jax.lax.with_sharding_constraint(out[VIEW][0], out_sh)
+
+    def call(params, batch: Batch) -> jax.Array:
+        with use_mesh(mesh):
+            return run(params, batch.views)
+    call.jitted = run  # `jaxevo plan` lowers it on abstract shapes
+    return call
+
+
+def with_extras(batch: Batch, **extras: jax.Array) -> Batch:
+    """The batch with more (device) extras."""
+    return batch.replace(extras={**batch.extras, **extras})
+
+
+def _policy(inp: LossInputs, hp) -> tuple[jax.Array, Metrics]:
+    """One micro-batch's share of the global policy loss (exact under gradient accumulation:
+    grpo/dr_grpo divide by the global number of sequences, the token-normalised types by the
+    global number of completion tokens)."""
+    if "advantage" not in inp.extras:
+        raise ConfigError("objective `policy` needs a numeric `advantage` on every record (the online "
+                          "stage `grpo` computes them; a JSONL for `jaxevo train` must carry them)")
+    lp, mask = inp.token_lp[VIEW], inp.masks[VIEW].astype(jnp.float32)
+    kw = {k: v for k, v in hp.hparams.items() if k in POLICY_HPARAMS}
+    old = inp.extras.get("old_token_lp")
+    ref = inp.extras.get("ref_token_lp")
+    b = lp.shape[0]
+    n_tokens, n_seq = inp.norm[f"tokens/{VIEW}"], inp.norm["examples"]
+    local_tokens = jnp.sum(mask)
+    loss, m = policy_loss(hp.loss_type, lp, old, ref, inp.extras["advantage"], mask, beta=hp.beta,
+                          num_items_in_batch=n_tokens, **kw)
+    if hp.loss_type in ("grpo", "dr_grpo"):
+        loss = loss * b / n_seq
+    elif hp.loss_type == "bnpo":
+        loss = loss * jnp.maximum(local_tokens, 1.0) / jnp.maximum(n_tokens, 1.0)
+    # (dapo, cispo: already divided by the global token count)
+    seq_level = kw.get("importance_sampling_level", "token") == "sequence"
+    metrics: Metrics = {}
+    for name, value in m.items():
+        if name.endswith(("_min", "_max")):
+            continue  # not summable over micro-batches
+        count = jnp.asarray(b, jnp.float32) if (seq_level and name.startswith("clip")) else local_tokens
+        metrics[name] = (jax.lax.stop_gradient(value) * count, count)
+    return loss, metrics
+
+
+register_objective(Objective(
+    name="policy",
+    fields=("prompt", "completion"),
+    views=((VIEW, lambda r, t: r["prompt"], lambda r: r["completion"]),),
+    loss=_policy,
+    token_level=False,
+    optional_fields=("advantage",),
+))
