@@ -52,7 +52,7 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
     cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
            for k in ("tokens", "labels", "segments", "positions")}
     seg = cat["segments"]
-    mask = causal_mask(seg > 0, seg, cfg.sliding_window)
+    mask = causal_mask(seg > 0, seg)  # each layer applies its own sliding window
     hidden, _ = Transformer(cfg).apply({"params": params}, cat["tokens"], cat["positions"], mask,
                                        return_hidden=True)
     w = gathered(lm_head_weight(params, cfg), ("embed", "vocab"), hidden.dtype)  # see layers._weight
