@@ -1,8 +1,8 @@
 """The tokenizer of a llama.cpp GGUF file, as a `transformers.PreTrainedTokenizerFast`.
 
 Byte-level BPE vocabularies ("gpt2": SmolLM, Llama 3, Qwen) are rebuilt here with `tokenizers`
-(see `gguf_tokenizer`); SentencePiece ones ("llama": Gemma) go through transformers' own GGUF
-tokenizer converter. A file without a chat template gets its family's (Gemma 3's GGUFs carry none).
+(see `gguf_tokenizer`); SentencePiece ones ("llama": Gemma, Phi-3, Llama 2) go through
+transformers' own GGUF tokenizer converter. A file without a chat template gets its family's (Gemma 3's GGUFs carry none).
 """
 
 from __future__ import annotations
@@ -133,19 +133,18 @@ def gguf_tokenizer(path: str | os.PathLike):
     transformers ignores `pre` there and splits with GPT-2's regex alone, while llama.cpp and the
     upstream tokenizer.json split numeric characters one by one first; we follow upstream, which
     changes the ids of whitespace runs before digits ("x  42") and of " ½"-like text.
-    SentencePiece GGUFs (`tokenizer.ggml.model` = "llama") are read by transformers' converter for
-    Gemma 3 only (`_sentencepiece_tokenizer`); load the others (Llama 2, Mistral, TinyLlama) from a
-    Hugging Face directory.
+    SentencePiece GGUFs (`tokenizer.ggml.model` = "llama": Gemma 3, Phi-3, Llama 2, Mistral) go
+    through transformers' converter (`_sentencepiece_tokenizer`).
     """
     r = _open(path)
     arch = _meta(r, "general.architecture", "")
     model = _meta(r, "tokenizer.ggml.model", None)
-    if model == "llama" and arch in FAMILY_CHAT_TEMPLATES:
+    if model == "llama":
         return _sentencepiece_tokenizer(path, arch)
     if model != "gpt2":
         raise UnsupportedModelError(
             f"{Path(path).name}: GGUF tokenizer model {model!r} is not supported (jaxevo builds "
-            "byte-level BPE, 'gpt2', and Gemma's SentencePiece); load the tokenizer from a Hugging "
+            "byte-level BPE, 'gpt2', and SentencePiece, 'llama'); load the tokenizer from a Hugging "
             "Face directory with tokenizer.json instead"
         )
     tokens = _meta(r, "tokenizer.ggml.tokens")
@@ -208,15 +207,15 @@ def gguf_tokenizer(path: str | os.PathLike):
 
 
 def _sentencepiece_tokenizer(path, arch: str):
-    """Gemma's SentencePiece vocabulary through transformers' own GGUF tokenizer converter (the
+    """A SentencePiece vocabulary through transformers' own GGUF tokenizer converter (the
     reference the real-model tests compare against), with the family's chat template when the
-    file has none. Converting a 262k-token vocabulary takes tens of seconds; `load.py` does it
+    file has none (Gemma 3's). Converting a 262k-token vocabulary takes tens of seconds; `load.py` does it
     once per file and caches the result with the converted weights."""
     p = Path(path).expanduser().resolve()
     try:
         tok = PreTrainedTokenizerFast.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
     except Exception as e:
         raise WeightsError(f"{p.name}: cannot build its tokenizer ({type(e).__name__}: {e})") from e
-    if not getattr(tok, "chat_template", None):
+    if not getattr(tok, "chat_template", None) and arch in FAMILY_CHAT_TEMPLATES:
         tok.chat_template = FAMILY_CHAT_TEMPLATES[arch]
     return tok
