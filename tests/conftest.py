@@ -48,8 +48,10 @@ TINY_HF = {
                    rope_scaling={"rope_type": "linear", "factor": 8.0}, final_logit_softcapping=0.5,
                    hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
     # Phi-3: fused qkv_proj / gate_up_proj; longrope whose original context (8) the golden prompts
-    # pass, so the long factors and the attention factor are both exercised.
+    # pass, so the long factors and the attention factor are both exercised; a window of 6 on
+    # every layer, with that RoPE.
     "phi3": dict(COMMON, model_type="phi3", architectures=["Phi3ForCausalLM"], num_key_value_heads=4,
+                 sliding_window=6,
                  max_position_embeddings=256, original_max_position_embeddings=8,
                  rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0],
                                "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 14.0, 20.0]},

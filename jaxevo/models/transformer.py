@@ -154,8 +154,11 @@ def layer_inputs(cfg: ModelConfig, positions, mask, query_slots):
     0..S-1; query_slots [B or 1, T], the slot of each query. Kinds the model lacks are not built
     (None)."""
     kinds = set(cfg.sliding_layers)
-    ropes = (rope_cos_sin(positions, cfg) if False in kinds else None,
-             rope_cos_sin(positions, cfg, local=True) if True in kinds else None)
+    # Sliding layers have a RoPE of their own only with `rope_local_theta` (Gemma 3); otherwise
+    # (Mistral, Phi-3) they share the global one, scaling included.
+    own = bool(cfg.rope_local_theta) and True in kinds
+    glob = rope_cos_sin(positions, cfg) if False in kinds or not own else None
+    ropes = (glob, rope_cos_sin(positions, cfg, local=True) if own else glob)
     masks = (mask if False in kinds else None,
              windowed(mask, query_slots, cfg.sliding_window) if True in kinds else None)
     return ropes, masks

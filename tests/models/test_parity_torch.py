@@ -75,7 +75,7 @@ FEATURES = {
     "gemma3": {"sliding_window": None, "rope_local_theta": 1000000.0, "final_logit_softcap": None,
                "query_pre_attn_scalar": None, "norm_unit_offset": False, "scale_embeddings": False,
                "hidden_act": "silu", "rope_scaling": None},
-    "phi3": {"rope_scaling": None},
+    "phi3": {"rope_scaling": None, "sliding_window": None},
 }
 
 
