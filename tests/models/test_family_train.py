@@ -26,23 +26,25 @@ FAMILIES = ["gemma3", "llama32", "mistral-sw", "phi3", "qwen3"]
 
 
 @pytest.mark.slow
-def test_sft_and_dpo_steps_equal_on_one_device_and_a_mesh(tmp_path):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sft_and_dpo_steps_equal_on_one_device_and_a_mesh(family, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "tests.models._family_train_worker", str(tmp_path), *FAMILIES],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run([sys.executable, "-m", "tests.models._family_train_worker", str(tmp_path), family],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     res = json.loads((tmp_path / "families.json").read_text())
-    for family in FAMILIES:
-        for objective in ("sft", "preference"):
-            one, many = res[f"{family}/{objective}/1"], res[f"{family}/{objective}/2x2x2"]
-            for a, b in zip(one, many):
-                for k in ("loss", "grad_norm"):
-                    assert abs(a[k] - b[k]) <= 1e-5 * max(1.0, abs(a[k])), (family, objective, k, a[k], b[k])
-                assert a["finite"] == 1.0 and np.isfinite(a["loss"])
-            assert one[0]["loss"] != one[1]["loss"]  # the first step changed the model
-            if objective == "preference":
-                assert abs(one[1]["loss"] - np.log(2)) > 1e-4  # the policy left its reference
+    for objective in ("sft", "preference"):
+        one, many = res[f"{family}/{objective}/1"], res[f"{family}/{objective}/2x2x2"]
+        for a, b in zip(one, many):
+            # the loss to 1e-5; the gradient norm, a sum over every parameter reduced in another
+            # order across 8 devices, to 1e-4 relative (measured: 1e-5)
+            assert abs(a["loss"] - b["loss"]) <= 1e-5, (objective, a["loss"], b["loss"])
+            assert abs(a["grad_norm"] - b["grad_norm"]) <= 1e-4 * a["grad_norm"], (objective, a, b)
+            assert a["finite"] == b["finite"] == 1.0
+        assert one[0]["loss"] != one[1]["loss"]  # the first step changed the model
+        if objective == "preference":
+            assert abs(one[1]["loss"] - np.log(2)) > 1e-3  # the policy left its reference
 
 
 def test_train_logprobs_equal_model_logsoftmax():
