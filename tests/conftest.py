@@ -28,6 +28,34 @@ TINY_HF = {
                     sliding_window=None, tie_word_embeddings=False),
     "qwen2": dict(COMMON, model_type="qwen2", architectures=["Qwen2ForCausalLM"],
                   tie_word_embeddings=True),
+    # Mistral with a window shorter than the golden prompts (12 tokens).
+    "mistral-sw": dict(COMMON, model_type="mistral", architectures=["MistralForCausalLM"],
+                       sliding_window=5, tie_word_embeddings=False),
+    # Llama 3.2: tied embeddings and llama3 RoPE scaling.
+    "llama32": dict(COMMON, model_type="llama", architectures=["LlamaForCausalLM"],
+                    rope_theta=500000.0, tie_word_embeddings=True,
+                    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                  "high_freq_factor": 4.0, "original_max_position_embeddings": 32}),
+    # Qwen3: q/k norm, explicit head_dim (not hidden / heads), untied, GQA.
+    "qwen3": dict(COMMON, model_type="qwen3", architectures=["Qwen3ForCausalLM"], head_dim=24,
+                  rope_theta=1000000.0, tie_word_embeddings=False),
+    # Gemma 3 text: MQA, local layers with a window of 4 and their own RoPE base interleaved with a
+    # global one (linear RoPE scaling), query_pre_attn_scalar != head_dim, final soft-capping on.
+    "gemma3": dict(COMMON, model_type="gemma3_text", architectures=["Gemma3ForCausalLM"],
+                   num_hidden_layers=3, num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=24,
+                   layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                   sliding_window=4, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+                   rope_scaling={"rope_type": "linear", "factor": 8.0}, final_logit_softcapping=0.5,
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+    # Phi-3: fused qkv_proj / gate_up_proj; longrope whose original context (8) the golden prompts
+    # pass, so the long factors and the attention factor are both exercised; a window of 6 on
+    # every layer, with that RoPE.
+    "phi3": dict(COMMON, model_type="phi3", architectures=["Phi3ForCausalLM"], num_key_value_heads=4,
+                 sliding_window=6,
+                 max_position_embeddings=256, original_max_position_embeddings=8,
+                 rope_scaling={"type": "longrope", "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0],
+                               "long_factor": [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 14.0, 20.0]},
+                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0),
 }
 
 

@@ -184,3 +184,22 @@ def test_chat_template_renders_like_transformers(tok, hf_tok):
             text = tok.apply_chat_template(conv, add_generation_prompt=gen, tokenize=False)
             assert text == hf_tok.apply_chat_template(conv, add_generation_prompt=gen, tokenize=False)
             assert tok(text)["input_ids"] == hf_tok(text)["input_ids"]
+
+
+def test_gemma3_chat_template():
+    """Gemma 3's template (added to gemma3 GGUFs, which carry none): turns between
+    <start_of_turn>{user|model} and <end_of_turn>, the system text folded into the first user turn."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from jaxevo.weights.gguf_tokenizer import GEMMA3_CHAT_TEMPLATE
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab={"<bos>": 0}, merges=[])),
+                                  bos_token="<bos>", chat_template=GEMMA3_CHAT_TEMPLATE)
+    assert chat_prompt(tok, "Hi", system="Be brief.") == (
+        "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n")
+    chat = [{"role": "user", "content": " a "}, {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"}]
+    assert tok.apply_chat_template(chat, tokenize=False) == (
+        "<bos><start_of_turn>user\na<end_of_turn>\n<start_of_turn>model\nb<end_of_turn>\n"
+        "<start_of_turn>user\nc<end_of_turn>\n")

@@ -21,21 +21,24 @@ import jax.numpy as jnp
 Array = jax.Array
 
 
-def _matmul(h: Array, w: Array) -> Array:
-    """[B, C, E] @ [E, V'] in the input dtype, accumulated and returned in f32."""
-    return jnp.einsum("bce,ev->bcv", h, w, preferred_element_type=jnp.float32)
+def _matmul(h: Array, w: Array, softcap: float | None = None) -> Array:
+    """[B, C, E] @ [E, V'] in the input dtype, accumulated and returned in f32; soft-capped to
+    ``softcap * tanh(logits / softcap)`` when given (Gemma's final-logit soft-capping)."""
+    logits = jnp.einsum("bce,ev->bcv", h, w, preferred_element_type=jnp.float32)
+    return logits if softcap is None else softcap * jnp.tanh(logits / softcap)
 
 
-def _chunk_logprobs(h: Array, w: Array, lab: Array) -> Array:
+def _chunk_logprobs(h: Array, w: Array, lab: Array, softcap: float | None = None) -> Array:
     """log softmax(h @ w)[lab] for one sequence chunk; h [B,C,E], lab [B,C] -> [B,C] f32."""
-    logits = _matmul(h, w)
+    logits = _matmul(h, w, softcap)
     lse = jax.nn.logsumexp(logits, axis=-1)
     ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
     picked = jnp.sum(jnp.where(ids == lab[..., None], logits, 0.0), axis=-1)
     return picked - lse
 
 
-def _chunk_logprobs_vocab(h: Array, w: Array, lab: Array, vocab_chunk: int) -> Array:
+def _chunk_logprobs_vocab(h: Array, w: Array, lab: Array, vocab_chunk: int,
+                          softcap: float | None = None) -> Array:
     """Like :func:`_chunk_logprobs`, with an online log-sum-exp over vocabulary chunks."""
     e, v = w.shape
     nv = -(-v // vocab_chunk)
@@ -46,7 +49,7 @@ def _chunk_logprobs_vocab(h: Array, w: Array, lab: Array, vocab_chunk: int) -> A
     def step(carry, xs):
         m, s, picked = carry
         wc, start = xs
-        logits = _matmul(h, wc)
+        logits = _matmul(h, wc, softcap)
         ids = start + jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
         logits = jnp.where(ids < v, logits, -jnp.inf)  # padded vocabulary columns
         m_new = jax.lax.stop_gradient(jnp.maximum(m, jnp.max(logits, axis=-1)))
@@ -72,6 +75,7 @@ def token_logprobs(
     *,
     chunk_size: int = 128,
     vocab_chunk_size: int | None = None,
+    softcap: float | None = None,
 ) -> Array:
     """Log-probability of each label token, computed in sequence (and vocabulary) chunks.
 
@@ -85,6 +89,8 @@ def token_logprobs(
       chunk_size: sequence positions per chunk; T is padded internally to a multiple of it.
       vocab_chunk_size: if set, also split V into chunks of this size (online log-sum-exp), so a
         chunk's f32 logits are ``[B, chunk_size, vocab_chunk_size]``.
+      softcap: the model's final-logit soft-capping (``ModelConfig.final_logit_softcap``), applied
+        to the logits before the log-softmax.
 
     Returns: f32 [B, T] token log-probs (0 where ``labels < 0``); differentiable w.r.t.
     ``hidden`` and ``lm_head``.
@@ -103,12 +109,13 @@ def token_logprobs(
     lab = lab.reshape(b, n, chunk).transpose(1, 0, 2)
 
     if vocab_chunk_size is None or vocab_chunk_size >= lm_head.shape[1]:
-        body = _chunk_logprobs
+        def body(hc, w, lc):
+            return _chunk_logprobs(hc, w, lc, softcap)
     else:
         vc = int(vocab_chunk_size)
 
         def body(hc, w, lc):
-            return _chunk_logprobs_vocab(hc, w, lc, vc)
+            return _chunk_logprobs_vocab(hc, w, lc, vc, softcap)
 
     body = jax.checkpoint(body)
     out = jax.lax.map(lambda xs: body(xs[0], lm_head, xs[1]), (h, lab))  # [n, B, C]

@@ -22,12 +22,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import F32, decoder_layer, product, rms_norm, rope_cos_sin
-from jaxevo.models.transformer import lm_head_weight
+from jaxevo.models.layers import F32, decoder_layer, embed, product, rms_norm, softcap
+from jaxevo.models.transformer import layer_inputs, lm_head_weight
 
 
 class Cache(NamedTuple):
@@ -49,7 +48,8 @@ def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
 @functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
 def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     """The decode layout of `params`, made once per params: per layer {"attn_norm", "mlp_norm"
-    (as stored), "attn": {"qkv" [(H + 2K) D, E], "qkv_bias" [(H + 2K) D], "o" [E, H D]},
+    (and any other norm, as stored), "attn": {"qkv" [(H + 2K) D, E], "qkv_bias" [(H + 2K) D],
+    "o" [E, H D], "q_norm", "k_norm" [D]},
     "mlp": {"gate_up" [2F, E], "down" [E, F]}}, plus "embedding" [V, E], "final_norm" and
     "lm_head" [V, E]. Every matrix is [out, in] (contraction on the minor axis, which XLA:CPU's
     dot prefers; a tied head is then the embedding itself), rounded to the compute dtype and
@@ -71,7 +71,9 @@ def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
                 "o": w(a["o_proj"].reshape(-1, e)).T}
         if cfg.qkv_bias:
             attn["qkv_bias"] = jnp.concatenate([a[n].reshape(-1).astype(dt) for n in ("q_bias", "k_bias", "v_bias")])
-        layers.append({"attn_norm": p["attn_norm"], "mlp_norm": p["mlp_norm"], "attn": attn,
+        attn |= {n: a[n] for n in ("q_norm", "k_norm") if n in a}
+        norms = {n: v for n, v in p.items() if n.endswith("_norm")}
+        layers.append({**norms, "attn": attn,
                        "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1).T,
                                "down": w(m["down_proj"]).T}})
     return {"layers": layers, "final_norm": params["final_norm"], "embedding": params["embedding"],
@@ -114,7 +116,7 @@ def attend_cache(cfg: ModelConfig, q, ck, cv, visible):
     else:
         logits = jnp.einsum("btkgd,bkds->bkgts", qg, ck, preferred_element_type=F32)
         mask = visible[:, None, None]
-    logits = jnp.where(mask, logits / np.sqrt(d), jnp.finfo(F32).min)
+    logits = jnp.where(mask, softcap(logits * cfg.attn_scale, cfg.attn_logit_softcap), jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt).astype(cv.dtype)
     if t == 1:
         out = jnp.einsum("bkgs,bksd->bkgd", probs, cv, preferred_element_type=F32)[:, None]
@@ -128,22 +130,27 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     """tokens, positions [N, T] int32 -> (final-normed hidden [N, T, E], cache). The tokens'
     keys/values go to slots [slot, slot + T) (slot: int32 scalar, or [N] per row); visible
     [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
-    `prepare_weights`; `constrain(cache)` places the updated cache (sharding)."""
-    x = jnp.take(weights["embedding"], tokens, axis=0).astype(cfg.dtype)  # [N, T, E]
-    cos, sin = rope_cos_sin(positions, cfg)  # [N, T, D]
+    `prepare_weights`; `constrain(cache)` places the updated cache (sharding). Sliding-window
+    layers narrow `visible` to their window themselves."""
+    x = embed(cfg, weights["embedding"], tokens)  # [N, T, E]
+    query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(tokens.shape[1])  # [N or 1, T]
+    ropes, masks = layer_inputs(cfg, positions, visible, query_slots)
     ks, vs = list(cache.k), list(cache.v)
-    for i, w in enumerate(weights["layers"]):
-        def attend(q, k, v, i=i):
+    for i, (w, sliding) in enumerate(zip(weights["layers"], cfg.sliding_layers)):
+        def attend(q, k, v, i=i, mask=masks[sliding]):
             ck, cv = write_slots(ks[i], vs[i], k, v, slot)
-            return attend_cache(cfg, q, ck, cv, visible), (ck, cv)
+            return attend_cache(cfg, q, ck, cv, mask), (ck, cv)
 
+        (cos, sin) = ropes[sliding]
         x, (ks[i], vs[i]) = decoder_layer(cfg, w, x, cos, sin, attend)
     return rms_norm(cfg, weights["final_norm"], x), constrain(Cache(tuple(ks), tuple(vs)))
 
 
 def logits(cfg: ModelConfig, weights: dict, hidden):
-    """hidden [..., E] -> f32 logits [..., V] (compute-dtype inputs, f32 accumulation)."""
-    return product(hidden, weights["lm_head"], "...i,oi->...o", cfg.dtype)  # lm_head [V, E]
+    """hidden [..., E] -> f32 logits [..., V] (compute-dtype inputs, f32 accumulation,
+    soft-capped if the model says so)."""
+    return softcap(product(hidden, weights["lm_head"], "...i,oi->...o", cfg.dtype),  # lm_head [V, E]
+                   cfg.final_logit_softcap)
 
 
 def decode_step(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,

@@ -1,13 +1,16 @@
-"""The decoder's arithmetic, written once: RMSNorm, RoPE, q/k/v projection, attention, SwiGLU MLP,
-and the pre-norm block that chains them. Pure functions over one layer's weights dict; the
-training forward (`transformer.py`) and the decode forward (`decode.py`) both call them.
+"""The decoder's arithmetic, written once: embedding, RMSNorm, RoPE, q/k/v projection (with an
+optional q/k norm), attention (with optional soft-capping), the gated MLP (SwiGLU or GeGLU), and
+the block that chains them (pre-norm, or Gemma's pre- and post-norm "sandwich"). Pure functions
+over one layer's weights dict; the training forward (`transformer.py`) and the decode forward
+(`decode.py`) both call them. Which features a model uses is read from its `ModelConfig`.
 
 A layer's weights come in one of two layouts, both made from the same params:
 * the model's (training): {"attn_norm": {"scale"}, "attn": {"q_proj" [E, H, D], "k_proj",
-  "v_proj" [E, K, D], "o_proj" [H, D, E], "q_bias" ...}, "mlp_norm", "mlp": {"gate_proj",
-  "up_proj" [E, F], "down_proj" [F, E]}};
-* the decode one (`decode.prepare_weights`): "attn": {"qkv" [(H + 2K) D, E], "qkv_bias", "o" [E, H D]},
-  "mlp": {"gate_up" [2F, E], "down" [E, F]}: fused, stored [out, in].
+  "v_proj" [E, K, D], "o_proj" [H, D, E], "q_bias" ..., "q_norm", "k_norm" [D]}, "mlp_norm",
+  "mlp": {"gate_proj", "up_proj" [E, F], "down_proj" [F, E]}, and with sandwich norms
+  "attn_post_norm", "mlp_post_norm"};
+* the decode one (`decode.prepare_weights`): "attn": {"qkv" [(H + 2K) D, E], "qkv_bias", "o" [E, H D],
+  "q_norm", "k_norm"}, "mlp": {"gate_up" [2F, E], "down" [E, F]}: fused, stored [out, in].
 
 Dtype recipe (DESIGN.md): matmul operands in the compute `cfg.dtype` (the weights arrive already
 cast), f32 accumulation (`preferred_element_type`), norms, RoPE and softmax in f32, activations in
@@ -57,22 +60,50 @@ def dense(x, w, spec: str, dt) -> jax.Array:
 
 def rms_norm(cfg: ModelConfig, w, x) -> jax.Array:
     """x [..., E], w {"scale": [E]} -> [..., E] in the compute dtype (normalised in f32)."""
+    return scaled_norm(cfg, w["scale"], x)
+
+
+def scaled_norm(cfg: ModelConfig, scale, x) -> jax.Array:
+    """RMSNorm of x [..., N] over its last axis with weight scale [N], as transformers rounds it:
+    Llama-style multiplies the weight by the normalised input cast back to x's dtype; Gemma-style
+    (`norm_unit_offset`) multiplies by (1 + weight) in f32 and rounds once."""
     xf = x.astype(F32)
     xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + cfg.rms_norm_eps)
-    # transformers multiplies the weight by the normalised input cast back to its dtype.
-    return (w["scale"].astype(F32) * xf.astype(x.dtype).astype(F32)).astype(cfg.dtype)
+    if cfg.norm_unit_offset:
+        return ((1.0 + scale.astype(F32)) * xf).astype(cfg.dtype)
+    return (scale.astype(F32) * xf.astype(x.dtype).astype(F32)).astype(cfg.dtype)
+
+
+def embed(cfg: ModelConfig, table, tokens) -> jax.Array:
+    """tokens [...] int -> [..., E] in the compute dtype; Gemma multiplies by sqrt(E) rounded to
+    that dtype (as transformers does)."""
+    x = jnp.take(table, tokens, axis=0).astype(cfg.dtype)
+    if cfg.scale_embeddings:
+        x = x * jnp.asarray(math.sqrt(cfg.hidden_size), cfg.dtype)
+    return x
+
+
+def softcap(x, cap: float | None):
+    """cap * tanh(x / cap) (Gemma's logit soft-capping), or x when cap is None."""
+    return x if cap is None else cap * jnp.tanh(x / cap)
 
 
 # ---------------------------------------------------------------------------------- RoPE
-def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
-    """Inverse frequencies [head_dim // 2] (f32), with linear / llama3 scaling as in transformers."""
+def rope_inv_freq(cfg: ModelConfig, local: bool = False, long: bool = False) -> np.ndarray:
+    """Inverse frequencies [head_dim // 2] (f32), with linear / llama3 / longrope scaling as in
+    transformers. local: the sliding layers' base (`rope_local_theta`, never scaled); long: the
+    longrope factors for sequences past the original context (else the short ones)."""
     d = cfg.head_dim
-    inv = (1.0 / (cfg.rope_theta ** (np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / d)))
-    inv = inv.astype(np.float32)
-    rs = cfg.rope_scaling_dict
+    theta = cfg.rope_local_theta if local and cfg.rope_local_theta else cfg.rope_theta
+    exponent = np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / d
+    inv = (1.0 / (theta ** exponent)).astype(np.float32)
+    rs = None if local else cfg.rope_scaling_dict
     if not rs:
         return inv
     kind = rs.get("rope_type", rs.get("type"))
+    if kind == "longrope":
+        ext = np.asarray(rs["long_factor" if long else "short_factor"], np.float32)
+        return (1.0 / (ext * np.float32(theta) ** exponent)).astype(np.float32)
     if kind == "linear":
         return (inv / np.float32(rs["factor"])).astype(np.float32)
     # llama3: long wavelengths are divided by `factor`, short kept, the band between interpolated.
@@ -88,12 +119,21 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rope_cos_sin(positions: jax.Array, cfg: ModelConfig):
-    """positions [B, T] int -> (cos, sin) each [B, T, head_dim] f32 (halves duplicated, HF layout)."""
-    inv = jnp.asarray(rope_inv_freq(cfg))
+def rope_cos_sin(positions: jax.Array, cfg: ModelConfig, local: bool = False):
+    """positions [B, T] int -> (cos, sin) each [B, T, head_dim] f32 (halves duplicated, HF layout).
+    local: for the sliding layers (their own base). Longrope, like transformers, takes its long
+    factors when the largest position of the call reaches past the original context, and scales
+    cos and sin by its attention factor."""
+    inv = jnp.asarray(rope_inv_freq(cfg, local))
+    rs = None if local else cfg.rope_scaling_dict
+    scale = 1.0
+    if rs and rs.get("rope_type") == "longrope":
+        long = jnp.max(positions) + 1 > rs["original_max_position_embeddings"]
+        inv = jnp.where(long, jnp.asarray(rope_inv_freq(cfg, long=True)), inv)
+        scale = rs["attention_factor"]
     freqs = positions.astype(F32)[..., None] * inv
     emb = jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(emb), jnp.sin(emb)
+    return jnp.cos(emb) * scale, jnp.sin(emb) * scale
 
 
 def apply_rope(x, cos, sin):
@@ -128,8 +168,9 @@ def attend_masked(cfg: ModelConfig, q, k, v, mask):
     Logits and softmax in f32; G = H / K query heads share a KV head."""
     dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     b, t = q.shape[:2]
-    qg = q.reshape(b, t, kh, h // kh, d) / np.sqrt(d).astype(dt)
+    qg = (q.reshape(b, t, kh, h // kh, d).astype(F32) * cfg.attn_scale).astype(dt)
     logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=F32)
+    logits = softcap(logits, cfg.attn_logit_softcap)
     logits = jnp.where(mask[:, None, None], logits, jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=F32)
@@ -145,31 +186,43 @@ def attn_out(cfg: ModelConfig, w, out):
 
 
 def mlp(cfg: ModelConfig, w, x, constrain=no_constraint):
-    """SwiGLU: x [B, T, E] -> [B, T, E] (gate/up separate or fused)."""
+    """Gated MLP, SwiGLU or GeGLU (`hidden_act`): x [B, T, E] -> [B, T, E] (gate/up separate or
+    fused)."""
     dt, f = cfg.dtype, cfg.intermediate_size
     if "gate_up" in w:
         gu = dense(x, w["gate_up"], "...i,oi->...o", dt)
         g, u = gu[..., :f], gu[..., f:]
     else:
         g, u = dense(x, w["gate_proj"], "bte,ef->btf", dt), dense(x, w["up_proj"], "bte,ef->btf", dt)
-    hmid = constrain((jax.nn.silu(g.astype(F32)) * u.astype(F32)).astype(dt), ("batch", "length", "act_mlp"))
+    hmid = constrain((activation(cfg, g.astype(F32)) * u.astype(F32)).astype(dt), ("batch", "length", "act_mlp"))
     if "down" in w:
         return dense(hmid, w["down"], "...i,oi->...o", dt)
     return dense(hmid, w["down_proj"], "btf,fe->bte", dt)
+
+
+def activation(cfg: ModelConfig, x):
+    """The MLP's gate activation in f32: SiLU, or GELU with the tanh approximation (Gemma)."""
+    return jax.nn.gelu(x, approximate=True) if cfg.hidden_act == "gelu_pytorch_tanh" else jax.nn.silu(x)
 
 
 Attend = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, object]]
 
 
 def decoder_layer(cfg: ModelConfig, w, x, cos, sin, attend: Attend, constrain=no_constraint):
-    """One pre-norm block. x [B, T, E]; cos, sin [B, T, D]; `attend(q, k, v)` maps the RoPE'd
+    """One block: pre-norm, or with `sandwich_norms` also a norm on the attention and MLP outputs
+    before each residual add (Gemma). x [B, T, E]; cos, sin [B, T, D] (the layer's own RoPE:
+    local or global); `attend(q, k, v)` maps the RoPE'd
     q [B, T, H, D], k, v [B, T, K, D] to (out [B, T, H, D], aux) — over the given keys
     (`attend_masked`) or over a KV cache it writes them to (`decode.py`; aux is then that cache).
     constrain(x, logical_axes): sharding annotations (training), or none.
     Returns (x [B, T, E], aux)."""
     q, k, v = project_qkv(cfg, w["attn"], rms_norm(cfg, w["attn_norm"], x))
+    if cfg.qk_norm:  # per head, over head_dim, before RoPE (Qwen3, Gemma 3)
+        q, k = scaled_norm(cfg, w["attn"]["q_norm"], q), scaled_norm(cfg, w["attn"]["k_norm"], k)
     q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", "head_dim"))
     out, aux = attend(q, apply_rope(k, cos, sin), v)
-    x = x + attn_out(cfg, w["attn"], out)
-    x = x + mlp(cfg, w["mlp"], rms_norm(cfg, w["mlp_norm"], x), constrain)
+    a = attn_out(cfg, w["attn"], out)
+    x = x + (rms_norm(cfg, w["attn_post_norm"], a) if cfg.sandwich_norms else a)
+    m = mlp(cfg, w["mlp"], rms_norm(cfg, w["mlp_norm"], x), constrain)
+    x = x + (rms_norm(cfg, w["mlp_post_norm"], m) if cfg.sandwich_norms else m)
     return constrain(x, ("batch", "length", "act_embed")), aux

@@ -1,5 +1,5 @@
-"""The decoder-only transformer (Llama / Mistral / Qwen2 family): parameters and the teacher-forced
-forward used by training.
+"""The decoder-only transformer (every family of `config.SUPPORTED`): parameters and the
+teacher-forced forward used by training.
 
     model = Transformer(cfg)
     params = model.init(rng, tokens, positions, mask)["params"]          # or imported weights
@@ -9,7 +9,12 @@ forward used by training.
 The Flax modules here only declare the parameters (names, shapes, logical axes: the tree that
 checkpoints, `weights/convert.py` and `sharding.RULES` rely on) and call the layer arithmetic of
 `layers.py`, which the decode forward (`decode.py`) shares. Layers are one `nn.scan` over a stacked
-parameter tree (leading axis `layers`), so compile time does not grow with depth.
+parameter tree (leading axis `layers`), so compile time does not grow with depth; a model mixing
+sliding-window and global layers (Gemma 3) scans a per-layer flag that picks the layer's mask and
+RoPE table.
+
+Masks given to the model say which keys are real and causal (`causal_mask`, `visible_mask`); each
+layer narrows them to its sliding window itself (`windowed`), so callers never look at layer types.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import F32, attend_masked, decoder_layer, gathered, rms_norm, rope_cos_sin
+from jaxevo.models.layers import F32, attend_masked, decoder_layer, embed, gathered, rms_norm, rope_cos_sin, softcap
 
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -36,7 +41,7 @@ def layer_param_specs(cfg: ModelConfig) -> dict:
     """{sub-layer: {name: (shape, logical axes, init)}} of one decoder layer, in creation order
     (the order fixes the random init)."""
     e, h, k, d, f = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
-    norm = {"scale": ((e,), ("norm",), ONES)}
+    norm = {"scale": ((e,), ("norm",), ZEROS if cfg.norm_unit_offset else ONES)}  # Gemma: 1 + w
     attn = {"q_proj": ((e, h, d), ("embed", "heads", "head_dim"), NORMAL),
             "k_proj": ((e, k, d), ("embed", "kv_heads", "head_dim"), NORMAL),
             "v_proj": ((e, k, d), ("embed", "kv_heads", "head_dim"), NORMAL),
@@ -45,9 +50,14 @@ def layer_param_specs(cfg: ModelConfig) -> dict:
         attn |= {"q_bias": ((h, d), ("heads", "head_dim"), ZEROS),
                  "k_bias": ((k, d), ("kv_heads", "head_dim"), ZEROS),
                  "v_bias": ((k, d), ("kv_heads", "head_dim"), ZEROS)}
+    if cfg.qk_norm:
+        attn |= {n: ((d,), ("norm",), norm["scale"][2]) for n in ("q_norm", "k_norm")}
     mlp = {"gate_proj": ((e, f), ("embed", "mlp"), NORMAL), "up_proj": ((e, f), ("embed", "mlp"), NORMAL),
            "down_proj": ((f, e), ("mlp", "embed"), NORMAL)}
-    return {"attn_norm": norm, "attn": attn, "mlp_norm": norm, "mlp": mlp}
+    out = {"attn_norm": norm, "attn": attn, "mlp_norm": norm, "mlp": mlp}
+    if cfg.sandwich_norms:
+        out |= {"attn_post_norm": norm, "mlp_post_norm": norm}
+    return out
 
 
 class Weights(nn.Module):
@@ -62,7 +72,7 @@ class Weights(nn.Module):
         out = {}
         for name, (shape, axes, init) in self.specs.items():
             w = self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(self.cfg.param_dtype))
-            if name == "scale":
+            if name == "scale" or name.endswith("_norm"):
                 out[name] = w
             elif name.endswith("bias"):
                 out[name] = w.astype(self.cfg.dtype)
@@ -72,15 +82,26 @@ class Weights(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """One layer of the scan: (x, cos, sin, mask) -> (x, None)."""
+    """One layer of the scan: (x, ropes, masks, sliding) -> (x, None). ropes = ((cos, sin) global,
+    (cos, sin) local), masks = (global, windowed), sliding: this layer's scanned flag (a traced
+    bool, only read when the model mixes both kinds of layers)."""
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask):
-        w = {name: Weights(self.cfg, specs, name=name)() for name, specs in layer_param_specs(self.cfg).items()}
-        attend = lambda q, k, v: (attend_masked(self.cfg, q, k, v, mask), None)  # noqa: E731
-        return decoder_layer(self.cfg, w, x, cos, sin, attend, nn.with_logical_constraint)
+    def __call__(self, x, ropes, masks, sliding):
+        cfg = self.cfg
+        w = {name: Weights(cfg, specs, name=name)() for name, specs in layer_param_specs(cfg).items()}
+        kinds = set(cfg.sliding_layers)
+        if len(kinds) == 1:  # every layer alike: no per-layer choice in the program
+            i = int(kinds.pop())
+            (cos, sin), mask = ropes[i], masks[i]
+        else:
+            pick = lambda a, b: jnp.where(sliding, b, a)  # noqa: E731
+            cos, sin = pick(ropes[0][0], ropes[1][0]), pick(ropes[0][1], ropes[1][1])
+            mask = pick(*masks)
+        attend = lambda q, k, v: (attend_masked(cfg, q, k, v, mask), None)  # noqa: E731
+        return decoder_layer(cfg, w, x, cos, sin, attend, nn.with_logical_constraint)
 
 
 class Transformer(nn.Module):
@@ -96,16 +117,15 @@ class Transformer(nn.Module):
         cfg = self.cfg
         embedding = self.param("embedding", nn.with_logical_partitioning(NORMAL, ("vocab", "embed")),
                                (cfg.vocab_size, cfg.hidden_size), jnp.dtype(cfg.param_dtype))
-        x = jnp.take(embedding, tokens, axis=0).astype(cfg.dtype)
-        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        cos, sin = rope_cos_sin(positions, cfg)
+        x = nn.with_logical_constraint(embed(cfg, embedding, tokens), ("batch", "length", "act_embed"))
+        ropes, masks = layer_inputs(cfg, positions, mask, jnp.arange(tokens.shape[1])[None])
         layer = DecoderLayer
         if cfg.remat != "none":
             layer = nn.remat(layer, policy=REMAT[cfg.remat], prevent_cse=False)
         stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                        in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
-        x, _ = stack(x, cos, sin, mask)
+        x, _ = stack(x, ropes, masks, jnp.asarray(cfg.sliding_layers))
         x = rms_norm(cfg, Weights(cfg, layer_param_specs(cfg)["attn_norm"], name="final_norm")(), x)
         if return_hidden:
             return x, None
@@ -123,9 +143,31 @@ def lm_head_weight(params, cfg: ModelConfig) -> jax.Array:
 
 
 def logits_from_hidden(hidden, w, cfg: ModelConfig) -> jax.Array:
-    """hidden [..., E] @ w [E, V] -> f32 logits [..., V]."""
-    return jnp.einsum("...e,ev->...v", hidden.astype(cfg.dtype), w.astype(cfg.dtype),
-                      preferred_element_type=F32)
+    """hidden [..., E] @ w [E, V] -> f32 logits [..., V] (soft-capped if the model says so)."""
+    return softcap(jnp.einsum("...e,ev->...v", hidden.astype(cfg.dtype), w.astype(cfg.dtype),
+                              preferred_element_type=F32), cfg.final_logit_softcap)
+
+
+def layer_inputs(cfg: ModelConfig, positions, mask, query_slots):
+    """What a layer reads besides its weights, for both kinds of layers: ((cos, sin) global,
+    (cos, sin) local) and (mask, windowed mask). positions [B, T]; mask [B, T, S] over key slots
+    0..S-1; query_slots [B or 1, T], the slot of each query. Kinds the model lacks are not built
+    (None)."""
+    kinds = set(cfg.sliding_layers)
+    # Sliding layers have a RoPE of their own only with `rope_local_theta` (Gemma 3); otherwise
+    # (Mistral, Phi-3) they share the global one, scaling included.
+    own = bool(cfg.rope_local_theta) and True in kinds
+    glob = rope_cos_sin(positions, cfg) if False in kinds or not own else None
+    ropes = (glob, rope_cos_sin(positions, cfg, local=True) if own else glob)
+    masks = (mask if False in kinds else None,
+             windowed(mask, query_slots, cfg.sliding_window) if True in kinds else None)
+    return ropes, masks
+
+
+def windowed(mask, query_slots, window: int) -> jax.Array:
+    """mask [B, T, S] narrowed to keys less than `window` slots behind each query:
+    query_slots [B or 1, T] int."""
+    return mask & (query_slots[:, :, None] - jnp.arange(mask.shape[-1]) < window)
 
 
 def causal_mask(valid: jax.Array, segment_ids: jax.Array | None = None,
@@ -174,5 +216,5 @@ def teacher_forced_logprobs(params, cfg: ModelConfig, prompt_ids, completion_ids
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _all_logprobs(params, tokens, valid, *, cfg):
     logits, _ = Transformer(cfg).apply({"params": params}, tokens, positions_from_valid(valid),
-                                       causal_mask(valid, sliding_window=cfg.sliding_window))
+                                       causal_mask(valid))
     return jax.nn.log_softmax(logits, axis=-1)

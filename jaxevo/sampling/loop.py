@@ -129,7 +129,7 @@ def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
         start = i * c
         tk = lax.dynamic_slice_in_dim(tokens, start, c, axis=1)
         ps = lax.dynamic_slice_in_dim(positions, start, c, axis=1)
-        visible = visible_mask(valid, start + jnp.arange(c)[None], cfg.sliding_window)  # [P, c, T]
+        visible = visible_mask(valid, start + jnp.arange(c)[None])  # [P, c, T]
         h, pc = decode.forward(cfg, weights, pc, tk, ps, start, visible, lambda x: constrain_cache(x, cfg, mesh))
         return pc, h[:, -1]
 
@@ -195,7 +195,7 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
     def body(c):  # rows already done recompute a slot and record nothing
         st, cache, i = c
         slot = t + st.step - 1  # the slot of each row's `last`
-        visible = visible_mask(st.kv_valid, slot[:, None], cfg.sliding_window)[:, 0]
+        visible = visible_mask(st.kv_valid, slot[:, None])[:, 0]
         write = t + jnp.max(st.step) - 1 if lockstep else slot
         lg, cache = decode.decode_step(cfg, weights, cache, st.last, st.plen + st.step - 1, write, visible,
                                        lambda x: constrain_cache(x, cfg, mesh))

@@ -52,11 +52,12 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
     cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
            for k in ("tokens", "labels", "segments", "positions")}
     seg = cat["segments"]
-    mask = causal_mask(seg > 0, seg, cfg.sliding_window)
+    mask = causal_mask(seg > 0, seg)  # each layer applies its own sliding window
     hidden, _ = Transformer(cfg).apply({"params": params}, cat["tokens"], cat["positions"], mask,
                                        return_hidden=True)
     w = gathered(lm_head_weight(params, cfg), ("embed", "vocab"), hidden.dtype)  # see layers._weight
-    tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk)
+    tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk,
+                         softcap=cfg.final_logit_softcap)
     lmask = cat["labels"] >= 0
     sums = jnp.sum(jnp.where(lmask, tlp, 0.0), axis=-1)
     counts = jnp.sum(lmask, axis=-1).astype(jnp.float32)

@@ -11,6 +11,13 @@ jaxevo params (scanned layers stacked on axis 0):
     layers/{attn,mlp}_norm/scale [L, E]   <- input_layernorm / post_attention_layernorm
     final_norm/scale [E]                  <- model.norm.weight
     lm_head [E, V]                        <- lm_head.weight [V, E] (absent when tied)
+  per family, besides:
+    layers/attn/{q,k}_norm [L, D]         <- self_attn.{q,k}_norm.weight (Qwen3, Gemma 3)
+    layers/mlp_norm, attn_post_norm, mlp_post_norm
+                                          <- pre_feedforward_layernorm, post_attention_layernorm,
+                                             post_feedforward_layernorm (Gemma 3)
+    layers/attn/{q,k,v}_proj              <- rows of self_attn.qkv_proj.weight (Phi-3)
+    layers/mlp/{gate,up}_proj             <- the two halves of mlp.gate_up_proj.weight (Phi-3)
 
 Loading streams one tensor at a time into each device's shard (`load_params`), so no host ever holds
 more than one parameter's local share plus one HF tensor.
@@ -39,6 +46,9 @@ class Entry:
     hf: str  # transformers name; "{i}" for per-layer tensors
     to_jax: Callable[[np.ndarray], np.ndarray]  # one HF tensor -> one (per-layer) jaxevo array
     to_hf: Callable[[np.ndarray], np.ndarray]
+    # (start, stop): this entry is those rows of a fused HF tensor (Phi-3's qkv_proj, gate_up_proj);
+    # the entries sharing `hf` are its parts in row order.
+    rows: tuple[int, int] | None = None
 
     @property
     def per_layer(self) -> bool:
@@ -50,24 +60,36 @@ def _proj_in(n, d):  # [n*d, e] -> [e, n, d]
 
 
 def table(cfg: ModelConfig) -> list[Entry]:
-    h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    """Every parameter of `cfg`'s tree with its transformers tensor name and layout changes."""
+    h, k, d, f = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size
     same = (lambda w: w, lambda w: w)
     tr = (lambda w: w.T, lambda w: w.T)
     lay = "model.layers.{i}."
-    e = [
-        Entry(("embedding",), "model.embed_tokens.weight", *same),
-        Entry(("layers", "attn", "q_proj"), lay + "self_attn.q_proj.weight", *_proj_in(h, d)),
-        Entry(("layers", "attn", "k_proj"), lay + "self_attn.k_proj.weight", *_proj_in(k, d)),
-        Entry(("layers", "attn", "v_proj"), lay + "self_attn.v_proj.weight", *_proj_in(k, d)),
-        Entry(("layers", "attn", "o_proj"), lay + "self_attn.o_proj.weight",
-              lambda w: w.T.reshape(h, d, w.shape[0]), lambda w: w.reshape(h * d, -1).T),
-        Entry(("layers", "mlp", "gate_proj"), lay + "mlp.gate_proj.weight", *tr),
-        Entry(("layers", "mlp", "up_proj"), lay + "mlp.up_proj.weight", *tr),
-        Entry(("layers", "mlp", "down_proj"), lay + "mlp.down_proj.weight", *tr),
-        Entry(("layers", "attn_norm", "scale"), lay + "input_layernorm.weight", *same),
-        Entry(("layers", "mlp_norm", "scale"), lay + "post_attention_layernorm.weight", *same),
-        Entry(("final_norm", "scale"), "model.norm.weight", *same),
-    ]
+    fused = cfg.model_type == "phi3"
+    qkv = {"q": (h, 0), "k": (k, h * d), "v": (k, (h + k) * d)}  # heads, first row in qkv_proj
+    e = [Entry(("embedding",), "model.embed_tokens.weight", *same)]
+    for name, (n, start) in qkv.items():
+        e.append(Entry(("layers", "attn", f"{name}_proj"), lay + "self_attn.qkv_proj.weight", *_proj_in(n, d),
+                       rows=(start, start + n * d)) if fused else
+                 Entry(("layers", "attn", f"{name}_proj"), lay + f"self_attn.{name}_proj.weight", *_proj_in(n, d)))
+    e.append(Entry(("layers", "attn", "o_proj"), lay + "self_attn.o_proj.weight",
+                   lambda w: w.T.reshape(h, d, w.shape[0]), lambda w: w.reshape(h * d, -1).T))
+    if fused:
+        e += [Entry(("layers", "mlp", "gate_proj"), lay + "mlp.gate_up_proj.weight", *tr, rows=(0, f)),
+              Entry(("layers", "mlp", "up_proj"), lay + "mlp.gate_up_proj.weight", *tr, rows=(f, 2 * f))]
+    else:
+        e += [Entry(("layers", "mlp", "gate_proj"), lay + "mlp.gate_proj.weight", *tr),
+              Entry(("layers", "mlp", "up_proj"), lay + "mlp.up_proj.weight", *tr)]
+    e.append(Entry(("layers", "mlp", "down_proj"), lay + "mlp.down_proj.weight", *tr))
+    if cfg.sandwich_norms:
+        norms = {"attn_norm": "input_layernorm", "attn_post_norm": "post_attention_layernorm",
+                 "mlp_norm": "pre_feedforward_layernorm", "mlp_post_norm": "post_feedforward_layernorm"}
+    else:
+        norms = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+    e += [Entry(("layers", ours, "scale"), lay + f"{theirs}.weight", *same) for ours, theirs in norms.items()]
+    if cfg.qk_norm:
+        e += [Entry(("layers", "attn", f"{n}_norm"), lay + f"self_attn.{n}_norm.weight", *same) for n in "qk"]
+    e.append(Entry(("final_norm", "scale"), "model.norm.weight", *same))
     if cfg.qkv_bias:
         for name, n in (("q", h), ("k", k), ("v", k)):
             e.append(Entry(("layers", "attn", f"{name}_bias"), lay + f"self_attn.{name}_proj.bias",
@@ -109,10 +131,14 @@ def check_source(source: TensorSource, cfg: ModelConfig) -> None:
     keys = set(source.keys())
     shapes = abstract_params(cfg)
     missing, wrong = [], []
+    wants: dict[str, tuple] = {}  # HF name pattern -> shape (the parts of a fused tensor stacked)
     for ent in table(cfg):
         shape = _get(shapes, ent.path).shape
-        want = _hf_shape(ent, shape[1:] if ent.per_layer else shape)
-        names = [ent.hf.format(i=i) for i in range(cfg.num_layers)] if ent.per_layer else [ent.hf]
+        part = _hf_shape(ent, shape[1:] if ent.per_layer else shape)
+        prev = wants.get(ent.hf)
+        wants[ent.hf] = part if prev is None else (prev[0] + part[0], *part[1:])
+    for hf, want in wants.items():
+        names = [hf.format(i=i) for i in range(cfg.num_layers)] if "{i}" in hf else [hf]
         for n in names:
             if n not in keys:
                 missing.append(n)
@@ -146,7 +172,8 @@ def load_params(source: TensorSource, cfg: ModelConfig, shardings=None):
         bufs = {dev: np.empty(_shard_shape(shape, idx), dtype) for dev, idx in index_map.items()}
         layers = range(cfg.num_layers) if ent.per_layer else [None]
         for i in layers:
-            w = ent.to_jax(np.asarray(source.get(ent.hf.format(i=i)), np.float32))
+            w = np.asarray(source.get(ent.hf.format(i=i)), np.float32)
+            w = ent.to_jax(w[ent.rows[0]:ent.rows[1]] if ent.rows else w)
             for dev, idx in index_map.items():
                 _fill(bufs[dev], w, idx, i)
         arrays = [jax.device_put(bufs[dev], dev) for dev in index_map]
@@ -171,17 +198,27 @@ def _fill(buf, w, idx, layer):
 def params_to_hf(params, cfg: ModelConfig, dtype=np.float32) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (transformers name, array [torch layout]) one tensor at a time, gathered to host.
     Multi-process: every process must iterate (each tensor's gather is a collective); a 16-bit
-    `dtype` is cast on the devices before the gather (half the traffic and host memory)."""
+    `dtype` is cast on the devices before the gather (half the traffic and host memory). The parts
+    of a fused tensor (Phi-3) are gathered together and concatenated."""
+    groups: dict[str, list[Entry]] = {}
     for ent in table(cfg):
-        x = _get(params, ent.path)
-        if isinstance(x, jax.Array) and np.dtype(dtype).itemsize < x.dtype.itemsize:
-            x = x.astype(dtype)
-        full = _to_host(x)
-        if ent.per_layer:
+        groups.setdefault(ent.hf, []).append(ent)
+    for hf, ents in groups.items():
+        fulls = []
+        for ent in ents:
+            x = _get(params, ent.path)
+            if isinstance(x, jax.Array) and np.dtype(dtype).itemsize < x.dtype.itemsize:
+                x = x.astype(dtype)
+            fulls.append(_to_host(x))
+
+        def tensor(i=None):
+            parts = [ent.to_hf(x if i is None else x[i]) for ent, x in zip(ents, fulls)]
+            return np.ascontiguousarray(np.concatenate(parts) if len(parts) > 1 else parts[0]).astype(dtype)
+        if "{i}" in hf:
             for i in range(cfg.num_layers):
-                yield ent.hf.format(i=i), np.ascontiguousarray(ent.to_hf(full[i]).astype(dtype))
+                yield hf.format(i=i), tensor(i)
         else:
-            yield ent.hf, np.ascontiguousarray(ent.to_hf(full).astype(dtype))
+            yield hf, tensor()
 
 
 def _to_host(x) -> np.ndarray:

@@ -6,34 +6,32 @@ rest of the code never sees llama.cpp conventions:
 * the tensors -> `GGUFSource`, a `TensorSource` under transformers Llama state-dict names, each
   tensor dequantized to float32 only when asked for (torch layout [out, in]);
 * the hyper-parameters -> `gguf_hf_config(path)`, a transformers `config.json` dict;
-* the tokenizer -> `gguf_tokenizer(path)`, a `PreTrainedTokenizerFast` built with `tokenizers`.
+* the tokenizer -> `gguf_tokenizer.gguf_tokenizer(path)`, a `PreTrainedTokenizerFast`.
 
-Supported: `general.architecture` "llama" (Llama 1/2/3, SmolLM, TinyLlama, Mistral -- whose GGUFs
-say "llama") and "qwen2", with a byte-level BPE ("gpt2") vocabulary.
+Supported `general.architecture`s: "llama" (Llama 1/2/3, SmolLM, TinyLlama, Mistral -- whose GGUFs
+say "llama"), "qwen2", "qwen3", "gemma3" (text) and "phi3". llama.cpp's converter changes a few
+tensors, undone here: Llama's q/k rows are permuted, Gemma's norm weights are stored plus one,
+Phi-3's longrope factors become tensors.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import gguf
 import numpy as np
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
-from tokenizers.models import BPE
-from transformers import PreTrainedTokenizerFast
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from jaxevo.errors import UnsupportedModelError, WeightsError
 
-SUPPORTED_ARCHS = ("llama", "qwen2")
-_HF_ARCH = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM")}
+_HF_ARCH = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
+            "qwen3": ("qwen3", "Qwen3ForCausalLM"), "gemma3": ("gemma3_text", "Gemma3ForCausalLM"),
+            "phi3": ("phi3", "Phi3ForCausalLM")}
+SUPPORTED_ARCHS = tuple(_HF_ARCH)
 
 # llama.cpp tensor name -> transformers name.
 _TOP_LEVEL = {
@@ -51,19 +49,31 @@ _BLOCK = {
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
     "ffn_norm": "post_attention_layernorm",
+    "attn_q_norm": "self_attn.q_norm",  # Qwen3, Gemma 3
+    "attn_k_norm": "self_attn.k_norm",
+}
+# Where an architecture names things its own way.
+_ARCH_BLOCK = {
+    # Gemma: ffn_norm is the norm before the MLP; the two post-norms have their own names.
+    "gemma3": {"ffn_norm": "pre_feedforward_layernorm", "post_attention_norm": "post_attention_layernorm",
+               "post_ffw_norm": "post_feedforward_layernorm"},
+    # Phi-3 keeps its fused tensors: q/k/v in attn_qkv, gate and up stacked in ffn_up.
+    "phi3": {"attn_qkv": "self_attn.qkv_proj", "ffn_up": "mlp.gate_up_proj"},
 }
 _BLOCK_RE = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 # Tensors with no transformers counterpart: Llama 3.1+ RoPE factors (`gguf_hf_config` turns them
 # back into `rope_scaling`) and the precomputed rotary tables some old converters wrote.
-_IGNORED_RE = re.compile(r"rope_freqs\.weight|blk\.\d+\.attn_rot_embd(\.weight)?")
+# Phi-3's longrope factors are tensors (`gguf_hf_config` reads them back into `rope_scaling`).
+_IGNORED_RE = re.compile(r"rope_freqs\.weight|blk\.\d+\.attn_rot_embd(\.weight)?|rope_factors_(long|short)\.weight")
 
 
-def _hf_name(gguf_name: str) -> str | None:
+def _hf_name(gguf_name: str, arch: str = "llama") -> str | None:
     if gguf_name in _TOP_LEVEL:
         return _TOP_LEVEL[gguf_name]
     m = _BLOCK_RE.fullmatch(gguf_name)
-    if m and m.group(2) in _BLOCK:
-        return f"model.layers.{m.group(1)}.{_BLOCK[m.group(2)]}.{m.group(3)}"
+    block = {**_BLOCK, **_ARCH_BLOCK.get(arch, {})}
+    if m and m.group(2) in block:
+        return f"model.layers.{m.group(1)}.{block[m.group(2)]}.{m.group(3)}"
     return None
 
 
@@ -175,19 +185,19 @@ class GGUFSource:
         self._reader = _open(path)
         self.arch = _architecture(self._reader, path)
         self.n_heads, self.n_kv_heads = _head_counts(self._reader, self.arch)
-        # llama.cpp permutes Q/K only for its "llama" architecture; Qwen2 keeps the HF order.
+        # llama.cpp permutes Q/K only for its "llama" architecture; the others keep the HF order.
         self._permuted = self.arch == "llama"
         self._tensors = {}
         unknown = []
         for t in self._reader.tensors:
-            name = _hf_name(t.name)
+            name = _hf_name(t.name, self.arch)
             if name is not None:
                 self._tensors[name] = t
             elif not _IGNORED_RE.fullmatch(t.name):
                 unknown.append(t.name)
         if unknown:
             raise UnsupportedModelError(
-                f"{self.path.name}: tensors with no Llama/Qwen2 counterpart: {unknown[:8]}"
+                f"{self.path.name}: tensors with no transformers counterpart: {unknown[:8]}"
                 f"{' ...' if len(unknown) > 8 else ''}; this {self.arch!r} variant is not supported"
             )
 
@@ -211,6 +221,8 @@ class GGUFSource:
             ) from e
         # np.array copies: F32 tensors come back as views into the memory-mapped file.
         w = np.array(w, dtype=np.float32).reshape(self.shape(name))
+        if self.arch == "gemma3" and name.endswith("norm.weight"):
+            w = w - 1.0  # llama.cpp stores Gemma's (1 + w) norms as 1 + w
         if self._permuted:
             if name.endswith(("q_proj.weight", "q_proj.bias")):
                 w = unpermute_rope_rows(w, self.n_heads)
@@ -323,142 +335,38 @@ def gguf_hf_config(path: str | os.PathLike) -> dict:
     if model_type == "llama":
         cfg["attention_bias"] = "blk.0.attn_q.bias" in tensor_names
         cfg["mlp_bias"] = False
+    window = key("attention.sliding_window", None)
+    if arch == "gemma3":
+        # What llama.cpp assumes and does not store: every sixth layer global, local RoPE base
+        # 1e4, q scaled by 1/sqrt(head_dim) except in the 27B (62 layers): 1/sqrt(hidden/heads).
+        cfg.update(hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
+                   sliding_window=int(window or 4096), rope_local_base_freq=10000.0,
+                   query_pre_attn_scalar=hidden // n_head if cfg["num_hidden_layers"] == 62 else head_dim,
+                   final_logit_softcapping=key("final_logit_softcapping", None))
+    if arch == "phi3":
+        cfg["sliding_window"] = int(window) if window else None
+        cfg["rope_scaling"] = _phi3_longrope(r, arch)
+        if cfg["rope_scaling"]:
+            cfg["original_max_position_embeddings"] = cfg["rope_scaling"]["original_max_position_embeddings"]
+        dims = key("rope.dimension_count", head_dim)
+        if dims != head_dim:
+            cfg["partial_rotary_factor"] = dims / head_dim  # refused with a clear error by ModelConfig
     return cfg
 
 
-# ---------------------------------------------------------------------------------- tokenizer
+def _phi3_longrope(reader, arch: str) -> dict | None:
+    """Phi-3's longrope parameters: the long/short factors llama.cpp stores as tensors, the
+    original context and attention factor as metadata."""
+    factors = {t.name: t for t in reader.tensors if t.name.startswith("rope_factors_")}
+    if not factors:
+        return None
 
-# llama.cpp's `tokenizer.ggml.pre` names the pre-tokenizer its converter detected. Byte-level
-# vocabularies differ only in how text is split before BPE.
-# GPT-2's split, then digits one by one: SmolLM, StarCoder and friends (llama.cpp applies "\p{N}"
-# first, exactly `pre_tokenizers.Digits(individual_digits=True)`).
-_DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva"}
-_GPT2 = {"default", "gpt2", "gpt-2", "mpt", "olmo", "jais"}
-_SPLITS = {
-    # Llama 3 (tiktoken-style): digits in groups of up to three.
-    **dict.fromkeys(
-        ("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx", "falcon3"),
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    ),
-    # Qwen2: single digits.
-    **dict.fromkeys(
-        ("qwen2", "deepseek-r1-qwen"),
-        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-        r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    ),
-}
-_CONTROL, _USER_DEFINED = 3, 4  # llama.cpp token types
-
-
-def _byte_level_pre_tokenizer(pre: str | None):
-    if pre in _DIGITS_THEN_GPT2:
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ])
-    if pre in _SPLITS:
-        return pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(_SPLITS[pre]), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-    if pre not in _GPT2 and pre is not None:
-        warnings.warn(
-            f"GGUF tokenizer.ggml.pre={pre!r} is unknown to jaxevo; splitting text like GPT-2. "
-            "Token ids may differ from the original tokenizer around digits and whitespace.",
-            stacklevel=3,
-        )
-    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-
-
-def _register_extra_specials(tok, tokens) -> None:
-    """List `tokens` among the tokenizer's special tokens (the kwarg changed name in v5)."""
-    params = inspect.signature(tok.add_special_tokens).parameters
-    if "replace_extra_special_tokens" in params:  # transformers >= 5
-        tok.add_special_tokens({"extra_special_tokens": tokens}, replace_extra_special_tokens=False)
-    else:
-        tok.add_special_tokens(
-            {"additional_special_tokens": tokens}, replace_additional_special_tokens=False)
-
-
-def gguf_tokenizer(path: str | os.PathLike):
-    """A `transformers.PreTrainedTokenizerFast` for the GGUF file `path`, built without torch.
-
-    Byte-level BPE from `tokenizer.ggml.tokens`/`merges`, split the way `tokenizer.ggml.pre` says,
-    control tokens (`<|im_start|>`...) added as special tokens so they encode to single ids,
-    user-defined tokens added as plain added tokens, BOS/EOS added only if the file's
-    `add_bos_token`/`add_eos_token` flags say so, and the file's chat template.
-
-    Differs on purpose from transformers' own GGUF tokenizer for `pre` = "smollm" (SmolLM2):
-    transformers ignores `pre` there and splits with GPT-2's regex alone, while llama.cpp and the
-    upstream tokenizer.json split numeric characters one by one first; we follow upstream, which
-    changes the ids of whitespace runs before digits ("x  42") and of " ½"-like text.
-    SentencePiece GGUFs (`tokenizer.ggml.model` = "llama": Llama 2, Mistral, TinyLlama) are not
-    supported here; load those tokenizers from a Hugging Face directory.
-    """
-    r = _open(path)
-    arch = _meta(r, "general.architecture", "")
-    model = _meta(r, "tokenizer.ggml.model", None)
-    if model != "gpt2":
-        raise UnsupportedModelError(
-            f"{Path(path).name}: GGUF tokenizer model {model!r} is not supported (jaxevo builds "
-            "byte-level BPE, 'gpt2'); load the tokenizer from a Hugging Face directory with "
-            "tokenizer.json instead"
-        )
-    tokens = _meta(r, "tokenizer.ggml.tokens")
-    types = _meta(r, "tokenizer.ggml.token_type", None) or [1] * len(tokens)
-    merges = [tuple(m.split(" ", 1)) for m in _meta(r, "tokenizer.ggml.merges", [])]
-
-    # Every regular token of a byte-level vocabulary is spelled in GPT-2's byte alphabet; a few
-    # converters wrote some as raw UTF-8. Respell those so the BPE model can find them.
-    spelling = bytes_to_unicode()
-    alphabet = set(spelling.values())
-    vocab = {
-        t if set(t) <= alphabet else "".join(spelling[b] for b in t.encode("utf-8")): i
-        for i, t in enumerate(tokens)
-    }
-    backend = Tokenizer(BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",
-                            end_of_word_suffix="", fuse_unk=False))
-    backend.pre_tokenizer = _byte_level_pre_tokenizer(_meta(r, "tokenizer.ggml.pre", None))
-    backend.decoder = decoders.ByteLevel()
-
-    # A control token outside the byte alphabet is a llama.cpp mislabel (transformers skips those
-    # too): adding it would grow the vocabulary past the embedding size.
-    control = [AddedToken(t, special=True, normalized=False)
-               for t, ty in zip(tokens, types) if ty == _CONTROL and set(t) <= alphabet]
-    user = [AddedToken(t, special=False, normalized=False)
-            for t, ty in zip(tokens, types) if ty == _USER_DEFINED and t in vocab]
-    backend.add_special_tokens(control)
-    backend.add_tokens(user)
-
-    def special(key):
-        i = _meta(r, f"tokenizer.ggml.{key}", None)
-        return tokens[i] if i is not None and 0 <= i < len(tokens) else None
-
-    bos, eos = special("bos_token_id"), special("eos_token_id")
-    add_bos = bool(_meta(r, "tokenizer.ggml.add_bos_token", False)) and bos is not None
-    add_eos = bool(_meta(r, "tokenizer.ggml.add_eos_token", False)) and eos is not None
-    single = ([f"{bos}:0"] if add_bos else []) + ["$A:0"] + ([f"{eos}:0"] if add_eos else [])
-    pair = single + ([f"{bos}:1"] if add_bos else []) + ["$B:1"] + ([f"{eos}:1"] if add_eos else [])
-    backend.post_processor = processors.TemplateProcessing(
-        single=single, pair=pair,
-        special_tokens=[(t, vocab[t]) for t in dict.fromkeys((bos, eos)) if t in vocab],
-    )
-
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=bos,
-        eos_token=eos,
-        unk_token=special("unknown_token_id"),
-        pad_token=special("padding_token_id"),
-        add_bos_token=add_bos,
-        add_eos_token=add_eos,
-        chat_template=_meta(r, "tokenizer.chat_template", None),
-        clean_up_tokenization_spaces=False,  # byte-level BPE decodes exactly; never "fix" spaces
-        model_max_length=int(_meta(r, f"{arch}.context_length", 1 << 30)),
-    )
-    named = {bos, eos, special("unknown_token_id"), special("padding_token_id")}
-    extra = [t for t in control if t.content not in named]
-    if extra:
-        _register_extra_specials(tok, extra)
-    return tok
+    def table(name):
+        t = factors[f"rope_factors_{name}.weight"]
+        return [_f32(x) for x in gguf.quants.dequantize(t.data, t.tensor_type).reshape(-1)]
+    out = {"rope_type": "longrope", "long_factor": table("long"), "short_factor": table("short"),
+           "original_max_position_embeddings": int(_meta(reader, f"{arch}.rope.scaling.original_context_length"))}
+    attn = _meta(reader, f"{arch}.rope.scaling.attn_factor", None)
+    if attn is not None:
+        out["attention_factor"] = _f32(attn)
+    return out

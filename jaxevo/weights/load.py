@@ -27,7 +27,8 @@ from jaxevo.runtime import cache_dir
 from jaxevo.sharding import param_shardings
 from jaxevo.weights import embedded
 from jaxevo.weights.convert import load_params
-from jaxevo.weights.gguf import GGUFSource, gguf_hf_config, gguf_tokenizer
+from jaxevo.weights.gguf import GGUFSource, gguf_hf_config
+from jaxevo.weights.gguf_tokenizer import gguf_tokenizer
 from jaxevo.weights.hf import HFDirSource, export_hf
 
 CHECKPOINT_MARKER = "jaxevo.json"

