@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxevo.cli import main
 from jaxevo.config import load_config
 from jaxevo.lora import merge
 from jaxevo.lora.adapters import abstract_adapters
@@ -98,7 +99,7 @@ def test_lora_dpo_learns_reference_is_the_base(tmp_path, precompute_ref):
     _check_only_adapters(t, state, base_before)
 
 
-def test_lora_resume_exact_and_export(tmp_path):
+def test_lora_resume_exact_and_export(tmp_path, capsys):
     """6 steps straight == 3 steps + resume (adapters and Adam state bitwise); checkpoints hold
     the adapters only; the export is the merged model plus a PEFT adapter."""
     args = ("steps=6", "optim.lr=1e-2", "optim.warmup_steps=2", "optim.weight_decay=0.01",
@@ -126,5 +127,16 @@ def test_lora_resume_exact_and_export(tmp_path):
     loaded = load_pretrained(exp, dtype="float32")
     want = jax.device_get(merge(pretrained(0, dtype="float32").params, rest.state.params,
                                 cfg_b.lora))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=0),
-                 jax.device_get(loaded.params), want)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params), want)
+    # the CLI: `jaxevo export --model OUT_DIR` (merged) and `--peft` (the adapter files)
+    assert main(["export", "--model", str(tmp_path / "b"), "--out", str(tmp_path / "m")]) == 0
+    jax.tree.map(np.testing.assert_array_equal,
+                 jax.device_get(load_pretrained(tmp_path / "m", dtype="float32").params), want)
+    assert main(["export", "--model", str(tmp_path / "b"), "--out", str(tmp_path / "p"),
+                 "--peft"]) == 0
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (tmp_path / "p" / f).read_bytes() == (exp / "adapter" / f).read_bytes()
+    capsys.readouterr()
+    assert main(["export", "--model", str(exp / "model"), "--out", str(tmp_path / "q"),
+                 "--peft"]) == 2
+    assert "no LoRA adapter" in capsys.readouterr().err
