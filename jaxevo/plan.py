@@ -255,7 +255,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
                       abstract_param_shapes(mcfg), p_sh)
     parts = build_step(t, mcfg, mesh, ap, max(1, t.steps or 1000))
     obj, ref_forward = parts.objective, parts.ref_forward
-    state = abstract_state(ap, parts.tx, parts.state_shardings)
+    state = abstract_state(parts.trainable, parts.tx, parts.state_shardings)  # LoRA: adapters
     bsh = batch_spec_sharding(mesh)
     b = t.batch_size
     dtypes = {"tokens": jnp.int32, "labels": jnp.int32, "segments": jnp.int32, "positions": jnp.int32}
@@ -264,8 +264,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         parts.needs_reference and not ref_forward) else {}
     batch = Batch(views=views, extras=extras)
     ref = ap if ref_forward else None
+    base = (ap,) if t.lora.enabled else ()  # LoRA: the frozen base is the step's 4th argument
     with use_mesh(mesh):
-        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref))
+        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref, *base))
     n_params = mcfg.num_params()
     tokens = b * seq * len(obj.view_names)
     model_flops = train_model_flops(mcfg, tokens, seq)
@@ -278,7 +279,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         "params": n_params, "ref_forward": ref_forward,
         "state_bytes": {"params": per_device_bytes(state.params),
                         "opt_state": per_device_bytes(state.opt_state),
-                        "batch": per_device_bytes(batch)},
+                        "batch": per_device_bytes(batch),
+                        "frozen_base": per_device_bytes(ap) if base else 0},
+        "lora_rank": t.lora.rank,
         "memory": _memory(compiled) if compiled else {}, "cost": _cost(compiled) if compiled else {},
         "does_not_fit": oom,
         "model_flops_per_step": model_flops,
