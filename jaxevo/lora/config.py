@@ -29,6 +29,7 @@ class LoraSection:
     rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
     init: str = "default"  # A: "default" kaiming-uniform (PEFT's) or "gaussian" N(0, 1/r); B = 0
     quantize_base: str | None = None  # int8 / nf4 frozen base (QLoRA): not implemented yet
+    init_from: str | None = None  # a PEFT adapter directory to start from (rank/targets must match)
 
     def __post_init__(self):
         if self.rank < 0:

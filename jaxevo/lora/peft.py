@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 
-from jaxevo.errors import WeightsError
+from jaxevo.errors import ConfigError, WeightsError
 from jaxevo.lora.adapters import adapter_specs
 from jaxevo.lora.config import TARGETS, LoraSection
 from jaxevo.models.config import ModelConfig
@@ -102,3 +103,19 @@ def read_peft(directory: str | Path, cfg: ModelConfig) -> tuple[LoraSection, dic
             b[i] = np.asarray(f.get(nb), np.float32).T.reshape(b_shape[1:])
         out[t] = {"lora_a": a, "lora_b": b}
     return lcfg, out
+
+
+def load_start(lcfg: LoraSection, cfg: ModelConfig, shardings) -> dict:
+    """The adapters of ``lcfg.init_from`` (a PEFT directory) laid out in ``shardings``; a
+    `ConfigError` when its rank, alpha, scaling or targets differ from ``lcfg``."""
+    got, adapters = read_peft(lcfg.init_from, cfg)
+    mine = (lcfg.rank, float(lcfg.alpha), lcfg.rslora, lcfg.target_names)
+    theirs = (got.rank, got.alpha, got.rslora, got.target_names)
+    if mine != theirs:
+        raise ConfigError(
+            f"lora.init_from={lcfg.init_from}: the adapter has rank={got.rank}, alpha={got.alpha}, "
+            f"rslora={got.rslora}, targets={list(got.target_names)}; this phase has "
+            f"rank={lcfg.rank}, alpha={lcfg.alpha}, rslora={lcfg.rslora}, "
+            f"targets={list(lcfg.target_names)}: set the lora keys to the adapter's")
+    dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
+    return jax.tree.map(lambda a, sh: jax.device_put(a.astype(dtype), sh), adapters, shardings)

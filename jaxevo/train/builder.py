@@ -27,6 +27,7 @@ import optax
 from jaxevo.config import to_dict
 from jaxevo.errors import ConfigError
 from jaxevo.lora.adapters import abstract_adapters, adapter_shardings, init_adapters
+from jaxevo.lora.peft import load_start
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
@@ -197,9 +198,10 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
     state, restored = _restore(cfg, ckpt, parts.trainable, parts)
     base = params if cfg.lora.enabled else None
-    if state is None and base is not None:  # LoRA hook: fresh adapters (B = 0) over the base
-        adapters = init_adapters(cfg.lora, mcfg, jax.random.key(cfg.seed),
-                                 parts.state_shardings.params)
+    if state is None and base is not None:  # LoRA hook: fresh adapters (B = 0) or a PEFT start
+        a_sh = parts.state_shardings.params
+        adapters = (load_start(cfg.lora, mcfg, a_sh) if cfg.lora.init_from else
+                    init_adapters(cfg.lora, mcfg, jax.random.key(cfg.seed), a_sh))
         state = init_state(adapters, parts.tx, cfg.seed, parts.state_shardings)
     elif state is None:
         state = init_state(params, parts.tx, cfg.seed, parts.state_shardings)

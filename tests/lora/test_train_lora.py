@@ -12,7 +12,9 @@ import pytest
 
 from jaxevo.cli import main
 from jaxevo.config import load_config
+from jaxevo.errors import ConfigError
 from jaxevo.lora import merge
+from jaxevo.lora.peft import write_peft
 from jaxevo.lora.adapters import abstract_adapters
 from jaxevo.train import TrainConfig, train
 from jaxevo.train.builder import build
@@ -140,3 +142,20 @@ def test_lora_resume_exact_and_export(tmp_path, capsys):
     assert main(["export", "--model", str(exp / "model"), "--out", str(tmp_path / "q"),
                  "--peft"]) == 2
     assert "no LoRA adapter" in capsys.readouterr().err
+
+
+def test_start_from_a_peft_adapter(tmp_path):
+    """lora.init_from: a PEFT adapter becomes the starting state (and a mismatch is refused)."""
+    pre = pretrained(0, dtype="float32")
+    cfg = lora_config(tmp_path / "a", "steps=1")
+    rng = np.random.RandomState(3)
+    ad = jax.tree.map(lambda s: rng.normal(0, 0.05, s.shape).astype(np.float32),
+                      abstract_adapters(cfg.lora, pre.cfg))
+    write_peft(ad, cfg.lora, pre.cfg, tmp_path / "peft")
+    t = build(lora_config(tmp_path / "b", "steps=1", f"lora.init_from={tmp_path / 'peft'}"),
+              pretrained=pre, records=sft_records(8))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(t.state.params), ad)
+    with pytest.raises(ConfigError, match="the adapter has rank=8"):
+        build(lora_config(tmp_path / "c", "steps=1", "lora.rank=4",
+                          f"lora.init_from={tmp_path / 'peft'}"),
+              pretrained=pretrained(0, dtype="float32"), records=sft_records(8))
