@@ -39,6 +39,7 @@ from jaxevo.train.config import TrainConfig
 from jaxevo.train.state import TrainState
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
+from jaxevo.weights.convert import _to_host
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
         params, extra = state.params, None
         if t.base is not None:  # LoRA: the merged model, and the adapters (PEFT format) beside it
             params = merge(t.base, state.params, cfg.lora)
-            extra = lambda d: write_peft(state.params, cfg.lora, t.model_cfg,  # noqa: E731
+            # Gathered on every process (a collective; adapters are small), written by process 0.
+            adapters = jax.tree.map(_to_host, state.params)
+            extra = lambda d: write_peft(adapters, cfg.lora, t.model_cfg,  # noqa: E731
                                          d / "adapter", base_model=str(cfg.model.path))
         export_dir = export_model(
             params, t.model_cfg, Path(cfg.out_dir) / "final", tokenizer=t.tokenizer,
