@@ -46,18 +46,21 @@ def adapter_shardings(lcfg: LoraSection, cfg: ModelConfig, mesh) -> dict:
             for t, ab in adapter_specs(lcfg, cfg).items()}
 
 
+# Adapters train in f32 whatever the base's param_dtype (a bf16 base is frozen, so its rounding
+# never accumulates; Adam on bf16 adapters would lose small updates).
+ADAPTER_DTYPE = jnp.float32
+
+
 def abstract_adapters(lcfg: LoraSection, cfg: ModelConfig) -> dict:
-    dtype = jnp.dtype(cfg.param_dtype)
-    return {t: {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, _) in ab.items()}
+    return {t: {k: jax.ShapeDtypeStruct(shape, ADAPTER_DTYPE) for k, (shape, _) in ab.items()}
             for t, ab in adapter_specs(lcfg, cfg).items()}
 
 
 def init_adapters(lcfg: LoraSection, cfg: ModelConfig, rng: jax.Array, shardings=None) -> dict:
-    """Fresh adapters in ``cfg.param_dtype``: B = 0 (so the first forward is the base model's);
+    """Fresh f32 adapters: B = 0 (so the first forward is the base model's);
     A per ``lcfg.init``: PEFT's ``default`` (kaiming-uniform, a=sqrt(5): U(+-1/sqrt(fan_in))) or
     ``gaussian`` (N(0, 1/r))."""
     specs = adapter_specs(lcfg, cfg)
-    dtype = jnp.dtype(cfg.param_dtype)
 
     def make(key):
         out = {}
@@ -68,7 +71,7 @@ def init_adapters(lcfg: LoraSection, cfg: ModelConfig, rng: jax.Array, shardings
             else:
                 bound = 1.0 / math.sqrt(math.prod(a_shape[1:-1]))
                 a = jax.random.uniform(k, a_shape, jnp.float32, -bound, bound)
-            out[t] = {"lora_a": a.astype(dtype), "lora_b": jnp.zeros(b_shape, dtype)}
+            out[t] = {"lora_a": a, "lora_b": jnp.zeros(b_shape, ADAPTER_DTYPE)}
         return out
     return jax.jit(make, out_shardings=shardings)(rng)
 

@@ -117,5 +117,4 @@ def load_start(lcfg: LoraSection, cfg: ModelConfig, shardings) -> dict:
             f"rslora={got.rslora}, targets={list(got.target_names)}; this phase has "
             f"rank={lcfg.rank}, alpha={lcfg.alpha}, rslora={lcfg.rslora}, "
             f"targets={list(lcfg.target_names)}: set the lora keys to the adapter's")
-    dtype = np.dtype(jax.numpy.dtype(cfg.param_dtype))
-    return jax.tree.map(lambda a, sh: jax.device_put(a.astype(dtype), sh), adapters, shardings)
+    return jax.tree.map(lambda a, sh: jax.device_put(a, sh), adapters, shardings)  # f32
