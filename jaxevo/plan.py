@@ -257,7 +257,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
                       abstract_param_shapes(mcfg), p_sh)
     parts = build_step(t, mcfg, mesh, ap, max(1, t.steps or 1000))
     obj, ref_forward = parts.objective, parts.ref_forward
-    state = abstract_state(ap, parts.tx, parts.state_shardings)
+    state = abstract_state(parts.trainable, parts.tx, parts.state_shardings)  # LoRA: adapters
     bsh = batch_spec_sharding(mesh)
     b = t.batch_size
     dtypes = {"tokens": jnp.int32, "labels": jnp.int32, "segments": jnp.int32, "positions": jnp.int32}
@@ -268,8 +268,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         extras = policy_extras(t.objective, b, seq, bsh)
     batch = Batch(views=views, extras=extras)
     ref = ap if ref_forward else None
+    base = (ap,) if t.lora.enabled else ()  # LoRA: the frozen base is the step's 4th argument
     with use_mesh(mesh):
-        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref))
+        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref, *base))
         logps = None
         if needs_logps_forward(t.objective):  # the no-grad forward of old / reference log-probs
             fn = token_logps_fn(mcfg, mesh, chunk=t.logprob_chunk, vocab_chunk=t.vocab_chunk)
@@ -286,7 +287,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         "params": n_params, "ref_forward": ref_forward,
         "state_bytes": {"params": per_device_bytes(state.params),
                         "opt_state": per_device_bytes(state.opt_state),
-                        "batch": per_device_bytes(batch)},
+                        "batch": per_device_bytes(batch),
+                        "frozen_base": per_device_bytes(ap) if base else 0},
+        "lora_rank": t.lora.rank,
         "memory": _memory(compiled) if compiled else {}, "cost": _cost(compiled) if compiled else {},
         "does_not_fit": oom,
         **({"logps_forward": _memory(logps)} if logps is not None else {}),

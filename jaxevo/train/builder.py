@@ -26,6 +26,8 @@ import optax
 
 from jaxevo.config import to_dict
 from jaxevo.errors import ConfigError
+from jaxevo.lora.adapters import abstract_adapters, adapter_shardings, init_adapters
+from jaxevo.lora.peft import load_start
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
@@ -54,7 +56,8 @@ class StepParts:
     tx: optax.GradientTransformation
     schedule: optax.Schedule
     state_shardings: TrainState
-    step: Callable  # step(state, batch, ref_params=None) -> (state, metrics); `.jitted` to lower
+    step: Callable  # step(state, batch, ref_params=None, base_params=None) -> (state, metrics)
+    trainable: Any  # abstract tree of what the state trains: the params, or the LoRA adapters
 
 
 def check_batch(cfg: TrainConfig, mesh) -> None:
@@ -78,13 +81,18 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
     ref_cfg = ref_cfg or model_cfg
     p_sh = param_shardings(model_cfg, mesh)
     tx, schedule = make_optimizer(cfg.optim, total)
-    st_sh = state_shardings(p_sh, tx, abstract_params, mesh)
+    trainable, t_sh = abstract_params, p_sh
+    if cfg.lora.enabled:  # LoRA hook: the state trains (and checkpoints) the adapters only
+        trainable = abstract_adapters(cfg.lora, model_cfg)
+        t_sh = adapter_shardings(cfg.lora, model_cfg, mesh)
+    st_sh = state_shardings(t_sh, tx, trainable, mesh)
     step = make_train_step(
         model_cfg, objective, cfg.objective, tx, schedule, mesh=mesh, state_shardings=st_sh,
         num_micro=cfg.num_micro, chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
         ref_forward=ref_forward, ref_cfg=ref_cfg,
-        ref_shardings=param_shardings(ref_cfg, mesh) if ref_forward else None)
-    return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step)
+        ref_shardings=param_shardings(ref_cfg, mesh) if ref_forward else None,
+        lora=cfg.lora, base_shardings=p_sh)
+    return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step, trainable)
 
 
 # ----------------------------------------------------------------------------- data
@@ -144,6 +152,7 @@ class Trainer:
     total: int  # optimizer steps of the whole phase (the schedule's length)
     restored_step: int | None  # the checkpoint resumed from, None for a fresh start
     stats: dict[str, Any]  # data statistics (+ reference_s)
+    base: Any = None  # LoRA: the frozen base params (the state holds the adapters); else None
 
     def meta(self, step: int) -> dict[str, Any]:
         """What a checkpoint of ``step`` records besides the state (the data position: resume)."""
@@ -187,18 +196,28 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     parts = build_step(cfg, mcfg, mesh, abstract_params, total, ref_cfg=ref.cfg)
 
     ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
-    state, restored = _restore(cfg, ckpt, abstract_params, parts)
-    if state is None:
+    state, restored = _restore(cfg, ckpt, parts.trainable, parts)
+    base = params if cfg.lora.enabled else None
+    if state is None and base is not None:  # LoRA hook: fresh adapters (B = 0) or a PEFT start
+        a_sh = parts.state_shardings.params
+        adapters = (load_start(cfg.lora, mcfg, a_sh) if cfg.lora.init_from else
+                    init_adapters(cfg.lora, mcfg, jax.random.key(cfg.seed), a_sh))
+        state = init_state(adapters, parts.tx, cfg.seed, parts.state_shardings)
+    elif state is None:
         state = init_state(params, parts.tx, cfg.seed, parts.state_shardings)
         if ref_params is not None and any(a is b for a, b in zip(jax.tree.leaves(state.params),
                                                                  jax.tree.leaves(ref_params))):
             ref_params = jax.tree.map(lambda x: x.copy(), ref_params)  # the state is donated
     del params
-    step = functools.partial(parts.step, ref_params=ref_params) if parts.ref_forward else parts.step
+    step = parts.step
+    if parts.ref_forward:
+        step = functools.partial(step, ref_params=ref_params)
+    if base is not None:
+        step = functools.partial(step, base_params=base)
     stream = BatchStream(data, cfg.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
                          pad_to_multiple=cfg.data.pad_to_multiple)
     return Trainer(cfg, mesh, mcfg, tokenizer, objective, state, step, stream, ckpt,
-                   int(fetch(state.step)), total, restored, stats)
+                   int(fetch(state.step)), total, restored, stats, base)
 
 
 @dataclasses.dataclass(frozen=True)

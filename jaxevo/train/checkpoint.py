@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -148,8 +148,10 @@ def close_quietly(ckpt: Checkpointer) -> None:
 
 
 def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
-                 info: dict[str, Any] | None = None, dtype: str = "float32") -> Path:
-    """Write ``out_dir`` = ``jaxevo.json`` + ``model/`` (HF format), atomically.
+                 info: dict[str, Any] | None = None, dtype: str = "float32",
+                 extra: Callable[[Path], Any] | None = None) -> Path:
+    """Write ``out_dir`` = ``jaxevo.json`` + ``model/`` (HF format), atomically; ``extra(dir)``
+    writes more into the directory before it is renamed into place (LoRA: ``adapter/``).
 
     The directory is built under a temporary name and renamed into place, so a reader never sees
     a half-written export; an older export at ``out_dir`` is replaced only once the new one is
@@ -168,6 +170,8 @@ def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     export_hf(host, cfg, tmp / "model", tokenizer=tokenizer, dtype=dtype)
+    if extra is not None:
+        extra(tmp)
     marker = {"format": "jaxevo-checkpoint", "model_dir": "model", **(info or {})}
     (tmp / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=2, default=str))
     old = out.with_name(out.name + ".old-export")

@@ -6,6 +6,7 @@
     optim:      AdamW, schedule, clipping
     checkpoint: Orbax directory layout, cadence, retention, export
     log:        metrics JSONL / TensorBoard / progress bar
+    lora:       low-rank adapters (rank 0 = off: every weight trains), see `jaxevo.lora`
     top level:  out_dir, steps/epochs, batch sizes, mesh, seed
 """
 
@@ -15,6 +16,7 @@ import dataclasses
 from typing import Any, Literal
 
 from jaxevo.errors import ConfigError
+from jaxevo.lora.config import LoraSection
 from jaxevo.templates import REFINE_TEMPLATE, TRAIN_FEEDBACK_TEMPLATE
 
 
@@ -107,6 +109,7 @@ class TrainConfig:
     optim: OptimSection = OptimSection()
     checkpoint: CheckpointSection = CheckpointSection()
     log: LogSection = LogSection()
+    lora: LoraSection = LoraSection()
 
     def __post_init__(self):
         mb = self.micro_batch_size or self.batch_size

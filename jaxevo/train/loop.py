@@ -29,6 +29,8 @@ from jaxevo import preemption
 from jaxevo.dirlock import DirLock
 from jaxevo.config import to_dict
 from jaxevo.errors import JaxevoError
+from jaxevo.lora.adapters import merge
+from jaxevo.lora.peft import write_peft
 from jaxevo.plugins import load_plugins
 from jaxevo.train.batches import Batch
 from jaxevo.train.builder import Trainer, build
@@ -38,6 +40,7 @@ from jaxevo.train.config import TrainConfig
 from jaxevo.train.state import TrainState
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
+from jaxevo.weights.convert import _to_host
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +124,17 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
 
     export_dir = None
     if cfg.checkpoint.export and done == t.total:
+        params, extra = state.params, None
+        if t.base is not None:  # LoRA: the merged model, and the adapters (PEFT format) beside it
+            params = merge(t.base, state.params, cfg.lora)
+            # Gathered on every process (a collective; adapters are small), written by process 0.
+            adapters = jax.tree.map(_to_host, state.params)
+            extra = lambda d: write_peft(adapters, cfg.lora, t.model_cfg,  # noqa: E731
+                                         d / "adapter", base_model=str(cfg.model.path))
         export_dir = export_model(
-            state.params, t.model_cfg, Path(cfg.out_dir) / "final", tokenizer=t.tokenizer,
+            params, t.model_cfg, Path(cfg.out_dir) / "final", tokenizer=t.tokenizer,
             info={"step": t.total, "objective": t.objective.name, "base_model": cfg.model.path,
-                  "config": to_dict(cfg)})
+                  "config": to_dict(cfg)}, extra=extra)
     return TrainResult(state=state, steps=done, history=history, out_dir=Path(cfg.out_dir),
                        export_dir=export_dir, stats=stats)
 

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxevo.lora import LoraSection, merge as lora_merge
 from jaxevo.losses import token_logprobs
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import gathered
@@ -93,21 +94,30 @@ def make_train_step(
     ref_forward: bool = False,
     ref_cfg: ModelConfig | None = None,
     ref_shardings: Any = None,
+    lora: LoraSection | None = None,
+    base_shardings: Any = None,
 ):
-    """Build the jitted step ``step(state, batch[, ref_params]) -> (state, metrics)``.
+    """Build the jitted step ``step(state, batch[, ref_params, base_params]) -> (state, metrics)``.
 
     ``metrics`` (all replicated scalars): ``loss``, ``grad_norm`` (before clipping), ``param_norm``,
     ``lr``, ``finite`` (1.0 when the update was applied) and, for every objective metric ``m``,
     ``m/sum`` and ``m/count`` (divide on the host: see `finalize_metrics`).
     ``ref_forward=True`` runs the frozen ``ref_params`` through ``ref_cfg`` every step instead of
     reading ``ref/<view>`` from the batch.
+    ``lora`` (enabled): ``state.params`` are the adapters only (gradients and optimizer state for
+    them alone); the frozen ``base_params`` come as an argument and the forward uses
+    ``base + scale * A @ B`` (`jaxevo.lora.merge`, inside the jit). A reference forward then gets
+    the base itself as ``ref_params`` (adapters off): no second model is held.
     """
     names = objective.view_names
     needs_ref = objective.needs_reference(hp)
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     ref_cfg = ref_cfg or cfg
+    lora = lora if lora is not None and lora.enabled else None
 
-    def loss_fn(params, micro, norm, ref_params):
+    def loss_fn(params, micro, norm, ref_params, base):
+        if lora is not None:  # LoRA hook: the model sees the merged weights
+            params = lora_merge(jax.lax.stop_gradient(base), params, lora)
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
         if needs_ref and ref_forward:
             ref_out = forward_views(jax.lax.stop_gradient(ref_params), ref_cfg, micro.views, names,
@@ -131,26 +141,27 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch, ref_params=None):
+    def step(state: TrainState, batch, ref_params=None, base_params=None):
         b = batch.size
         norm = {"examples": jnp.asarray(b, jnp.float32)}
         for v in names:
             norm[f"tokens/{v}"] = jnp.sum(batch.views[v]["labels"] >= 0).astype(jnp.float32)
         if num_micro == 1:
-            (loss, metrics), grads = grad_fn(state.params, batch, norm, ref_params)
+            (loss, metrics), grads = grad_fn(state.params, batch, norm, ref_params, base_params)
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             mb = b // num_micro
             constrain = (NamedSharding(mesh, P(None, BATCH_AXES)) if mb % n_batch_dev == 0 else None)
             micro = jax.tree.map(lambda x: _split_micro(x, num_micro, constrain), batch)
             first = jax.tree.map(lambda x: x[0], micro)
-            _, m_shape = jax.eval_shape(loss_fn, state.params, first, norm, ref_params)
+            _, m_shape = jax.eval_shape(loss_fn, state.params, first, norm, ref_params,
+                                        base_params)
             zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
 
             def body(carry, mbatch):
                 g_acc, l_acc, m_acc = carry
-                (l, m), g = grad_fn(state.params, mbatch, norm, ref_params)
+                (l, m), g = grad_fn(state.params, mbatch, norm, ref_params, base_params)
                 g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
                 m_acc = jax.tree.map(jnp.add, m_acc, m)
                 return (g_acc, l_acc + l, m_acc), None
@@ -187,11 +198,15 @@ def make_train_step(
     rep = NamedSharding(mesh, P())
     bsh = batch_spec_sharding(mesh)
     in_sh = (state_shardings, bsh, ref_shardings if ref_forward else None)
+    if lora is not None:  # the frozen base: a fourth argument, never donated
+        in_sh += (base_shardings,)
     jitted = jax.jit(step, in_shardings=in_sh, out_shardings=(state_shardings, rep),
                      donate_argnums=(0,))
 
-    def call(state, batch, ref_params=None):
+    def call(state, batch, ref_params=None, base_params=None):
         with use_mesh(mesh):
+            if lora is not None:
+                return jitted(state, batch, ref_params, base_params)
             return jitted(state, batch, ref_params)
 
     call.jitted = jitted

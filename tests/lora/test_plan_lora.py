@@ -1,0 +1,42 @@
+"""`jaxevo plan` with `train.lora.rank`: the state is the adapters (and their Adam moments), the
+base is a frozen argument; compiled on the 8-device CPU mesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jaxevo.lora import LoraSection, num_adapter_params
+from jaxevo.models.config import ModelConfig
+from tests.conftest import TINY_HF
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_plan_reports_lora_state(tmp_path):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({
+        "model_config": str(tmp_path / "config.json"), "seq_len": 64,
+        "train": {"mesh": [1, 4, 2], "batch_size": 8, "lora": {"rank": 4},
+                  "objective": {"name": "preference", "precompute_ref": False}},
+        "sample": {"batch": 8, "prompt_length": 32, "max_new_tokens": 16},
+        "target": {"accelerator": "v5p-16", "platform": "cpu"}}))
+    (tmp_path / "config.json").write_text(json.dumps(TINY_HF["llama3"]))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env.pop("XLA_FLAGS", None)
+    p = subprocess.run([sys.executable, "-m", "jaxevo.cli", "plan", "--config", str(cfg),
+                        "--json", str(tmp_path / "plan.json")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    tr, n = plan["train"], plan["params"]
+    n_ad = num_adapter_params(LoraSection(rank=4), ModelConfig.from_hf(TINY_HF["llama3"]))
+    sb = tr["state_bytes"]
+    assert tr["lora_rank"] == 4 and not tr["does_not_fit"]
+    # adapters in f32, each split over fsdp and/or tensor or replicated (rank-only leaves: none)
+    assert n_ad * 4 / 8 <= sb["params"] <= n_ad * 4
+    assert sb["opt_state"] >= 2 * sb["params"] - 1024  # Adam moments of the adapters only
+    assert n * 4 / 8 <= sb["frozen_base"] <= n * 4 / 4 + 4096  # the base: an argument, sharded
