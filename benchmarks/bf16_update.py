@@ -1,0 +1,151 @@
+"""What one AdamW step does to the weights the forward sees, in fp32 and bf16 compute.
+
+    python benchmarks/bf16_update.py [--lrs 1e-7 1e-6 1e-5 1e-4] [--out benchmarks/results/bf16_update.json]
+
+Model: the embedded SmolLM2-135M-Instruct (fp32 master weights from its Q4_1 GGUF). Data: 8
+arithmetic preference pairs (chosen: the right sum, rejected: a wrong one), DPO sigmoid, beta 0.1.
+For each compute precision (fp32; bf16 rounded to nearest; bf16 rounded stochastically with the
+run's fixed bits, jaxevo's default; bf16 stochastic with fresh bits per step, for comparison):
+
+* the reference log-probs are the step-0 compute copy's (so step 1 has loss ln 2, margin 0);
+* the gradient at the master weights w0 through that copy, clipped to norm 1, gives AdamW's first
+  update u(lr) = lr * u(1) (no weight decay; exactly linear in lr), w1 = w0 + u;
+* for every lr: the fraction of compute-copy entries that changed, |copy(w1) - copy(w0)| / |u|
+  (the effective update's norm against the optimizer's), <copy(w1) - copy(w0), u> / <u, u> (how
+  far along the optimizer's direction the copy moved, 1 = as asked), and the DPO loss and reward
+  margin after the step.
+
+Also reports where the master weights sit on the bf16 grid (exactly on it, exactly halfway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxevo.train.batches import tokenize_views
+from jaxevo.train.config import OptimSection
+from jaxevo.train.objectives import get_objective
+from jaxevo.train.optim import make_optimizer
+from jaxevo.train.precision import AS_STORED, compute_copy, rounding_key
+from jaxevo.train.step import forward_views
+from jaxevo.weights.load import load_pretrained
+
+MODEL = "smollm2-135m-instruct"
+BETA = 0.1
+
+
+def arithmetic_pairs(n: int = 8) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for _ in range(n):
+        a, b = (int(x) for x in rng.integers(10, 99, 2))
+        wrong = a + b + int(rng.choice([-10, -1, 1, 10]))
+        rows.append({"prompt": f"What is {a} + {b}? Answer with the number.",
+                     "chosen": f"{a} + {b} = {a + b}. The answer is {a + b}.",
+                     "rejected": f"{a} + {b} = {wrong}. The answer is {wrong}."})
+    return rows
+
+
+def grid_positions(params) -> dict:
+    """Fractions of the rounded (non-scale) fp32 weights exactly on / halfway between bf16 values."""
+    on = tie = total = 0
+    for path, x in jax.tree_util.tree_leaves_with_path(params):
+        if str(getattr(path[-1], "key", path[-1])) in AS_STORED:
+            continue
+        low = np.asarray(x, np.float32).view(np.uint32) & 0xFFFF
+        on += int((low == 0).sum())
+        tie += int((low == 0x8000).sum())
+        total += low.size
+    return {"on_grid": on / total, "halfway": tie / total, "weights": total}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-7, 1e-6, 1e-5, 1e-4])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    t_start = time.time()
+
+    pre = load_pretrained(MODEL, dtype="float32", param_dtype="float32")
+    w0, tok = pre.params, pre.tokenizer
+    obj = get_objective("preference")
+    data = tokenize_views(arithmetic_pairs(), obj.views, tok, max_length=128, chat_template=True,
+                          pad_to_multiple=16)
+    views = data.take(np.arange(data.num_examples), 16).views
+    names = obj.view_names
+    arms = {"float32": ("float32", "nearest", False), "bf16 nearest": ("bfloat16", "nearest", False),
+            "bf16 stochastic (fixed bits)": ("bfloat16", "stochastic", False),
+            "bf16 stochastic (fresh bits)": ("bfloat16", "stochastic", True)}
+    tx, _ = make_optimizer(OptimSection(lr=1.0, schedule="constant", clip_norm=1.0), 1)
+    report = {"grid": grid_positions(w0), "pairs": len(arithmetic_pairs()), "lrs": args.lrs, "arms": {}}
+    print("master weights on the bf16 grid:", report["grid"])
+
+    for arm, (dtype, rounding, fresh) in arms.items():
+        cfg = pre.cfg.replace(dtype=dtype)
+        k0 = rounding_key(0)
+        k1 = jax.random.fold_in(k0, 1) if fresh else k0
+
+        @jax.jit
+        def logps(p, key):
+            out = forward_views(compute_copy(p, rounding, dtype, key), cfg, views, names, chunk=64)
+            return {v: out[v][2] for v in names}
+
+        ref = logps(w0, k0)
+
+        def dpo(p, key):
+            lp = logps(p, key)
+            z = BETA * ((lp["chosen"] - ref["chosen"]) - (lp["rejected"] - ref["rejected"]))
+            return jnp.mean(-jax.nn.log_sigmoid(z)), jnp.mean(z)
+
+        def loss_at(p, key):
+            out = forward_views(compute_copy(p, rounding, dtype, key), cfg, views, names, chunk=64)
+            z = BETA * ((out["chosen"][2] - ref["chosen"]) - (out["rejected"][2] - ref["rejected"]))
+            return jnp.mean(-jax.nn.log_sigmoid(z))
+
+        # Weights go in as arguments: closed over, XLA would constant-fold 0.5 GB of them.
+        loss0, margin0 = (float(x) for x in jax.jit(dpo)(w0, k0))
+        g = jax.jit(jax.grad(loss_at))(w0, k0)
+        unit, _ = tx.update(g, tx.init(w0), w0)  # AdamW's first update at lr = 1
+
+        @jax.jit
+        def measure(lr, w0, unit):
+            u = jax.tree.map(lambda x: lr * x, unit)
+            w1 = optax.apply_updates(w0, u)
+            c0 = compute_copy(w0, rounding, dtype, k0)
+            c1 = compute_copy(w1, rounding, dtype, k1)
+            cast = lambda t: jax.tree.map(lambda x: x.astype(dtype), t)  # noqa: E731 (the model's cast)
+            d = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), cast(c1), cast(c0))
+            uu = sum(jnp.vdot(x, x) for x in jax.tree.leaves(u))
+            changed = sum(jnp.sum(x != 0) for x in jax.tree.leaves(d))
+            n = sum(x.size for x in jax.tree.leaves(d))
+            loss1, margin1 = dpo(w1, k1)
+            return {"changed": changed / n,
+                    "norm_ratio": optax.tree.norm(d) / jnp.sqrt(uu),
+                    "along": sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(d), jax.tree.leaves(u))) / uu,
+                    "loss": loss1, "margin": margin1}
+
+        rows = {}
+        for lr in args.lrs:
+            m = {k: float(v) for k, v in measure(jnp.float32(lr), w0, unit).items()}
+            rows[f"{lr:g}"] = m
+            print(f"{arm:30s} lr {lr:7.0e}  changed {m['changed']:.4f}  |d|/|u| {m['norm_ratio']:8.2f}  "
+                  f"along {m['along']:7.3f}  loss {m['loss']:.4f}  margin {m['margin']:+.4f}", flush=True)
+        report["arms"][arm] = {"step0": {"loss": loss0, "margin": margin0}, "after_one_step": rows}
+    report["wall_s"] = round(time.time() - t_start, 1)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
