@@ -21,6 +21,7 @@ Also reports where the master weights sit on the bf16 grid (exactly on it, exact
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -28,13 +29,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxevo.train.batches import tokenize_views
 from jaxevo.train.config import OptimSection
 from jaxevo.train.objectives import get_objective
 from jaxevo.train.optim import make_optimizer
-from jaxevo.train.precision import AS_STORED, compute_copy, rounding_key
+from jaxevo.train.precision import AS_STORED, compute_copy, copy_leaf, rounding_key, rounds
 from jaxevo.train.step import forward_views
 from jaxevo.weights.load import load_pretrained
 
@@ -115,26 +115,36 @@ def main():
         g = jax.jit(jax.grad(loss_at))(w0, k0)
         unit, _ = tx.update(g, tx.init(w0), w0)  # AdamW's first update at lr = 1
 
-        @jax.jit
-        def measure(lr, w0, unit):
-            u = jax.tree.map(lambda x: lr * x, unit)
-            w1 = optax.apply_updates(w0, u)
-            c0 = compute_copy(w0, rounding, dtype, k0)
-            c1 = compute_copy(w1, rounding, dtype, k1)
-            cast = lambda t: jax.tree.map(lambda x: x.astype(dtype), t)  # noqa: E731 (the model's cast)
-            d = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), cast(c1), cast(c0))
-            uu = sum(jnp.vdot(x, x) for x in jax.tree.leaves(u))
-            changed = sum(jnp.sum(x != 0) for x in jax.tree.leaves(d))
-            n = sum(x.size for x in jax.tree.leaves(d))
-            loss1, margin1 = dpo(w1, k1)
-            return {"changed": changed / n,
-                    "norm_ratio": optax.tree.norm(d) / jnp.sqrt(uu),
-                    "along": sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(d), jax.tree.leaves(u))) / uu,
-                    "loss": loss1, "margin": margin1}
+        del g
+        flat = jax.tree_util.tree_flatten_with_path(w0)[0]
+        units = jax.tree.leaves(unit)
+
+        @functools.partial(jax.jit, static_argnums=(3, 4))
+        def leaf_stats(lr, w, un, index, rounded):
+            """Sums over one leaf: changed entries, |d|^2, <d, u>, <u, u> (d: the copy's move)."""
+            u = lr * un
+            w1 = w + u
+            if rounded and rounding == "stochastic" and dtype == "bfloat16":
+                c0, c1 = copy_leaf(w, index, k0), copy_leaf(w1, index, k1)
+            else:
+                c0, c1 = w, w1
+            d = c1.astype(dtype).astype(jnp.float32) - c0.astype(dtype).astype(jnp.float32)
+            return jnp.stack([jnp.sum(d != 0).astype(jnp.float32), jnp.vdot(d, d), jnp.vdot(d, u),
+                              jnp.vdot(u, u)])
+
+        dpo_j = jax.jit(dpo)
+        step_to = jax.jit(lambda lr, w, un: jax.tree.map(lambda a, b: a + lr * b, w, un))
+
+        def measure(lr):
+            s = sum(leaf_stats(lr, w, un, i, rounds(path, w))
+                    for i, ((path, w), un) in enumerate(zip(flat, units)))
+            loss1, margin1 = dpo_j(step_to(lr, w0, unit), k1)
+            return {"changed": s[0] / sum(w.size for _, w in flat), "norm_ratio": jnp.sqrt(s[1] / s[3]),
+                    "along": s[2] / s[3], "loss": loss1, "margin": margin1}
 
         rows = {}
         for lr in args.lrs:
-            m = {k: float(v) for k, v in measure(jnp.float32(lr), w0, unit).items()}
+            m = {k: float(v) for k, v in measure(jnp.float32(lr)).items()}
             rows[f"{lr:g}"] = m
             print(f"{arm:30s} lr {lr:7.0e}  changed {m['changed']:.4f}  |d|/|u| {m['norm_ratio']:8.2f}  "
                   f"along {m['along']:7.3f}  loss {m['loss']:.4f}  margin {m['margin']:+.4f}", flush=True)

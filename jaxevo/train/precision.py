@@ -65,12 +65,17 @@ def compute_copy(params, rounding: Rounding, compute_dtype, key: jax.Array | Non
     if rounding != "stochastic":
         raise ValueError(f"rounding={rounding!r}: choose one of {ROUNDINGS}")
     flat, tree = jax.tree_util.tree_flatten_with_path(params)
-    out = []
-    for i, (path, p) in enumerate(flat):
-        if p.dtype != jnp.float32 or _leaf_name(path) in AS_STORED:
-            out.append(p)
-            continue
-        bits = jax.random.bits(jax.random.fold_in(key, i), p.shape, jnp.uint32)
-        rounded = stochastic_round_bf16(jax.lax.stop_gradient(p), bits)
-        out.append(p + jax.lax.stop_gradient(rounded - p))  # exact: |rounded - p| < one bf16 step
+    out = [copy_leaf(p, i, key) if rounds(path, p) else p for i, (path, p) in enumerate(flat)]
     return jax.tree_util.tree_unflatten(tree, out)
+
+
+def rounds(path, p) -> bool:
+    """Whether `compute_copy` rounds this leaf (fp32, not a norm scale)."""
+    return p.dtype == jnp.float32 and _leaf_name(path) not in AS_STORED
+
+
+def copy_leaf(p: jax.Array, index: int, key: jax.Array) -> jax.Array:
+    """Leaf ``index`` (in flattening order) of `compute_copy`'s stochastic copy, shape of ``p``."""
+    bits = jax.random.bits(jax.random.fold_in(key, index), p.shape, jnp.uint32)
+    rounded = stochastic_round_bf16(jax.lax.stop_gradient(p), bits)
+    return p + jax.lax.stop_gradient(rounded - p)  # exact: |rounded - p| < one bf16 step
