@@ -8,8 +8,9 @@ For each compute precision (fp32; bf16 rounded to nearest; bf16 rounded stochast
 run's fixed bits, jaxevo's default; bf16 stochastic with fresh bits per step, for comparison):
 
 * the reference log-probs are the step-0 compute copy's (so step 1 has loss ln 2, margin 0);
-* the gradient at the master weights w0 through that copy, clipped to norm 1, gives AdamW's first
-  update u(lr) = lr * u(1) (no weight decay; exactly linear in lr), w1 = w0 + u;
+* the gradient g at the master weights w0 through that copy, clipped to norm 1, gives AdamW's
+  first update u(lr) = -lr * g / (|g| + eps) (bias-corrected moments g and g^2, no weight decay),
+  w1 = w0 + u;
 * for every lr: the fraction of compute-copy entries that changed, |copy(w1) - copy(w0)| / |u|
   (the effective update's norm against the optimizer's), <copy(w1) - copy(w0), u> / <u, u> (how
   far along the optimizer's direction the copy moved, 1 = as asked), and the DPO loss and reward
@@ -29,17 +30,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxevo.train.batches import tokenize_views
-from jaxevo.train.config import OptimSection
 from jaxevo.train.objectives import get_objective
-from jaxevo.train.optim import make_optimizer
 from jaxevo.train.precision import AS_STORED, compute_copy, copy_leaf, rounding_key, rounds
 from jaxevo.train.step import forward_views
 from jaxevo.weights.load import load_pretrained
 
 MODEL = "smollm2-135m-instruct"
 BETA = 0.1
+EPS = 1e-8  # AdamW's epsilon (OptimSection.eps)
 
 
 def arithmetic_pairs(n: int = 8) -> list[dict]:
@@ -84,7 +85,6 @@ def main():
     arms = {"float32": ("float32", "nearest", False), "bf16 nearest": ("bfloat16", "nearest", False),
             "bf16 stochastic (fixed bits)": ("bfloat16", "stochastic", False),
             "bf16 stochastic (fresh bits)": ("bfloat16", "stochastic", True)}
-    tx, _ = make_optimizer(OptimSection(lr=1.0, schedule="constant", clip_norm=1.0), 1)
     report = {"grid": grid_positions(w0), "pairs": len(arithmetic_pairs()), "lrs": args.lrs, "arms": {}}
     print("master weights on the bf16 grid:", report["grid"])
 
@@ -113,8 +113,10 @@ def main():
         # Weights go in as arguments: closed over, XLA would constant-fold 0.5 GB of them.
         loss0, margin0 = (float(x) for x in jax.jit(dpo)(w0, k0))
         g = jax.jit(jax.grad(loss_at))(w0, k0)
-        unit, _ = tx.update(g, tx.init(w0), w0)  # AdamW's first update at lr = 1
-
+        # AdamW's first update at lr 1, without its 1 GB of moments: clip to norm 1, then
+        # m_hat / (sqrt(v_hat) + eps) = g / (|g| + eps).
+        scale = jnp.minimum(1.0, 1.0 / optax.tree.norm(g))
+        unit = jax.tree.map(lambda x: -(x * scale) / (jnp.abs(x * scale) + EPS), g)
         del g
         flat = jax.tree_util.tree_flatten_with_path(w0)[0]
         units = jax.tree.leaves(unit)
