@@ -1,12 +1,18 @@
 """DPO train step: jaxevo vs TRL's DPOTrainer, same model, data, batch and precision, one run.
 
     python benchmarks/train_step.py [--steps 3] [--pairs 4] [--length 256] [--dtype float32]
+                                    [--rounding stochastic] [--also bfloat16:nearest float32]
                                     [--out benchmarks/results/train_step.json]
 
 * Model: SmolLM2-135M-Instruct (the embedded default; TRL reads the same converted HF directory).
 * Data: ``--pairs`` preference pairs whose prompt+chosen and prompt+rejected are exactly
   ``--length`` tokens (TRL tokenises the text and truncates to ``max_length``; jaxevo trains on
   the very token ids TRL produced, with the same prompt/completion split).
+* Precision: fp32 weights on both sides. ``--dtype bfloat16`` is mixed precision on both: TRL's
+  ``bf16=True`` (autocast: bf16 matmuls, fp32 master weights and AdamW) and jaxevo's bf16 compute
+  copy of its fp32 master weights, rounded as ``--rounding`` says. ``--also`` times further
+  jaxevo arms (``dtype[:rounding]``) on the same ids in the same run, for their loss curves and
+  speed (e.g. the fp32 step against the bf16 one).
 * Both sides precompute the reference log-probs before timing (TRL ``precompute_ref_log_probs``,
   jaxevo's default), so a step is one policy forward + backward of 2·pairs sequences + AdamW.
 * Each framework runs in its own subprocess: s/step is the best (min) of ``--steps`` steps after
@@ -102,8 +108,8 @@ def trl_worker(args) -> dict:
     torch.manual_seed(0)
     d = hf_dir_for(MODEL)
     tok = AutoTokenizer.from_pretrained(d)
-    dt = getattr(torch, args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=dt)
+    # fp32 weights; bf16=True below autocasts the compute (the counterpart of jaxevo's bf16 copy).
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     rng = random.Random(0)
     rows = [{"prompt": _text(rng, args.prompt_tokens), "chosen": " " + _text(rng, args.length),
              "rejected": " " + _text(rng, args.length)} for _ in range(args.pairs)]
@@ -150,7 +156,8 @@ def jax_worker(args, ids) -> dict:
     from jaxevo.sharding import make_mesh, param_shardings
     from jaxevo.train.batches import TokenizedData
     from jaxevo.train.builder import build_step
-    from jaxevo.train.config import ObjectiveSection, OptimSection, TrainConfig
+    from jaxevo.train.config import ModelSection, ObjectiveSection, OptimSection, TrainConfig
+    from jaxevo.train.precision import compute_copy, rounding_key
     from jaxevo.train.reference import attach_reference, compute_reference_logps
     from jaxevo.train.state import init_state
     from jaxevo.train.step import finalize_metrics
@@ -176,16 +183,20 @@ def jax_worker(args, ids) -> dict:
         arrays.update({f"{view}/{k}": v for k, v in a.items()})
     data = TokenizedData(arrays=arrays, views=("chosen", "rejected"), stats={})
     tcfg = TrainConfig(batch_size=n, logprob_chunk=args.chunk, vocab_chunk=args.vocab_chunk,
+                       model=ModelSection(dtype=args.dtype, rounding=args.rounding),
                        objective=ObjectiveSection(name="preference", loss_type="sigmoid", beta=0.1),
                        optim=OptimSection(lr=1e-6, schedule="constant", clip_norm=1.0))
     ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pre.params)
     parts = build_step(tcfg, cfg, mesh, ap, 100)  # the step `jaxevo train` builds
     p_sh = param_shardings(cfg, mesh)
     t0 = time.perf_counter()
-    ref = compute_reference_logps(pre.params, cfg, data, parts.objective.view_names, mesh=mesh,
+    ref_params = jax.jit(compute_copy, static_argnums=(1, 2))(pre.params, args.rounding, args.dtype,
+                                                              rounding_key(tcfg.seed))  # as `build`
+    ref = compute_reference_logps(ref_params, cfg, data, parts.objective.view_names, mesh=mesh,
                                   param_shardings=p_sh, batch_size=n, chunk=args.chunk,
                                   pad_to_multiple=1)
     ref_s = time.perf_counter() - t0
+    del ref_params
     data = attach_reference(data, ref)
     state = init_state(pre.params, parts.tx, 0, parts.state_shardings)
     del pre
@@ -199,7 +210,8 @@ def jax_worker(args, ids) -> dict:
         times.append(time.perf_counter() - t0)
         losses.append(m["loss"])
     steady = sorted(times[1:])
-    return {"s_per_step": steady[0], "median_s_per_step": steady[len(steady) // 2],
+    return {"dtype": args.dtype, "rounding": args.rounding,
+            "s_per_step": steady[0], "median_s_per_step": steady[len(steady) // 2],
             "step_times": times, "losses": losses, "compile_plus_first_s": times[0], "reference_s": ref_s, "peak_rss_mb": _rss_mb(),
             "jax": jax.__version__, "devices": str(jax.devices()),
             "matmul_flops": matmul_peak_jax(args.dtype, args.shapes)}
@@ -236,6 +248,10 @@ def main():
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--length", type=int, default=256)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--rounding", default="stochastic", choices=["stochastic", "nearest"],
+                    help="jaxevo's bf16 compute copy (model.rounding)")
+    ap.add_argument("--also", nargs="*", default=[],
+                    help="more jaxevo arms on the same ids, each dtype[:rounding]")
     ap.add_argument("--chunk", type=int, default=64, help="jaxevo log-prob sequence chunk")
     ap.add_argument("--vocab-chunk", type=int, default=None)
     ap.add_argument("--remat", default="dots_no_batch",
@@ -260,12 +276,19 @@ def main():
 
     common = ["--steps", str(args.steps), "--pairs", str(args.pairs), "--length",
               str(args.length), "--dtype", args.dtype, "--chunk", str(args.chunk),
-              "--remat", args.remat] + (["--vocab-chunk", str(args.vocab_chunk)] if args.vocab_chunk else [])
+              "--remat", args.remat, "--rounding", args.rounding] + (["--vocab-chunk", str(args.vocab_chunk)] if args.vocab_chunk else [])
     t0 = time.time()
     trl = _run("trl", args, common)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(trl.pop("ids"), f)
     jx = _run("jax", args, common + ["--ids", f.name])
+    extra = {}
+    for arm in args.also:
+        dtype, _, rounding = arm.partition(":")
+        argv = [a for a in common]
+        argv[argv.index("--dtype") + 1] = dtype
+        argv[argv.index("--rounding") + 1] = rounding or args.rounding
+        extra[arm] = _run("jax", args, argv + ["--ids", f.name])
     os.unlink(f.name)
     flops = flops_per_step(args.pairs, args.length)
     report = {"config": {k: getattr(args, k) for k in ("steps", "pairs", "length", "dtype", "chunk",
@@ -279,6 +302,9 @@ def main():
         r["mfu"] = flops / r["s_per_step"] / peak
         r["achieved_gflops"] = flops / r["s_per_step"] / 1e9
         report[name] = r
+    for arm, r in extra.items():
+        r["vs_main_arm_speed"] = r["s_per_step"] / jx["s_per_step"]
+        report[f"jaxevo {arm}"] = r
     report["speedup"] = trl["s_per_step"] / jx["s_per_step"]
     report["memory_ratio"] = jx["peak_rss_mb"] / trl["peak_rss_mb"]
     report["wall_s"] = time.time() - t0
@@ -292,6 +318,11 @@ def main():
           f"TRL {trl['s_per_step']:.2f} s/step ({trl['peak_rss_mb']:.0f} MB peak, MFU "
           f"{trl['mfu']:.0%}), jaxevo {jx['s_per_step']:.2f} s/step ({jx['peak_rss_mb']:.0f} MB, "
           f"MFU {jx['mfu']:.0%}); speedup {report['speedup']:.2f}x")
+    print(f"losses: TRL {[round(x, 5) for x in trl['losses']]}")
+    print(f"        jaxevo {args.dtype}/{args.rounding} {[round(x, 5) for x in jx['losses']]}")
+    for arm, r in extra.items():
+        print(f"        jaxevo {arm} {[round(x, 5) for x in r['losses']]}: {r['s_per_step']:.2f} "
+              f"s/step, {jx['s_per_step'] / r['s_per_step']:.2f}x the main arm's speed")
 
 
 if __name__ == "__main__":

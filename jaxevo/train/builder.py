@@ -35,6 +35,7 @@ from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.objectives import Objective, get_objective
 from jaxevo.train.optim import make_optimizer
+from jaxevo.train.precision import compute_copy, rounding_key
 from jaxevo.train.recorded_config import check_and_record, has_checkpoint, note_resume_step
 from jaxevo.train.reference import (attach_reference, cached_reference_logps,
                                     compute_reference_logps, fingerprint, reference_model_id)
@@ -91,7 +92,7 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
         num_micro=cfg.num_micro, chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
         ref_forward=ref_forward, ref_cfg=ref_cfg,
         ref_shardings=param_shardings(ref_cfg, mesh) if ref_forward else None,
-        lora=cfg.lora, base_shardings=p_sh)
+        lora=cfg.lora, base_shardings=p_sh, rounding=cfg.model.rounding, seed=cfg.seed)
     return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step, trainable)
 
 
@@ -233,23 +234,29 @@ def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, para
     """Reference log-probs once (cached in ``out_dir``), or the weights for a per-step forward."""
     if not objective.needs_reference(cfg.objective):
         return _Reference(data, None, mcfg, None)
+    # The reference runs on the compute copy the policy's first step sees (same rounding, same
+    # bits), so with the initial weights as reference the first margin is exactly zero.
+    rounding = cfg.model.rounding
+    precision = cfg.model.dtype if rounding == "nearest" else f"{cfg.model.dtype}/{rounding}/{cfg.seed}"
     if cfg.model.reference:
         rp = load_pretrained(cfg.model.reference, dtype=cfg.model.dtype,
                              param_dtype=cfg.model.param_dtype, mesh=mesh)
         ref_params, ref_cfg = rp.params, rp.cfg
-        ref_id = reference_model_id(cfg.model.reference, cfg.model.dtype)
+        ref_id = reference_model_id(cfg.model.reference, precision)
     else:
         # The initial weights are the reference. `init_state` copies them into the (donated)
         # state, so these arrays stay valid and unchanged.
         ref_params, ref_cfg = params, mcfg
-        ref_id = reference_model_id("<in-memory>" if in_memory else cfg.model.path, cfg.model.dtype)
+        ref_id = reference_model_id("<in-memory>" if in_memory else cfg.model.path, precision)
     if not cfg.objective.precompute_ref:
         return _Reference(data, ref_params, ref_cfg, None)
     t0 = time.time()
     key = fingerprint(data, objective.view_names, ref_id)
+    copy = jax.jit(compute_copy, static_argnums=(1, 2))
     logps = cached_reference_logps(Path(cfg.out_dir) / "reference_logps.npz", key,
                                    lambda: compute_reference_logps(
-        ref_params, ref_cfg, data, objective.view_names, mesh=mesh,
+        copy(ref_params, rounding, ref_cfg.dtype, rounding_key(cfg.seed)), ref_cfg, data,
+        objective.view_names, mesh=mesh,
         param_shardings=param_shardings(ref_cfg, mesh), batch_size=cfg.objective.ref_batch_size,
         chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
         pad_to_multiple=cfg.data.pad_to_multiple, progress=cfg.log.progress))

@@ -25,6 +25,10 @@ class ModelSection:
     path: str = "smollm2-135m-instruct"  # HF dir, .gguf, jaxevo checkpoint dir or embedded name
     dtype: str = "bfloat16"  # compute dtype (activations, matmul inputs)
     param_dtype: str = "float32"  # master weights and optimizer state
+    # How the fp32 master weights become the bf16 compute copy (jaxevo/train/precision.py):
+    # stochastic = unbiased, so updates below one bf16 step train as asked (docs/numerics.md);
+    # nearest = the plain cast (bf16 moves such updates by a whole step or not at all).
+    rounding: Literal["stochastic", "nearest"] = "stochastic"
     remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
     # Reference model of a preference phase; None = the initial `path` weights.
     reference: str | None = None

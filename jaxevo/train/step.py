@@ -34,6 +34,7 @@ from jaxevo.models.layers import gathered
 from jaxevo.models.transformer import Transformer, causal_mask, lm_head_weight
 from jaxevo.sharding import use_mesh
 from jaxevo.train.objectives import LossInputs, Objective
+from jaxevo.train.precision import compute_copy, rounding_key
 from jaxevo.train.state import TrainState
 
 BATCH_AXES = ("data", "fsdp")
@@ -96,6 +97,8 @@ def make_train_step(
     ref_shardings: Any = None,
     lora: LoraSection | None = None,
     base_shardings: Any = None,
+    rounding: str = "nearest",
+    seed: int = 0,
 ):
     """Build the jitted step ``step(state, batch[, ref_params, base_params]) -> (state, metrics)``.
 
@@ -103,11 +106,13 @@ def make_train_step(
     ``lr``, ``finite`` (1.0 when the update was applied) and, for every objective metric ``m``,
     ``m/sum`` and ``m/count`` (divide on the host: see `finalize_metrics`).
     ``ref_forward=True`` runs the frozen ``ref_params`` through ``ref_cfg`` every step instead of
-    reading ``ref/<view>`` from the batch.
+    reading ``ref/<view>`` from the batch. ``rounding``: how the master weights become the compute
+    copy the forward sees (`jaxevo.train.precision.compute_copy`; its bits from ``seed``).
     ``lora`` (enabled): ``state.params`` are the adapters only (gradients and optimizer state for
     them alone); the frozen ``base_params`` come as an argument and the forward uses
-    ``base + scale * A @ B`` (`jaxevo.lora.merge`, inside the jit). A reference forward then gets
-    the base itself as ``ref_params`` (adapters off): no second model is held.
+    ``base + scale * A @ B`` (`jaxevo.lora.merge`, inside the jit), rounded to the compute copy
+    after the merge. A reference forward then gets the base itself as ``ref_params`` (adapters
+    off): no second model is held.
     """
     names = objective.view_names
     needs_ref = objective.needs_reference(hp)
@@ -116,12 +121,16 @@ def make_train_step(
     lora = lora if lora is not None and lora.enabled else None
 
     def loss_fn(params, micro, norm, ref_params, base):
-        if lora is not None:  # LoRA hook: the model sees the merged weights
-            params = lora_merge(jax.lax.stop_gradient(base), params, lora)
+        if lora is not None:  # LoRA hook: the model sees the merged weights, rounded once merged
+            params = compute_copy(lora_merge(jax.lax.stop_gradient(base), params, lora), rounding,
+                                  cfg.dtype, rounding_key(seed))
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
         if needs_ref and ref_forward:
-            ref_out = forward_views(jax.lax.stop_gradient(ref_params), ref_cfg, micro.views, names,
-                                    chunk=chunk, vocab_chunk=vocab_chunk)
+            # Rounded like the policy's copy: the initial weights as reference give zero margin.
+            ref_c = compute_copy(jax.lax.stop_gradient(ref_params), rounding, ref_cfg.dtype,
+                                 rounding_key(seed))
+            ref_out = forward_views(ref_c, ref_cfg, micro.views, names, chunk=chunk,
+                                    vocab_chunk=vocab_chunk)
             ref = {v: jax.lax.stop_gradient(ref_out[v][2]) for v in names}
         elif needs_ref:
             ref = {v: micro.extras[f"ref/{v}"] for v in names}
@@ -146,22 +155,26 @@ def make_train_step(
         norm = {"examples": jnp.asarray(b, jnp.float32)}
         for v in names:
             norm[f"tokens/{v}"] = jnp.sum(batch.views[v]["labels"] >= 0).astype(jnp.float32)
+        # The same copy for every micro-batch; its gradient is the master weights' (straight-through).
+        # With LoRA the trained params are the adapters: loss_fn rounds the merged weights instead.
+        params = state.params if lora is not None else compute_copy(state.params, rounding, cfg.dtype,
+                                                                      rounding_key(seed))
         if num_micro == 1:
-            (loss, metrics), grads = grad_fn(state.params, batch, norm, ref_params, base_params)
+            (loss, metrics), grads = grad_fn(params, batch, norm, ref_params, base_params)
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             mb = b // num_micro
             constrain = (NamedSharding(mesh, P(None, BATCH_AXES)) if mb % n_batch_dev == 0 else None)
             micro = jax.tree.map(lambda x: _split_micro(x, num_micro, constrain), batch)
             first = jax.tree.map(lambda x: x[0], micro)
-            _, m_shape = jax.eval_shape(loss_fn, state.params, first, norm, ref_params,
+            _, m_shape = jax.eval_shape(loss_fn, params, first, norm, ref_params,
                                         base_params)
             zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
 
             def body(carry, mbatch):
                 g_acc, l_acc, m_acc = carry
-                (l, m), g = grad_fn(state.params, mbatch, norm, ref_params, base_params)
+                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params)
                 g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
                 m_acc = jax.tree.map(jnp.add, m_acc, m)
                 return (g_acc, l_acc + l, m_acc), None
