@@ -31,19 +31,21 @@ def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     gold = [g for g in groups if g["item"].get("answer") not in (None, "")]
     if any(g["responses"] for g in gold) and scorer.score is not verifier:
         agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)
-                 for g in gold for r, v in zip(g["responses"], verifier(g, {}))]
-        info["judge_agreement"] = sum(agree) / len(agree)
+                 for g in gold for r, v in zip(g["responses"], verifier(g, {})) if r["score"] is not None]
+        info["judge_agreement"] = sum(agree) / max(1, len(agree))
     write_jsonl(out / "scored.jsonl", groups)
-    scores = [r["score"] for g in groups for r in g["responses"]]
-    samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
-    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": len(scores),
+    everything = [r["score"] for g in groups for r in g["responses"]]
+    scores = [s for s in everything if s is not None]  # None: the judge stated no verdict
+    samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample" and r["score"] is not None]
+    return {"mean_score": sum(scores) / max(1, len(scores)), "responses": len(everything),
+            "ungraded": len(everything) - len(scores),
             "accepted_samples": sum(r["score"] >= ctx.cfg.select.min_score for r in samples),
             **info}
 
 
 def _score(scorer: Scorer, group: dict, params) -> None:
     for r, s in zip(group["responses"], scorer(group, params)):
-        r["score"] = float(s)
+        r["score"] = None if s is None else float(s)
 
 
 def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, params):

@@ -1,0 +1,108 @@
+"""The LLM-judge scorers: scores from a scripted judge, ungraded responses kept out of the data,
+and a round whose score stage runs a separate judge model."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from jaxevo.config import load_config
+from jaxevo.evolve import select
+from jaxevo.evolve.config import EvolveConfig
+from jaxevo.evolve.driver import run_evolve
+from jaxevo.evolve.rundir import read_jsonl
+from jaxevo.evolve.scorers import SCORERS
+from jaxevo.errors import ConfigError
+from jaxevo.judging.judge import Judge, JudgeSettings
+from jaxevo.sampling.api import Sampler
+from tests.evolve.conftest import SHRINK
+
+
+class Scripted:
+    def __init__(self, rule):
+        self.rule, self.calls = rule, 0
+
+    def generate(self, prompts, sampling=None, *, chat=True, progress=None):
+        self.calls += 1
+        return [[SimpleNamespace(text=self.rule(p))] for p in prompts]
+
+
+def _group(*texts):
+    return {"item": {"id": "p1", "prompt": "Say something"}, "prompt": "Say something",
+            "responses": [{"text": t, "kind": "sample", "finish": "eos"} for t in texts]}
+
+
+def _shown(req):
+    return [re.search(rf"Assistant {x}'s Answer\]\n(.*?)\n\[The End", req, re.S).group(1) for x in "AB"]
+
+
+def test_rubric_judge_normalises_and_leaves_ungraded_none():
+    grades = {"great": "Rating: [[10]]", "fine": "Rating: [[4]]", "odd": "no idea"}
+    judge = Judge(Scripted(lambda req: grades[re.search(r"Answer\]\n(\w+)", req).group(1)]))
+    scores = SCORERS.get("rubric_judge")(_group("great", "fine", "odd"), {"judge": judge})
+    assert scores == [1.0, pytest.approx(3 / 9), None]
+
+
+def test_pairwise_judge_scores_are_mean_preferences():
+    # the judge prefers the longer answer and says "tie" ([[C]]) for equal lengths
+    def rule(req):
+        a, b = _shown(req)
+        return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+    judge = Judge(Scripted(rule))
+    scores = SCORERS.get("pairwise_judge")(_group("ccc", "a", "bb", "zz"), {"judge": judge})
+    # ccc beats all 3; a loses all 3; bb beats a, loses to ccc, ties zz; zz the same
+    assert scores == [1.0, 0.0, pytest.approx(0.5), pytest.approx(0.5)]
+    assert judge.sampler.calls == 1  # the 6 pairs x 2 orders in one batch
+
+
+def test_ungraded_responses_are_neither_accepted_nor_paired():
+    g = _group("a", "b", "c")
+    for r, s in zip(g["responses"], [None, 0.9, 0.1]):
+        r["score"] = s
+    sft = select.build_sft([g], min_score=0.0, require_format=False)
+    assert [x["response"] for x in sft] == ["b"]
+    pairs = select.build_pairs([g], min_margin=0.5)
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("b", "c")]
+    g["responses"][2]["score"] = None
+    assert select.build_pairs([g], min_margin=0.0) == []  # one graded response: no pair
+
+
+def test_judge_scorer_needs_its_set_up():
+    with pytest.raises(ConfigError, match="needs its round set-up"):
+        SCORERS.get("pairwise_judge")(_group("a", "b"), {"seed": 0})
+
+
+RECIPE = """
+stages: [prompts, generate, score, data]
+run: {dir: runs/j, rounds: 1, seed: 0, recipe: judged}
+prompts: {source: {type: arithmetic, split: train, n: 64, levels: [1]}}
+score: {scorer: pairwise_judge, params: {max_new_tokens: 6}}
+select: {sft: accepted, pairs: none}
+eval: {before: false, source: {type: arithmetic, split: test, n: 6, levels: [1]}}
+"""
+
+
+def test_a_round_scores_with_a_separate_judge_model(tmp_path, tiny_model, monkeypatch):
+    loaded = []
+    load = Sampler.load.__func__
+    monkeypatch.setattr(Sampler, "load", classmethod(lambda cls, model, **kw: (loaded.append(str(model)),
+                                                                               load(cls, model, **kw))[1]))
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(tiny_model, judge_dir)  # another path: loaded as its own model
+    (tmp_path / "r.yaml").write_text(RECIPE)
+    cfg = load_config(EvolveConfig, tmp_path / "r.yaml", [
+        f"run.dir={tmp_path / 'run'}", f"model.path={tiny_model}", *SHRINK, "run.rounds=1",
+        "prompts.per_round=3", f"score.judge_model={judge_dir}"])
+    m = run_evolve(cfg, {})
+    st = m["rounds"]["1"]["stages"]
+    groups = read_jsonl(tmp_path / "run" / "round_001" / "score" / "scored.jsonl")
+    scores = [r["score"] for g in groups for r in g["responses"]]
+    assert len(scores) == 3 * cfg.sample.n and st["score"]["responses"] == len(scores)
+    # a random judge rarely states a verdict: every score is None or a mean preference
+    assert all(s is None or s in (0.0, 0.5, 1.0) for s in scores)
+    assert st["score"]["ungraded"] == sum(s is None for s in scores)
+    assert loaded == [tiny_model, str(judge_dir)]  # the policy samples, the judge scores
+    assert JudgeSettings.from_mapping(cfg.score.params).max_new_tokens == 6
