@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -25,13 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.errors import WeightsError
-from jaxevo.models.config import ModelConfig
+from jaxevo.models.config import SUPPORTED, ModelConfig
 from jaxevo.models.reward import SCORE_HF_NAME, reward_logits
 from jaxevo.sampling.params import batch_bucket, length_bucket
 from jaxevo.sampling.placement import rows_sharding
 from jaxevo.sharding import use_mesh
-from jaxevo.weights.hf import HFDirSource
+from jaxevo.weights.hf import INDEX, HFDirSource, export_dtype, export_hf
 from jaxevo.weights.load import hf_dir_for, load_pretrained
+from jaxevo.weights.safetensors_io import SafetensorsFile, write_safetensors
 
 Prompt = str | Sequence[Mapping[str, str]]
 
@@ -133,3 +135,31 @@ class RewardModel:
 
     def _mesh_ctx(self):
         return contextlib.nullcontext() if self.mesh is None else use_mesh(self.mesh)
+
+
+def export_reward_hf(params: Any, cfg: ModelConfig, out_dir: str | Path, tokenizer=None, *,
+                     pad_token_id: int | None = None, dtype: str = "float32") -> Path:
+    """Write `{"decoder", "score" [E, 1]}` as a transformers `*ForSequenceClassification` directory
+    (`AutoModelForSequenceClassification.from_pretrained` loads it; so does `RewardModel.load`).
+
+    The decoder's tensors go through `export_hf`; the head goes in a file of its own, listed with
+    them in the safetensors index (transformers would read a lone model.safetensors and miss it)."""
+    out = export_hf(params["decoder"], cfg.replace(tie_word_embeddings=True), out_dir, tokenizer, dtype=dtype)
+    if (out / "model.safetensors").exists():  # one shard: name it as a shard, so the index rules
+        (out / "model.safetensors").replace(out / "model-00001.safetensors")
+    index_path = out / INDEX
+    index = json.loads(index_path.read_text()) if index_path.exists() else {
+        "metadata": {"total_size": (out / "model-00001.safetensors").stat().st_size},
+        "weight_map": {n: "model-00001.safetensors" for n in SafetensorsFile(out / "model-00001.safetensors").keys()}}
+    head = np.ascontiguousarray(np.asarray(jax.device_get(params["score"]), np.float32).T.astype(export_dtype(dtype)))
+    write_safetensors(out / "score.safetensors", [(SCORE_HF_NAME, head)])
+    index["weight_map"][SCORE_HF_NAME] = "score.safetensors"
+    index_path.write_text(json.dumps(index, indent=2))
+    hf = json.loads((out / "config.json").read_text())
+    hf["architectures"] = [SUPPORTED[cfg.model_type].replace("ForCausalLM", "ForSequenceClassification")]
+    hf["num_labels"] = head.shape[0]
+    hf["id2label"], hf["label2id"] = {str(i): f"LABEL_{i}" for i in range(head.shape[0])}, \
+        {f"LABEL_{i}": i for i in range(head.shape[0])}
+    hf["pad_token_id"] = pad_token_id if pad_token_id is not None else cfg.pad_token_id
+    (out / "config.json").write_text(json.dumps(hf, indent=2))
+    return out

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from jaxevo.errors import WeightsError  # noqa: E402
-from jaxevo.judging.reward_model import RewardModel  # noqa: E402
+from jaxevo.judging.reward_model import RewardModel, export_reward_hf  # noqa: E402
 from jaxevo.weights.hf import export_hf  # noqa: E402
 from tests.conftest import random_params, tiny_cfg  # noqa: E402
 from tests.sampling.helpers import PAD, byte_tokenizer, tiny_hf  # noqa: E402
@@ -94,3 +94,18 @@ def test_not_a_reward_model_is_refused(tmp_path):
     export_hf(random_params(cfg), cfg, tmp_path / "lm", tokenizer=byte_tokenizer())
     with pytest.raises(WeightsError, match="not a reward model"):
         RewardModel.load(str(tmp_path / "lm"), dtype="float32")
+
+
+def test_export_loads_in_transformers_with_the_same_scores(tmp_path):
+    family = "qwen2"  # q/k/v biases too
+    import jax.numpy as jnp
+    cfg = tiny_cfg(family).replace(vocab_size=260, tie_word_embeddings=True, pad_token_id=PAD)
+    params = {"decoder": random_params(cfg),
+              "score": jnp.asarray(np.random.RandomState(1).randn(cfg.hidden_size, 1).astype(np.float32))}
+    d = export_reward_hf(params, cfg, tmp_path / "rm", byte_tokenizer())
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(d, dtype=torch.float32).eval()
+    ref = _torch_scores(model, SEQS, False)
+    ours = RewardModel(cfg, params, byte_tokenizer(), pad_token_id=PAD).score_ids(SEQS)
+    assert np.abs(np.array(ours) - ref).max() <= 1e-4 and np.std(ref) > 1e-2
+    again = RewardModel.load(str(d), dtype="float32").score_ids(SEQS, left_pad=True)
+    assert np.abs(np.array(again) - ref).max() <= 1e-4
