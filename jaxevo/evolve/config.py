@@ -96,6 +96,7 @@ class ScoreSection:
     scorer: str = "verifier"  # a key of jaxevo.evolve.scorers.SCORERS
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     judge_model: str | None = None  # scorer "judge": the model that writes the feedback
+    reward_model: str | None = None  # scorer "reward_model": a *ForSequenceClassification directory
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,7 @@ and a round whose score stage runs a separate judge model."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from types import SimpleNamespace
@@ -16,9 +17,11 @@ from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.rundir import read_jsonl
 from jaxevo.evolve.scorers import SCORERS
 from jaxevo.errors import ConfigError
+from jaxevo.evolve.judge_scorers import normalize_group
 from jaxevo.judging.judge import Judge, JudgeSettings
+from jaxevo.judging.reward_model import RewardModel
 from jaxevo.sampling.api import Sampler
-from tests.evolve.conftest import SHRINK
+from tests.evolve.conftest import SHRINK, recipe
 
 
 class Scripted:
@@ -106,3 +109,63 @@ def test_a_round_scores_with_a_separate_judge_model(tmp_path, tiny_model, monkey
     assert st["score"]["ungraded"] == sum(s is None for s in scores)
     assert loaded == [tiny_model, str(judge_dir)]  # the policy samples, the judge scores
     assert JudgeSettings.from_mapping(cfg.score.params).max_new_tokens == 6
+
+
+def test_normalize_group_hand_computed():
+    assert normalize_group([1.0, 2.0, 6.0], "none") == [1.0, 2.0, 6.0]
+    assert normalize_group([1.0, 2.0, 6.0], "center") == [-2.0, -1.0, 3.0]
+    sd = (14 / 3) ** 0.5  # population std of (-2, -1, 3)
+    assert normalize_group([1.0, 2.0, 6.0], "zscore") == pytest.approx([-2 / sd, -1 / sd, 3 / sd])
+    assert normalize_group([4.0, 4.0], "zscore") == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="normalize='rank'"):
+        normalize_group([1.0], "rank")
+
+
+def test_reward_model_scorer_scores_the_conversation():
+    class FakeRM:
+        def score(self, prompts, completions):
+            return [float(len(p) + len(c)) for p, c in zip(prompts, completions)]
+    g = _group("a", "bbb")
+    fn = SCORERS.get("reward_model")
+    assert fn(g, {"reward_model": FakeRM()}) == [14.0, 16.0]  # len("Say something") = 13
+    assert fn(g, {"reward_model": FakeRM(), "normalize": "center"}) == [-1.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tmp_path_factory, tiny_model):
+    """A random reward model on the tiny policy's decoder and tokenizer (SmolLM2's chat template)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxevo.judging.reward_model import export_reward_hf
+    from jaxevo.weights.load import load_pretrained
+    pre = load_pretrained(tiny_model)
+    head = jnp.asarray(np.random.RandomState(0).randn(pre.cfg.hidden_size, 1).astype(np.float32))
+    return str(export_reward_hf({"decoder": pre.params, "score": head}, pre.cfg,
+                                tmp_path_factory.mktemp("rm") / "rm", pre.tokenizer))
+
+
+def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path, tiny_model, tiny_reward_model):
+    extra = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
+             "score.scorer=reward_model", f"score.reward_model={tiny_reward_model}",
+             "score.params.normalize=zscore", "score.params.dtype=float32",
+             "select.pairs=score", "select.min_margin=0.5", "select.control=false"]
+    cfg, raw = recipe("evolve", tmp_path / "killed", tiny_model, *extra)
+    stages = [s for s in cfg.stages if s != "control"]
+    cfg = dataclasses.replace(cfg, stages=tuple(stages))
+    raw["stages"] = stages
+    # killed after every stage up to the data in turn (the later ones are the recipe's own, as
+    # tests/evolve/test_resume.py checks), resumed each time
+    for stage in stages[: stages.index("data") + 1]:
+        m = run_evolve(cfg, raw, stop_after=(1, stage))
+        assert list(m["rounds"]["1"]["stages"])[-1] == stage
+    m = run_evolve(cfg, raw)
+    assert m["rounds"]["1"]["done"]
+    root = tmp_path / "killed" / "round_001"
+    rm = RewardModel.load(tiny_reward_model, dtype="float32")
+    for g in read_jsonl(root / "score" / "scored.jsonl"):  # the group's z-scored rewards
+        raw_scores = rm.score([g["prompt"]] * len(g["responses"]), [r["text"] for r in g["responses"]])
+        assert [r["score"] for r in g["responses"]] == pytest.approx(normalize_group(raw_scores, "zscore"), abs=1e-4)
+    pairs = read_jsonl(root / "data" / "pairs.jsonl")
+    assert pairs and all(p["margin"] >= 0.5 for p in pairs)
+    assert m["rounds"]["1"]["stages"]["preference"]["steps"] >= 1
