@@ -204,3 +204,6 @@ class EvolveConfig:
             raise ConfigError("meta.enabled trains with the `sft:` phase's settings: add an `sft:` section")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")
+        if self.score.scorer == "reward_model" and not self.score.reward_model:
+            raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
+                              "(a *ForSequenceClassification checkpoint)")

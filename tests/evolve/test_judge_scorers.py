@@ -169,3 +169,8 @@ def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path,
     pairs = read_jsonl(root / "data" / "pairs.jsonl")
     assert pairs and all(p["margin"] >= 0.5 for p in pairs)
     assert m["rounds"]["1"]["stages"]["preference"]["steps"] >= 1
+
+
+def test_reward_model_scorer_without_a_model_is_refused_at_load(tmp_path, tiny_model):
+    with pytest.raises(ConfigError, match="score.scorer=reward_model needs score.reward_model"):
+        recipe("evolve", tmp_path / "r", tiny_model, "score.scorer=reward_model")
