@@ -145,6 +145,7 @@ def tiny_reward_model(tmp_path_factory, tiny_model):
                                 tmp_path_factory.mktemp("rm") / "rm", pre.tokenizer))
 
 
+@pytest.mark.slow
 def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path, tiny_model, tiny_reward_model):
     extra = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
              "score.scorer=reward_model", f"score.reward_model={tiny_reward_model}",
@@ -174,3 +175,30 @@ def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path,
 def test_reward_model_scorer_without_a_model_is_refused_at_load(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match="score.scorer=reward_model needs score.reward_model"):
         recipe("evolve", tmp_path / "r", tiny_model, "score.scorer=reward_model")
+
+
+@pytest.mark.slow
+def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_path, tiny_model, monkeypatch):
+    judge_dir = tmp_path / "judge"
+    shutil.copytree(tiny_model, judge_dir)
+    ask, asked = Judge.ask, []
+
+    def graded_ask(self, requests):  # the judge model answers; a grade (by request length) is appended
+        texts = ask(self, requests)
+        asked.append(self.sampler._model)
+        return [f"{t}\nRating: [[{1 + len(q) % 10}]]" for q, t in zip(requests, texts)]
+    monkeypatch.setattr(Judge, "ask", graded_ask)
+    cfg, raw = recipe("self", tmp_path / "run", tiny_model, "run.rounds=1", "meta.enabled=false",
+                      "eval.before=false", "sft.batch_size=2", "score.scorer=rubric_judge",
+                      f"score.judge_model={judge_dir}", "score.params.max_new_tokens=4", "select.min_score=0.3")
+    stages = list(cfg.stages)
+    for stage in stages[: stages.index("data") + 1]:
+        m = run_evolve(cfg, raw, stop_after=(1, stage))
+        assert list(m["rounds"]["1"]["stages"])[-1] == stage
+    m = run_evolve(cfg, raw)
+    assert m["rounds"]["1"]["done"] and set(asked) == {str(judge_dir)}
+    root = tmp_path / "run" / "round_001"
+    scores = [r["score"] for g in read_jsonl(root / "score" / "scored.jsonl") for r in g["responses"]]
+    assert scores and all(s is not None and 0.0 <= s <= 1.0 for s in scores)
+    sft = read_jsonl(root / "data" / "sft.jsonl")
+    assert sft and all(x["score"] >= 0.3 for x in sft) and m["rounds"]["1"]["stages"]["sft"]["steps"] >= 1
