@@ -20,6 +20,8 @@ _NUMBER = re.compile(_NUM)
 _STRICT_CHOICE = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 _LOOSE_CHOICE = re.compile(r"(?i:\b(?:final verdict|verdict|winner)\b)\s*(?i:is)?\s*[:\-]?\s*\**\s*"
                            r"(?i:(?:assistant|answer|response)\s*)?\(?\b([AB])\b(?![\w'])")
+_BETTER = re.compile(r"(?i:\b(?:assistant|answer|response|output))\s*\(?\b([AB])\b\)?\s+(?i:is\s+(?:clearly\s+)?"
+                     r"(?:better|superior|preferred|the better))")
 _LOOSE_TIE = re.compile(r"\b(?:final verdict|verdict)\b\s*(?:is)?\s*[:\-]?\s*\**\s*(?:a\s+)?\b(?:tie|draw|\[?C\]?)\b", re.I)
 
 
@@ -54,12 +56,14 @@ def parse_score(text: str | None, low: float = 1, high: float = 10) -> float | N
 
 def parse_choice(text: str | None) -> str | None:
     """A pairwise verdict: "A", "B", "C" (a tie) or None. `[[A]]`-style markers must all agree;
-    without them, one "verdict: A" / "winner is B" / "verdict: tie" statement (all agreeing)."""
+    without them, "verdict: A" / "winner is B" / "Assistant A is better" / "verdict: tie"
+    statements, all agreeing."""
     if not text:
         return None
     strict = set(_STRICT_CHOICE.findall(text))
     if not strict:
-        strict = set(_LOOSE_CHOICE.findall(text)) | ({"C"} if _LOOSE_TIE.search(text) else set())
+        strict = (set(_LOOSE_CHOICE.findall(text)) | set(_BETTER.findall(text))
+                  | ({"C"} if _LOOSE_TIE.search(text) else set()))
     return strict.pop() if len(strict) == 1 else None
 
 

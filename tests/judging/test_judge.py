@@ -53,6 +53,8 @@ def test_parse_score_configurable_range():
     ("The winner is Assistant A.", "A"),
     ("My verdict: a tie.", "C"),
     ("Verdict: A. The winner is B", None),
+    ("Overall, Assistant B is better.", "B"),
+    ("Assistant A is better here, but the verdict: B", None),
     ("A and B both have merits.", None),
     ("", None),
 ])
