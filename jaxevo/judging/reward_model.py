@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxevo.errors import WeightsError
+from jaxevo.errors import ConfigError, WeightsError
 from jaxevo.models.config import SUPPORTED, ModelConfig
 from jaxevo.models.reward import SCORE_HF_NAME, reward_logits
 from jaxevo.sampling.params import batch_bucket, length_bucket
@@ -135,6 +135,28 @@ class RewardModel:
 
     def _mesh_ctx(self):
         return contextlib.nullcontext() if self.mesh is None else use_mesh(self.mesh)
+
+
+def score_records(rm: Any, records: Sequence[Mapping[str, Any]], where: str = "input") -> list[dict]:
+    """`jaxevo score --reward-model`'s rows: each record (`prompt` or `messages`, and `completions`,
+    a list of strings, as `jaxevo generate` writes them) with `scores`, one reward per completion;
+    every completion of every record in one `rm.score` call (it batches)."""
+    prompts, completions, counts = [], [], []
+    for i, rec in enumerate(records):
+        prompt = rec.get("messages", rec.get("prompt"))
+        comps = rec.get("completions")
+        if prompt is None or not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise ConfigError(f"{where} record {i}: needs 'prompt' (or 'messages') and 'completions', "
+                              f"a list of strings (as `jaxevo generate` writes)")
+        prompts += [prompt] * len(comps)
+        completions += comps
+        counts.append(len(comps))
+    scores = rm.score(prompts, completions) if completions else []
+    out, at = [], 0
+    for rec, n in zip(records, counts):
+        out.append({**rec, "scores": [float(x) for x in scores[at:at + n]]})
+        at += n
+    return out
 
 
 def export_reward_hf(params: Any, cfg: ModelConfig, out_dir: str | Path, tokenizer=None, *,

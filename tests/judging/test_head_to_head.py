@@ -64,3 +64,21 @@ def test_generate_outputs_are_alpaca_records():
     assert generate_outputs(s, ["hi", "yo"], "base", max_new_tokens=8) == [
         {"instruction": "hi", "output": "HI", "generator": "base"},
         {"instruction": "yo", "output": "YO", "generator": "base"}]
+
+
+def test_score_records_one_reward_per_completion():
+    from jaxevo.errors import ConfigError
+    from jaxevo.judging.reward_model import score_records
+
+    class FakeRM:
+        calls = 0
+
+        def score(self, prompts, completions):
+            FakeRM.calls += 1
+            return [len(p if isinstance(p, str) else p[-1]["content"]) * 10 + len(c) for p, c in zip(prompts, completions)]
+    recs = [{"prompt": "ab", "completions": ["x", "yyy"], "id": 1},
+            {"messages": [{"role": "user", "content": "abc"}], "completions": ["zz"]}]
+    assert score_records(FakeRM(), recs) == [{**recs[0], "scores": [21.0, 23.0]}, {**recs[1], "scores": [32.0]}]
+    assert FakeRM.calls == 1
+    with pytest.raises(ConfigError, match="record 0: needs 'prompt'"):
+        score_records(FakeRM(), [{"prompt": "a", "completions": "not a list"}])
