@@ -37,18 +37,19 @@ def main() -> None:
     sampler = Sampler.load(a.model, max_batch=64)
     greedy = generate_outputs(sampler, prompts, "greedy", max_new_tokens=a.max_new_tokens)
     sampled = generate_outputs(sampler, prompts, "t0.7", max_new_tokens=a.max_new_tokens, temperature=0.7, seed=1)
+    write_outputs(out / "greedy.json", greedy)
+    write_outputs(out / "sampled.json", sampled)
     t1 = time.perf_counter()
+    print(f"answers: {t1 - t0:.1f} s", flush=True)
     judge = Judge(sampler, JudgeSettings(max_new_tokens=a.judge_tokens))
     rows, report = judge_head_to_head(judge, greedy, sampled)
     t2 = time.perf_counter()
+    (out / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(json.dumps({"greedy_vs_sampled": report, "seconds": round(t2 - t1, 1)}, indent=2), flush=True)
     same_rows, same = judge_head_to_head(judge, greedy, greedy)
     t3 = time.perf_counter()
-    write_outputs(out / "greedy.json", greedy)
-    write_outputs(out / "sampled.json", sampled)
-    (out / "verdicts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + same_rows))
-    print(json.dumps({"greedy_vs_sampled": report, "identical_answers": same,
-                      "seconds": {"answers": round(t1 - t0, 1), "judge_pairs": round(t2 - t1, 1),
-                                  "judge_identical": round(t3 - t2, 1)}}, indent=2))
+    (out / "verdicts_identical.jsonl").write_text("".join(json.dumps(r) + "\n" for r in same_rows))
+    print(json.dumps({"identical_answers": same, "seconds": round(t3 - t2, 1)}, indent=2), flush=True)
 
 
 if __name__ == "__main__":
