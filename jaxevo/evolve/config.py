@@ -105,6 +105,7 @@ class ScoreSection:
     # weight: 1.0}, ...], combined as a weighted sum (jaxevo/rewards.py). Scores are in the
     # functions' units: `select.min_score` and `select.min_margin` are too.
     rewards: tuple[dict[str, Any], ...] = ()
+    reward_model: str | None = None  # scorer "reward_model": a *ForSequenceClassification directory
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,3 +278,6 @@ class EvolveConfig:
             raise ConfigError("stages lists `grpo` but there is no `grpo:` section (see configs/grpo.yaml)")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")
+        if self.score.scorer == "reward_model" and not self.score.reward_model:
+            raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
+                              "(a *ForSequenceClassification checkpoint)")

@@ -19,6 +19,7 @@ from typing import Any, Protocol, Sequence
 from jaxevo import distributed
 from jaxevo.data import load_source
 from jaxevo.evaluate import evaluate
+from jaxevo.evolve import judge_scorers  # noqa: F401  (registers the judge and reward-model scorers)
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.journal import JournaledSampler
 from jaxevo.evolve.rundir import RunDir, write_json, write_jsonl

@@ -35,6 +35,16 @@ def _usable(r: Mapping[str, Any], item: Mapping[str, Any], require_format: bool,
             and (not require_format or checker_for(item).well_formatted(r["text"], item)))
 
 
+def _graded(responses: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The responses the scorer gave a score: a judge that states no verdict gives None, and such
+    a response is neither accepted nor paired (never a default score)."""
+    return [r for r in responses if r.get("score") is not None]
+
+
+def _margin(best: Mapping[str, Any], worst: Mapping[str, Any]) -> float | None:
+    return None if best.get("score") is None or worst.get("score") is None else best["score"] - worst["score"]
+
+
 def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Best first: score, then the model's own per-token log-prob (ties are deterministic).
     Unscored responses (None: no reward function had an opinion) are left out."""
@@ -48,8 +58,8 @@ def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt
     out = []
     for g in groups:
         seen: set[str] = set()
-        cands = [r for r in g["responses"] if r.get("kind", "sample") in kinds
-                 and r["score"] is not None and r["score"] >= min_score and _usable(r, g["item"], require_format, allow_truncated)]
+        cands = [r for r in _graded(g["responses"]) if r.get("kind", "sample") in kinds
+                 and r["score"] >= min_score and _usable(r, g["item"], require_format, allow_truncated)]
         for r in _ranked(cands):
             if r["text"] in seen or len(seen) >= max_per_prompt:
                 continue
@@ -71,7 +81,7 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
     out = []
     for g in groups:
         # A truncated response may be the rejected one, never the chosen one.
-        rs = list(g["responses"])
+        rs = _graded(g["responses"]) if mode == "score" else list(g["responses"])
         if len(rs) < 2:
             continue
         if mode == "score":
@@ -87,14 +97,14 @@ def build_pairs(groups: Iterable[Group], *, mode: str = "score", min_margin: flo
             if len(chain) < 2 or chain[0].get("step", 0) != 0:
                 continue
             best, worst = chain[-1], chain[0]
+            margin = _margin(best, worst)  # None: the scorer ranked one of them not at all
             if (not _usable(best, g["item"], False, allow_truncated) or best["text"] == worst["text"]
-                    or best["score"] is None or worst["score"] is None
-                    or worst["score"] - best["score"] > min_margin):
+                    or (margin is not None and -margin > min_margin)):
                 continue
         else:
             raise ConfigError(f"select.pairs={mode!r}: choose 'score', 'rule' or 'none'")
         out.append({"prompt": g["prompt"], "chosen": best["text"], "rejected": worst["text"],
-                    "id": g["item"]["id"], "margin": best["score"] - worst["score"], **_topic(g), **_chat(g)})
+                    "id": g["item"]["id"], "margin": _margin(best, worst), **_topic(g), **_chat(g)})
     return out
 
 
@@ -136,8 +146,7 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
     line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
     out = []
     for g in groups:
-        # A sample no reward had an opinion on (None) is neither right nor wrong: no tuple.
-        rs = [r for r in g["responses"] if r.get("kind", "sample") == "sample" and r["score"] is not None]
+        rs = [r for r in _graded(g["responses"]) if r.get("kind", "sample") == "sample"]
         good = [r for r in _ranked(rs) if r["score"] >= min_score
                 and _usable(r, g["item"], require_format, allow_truncated)]
         if not good:

@@ -30,11 +30,11 @@ def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     # Agreement of the scorer with the verifier, where gold answers exist (judge quality).
     gold = [g for g in groups if g["item"].get("answer") not in (None, "")]
     if any(g["responses"] for g in gold) and scorer.score is not verifier:
-        agree = [(r["score"] is not None and r["score"] >= ctx.cfg.select.min_score) == bool(v)
-                 for g in gold for r, v in zip(g["responses"], verifier(g, {}))]
-        info["judge_agreement"] = sum(agree) / len(agree)
+        agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)  # over the graded responses
+                 for g in gold for r, v in zip(g["responses"], verifier(g, {})) if r["score"] is not None]
+        info["judge_agreement"] = sum(agree) / max(1, len(agree))
     write_jsonl(out / "scored.jsonl", groups)
-    # None: a reward scorer had no opinion (never accepted; left out of the mean).
+    # None: a reward had no opinion or a judge stated no verdict (never accepted; left out of the mean).
     scores = [r["score"] for g in groups for r in g["responses"] if r["score"] is not None]
     samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
     n = sum(len(g["responses"]) for g in groups)
