@@ -145,3 +145,27 @@ def test_cli_turns_a_storage_error_into_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(generate, "read_prompts", other)
     with pytest.raises(OSError, match="Input/output error"):
         main(args)
+
+
+def test_eval_into_a_folder_another_process_writes_is_refused(tmp_path, monkeypatch, capsys):
+    """Two `jaxevo eval` into one --out folder: the second is refused before it loads a model,
+    naming the holder."""
+    import os
+    import subprocess
+    import sys
+
+    _no_sampling(monkeypatch)
+    out = tmp_path / "e"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from jaxevo.dirlock import DirLock; "
+         f"DirLock({str(out)!r}, 'jaxevo eval').acquire(); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        data = tmp_path / "items.jsonl"
+        data.write_text(json.dumps({"prompt": "1+1?", "answer": "2"}) + "\n")
+        rc = main(["eval", "--model", "m", "--data", str(data), "--out", str(out)])
+        assert rc == 2 and f"PID {holder.pid} on host" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()

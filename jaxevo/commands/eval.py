@@ -16,6 +16,7 @@ from pathlib import Path
 from jaxevo.checkers import check_record_fields, checker_for
 from jaxevo.commands.score import parse_reward_flags
 from jaxevo.data import load_source
+from jaxevo.dirlock import DirLock
 from jaxevo.errors import ConfigError
 from jaxevo.outputs import check_writable
 
@@ -63,13 +64,20 @@ def run(args) -> int:
             raise ConfigError(f"{source.where(i)}: the field 'answer' is empty (checker {checker.name!r} needs it)")
     # Here, not at the top, and after the data are checked: they import jax and transformers,
     # which `jaxevo eval --help` and a data error need neither of (docs/benchmarks.md, CLI start-up).
-    from jaxevo.evaluate import evaluate
     from jaxevo.rewards import parse_rewards
-    from jaxevo.sampling.api import Sampler
-    from jaxevo.scoring import score_rows
 
     out = check_writable(args.out or f"eval-{args.task or Path(args.data).stem}", is_dir=True)
     rewards = parse_rewards(parse_reward_flags(args.reward), "--reward") if args.reward else ()
+    with DirLock(out, "jaxevo eval"):  # a second eval into the same folder is refused
+        return _evaluate_into(args, items, rewards, out)
+
+
+def _evaluate_into(args, items, rewards, out: Path) -> int:
+    """Sample, check and write `out`/results.jsonl and summary.json (the folder is locked)."""
+    from jaxevo.evaluate import evaluate
+    from jaxevo.sampling.api import Sampler
+    from jaxevo.scoring import score_rows
+
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
