@@ -1,4 +1,5 @@
-"""`jaxevo score --data completions.jsonl (--checker NAME | --reward module:fn ...) --out scored.jsonl`.
+"""`jaxevo score --data completions.jsonl (--checker NAME | --reward module:fn ... | --reward-model DIR)
+--out scored.jsonl`.
 
 Scores completions made anywhere, in `jaxevo generate`'s output format: each line holds "prompt"
 (or chat "messages"), "completions" (strings) and the record's other fields (the answer a checker
@@ -7,7 +8,10 @@ adds "scores", one number per completion (null where no reward function had an o
 several --reward, also "reward_scores" per function. A summary (records, completions, mean score,
 each reward's mean, a checker's accuracy and format rate) is printed and written beside the
 output as `<out stem>.summary.json`. Every line is checked before anything is written; the output
-is written to a temporary file and renamed at the end. No model is loaded: no jax, no torch.
+is written to a temporary file and renamed at the end. With a checker or reward functions no model
+is loaded (no jax, no torch); --reward-model DIR scores each (prompt, completion) conversation with
+a `*ForSequenceClassification` checkpoint (`jaxevo.judging.RewardModel`, bf16 by default; --dtype
+float32 gives scores equal to transformers' in f32).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ def add_arguments(p):
     how.add_argument("--reward", action="append", metavar="MODULE:FN[=WEIGHT]",
                      help="a TRL-style reward function fn(prompts, completions, **columns) (repeatable; "
                           "several are summed with their weights, default 1)")
+    how.add_argument("--reward-model", metavar="DIR",
+                     help="a reward model (*ForSequenceClassification directory): one reward per completion")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                   help="the reward model's dtype (float32: exact scores)")
     p.add_argument("--out", required=True, help="output JSONL (the summary goes beside it)")
 
 
@@ -56,8 +64,11 @@ def run(args) -> int:
     numbered = read_jsonl_rows(args.data)
     if not numbered:
         raise ConfigError(f"{args.data} has no records")
-    rows, summary = score_rows([r for _, r in numbered], checker=checker, rewards=rewards,
-                               where=lambda i: f"{args.data} line {numbered[i][0]}")
+    if args.reward_model:
+        rows, summary = _score_with_reward_model(args, [r for _, r in numbered])
+    else:
+        rows, summary = score_rows([r for _, r in numbered], checker=checker, rewards=rewards,
+                                   where=lambda i: f"{args.data} line {numbered[i][0]}")
     summary.update(data=str(args.data), seconds=round(time.perf_counter() - t0, 3))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +86,17 @@ def run(args) -> int:
         line += f"; {name} (weight {r['weight']:g}) mean {_fmt(r['mean'])}"
     print(line + f" ({summary['seconds']:.2f}s) -> {out}, {summary_path(out)}")
     return 0
+
+
+def _score_with_reward_model(args, records: list[dict]) -> tuple[list[dict], dict]:
+    """Rows with `scores` from the reward model, and the summary's counts and mean."""
+    # Here: it imports jax, which the checker and reward paths never need.
+    from jaxevo.judging.reward_model import RewardModel, score_records
+
+    rows = score_records(RewardModel.load(args.reward_model, dtype=args.dtype), records, where=args.data)
+    scores = [s for r in rows for s in r["scores"]]
+    return rows, {"records": len(rows), "completions": len(scores), "reward_model": args.reward_model,
+                  "dtype": args.dtype, "mean": sum(scores) / len(scores) if scores else None}
 
 
 def _fmt(v) -> str:

@@ -109,3 +109,30 @@ def test_export_loads_in_transformers_with_the_same_scores(tmp_path):
     assert np.abs(np.array(ours) - ref).max() <= 1e-4 and np.std(ref) > 1e-2
     again = RewardModel.load(str(d), dtype="float32").score_ids(SEQS, left_pad=True)
     assert np.abs(np.array(again) - ref).max() <= 1e-4
+
+
+def test_jaxevo_score_with_a_reward_model_equals_transformers(tmp_path, capsys):
+    """`jaxevo score --reward-model DIR --dtype float32`: one score per completion, each equal to
+    transformers' score of the ChatML conversation (1e-4); the summary is written beside it."""
+    import json
+
+    from jaxevo.cli import main
+
+    model, d = _hf_reward_model("llama3", tmp_path)
+    data = tmp_path / "completions.jsonl"
+    recs = [{"prompt": "What is 2+2?", "completions": ["4.", "Five."], "answer": "4"},
+            {"messages": [{"role": "user", "content": "Hi"}], "completions": ["Hello!"]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = tmp_path / "scored.jsonl"
+    assert main(["score", "--data", str(data), "--reward-model", str(d), "--dtype", "float32",
+                 "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["answer"] for r in rows[:1]] == ["4"] and [len(r["scores"]) for r in rows] == [2, 1]
+    tok = byte_tokenizer()
+    texts = [f"<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n{c}<|im_end|>\n" for c in ("4.", "Five.")]
+    texts.append("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n")
+    ref = _torch_scores(model, [tok(t, add_special_tokens=False)["input_ids"] for t in texts], False)
+    got = np.array(rows[0]["scores"] + rows[1]["scores"])
+    assert np.abs(got - ref).max() <= 1e-4
+    summary = json.loads((tmp_path / "scored.summary.json").read_text())
+    assert summary["completions"] == 3 and abs(summary["mean"] - float(ref.mean())) <= 1e-4
