@@ -43,12 +43,28 @@ def add_arguments(p):
     p.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     p.add_argument("--out", help="output directory (default: eval-<task or data name>)")
+    p.add_argument("--judge", metavar="J", help="open-ended answers: an LLM judge compares M's answer with "
+                                                "the baseline's, both orders (see --baseline)")
+    p.add_argument("--reward-model", metavar="DIR", help="open-ended answers: a reward model scores M's "
+                                                         "and the baseline's answers")
+    p.add_argument("--judge-max-new-tokens", type=int, default=256,
+                   help="with --judge: tokens the judge may write before its verdict")
+    p.add_argument("--baseline", metavar="B", help="with --judge/--reward-model: the model to compare with")
+    p.add_argument("--baseline-outputs", metavar="FILE",
+                   help="with --judge/--reward-model: the baseline's answers, an AlpacaEval outputs file")
     p.add_argument("--reward", action="append", metavar="MODULE:FN[=WEIGHT]",
                    help="also report the mean of TRL-style reward functions over the first completions "
                         "(repeatable; see `jaxevo score`)")
 
 
 def run(args) -> int:
+    if args.judge and args.reward_model:
+        raise ConfigError("give --judge or --reward-model, not both")
+    if args.judge or args.reward_model:  # open-ended answers against a baseline's
+        from jaxevo.commands import head_to_head
+        return head_to_head.run(args)
+    if args.baseline or args.baseline_outputs:
+        raise ConfigError("--baseline / --baseline-outputs need --judge J or --reward-model DIR")
     if args.task:
         spec = dict(TASKS[args.task], n=args.limit)
     else:

@@ -75,7 +75,8 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 200) -> 
         p = 1 / (1 + np.exp(-(x @ w)))
         grad = x.T @ (p - y) + ridge * w
         hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(ridge)
-        step = np.linalg.solve(hess, grad)
+        # lstsq, not solve: when the labels saturate (every prompt lost, say) the Hessian is singular
+        step = np.linalg.lstsq(hess, grad, rcond=None)[0]
         w -= step
         if np.max(np.abs(step)) < 1e-12:
             break
@@ -102,6 +103,8 @@ def length_controlled_win_rate(prefs: Sequence[Preference], model_lengths: Seque
     if not keep.any():
         return float("nan")
     y = np.array([p for p in prefs if p is not None], float)
+    if np.all(y == y[0]):  # all won, all lost or all tied: no length effect to separate out
+        return float(100 * y[0])
     feat = length_features(np.asarray(model_lengths, float)[keep], np.asarray(baseline_lengths, float)[keep])
     w = _fit_logistic(np.stack([feat, np.ones_like(feat)], axis=1), y, l2)
     # the prediction at zero length difference is the same for every prompt (no instruction terms)

@@ -136,3 +136,51 @@ def test_jaxevo_score_with_a_reward_model_equals_transformers(tmp_path, capsys):
     assert np.abs(got - ref).max() <= 1e-4
     summary = json.loads((tmp_path / "scored.summary.json").read_text())
     assert summary["completions"] == 3 and abs(summary["mean"] - float(ref.mean())) <= 1e-4
+
+
+def test_jaxevo_eval_head_to_head_by_reward_model_and_by_judge(tmp_path, capsys):
+    """`jaxevo eval --data instructions --reward-model DIR --baseline-outputs FILE`: the model's
+    greedy answers against the baseline's, won by the larger reward (equal to the reward model's
+    own scores); the report is the win-rate report of those preferences. `--judge` with a model
+    that states no verdict leaves every prompt unjudged (never a default score)."""
+    import json
+
+    from jaxevo.cli import main
+    from jaxevo.judging.winrate import win_rate_report
+    from tests.sampling.helpers import tiny_model_dir
+
+    _, rm_dir = _hf_reward_model("qwen2", tmp_path)
+    policy = tiny_model_dir(tmp_path / "policy", "llama3")
+    data = tmp_path / "instructions.jsonl"
+    qs = ["Name a colour.", "Say hello.", "Count to three."]
+    data.write_text("".join(json.dumps({"instruction": q}) + "\n" for q in qs))
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps([{"instruction": q, "output": o, "generator": "ref"}
+                                for q, o in zip(qs, ["Blue.", "Hello!", "1, 2, 3."])]))
+    out = tmp_path / "h2h"
+    assert main(["eval", "--model", str(policy), "--data", str(data), "--reward-model", str(rm_dir),
+                 "--baseline-outputs", str(base), "--dtype", "float32", "--max-new-tokens", "8",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(x) for x in (out / "comparisons.jsonl").read_text().splitlines()]
+    rm = RewardModel.load(str(rm_dir), dtype="float32")
+    mine = rm.score(qs, [r["output"] for r in rows])
+    assert np.abs(np.array(mine) - [r["reward"] for r in rows]).max() <= 1e-5
+    prefs = [1.0 if a > b else 0.0 if a < b else 0.5 for a, b in zip(mine, rm.score(qs, ["Blue.", "Hello!", "1, 2, 3."]))]
+    want = win_rate_report(prefs, [r["output"] for r in rows], ["Blue.", "Hello!", "1, 2, 3."])
+    assert summary["win_rate"] == pytest.approx(want["win_rate"]) and summary["n_total"] == 3
+    assert json.loads((out / "model_outputs.json").read_text())[0]["generator"] == str(policy)
+    # a random judge states no verdict: nothing is judged, nothing is made up (its context holds
+    # the pairwise prompt: ~900 byte tokens)
+    from jaxevo.weights.hf import export_hf
+    from tests.sampling.helpers import tiny
+
+    cfg, params = tiny("llama3")
+    judge = export_hf(params, cfg.replace(max_position_embeddings=2048), tmp_path / "judge",
+                      tokenizer=byte_tokenizer())
+    assert main(["eval", "--model", str(policy), "--data", str(data), "--judge", str(judge), "--judge-max-new-tokens", "16",
+                 "--baseline-outputs", str(base), "--max-new-tokens", "8", "--out", str(tmp_path / "j")]) == 0
+    judged = json.loads((tmp_path / "j" / "summary.json").read_text())
+    assert judged["n_total"] == 0 and judged["n_unjudged"] == 3
+    assert main(["eval", "--model", str(policy), "--data", str(data), "--baseline", "x"]) == 2
+    assert "need --judge J or --reward-model DIR" in capsys.readouterr().err

@@ -128,3 +128,12 @@ def test_alpaca_bad_records_name_file_and_line(tmp_path):
         read_outputs(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="no such outputs file"):
         read_outputs(tmp_path / "none.json")
+
+
+def test_lc_win_rate_when_every_prompt_has_the_same_outcome():
+    """All lost (or all won, all tied): the LC win rate is that rate, not a failed fit (the
+    Newton step's Hessian is singular there)."""
+    from jaxevo.judging.winrate import length_controlled_win_rate
+
+    for p, want in ((0.0, 0.0), (1.0, 100.0), (0.5, 50.0)):
+        assert length_controlled_win_rate([p, p, p], [10, 30, 20], [25, 5, 20]) == want
