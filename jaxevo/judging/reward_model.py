@@ -1,5 +1,6 @@
 """Scoring conversations with a reward model: a HF `LlamaForSequenceClassification` /
-`MistralForSequenceClassification` / `Qwen2ForSequenceClassification` checkpoint.
+`MistralForSequenceClassification` / `Qwen2ForSequenceClassification` / `Qwen3ForSequenceClassification`
+/ `Gemma3TextForSequenceClassification` checkpoint.
 
     rm = RewardModel.load("path/to/reward-model", dtype="float32")   # exact f32 scores
     rm.score(["What is 2+2?"], ["4."])                                 # [reward per completion]
@@ -57,7 +58,7 @@ class RewardModel:
         arch = (hf.get("architectures") or ["?"])[0]
         if not arch.endswith("ForSequenceClassification"):
             raise WeightsError(f"{d}: architectures {arch!r} is not a reward model; give a "
-                               f"*ForSequenceClassification checkpoint (Llama, Mistral, Qwen2) with a "
+                               f"*ForSequenceClassification checkpoint (Llama, Mistral, Qwen2, Qwen3, Gemma 3) with a "
                                f"'{SCORE_HF_NAME}' head")
         src = HFDirSource(d)
         if SCORE_HF_NAME not in src.keys():

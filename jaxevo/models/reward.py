@@ -39,7 +39,7 @@ def reward_logits(params, tokens: jax.Array, valid: jax.Array, *, cfg: ModelConf
                   pad_token_id: int | None) -> jax.Array:
     """tokens, valid [B, T] (padding anywhere, filled with `pad_token_id`) -> logits [B, L] f32."""
     hidden, _ = Transformer(cfg).apply({"params": params["decoder"]}, tokens, positions_from_valid(valid),
-                                       causal_mask(valid, sliding_window=cfg.sliding_window), return_hidden=True)
+                                       causal_mask(valid), return_hidden=True)  # each layer applies its own window
     last = last_token_index(tokens, valid, pad_token_id)
     h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, E]
     return jnp.einsum("be,el->bl", h.astype(cfg.dtype), params["score"].astype(cfg.dtype),

@@ -18,7 +18,8 @@ from tests.sampling.helpers import PAD, byte_tokenizer, tiny_hf  # noqa: E402
 
 pytestmark = pytest.mark.torch
 FAMILIES = {"llama3": "LlamaForSequenceClassification", "mistral": "MistralForSequenceClassification",
-            "qwen2": "Qwen2ForSequenceClassification"}
+            "qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification",
+            "gemma3": "Gemma3TextForSequenceClassification"}
 # 7 sequences of varied lengths, byte ids (never the pad id)
 SEQS = [list(np.random.RandomState(i).randint(0, 256, size=n)) for i, n in enumerate([5, 1, 17, 9, 30, 2, 12])]
 
