@@ -15,6 +15,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("JAXEVO_CACHE", Path.home() / ".cache" / "jaxevo"))
 
 
+# Bounded (least recently used entries go first). A bound also makes JAX lock the folder around
+# every read and write: without it, two jaxevo processes compiling the same program (an evolve and
+# an eval side by side, a test suite and its subprocesses) could read an entry while the other
+# was still writing it, and a torn executable aborted the reading process.
+CACHE_MAX_BYTES = 4 << 30
+
+
 def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     """Persist compiled XLA programs ($JAXEVO_CACHE/xla by default): a round recompiles the same
     sampler and train step every round and every rerun; with the cache it loads them instead."""
@@ -23,4 +30,5 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     jax.config.update("jax_compilation_cache_dir", str(d))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return d

@@ -1,0 +1,33 @@
+"""The persistent compilation cache jaxevo turns on: bounded, and locked around reads and writes
+(two processes compiling one program must never read a half-written entry)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import sys
+import jax, jax.numpy as jnp
+from jaxevo.runtime import enable_compilation_cache
+enable_compilation_cache(sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+f = jax.jit(lambda x: jnp.sin(x) @ x.T + {k})
+print(float(f(jnp.ones((64, 64))).sum()))
+"""
+
+
+def test_cache_is_bounded_locked_and_shared_by_concurrent_processes(tmp_path):
+    """Four processes compile the same two programs at once into one cache folder: all finish with
+    the same result, the entries are written once, and JAX's lock file shows reads and writes were
+    locked (it exists only when the cache has a size bound)."""
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD.format(k=k % 2), str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+             for k in range(4)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    assert len({o for o, _ in outs}) == 2
+    assert (tmp_path / ".lockfile").exists()
+    assert len(list(tmp_path.glob("*-cache"))) >= 2
