@@ -54,7 +54,7 @@ def params(run_dir: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(f.get(k)) for k in f.keys()}
 
 
-@pytest.mark.slow  # ~4 min on the shared 2-core machine: five evolve processes
+@pytest.mark.heavy  # ~4 min on the shared 2-core machine: five evolve processes; `pytest -m heavy`
 def test_killed_three_ways_then_rerun_matches_and_a_second_writer_is_refused(tmp_path, tiny_model):
     straight = start(tmp_path / "straight", tiny_model, "none", tmp_path / "unused")
     run = tmp_path / "killed"

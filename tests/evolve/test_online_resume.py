@@ -51,7 +51,7 @@ def _params(run_dir):
     return {k: np.asarray(f.get(k)) for k in f.keys()}
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # two GRPO runs, one SIGKILLed: minutes; `pytest -m heavy`
 def test_sigkilled_grpo_run_resumes_bitwise(tmp_path, tiny_model):
     killed = tmp_path / "killed"
     code = CHILD.format(root=str(ROOT), run=str(killed), model=tiny_model, extra=EXTRA)

@@ -25,7 +25,7 @@ ROOT = Path(__file__).parents[2]
 FAMILIES = ["gemma3", "llama32", "mistral-sw", "phi3", "qwen3"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # a subprocess per family, 1 and 8 devices: minutes; `pytest -m heavy`
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sft_and_dpo_steps_equal_on_one_device_and_a_mesh(family, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
