@@ -4,6 +4,7 @@ compilation cache there."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -27,8 +28,23 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
     sampler and train step every round and every rerun; with the cache it loads them instead."""
     d = Path(path or os.environ.get("JAXEVO_XLA_CACHE", cache_dir() / "xla"))
     d.mkdir(parents=True, exist_ok=True)
+    _stamp_unbounded_entries(d)
     jax.config.update("jax_compilation_cache_dir", str(d))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
     return d
+
+
+def _stamp_unbounded_entries(d: Path) -> None:
+    """Give every entry written without a bound (older jaxevo) the access-time file a bounded cache
+    keeps beside it (JAX's `lru_cache`: `KEY-cache` and `KEY-atime`): without one, the size check
+    before each write fails and nothing new is cached."""
+    now = time.time_ns().to_bytes(8, "little")
+    for entry in d.glob("*-cache"):
+        atime = entry.with_name(entry.name[: -len("-cache")] + "-atime")
+        if not atime.exists():
+            try:
+                atime.write_bytes(now)
+            except OSError:  # a read-only or shared folder: JAX then reports its own error
+                return

@@ -31,3 +31,15 @@ def test_cache_is_bounded_locked_and_shared_by_concurrent_processes(tmp_path):
     assert len({o for o, _ in outs}) == 2
     assert (tmp_path / ".lockfile").exists()
     assert len(list(tmp_path.glob("*-cache"))) >= 2
+
+
+def test_a_cache_written_without_a_bound_keeps_caching(tmp_path):
+    """Entries an older jaxevo wrote (no access-time file) get one, so the bounded cache can size
+    itself and write new entries (it failed with FileNotFoundError on every write before)."""
+    (tmp_path / "jit_old-abc-cache").write_bytes(b"x" * 10)
+    r = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", CHILD.format(k=3), str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600,
+                       env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "jit_old-abc-atime").exists()
+    assert len(list(tmp_path.glob("jit__lambda-*-cache"))) == 1
