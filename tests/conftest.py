@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,11 @@ import pytest
 from jaxevo.models.config import ModelConfig
 from jaxevo.runtime import enable_compilation_cache
 
-# Same programs recompile across tests (every train phase builds its step anew): cache them.
+# Same programs recompile across tests (every train phase builds its step anew): cache them, in a
+# folder of this run's own (shared with the subprocesses it starts) unless JAXEVO_XLA_CACHE names
+# one: a machine's long-lived cache can hold entries this run must not load (one such entry
+# aborted a run in `deserialize_executable`).
+os.environ.setdefault("JAXEVO_XLA_CACHE", tempfile.mkdtemp(prefix="jaxevo-test-xla-"))
 enable_compilation_cache()
 from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
 
