@@ -19,11 +19,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _worker import run_worker
 
 MODEL = "smollm2-135m-instruct"
 
@@ -94,13 +93,7 @@ def worker(args) -> dict:
 
 
 def _run(mode: str, common: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        proc = subprocess.run([sys.executable, __file__, "--worker", mode, "--worker-out", str(out),
-                               *common], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{mode} worker failed:\n{proc.stderr[-5000:]}")
-        return json.loads(out.read_text())
+    return run_worker(__file__, mode, common)
 
 
 def main():

@@ -24,12 +24,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from _worker import run_worker
 
 MODEL = "smollm2-135m-instruct"
 SOURCE = {"type": "arithmetic", "split": "train", "n": 256, "levels": [1, 2]}
@@ -146,13 +146,7 @@ def jax_worker(args) -> dict:
 
 
 def _run(mode: str, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        cmd = [sys.executable, __file__, "--worker", mode, "--worker-out", str(out), *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{mode} worker failed (exit {proc.returncode}):\n{proc.stderr[-5000:]}")
-        return json.loads(out.read_text())
+    return run_worker(__file__, mode, extra)
 
 
 def main():

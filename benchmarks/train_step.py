@@ -30,11 +30,11 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _worker import run_worker
 
 # Each framework is imported inside its own worker function only: the workers run as separate
 # subprocesses, so torch never loads into the jax process (or vice versa) and each peak RSS is
@@ -233,13 +233,7 @@ def flops_per_step(pairs: int, length: int) -> float:
 
 
 def _run(mode: str, args, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        cmd = [sys.executable, __file__, "--worker", mode, "--worker-out", str(out), *extra]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{mode} worker failed:\n{proc.stderr[-5000:]}")
-        return json.loads(out.read_text())
+    return run_worker(__file__, mode, extra)
 
 
 def main():
