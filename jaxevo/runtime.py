@@ -23,10 +23,17 @@ def cache_dir() -> Path:
 CACHE_MAX_BYTES = 4 << 30
 
 
-def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path:
+OFF = ("off", "0", "none", "false")
+
+
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | None:
     """Persist compiled XLA programs ($JAXEVO_CACHE/xla by default): a round recompiles the same
-    sampler and train step every round and every rerun; with the cache it loads them instead."""
-    d = Path(path or os.environ.get("JAXEVO_XLA_CACHE", cache_dir() / "xla"))
+    sampler and train step every round and every rerun; with the cache it loads them instead.
+    ``JAXEVO_XLA_CACHE=off`` leaves the cache off (returns None)."""
+    setting = os.environ.get("JAXEVO_XLA_CACHE", "")
+    if path is None and setting.lower() in OFF and setting:
+        return None
+    d = Path(path or setting or cache_dir() / "xla")
     d.mkdir(parents=True, exist_ok=True)
     _stamp_unbounded_entries(d)
     jax.config.update("jax_compilation_cache_dir", str(d))
