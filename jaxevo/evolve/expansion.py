@@ -15,6 +15,7 @@ Self-Instruct threshold). The stage that runs them is `expand` (evolve/stages/dp
 
 from __future__ import annotations
 
+import collections
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -83,27 +84,38 @@ def rouge_l(a: str, b: str) -> float:
 
 class Deduper:
     """Keeps a text unless its ROUGE-L with a known text reaches `max_overlap` (known: the pool,
-    then every text kept). Compares only against texts sharing a token, which is exact: ROUGE-L
-    is 0 without a common token."""
+    then every text kept). Exact, with cheap pruning: LCS <= the multiset overlap m of the two
+    token lists, so F <= 2m / (|a| + |b|), and texts below the threshold by that bound (or sharing
+    no token) are never compared by LCS."""
 
     def __init__(self, known: Iterable[str], max_overlap: float):
         self.max_overlap = max_overlap
         self._texts: list[str] = []
+        self._bags: list[collections.Counter] = []
         self._index: dict[str, set[int]] = {}
         for t in known:
             self._add(t)
 
     def _add(self, text: str) -> None:
         i = len(self._texts)
+        bag = collections.Counter(_TOKEN.findall(text.lower()))
         self._texts.append(text)
-        for tok in set(_TOKEN.findall(text.lower())):
+        self._bags.append(bag)
+        for tok in bag:
             self._index.setdefault(tok, set()).add(i)
 
     def keep(self, text: str) -> bool:
         """True (and remembered) when `text` is no near-duplicate of a known text."""
-        near = set().union(*(self._index.get(t, set()) for t in set(_TOKEN.findall(text.lower()))))
-        if any(rouge_l(text, self._texts[i]) >= self.max_overlap for i in near):
-            return False
+        bag = collections.Counter(_TOKEN.findall(text.lower()))
+        n = sum(bag.values())
+        near = set().union(*(self._index.get(t, set()) for t in bag))
+        for i in near:
+            other = self._bags[i]
+            overlap = sum((bag & other).values())
+            if 2 * overlap / max(1, n + sum(other.values())) < self.max_overlap:
+                continue
+            if rouge_l(text, self._texts[i]) >= self.max_overlap:
+                return False
         self._add(text)
         return True
 

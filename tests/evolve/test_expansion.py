@@ -134,3 +134,17 @@ def test_logged_stage_adds_the_logged_answer(tmp_path):
     assert g[0]["responses"] == [{"text": "hello", "kind": "logged", "chain": -1, "step": 0, "finish": "stop",
                                   "reaction": {"next_user": "thanks", "rating": 4, "thumb": None}}]
     assert g[1]["responses"] == []
+
+
+def test_deduper_pruning_matches_brute_force():
+    from jaxevo.data import load_source
+
+    texts = [it["prompt"] for it in load_source({"type": "simulated_logs", "n": 12})]
+    for threshold in (0.5, 0.7):
+        d, kept = expansion.Deduper([], threshold), []
+        for t in texts:
+            brute = all(expansion.rouge_l(t, k) < threshold for k in kept)
+            assert d.keep(t) == brute, t
+            if brute:
+                kept.append(t)
+        assert 0 < len(kept) < len(texts)  # the check saw both outcomes
