@@ -102,7 +102,8 @@ def test_two_rounds(name, tmp_path, tiny_model):
         st1 = m["rounds"]["1"]["stages"]
         assert st1["logged"]["logged_answers"] == cfg.prompts.per_round
         assert sum(r["kind"] == "logged" for g in groups for r in g["responses"]) == cfg.prompts.per_round
-        assert st1["expand"]["generated"] == 2 * 2 + 2  # 2 topics x 2 prompts + 2 variants
+        ex = st1["expand"]
+        assert ex["expanded_topics"] and ex["generated"] == 2 * len(ex["expanded_topics"]) + ex["variant_requests"]
         assert "judge_agreement_by_checker" in st1["score"]
         # Dialogue turns are scored apart: arithmetic questions and memory probes.
         ev = m["rounds"]["1"]["stages"]["eval"]

@@ -60,7 +60,8 @@ def expand_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
             best.append(g["item"])
     requests += [("variant", expansion.variant_request(it["prompt"]), 1, it.get("topic"), it) for it in best]
     info: dict[str, Any] = {"expanded_topics": topics, "topic_stats": stats, "generated": 0, "malformed": 0,
-                            "duplicates": 0, "expanded_prompts": 0, "variant_prompts": 0}
+                            "duplicates": 0, "expanded_prompts": 0, "variant_prompts": 0,
+                            "variant_requests": len(best)}
     if not requests:
         write_jsonl(out / "scored.jsonl", groups)
         return info
