@@ -12,8 +12,8 @@ turn, no rating) is absent, and the satisfaction score renormalises over the pre
                   0.5 when it has none
     rephrase      1 - the highest word-set Jaccard similarity between a sentence of u_{i+1} and one
                   of u_i (content words, `STOPWORDS` removed): re-asking repeats the question
-    correction    0 when u_{i+1} has a correction marker (`CORRECTION`: "no,", "that's wrong",
-                  "actually", "should be", ...), else 1
+    correction    0 when u_{i+1} has a correction or contradiction marker (`CORRECTION`: "no,",
+                  "that's wrong", "actually", "should be", "I don't think so", ...), else 1
     continuation  0 when u_{i+1} abandons (`ABANDON`: "never mind", "forget it", ...), else 1
     engagement    0 when it abandons; else min(1, new content words of u_{i+1} / `engagement_words`)
                   (words not already in u_i: a re-ask adds few)
@@ -51,7 +51,8 @@ have has had he she they them his her their about up out into""".split())
 CORRECTION = re.compile(
     r"(^\s*no\b[\s,.!]|that'?s (?:not right|wrong|incorrect)|that is (?:not right|wrong|incorrect)|"
     r"\bis wrong\b|\bnot (?:right|correct)\b|\bincorrect\b|\bactually\b|\bshould be\b|\bit'?s not\b|"
-    r"\bi said\b|\bi told you\b|\byou ignored\b|\bread (?:my|what)\b)", re.IGNORECASE)
+    r"\bi said\b|\bi told you\b|\byou ignored\b|\bread (?:my|what)\b|\bdoesn'?t (?:look|sound|seem) right\b|"
+    r"\bi don'?t think so\b|\bnot what i asked\b)", re.IGNORECASE)
 ABANDON = re.compile(
     r"(\bnever ?mind\b|(?:^|[.!?,]\s*)(?:oh,? )?forget it\b|\bi'?ll figure it out\b|\bi give up\b|\bdon'?t bother\b|"
     r"\bi'?ll ask someone else\b|\bthis is pointless\b)", re.IGNORECASE)

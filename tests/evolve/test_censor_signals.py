@@ -42,6 +42,9 @@ def test_rephrase_similarity_of_a_re_ask():
     ("Nothing else, thanks.", False),     # "no" only as a word start, not a marker
     ("Great, that's right. Thanks a lot!", False),
     ("Now, how many minutes is 4 hours?", False),
+    ("Hmm, I don't think so. Let me ask again.", True),
+    ("That doesn't look right.", True),
+    ("That's not helpful at all.", False),  # a complaint, not a correction: sentiment's business
 ])
 def test_correction_markers(text, marked):
     assert has_correction(text) is marked
