@@ -128,7 +128,7 @@ class CensorSection:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "explicit": 0.3, "sentiment": 0.15, "continuation": 0.1, "rephrase": 0.1,
         "correction": 0.2, "engagement": 0.05, "quality": 0.1})
-    quality: str = "none"  # what fills the `quality` signal: none or a key of censor.QUALITY
+    quality: str = "none"  # what fills the `quality` signal: none, self_consistency or a key of censor.QUALITY
     expand_topics: int = 0  # topic-aware expansion: extra prompts from the worst-satisfied topics
     topic_alpha: float = 0.5  # frequency-aware PO: w(x) ∝ f_topic^alpha, mean 1 (0 = plain DPO)
     # Simulated reactions to fresh answers log a rating with this probability (real users rarely
