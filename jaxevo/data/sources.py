@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 # Importing these modules registers their source types (the registry lives in `base`).
 from jaxevo.data import (  # noqa: F401
-    arithmetic, dialogue_turns, dialogues, instructions, loaders, reasoning_gym_source)
+    arithmetic, dialogue_turns, dialogues, instructions, interaction_logs, loaders, reasoning_gym_source,
+    simulated_logs)
 from jaxevo.data.base import SOURCES, Source, check_spec_keys, register_source
 from jaxevo.data.records import Record
 from jaxevo.errors import ConfigError

@@ -128,9 +128,24 @@ class CensorSection:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: {
         "explicit": 0.3, "sentiment": 0.15, "continuation": 0.1, "rephrase": 0.1,
         "correction": 0.2, "engagement": 0.05, "quality": 0.1})
-    quality: str = "none"  # what fills the `quality` signal: none or a key of censor.QUALITY
+    quality: str = "none"  # what fills the `quality` signal: none, self_consistency or a key of censor.QUALITY
     expand_topics: int = 0  # topic-aware expansion: extra prompts from the worst-satisfied topics
     topic_alpha: float = 0.5  # frequency-aware PO: w(x) ∝ f_topic^alpha, mean 1 (0 = plain DPO)
+    # Simulated reactions to fresh answers log a rating with this probability (real users rarely
+    # rate); `engagement_words` new words in the next user turn count as full engagement.
+    rating_prob: float = 0.2
+    engagement_words: int = 8
+    # Generative expansion (evolve/expansion.py): the model writes `expand_per_topic` new prompts
+    # for each of the `expand_topics` worst topics from `expand_seeds` of their user turns, and
+    # `expand_variants` variants of the best-received exchanges (score >= expand_min_score);
+    # near-duplicates of the pool or of each other (ROUGE-L F >= expand_max_overlap) are dropped.
+    expand_per_topic: int = 16
+    expand_variants: int = 0
+    expand_min_score: float = 0.8
+    expand_seeds: int = 4
+    expand_max_overlap: float = 0.7
+    expand_temperature: float = 0.9
+    expand_max_new_tokens: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +293,10 @@ class EvolveConfig:
             raise ConfigError("stages lists `grpo` but there is no `grpo:` section (see configs/grpo.yaml)")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")
+        if ((self.censor.expand_topics > 0 or self.censor.expand_variants > 0) and self.score.scorer == "censor"
+                and "expand" not in self.stages):
+            raise ConfigError("censor.expand_topics / expand_variants are set but `stages:` has no `expand` "
+                              "stage (list it after `score`, as configs/dpse.yaml does)")
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")

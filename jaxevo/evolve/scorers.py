@@ -9,7 +9,7 @@ one score per response, in [0, 1] for the built-in ones. Groups let self-consist
     self_consistency  share of the group's stated answers that agree with this one
     self_judge        the model's own feedback verdict ("Judgement: correct") — needs a feedback stage
     judge             same verdict parser over feedback written by another model (`score.judge_model`)
-    censor            DPSE satisfaction from simulated-user interaction signals (see censor.py)
+    censor            DPSE satisfaction from the signals of logged or simulated user turns (censor.py)
     rewards           TRL-style reward functions of `score.rewards`, weighted (see jaxevo/rewards.py);
                       scores in the functions' own units, None where none had an opinion
 
@@ -54,12 +54,15 @@ class ScorerSetup:
     feedback_model  the model that writes the feedback the scorer reads (None: the round's model)
     expand_topics   DPSE topic-aware expansion after scoring: prompts from the k worst topics
     topic_alpha     DPSE frequency-aware preference weights w ∝ f_topic^alpha (0: none)
+    expansion       DPSE generative expansion settings (evolve/expansion.py; the `expand` stage):
+                    per_topic, variants, min_score, seeds, max_overlap, temperature, max_new_tokens
     """
 
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     feedback_model: str | None = None
     expand_topics: int = 0
     topic_alpha: float = 0.0
+    expansion: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +171,14 @@ SCORERS.add("judge", Scorer("judge", self_judge, _judge_setup))  # self_judge's 
 def _censor_setup(ctx: "RoundContext") -> ScorerSetup:
     """The Censor's signal weights and quality signal, and DPSE's two topic expansions."""
     c = ctx.cfg.censor
-    if c.quality != "none":
+    if c.quality not in ("none", "self_consistency"):
         censor_.QUALITY.get(c.quality, "censor.quality")  # an unknown name fails before sampling
-    return ScorerSetup(params={"weights": c.weights, "quality": c.quality},
-                       expand_topics=c.expand_topics, topic_alpha=c.topic_alpha)
+    expansion = {"per_topic": c.expand_per_topic, "variants": c.expand_variants, "min_score": c.expand_min_score,
+                 "seeds": c.expand_seeds, "max_overlap": c.expand_max_overlap,
+                 "temperature": c.expand_temperature, "max_new_tokens": c.expand_max_new_tokens}
+    return ScorerSetup(params={"weights": c.weights, "quality": c.quality, "rating_prob": c.rating_prob,
+                               "engagement_words": c.engagement_words},
+                       expand_topics=c.expand_topics, topic_alpha=c.topic_alpha, expansion=expansion)
 
 
 SCORERS.add("censor", Scorer("censor", censor_.satisfaction_scores, _censor_setup))

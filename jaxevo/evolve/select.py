@@ -53,8 +53,9 @@ def _ranked(responses: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def build_sft(groups: Iterable[Group], *, min_score: float = 0.5, max_per_prompt: int = 1,
               require_format: bool = True, allow_truncated: bool = False,
-              kinds: Sequence[str] = ("sample", "refine")) -> list[dict]:
-    """The accepted responses: score >= min_score, distinct texts, at most `max_per_prompt` each."""
+              kinds: Sequence[str] = ("sample", "refine", "logged")) -> list[dict]:
+    """The accepted responses: score >= min_score, distinct texts, at most `max_per_prompt` each
+    (a logged answer from an interaction log counts like a sample)."""
     out = []
     for g in groups:
         seen: set[str] = set()

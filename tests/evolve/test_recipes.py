@@ -18,7 +18,11 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
              "meta.min_score=0.0", "meta.epochs=1", "rounds.gate.n=4"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",
-             "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2", "run.keep_checkpoints=true"],
+             "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2", "run.keep_checkpoints=true",
+             # Short contexts on 2 cores: the users' histories are tested in tests/data.
+             "prompts.source.history=session", "eval.source.history=session",
+             "sft.data.max_length=384", "preference.data.max_length=384", "censor.expand_per_topic=2",
+             "censor.expand_variants=2"],
 }
 
 
@@ -35,7 +39,9 @@ def test_two_rounds(name, tmp_path, tiny_model):
     for r in (1, 2):
         rd = m["rounds"][str(r)]
         assert rd["done"] and rd["model"]
-        assert list(rd["stages"]) == list(cfg.stages) == list(ROUND_STAGES)  # every stage ran, in order
+        assert list(rd["stages"]) == list(cfg.stages)  # every stage ran, in order
+        # DPSE adds its log and expansion stages to the common ones.
+        assert [s for s in cfg.stages if s not in ("logged", "expand")] == list(ROUND_STAGES)
         for stage in cfg.stages:
             assert (root / f"round_{r:03d}" / stage).is_dir()
         groups = read_jsonl(root / f"round_{r:03d}" / "score" / "scored.jsonl")
@@ -90,8 +96,15 @@ def test_two_rounds(name, tmp_path, tiny_model):
     if name == "dpse":
         pairs = read_jsonl(root / "round_001" / "data" / "pairs.jsonl")
         assert all("weight" in p for p in pairs)
-        groups = read_jsonl(root / "round_001" / "score" / "scored.jsonl")
+        groups = read_jsonl(root / "round_001" / "expand" / "scored.jsonl")
         assert all("signals" in resp for g in groups for resp in g["responses"])
+        # Every prompt of the simulated log brings its logged answer; expansion ran on the model.
+        st1 = m["rounds"]["1"]["stages"]
+        assert st1["logged"]["logged_answers"] == cfg.prompts.per_round
+        assert sum(r["kind"] == "logged" for g in groups for r in g["responses"]) == cfg.prompts.per_round
+        ex = st1["expand"]
+        assert ex["expanded_topics"] and ex["generated"] == 2 * len(ex["expanded_topics"]) + ex["variant_requests"]
+        assert "judge_agreement_by_checker" in st1["score"]
         # Dialogue turns are scored apart: arithmetic questions and memory probes.
         ev = m["rounds"]["1"]["stages"]["eval"]
         assert set(ev["by_kind"]) == {"probe", "question"}

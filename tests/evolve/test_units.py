@@ -138,15 +138,17 @@ def test_win_rate_pairs_items_by_id():
 
 
 def test_censor_satisfaction_orders_answers():
+    # A simulated user's turn (its labels: kind, question, gold): the simulator writes the next user
+    # turn for each fresh answer and the Censor reads that text.
     item = {"id": "d/s0/t0", "prompt": "One pen costs $2. How many dollars for 3 pens?", "answer": "6",
-            "kind": "question", "topic": "shopping"}
+            "kind": "question", "topic": "shopping", "question": "One pen costs $2. How many dollars for 3 pens?"}
     g = {"item": item, "prompt": item["prompt"], "responses": [
         {"text": "3 pens cost $6. The answer is 6.", "kind": "sample"},
         {"text": "The answer is 5.", "kind": "sample"},
         {"text": "", "kind": "sample"}]}
     s = censor.satisfaction_scores(g, {"quality": "none"})
     assert s[0] > s[1] and s[0] > s[2]
-    assert set(g["responses"][0]["signals"]) >= {"explicit", "sentiment", "correction"}
+    assert set(g["responses"][0]["signals"]) >= {"sentiment", "correction", "rephrase", "continuation"}
     with pytest.raises(ConfigError, match="unknown signals"):
         censor.satisfaction({"explicit": 1.0}, {"explicitt": 1.0})
 
@@ -229,8 +231,11 @@ def test_scorer_setup_hooks_carry_what_a_scorer_asks_of_the_round():
     with pytest.raises(ConfigError, match="needs score.judge_model"):
         SCORERS.get("judge").prepare(ctx(scorer="judge"))
     c = SCORERS.get("censor").prepare(ctx(scorer="censor", params={"quality": "verifier"}))
-    assert c.params == {"weights": base.censor.weights, "quality": "verifier", "seed": 1001}
+    assert c.params == {"weights": base.censor.weights, "quality": "verifier", "seed": 1001,
+                        "rating_prob": base.censor.rating_prob, "engagement_words": base.censor.engagement_words}
     assert (c.expand_topics, c.topic_alpha) == (base.censor.expand_topics, base.censor.topic_alpha)
+    assert c.expansion["per_topic"] == base.censor.expand_per_topic
+    assert c.expansion["variants"] == base.censor.expand_variants
     bad = dataclasses.replace(base, censor=dataclasses.replace(base.censor, quality="oracle"))
     with pytest.raises(ConfigError, match=r"unknown censor.quality 'oracle'; known: self_judge, verifier"):
         SCORERS.get("censor").prepare(types.SimpleNamespace(cfg=bad, seed=0, round=1))

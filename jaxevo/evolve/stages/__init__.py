@@ -5,7 +5,9 @@
     generate    prompts.jsonl                  groups.jsonl    n sampled answers per prompt (y0)
     feedback    groups.jsonl                   groups.jsonl    + the model's critique of each (SELF)
     refine      groups.jsonl                   groups.jsonl    + chains of k self-refinements
-    score       groups.jsonl                   scored.jsonl    the scorer's scores (+ DPSE expansion)
+    logged      groups.jsonl                   groups.jsonl    + each prompt's logged answer (DPSE, logs)
+    score       groups.jsonl                   scored.jsonl    the scorer's scores
+    expand      scored.jsonl                   scored.jsonl    + DPSE's generated prompts, answered, scored
     data        scored.jsonl                   sft.jsonl, pairs.jsonl, control.jsonl
     sft         sft.jsonl                      model           phase 1 training (train/final)
     preference  pairs.jsonl                    model           phase 2, reference log-probs once
@@ -16,6 +18,6 @@
     grpo        prompts.jsonl                  model           online RL steps (GRPO family; evolve/online.py)
 """
 
-from jaxevo.evolve.stages import evaluation, online, sampling, scoring, training
+from jaxevo.evolve.stages import dpse, evaluation, online, sampling, scoring, training
 
-__all__ = ["evaluation", "online", "sampling", "scoring", "training"]
+__all__ = ["dpse", "evaluation", "online", "sampling", "scoring", "training"]

@@ -1,50 +1,57 @@
-"""The stages that turn responses into training data: the scorer's score for every response
-(with DPSE's topic-aware expansion when the scorer asks for it), then SFT examples, preference
-pairs and the format-only control set."""
+"""The stages that turn responses into training data: the scorer's score for every response, then
+SFT examples, preference pairs and the format-only control set. (DPSE's expansions, which add
+scored prompts, are the `expand` stage: stages/dpse.py.)"""
 
 from __future__ import annotations
 
-import random
+import collections
 from pathlib import Path
 from typing import Any
 
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import select
-from jaxevo.evolve.censor import pair_weights, topic_stats, worst_topics
+from jaxevo.checkers import checker_for
+from jaxevo.evolve.censor import pair_weights
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import stage
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
 from jaxevo.evolve.scorers import Scorer, verifier
-from jaxevo.evolve.stages.sampling import sample_groups
 
 
 @stage("score", reads=("groups.jsonl",), writes=("scored.jsonl",))
 def score_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
-    """The scorer's score for every response (+ DPSE topic-aware expansion) into scored.jsonl."""
+    """The scorer's score for every response into scored.jsonl."""
     groups = read_jsonl(ctx.input("groups.jsonl"))
     scorer, params = ctx.scorer, ctx.scoring.params
-    _score_all(scorer, groups, params)
+    score_groups(scorer, groups, params)
     info: dict[str, Any] = {}
-    if ctx.scoring.expand_topics > 0:
-        groups, info = _topic_expansion(ctx, groups, scorer, params)
-    # Agreement of the scorer with the verifier, where gold answers exist (judge quality).
+    # Agreement of the scorer with the verifier, where gold answers exist (judge quality), over
+    # all graded responses and per checker (a probe's fact and a number are different tests).
     gold = [g for g in groups if g["item"].get("answer") not in (None, "")]
     if any(g["responses"] for g in gold) and scorer.score is not verifier:
-        agree = [(r["score"] >= ctx.cfg.select.min_score) == bool(v)  # over the graded responses
-                 for g in gold for r, v in zip(g["responses"], verifier(g, {})) if r["score"] is not None]
-        info["judge_agreement"] = sum(agree) / max(1, len(agree))
+        agree: dict[str, list[bool]] = collections.defaultdict(list)
+        for g in gold:
+            name = checker_for(g["item"]).name
+            for r, v in zip(g["responses"], verifier(g, {})):
+                if r["score"] is not None:
+                    agree[name].append((r["score"] >= ctx.cfg.select.min_score) == bool(v))
+        every = [a for v in agree.values() for a in v]
+        info["judge_agreement"] = sum(every) / max(1, len(every))
+        info["judge_agreement_by_checker"] = {k: {"agreement": sum(v) / len(v), "n": len(v)}
+                                              for k, v in sorted(agree.items()) if v}
     write_jsonl(out / "scored.jsonl", groups)
     # None: a reward had no opinion or a judge stated no verdict (never accepted; left out of the mean).
     scores = [r["score"] for g in groups for r in g["responses"] if r["score"] is not None]
     samples = [r for g in groups for r in g["responses"] if r["kind"] == "sample"]
     n = sum(len(g["responses"]) for g in groups)
     return {"mean_score": sum(scores) / max(1, len(scores)), "responses": n, "unscored": n - len(scores),
+            "samples": len(samples),
             "accepted_samples": sum(r["score"] is not None and r["score"] >= ctx.cfg.select.min_score
                                     for r in samples),
             **info}
 
 
-def _score_all(scorer: Scorer, groups: list[dict], params) -> None:
+def score_groups(scorer: Scorer, groups: list[dict], params) -> None:
     """Every response's score: one call for all groups when the scorer has a batch form (reward
     functions, as TRL calls them on a batch), else one call per group."""
     per_group = scorer.score_all(groups, params)
@@ -54,21 +61,6 @@ def _score_all(scorer: Scorer, groups: list[dict], params) -> None:
                               f"{len(group['responses'])} responses (item {group['item'].get('id')})")
         for r, s in zip(group["responses"], scores):
             r["score"] = None if s is None else float(s)
-
-
-def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, params):
-    """DPSE topic-aware expansion: more prompts from the topics users were least satisfied with
-    (weighted by topic frequency), answered and scored like the rest."""
-    stats = topic_stats(groups)
-    topics = worst_topics(stats, ctx.scoring.expand_topics)
-    used = {g["item"]["id"] for g in groups}
-    extra = [it for it in ctx.prompt_pool() if it.get("topic") in topics and it["id"] not in used]
-    random.Random(ctx.seed).shuffle(extra)
-    extra = extra[: max(1, len(groups) // 2)]
-    new = sample_groups(ctx, extra, ctx.cfg.sample.n, salt=101, expanded=True)
-    _score_all(scorer, new, params)
-    return groups + new, {"expanded_topics": topics, "expanded_prompts": len(new),
-                          "topic_stats": stats}
 
 
 @stage("data", reads=("scored.jsonl",), writes=("sft.jsonl", "pairs.jsonl", "control.jsonl"))
