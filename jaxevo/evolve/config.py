@@ -179,7 +179,17 @@ class RoundsSection:
     # (docs/results.md); a self-supervised recipe must not degrade the model.
     gate: dict[str, Any] | None = None
     gate_min_gain: float = 0.0  # negative: tolerate that much loss (validation noise)
-    reference: Literal["previous", "sft"] = "sft"  # preference reference: round start or SFT result
+    # The preference phase's reference model (METHODS.md §2.3, marked [I]): sft = the model the
+    # phase starts from (this round's SFT result when SFT ran); previous = the previous round's
+    # final model, where the activation SFT (`sft_rounds: activation`) counts as the round before
+    # the first preference round (π_ref = π_1); start = this round's start model, always.
+    reference: Literal["previous", "sft", "start"] = "sft"
+    # Which rounds run the `sft` stage. every: each round (SELF, DPSE, the demo; EVOLVE's ablation
+    # "SR-aware SFT every round"); activation: only round `activation_round`, EVOLVE's activation
+    # phase (SR-aware SFT once, then rounds of refinement-aware preference training); none: never
+    # (EVOLVE without the activation phase).
+    sft_rounds: Literal["every", "activation", "none"] = "every"
+    activation_round: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,6 +288,9 @@ class EvolveConfig:
             raise ConfigError("stages lists `grpo` but there is no `grpo:` section (see configs/grpo.yaml)")
         if self.score.scorer in ("self_judge", "judge") and not self.feedback.enabled:
             raise ConfigError(f"score.scorer={self.score.scorer} needs feedback.enabled: true")
+        if self.rounds.activation_round < 1:
+            raise ConfigError(f"rounds.activation_round={self.rounds.activation_round} must be >= 1 "
+                              "(the round whose SFT stage runs when rounds.sft_rounds=activation)")
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")
