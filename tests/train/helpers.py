@@ -104,3 +104,17 @@ def make_step(objective_name: str, records, *, num_micro: int = 1, batch_size: i
         data = attach_reference(data, ref)
     state = init_state(params, parts.tx, 0, parts.state_shardings)
     return parts.step, state, BatchStream(data, batch_size, seed=seed, pad_to_multiple=8)
+
+
+def label_logps(params, cfg: ModelConfig, tokens, labels) -> "np.ndarray":
+    """[N] summed log-probs of the labelled tokens (labels >= 0; label t is predicted at t) of
+    each row of ``tokens`` [N, T]: one plain causal forward, independent of the trainer's code."""
+    import numpy as np
+
+    tokens, labels = np.asarray(tokens), np.asarray(labels)
+    t = tokens.shape[1]
+    mask = jnp.tril(jnp.ones((t, t), bool))[None]
+    logits, _ = Transformer(cfg).apply({"params": params}, jnp.asarray(tokens), jnp.arange(t)[None], mask)
+    lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1))
+    picked = np.take_along_axis(lp, np.maximum(labels, 0)[..., None], -1)[..., 0]
+    return np.where(labels >= 0, picked, 0.0).sum(-1)
