@@ -159,7 +159,8 @@ def test_eval_and_generate_commands_on_a_tiny_model(tmp_path, tiny_model, capsys
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(it) + "\n" for it in ITEMS[:2]))
     out = tmp_path / "ev"
-    flags = ["--refine-steps", "2", "--self-feedback", "--max-new-tokens", "6", "--dtype", "float32"]
+    flags = ["--refine-steps", "2", "--self-feedback", "--feedback-max-new-tokens", "5", "--max-new-tokens", "6",
+             "--dtype", "float32"]
     assert main(["eval", "--model", tiny_model, "--data", str(data), "--out", str(out), *flags]) == 0
     summary = json.loads((out / "summary.json").read_text())
     st = summary["strategy"]
@@ -172,7 +173,7 @@ def test_eval_and_generate_commands_on_a_tiny_model(tmp_path, tiny_model, capsys
     greedy = SamplingParams(max_new_tokens=6, temperature=0.0)
     assert chain["answers"][0] == rows[0]["completion"] == s.generate(["2+2?"], greedy)[0][0].text
     fb = s.generate([FEEDBACK_TEMPLATE.format(prompt="2+2?", previous=chain["answers"][0])],
-                    SamplingParams(max_new_tokens=128, temperature=0.0))[0][0].text
+                    SamplingParams(max_new_tokens=5, temperature=0.0))[0][0].text
     assert chain["feedback"][0] == fb
     if chain["stopped"] != 0:
         refined = s.generate([self_refine_prompt(REFINE_TEMPLATE, "2+2?", chain["answers"][0], fb)], greedy)
@@ -188,3 +189,18 @@ def test_eval_and_generate_commands_on_a_tiny_model(tmp_path, tiny_model, capsys
     assert len(rec["completions"]) == 1 and len(rec["strategy"]["chains"]) == 2
     kept = rec["strategy"]["chains"][rec["strategy"]["selected"]]
     assert rec["completions"][0] == kept["answers"][-1] and len(kept["answers"]) == 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "--model", "m", "--data", "d.jsonl", "--best-of", "2", "--select", "judge"], "--select judge needs --judge J"),
+    (["eval", "--model", "m", "--data", "d.jsonl", "--select", "reward_model", "--reward-model", "rm"],
+     "give N >= 2"),
+    (["eval", "--model", "m", "--data", "d.jsonl", "--self-feedback"], "give --refine-steps K >= 1"),
+    (["generate", "--model", "m", "--prompts", "p.jsonl", "--out", "o.jsonl", "--n", "2", "--best-of", "2"],
+     "give --best-of N for N samples"),
+])
+def test_bad_strategy_flags_exit_2_before_any_model_loads(argv, message, capsys):
+    from jaxevo.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -66,6 +66,8 @@ def add_strategy_arguments(p) -> None:
                    help="with --refine-steps: before each step the model critiques its answer (SELF's "
                         "feedback template); a chain stops when the critique accepts, else the next "
                         "answer is conditioned on the critique")
+    p.add_argument("--feedback-max-new-tokens", type=int, default=128,
+                   help="with --self-feedback: tokens of each critique")
     p.add_argument("--best-of", type=int, default=1, metavar="N",
                    help="N samples per prompt (temperature 0 becomes 1), each refined as above, one selected")
     p.add_argument("--select", default="majority", choices=["majority", "checker", "reward_model", "judge"],
@@ -87,7 +89,7 @@ def strategy_of(args):
     if args.select == "judge" and not args.judge:
         raise ConfigError("--select judge needs --judge J")
     return Strategy(refine_steps=args.refine_steps, self_feedback=args.self_feedback, best_of=args.best_of,
-                    select=args.select)
+                    select=args.select, feedback_max_new_tokens=args.feedback_max_new_tokens)
 
 
 def selectors(args, strategy) -> dict:

@@ -165,6 +165,12 @@ class EvalSection:
     batch_size: int = 64
     self_refine: bool = False  # also report accuracy after one online self-refinement step
     before: bool = True  # evaluate the start model as round 0
+    # Inference strategy of each round's evaluation (jaxevo/strategies.py, `jaxevo eval
+    # --refine-steps K [--self-feedback]`): accuracy after each of K self-refinement steps, in
+    # eval.json's "strategy". With self_feedback the model critiques first and a chain stops when
+    # its critique accepts (SELF's online self-refinement). 0: off.
+    refine_steps: int = 0
+    self_feedback: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +297,8 @@ class EvolveConfig:
         if self.rounds.activation_round < 1:
             raise ConfigError(f"rounds.activation_round={self.rounds.activation_round} must be >= 1 "
                               "(the round whose SFT stage runs when rounds.sft_rounds=activation)")
+        if self.eval.self_feedback and self.eval.refine_steps < 1:
+            raise ConfigError("eval.self_feedback critiques before each refinement step: set eval.refine_steps >= 1")
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")

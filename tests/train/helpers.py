@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import string
 from pathlib import Path
@@ -111,10 +112,15 @@ def label_logps(params, cfg: ModelConfig, tokens, labels) -> "np.ndarray":
     each row of ``tokens`` [N, T]: one plain causal forward, independent of the trainer's code."""
     import numpy as np
 
-    tokens, labels = np.asarray(tokens), np.asarray(labels)
+    return np.asarray(_label_logps(params, cfg, jnp.asarray(tokens), jnp.asarray(labels)))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _label_logps(params, cfg, tokens, labels):
     t = tokens.shape[1]
     mask = jnp.tril(jnp.ones((t, t), bool))[None]
-    logits, _ = Transformer(cfg).apply({"params": params}, jnp.asarray(tokens), jnp.arange(t)[None], mask)
-    lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1))
-    picked = np.take_along_axis(lp, np.maximum(labels, 0)[..., None], -1)[..., 0]
-    return np.where(labels >= 0, picked, 0.0).sum(-1)
+    logits, _ = Transformer(cfg).apply({"params": params}, tokens, jnp.arange(t)[None], mask)
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[..., None], -1)[..., 0]
+    lp = picked - jax.nn.logsumexp(logits, -1)
+    return jnp.where(labels >= 0, lp, 0.0).sum(-1)
