@@ -94,7 +94,9 @@ def run(args) -> int:
     inputs = [r["prompt"] if isinstance(r.get("prompt"), list) else chat_of(r) for r in rows]
     if not chat and any(not isinstance(p, str) for p in inputs):
         raise JaxevoError("--no-chat needs string prompts (got chat messages or a system turn)")
-    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    # As `jaxevo eval`: N greedy samples would be one answer N times.
+    temperature = 1.0 if strategy.best_of > 1 and args.temperature == 0 else args.temperature
+    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=temperature,
                         top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
                         repetition_penalty=args.repetition_penalty, n=max(args.n, strategy.best_of), seed=args.seed,
                         stop=tuple(args.stop))
