@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from jaxevo.checkers import Checker, checker_for, get_checker
 from jaxevo.data.records import chat_of
 from jaxevo.sampling.api import SamplingParams
+from jaxevo.strategies import Chain, Strategy, run_strategy
 from jaxevo.templates import REFINE_TEMPLATE
 
 
@@ -47,7 +48,8 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
              k: int = 1, temperature: float = 0.0, seed: int = 0, chat: bool = True,
              self_refine: bool = False, refine_template: str = REFINE_TEMPLATE,
              progress: bool | None = None, checker: str | None = None,
-             stop_after: Sequence[str] = ()) -> tuple[list[dict], dict[str, Any]]:
+             stop_after: Sequence[str] = (), strategy: Strategy | None = None, reward_model=None,
+             judge=None) -> tuple[list[dict], dict[str, Any]]:
     """Run the model on `items` (dicts with "prompt" and what their checker reads, e.g.
     "answer"); returns (per-item rows, summary).
 
@@ -55,13 +57,18 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
     (accuracy = the first sample). With `self_refine`, each first answer is refined once by the
     model (greedy) and `refined/accuracy` is reported too. `checker` names one checker for every
     item instead of each item's own. `stop_after`: end-of-answer patterns that end a completion
-    early (`SamplingParams.stop_after`).
+    early (`SamplingParams.stop_after`). `strategy` (`jaxevo.strategies`): a chain of K
+    self-refinement steps (optionally with self-feedback) and/or best-of-N selection (by
+    `reward_model` or `judge` where it says so), reported under ``summary["strategy"]``.
     """
     override = get_checker(checker) if checker is not None else None
     if k > 1 and temperature == 0:
         temperature = 1.0  # k identical greedy samples would make pass@k meaningless
     prompts = [chat_of(it) for it in items]  # chat messages / a system turn where the item has them
-    sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=k, seed=seed,
+    best_of = strategy.best_of if strategy is not None else 1
+    if best_of > 1 and temperature == 0:
+        temperature = 1.0  # as for k: N identical greedy samples leave nothing to select from
+    sp = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, n=max(k, best_of), seed=seed,
                         stop_after=tuple(stop_after))
     outs = sampler.generate(prompts, sp, chat=chat, progress=progress)
     rows = []
@@ -103,4 +110,42 @@ def evaluate(sampler, items: Sequence[dict[str, Any]], *, max_new_tokens: int = 
             r["refined_correct"] = is_correct(it, comps[0].text, ch)
         ref = accuracy_summary([r["refined_correct"] for r in rows])
         summary.update({f"refined/{key}": v for key, v in ref.items()})
+    if strategy is not None and strategy.active:
+        chains, chosen = run_strategy(sampler, prompts, items, outs, strategy, checkers,
+                                      max_new_tokens=max_new_tokens, chat=chat, stop_after=stop_after,
+                                      progress=progress, reward_model=reward_model, judge=judge)
+        summary["strategy"] = strategy_report(items, checkers, rows, chains, chosen, strategy)
     return rows, summary
+
+
+def strategy_report(items, checkers, rows: list[dict], chains: list[list[Chain]], chosen: list[int],
+                    strategy: Strategy) -> dict[str, Any]:
+    """Adds each row's chains and final answer (``strategy``) to `rows`; returns the summary:
+    accuracy after each step of the chain (over every sample's chain; a stopped chain keeps its
+    accepted answer), at which step the self-feedback accepted, and the selected answers'
+    accuracy (``final``), with best-of-N's pass@N of the final answers."""
+    k = strategy.refine_steps
+    by_step: list[list[bool]] = [[] for _ in range(k + 1)]
+    stopped = collections.Counter()
+    finals, passes = [], []
+    for it, ch, row, row_chains, j in zip(items, checkers, rows, chains, chosen):
+        for c in row_chains:
+            for step in range(k + 1):
+                by_step[step].append(is_correct(it, c.at(step), ch))
+            stopped["never" if c.stopped is None else str(c.stopped)] += 1
+        final = row_chains[j].final
+        ok = is_correct(it, final, ch)
+        finals.append(ok)
+        passes.append(any(is_correct(it, c.final, ch) for c in row_chains))
+        row["strategy"] = {"chains": [c.as_dict() for c in row_chains], "selected": j, "final": final,
+                           "final_prediction": ch.extract(final, it), "final_correct": ok}
+    report: dict[str, Any] = {
+        "refine_steps": k, "self_feedback": strategy.self_feedback, "best_of": strategy.best_of,
+        "selection": strategy.select if strategy.best_of > 1 else None,
+        "accuracy_by_step": [accuracy_summary(v)["accuracy"] for v in by_step],
+        "chains": len(by_step[0]), "final": accuracy_summary(finals)}
+    if strategy.self_feedback:  # how many chains the critique accepted at answer k (never: refined K times)
+        report["stopped_at"] = {key: stopped[key] for key in sorted(stopped, key=lambda x: (x == "never", x))}
+    if strategy.best_of > 1:
+        report[f"pass@{strategy.best_of}"] = accuracy_summary(passes)["accuracy"]
+    return report

@@ -55,12 +55,60 @@ def add_arguments(p):
     p.add_argument("--reward", action="append", metavar="MODULE:FN[=WEIGHT]",
                    help="also report the mean of TRL-style reward functions over the first completions "
                         "(repeatable; see `jaxevo score`)")
+    add_strategy_arguments(p)
+
+
+def add_strategy_arguments(p) -> None:
+    """The inference strategies (`jaxevo.strategies`), shared by `jaxevo eval` and `jaxevo generate`."""
+    p.add_argument("--refine-steps", type=int, default=0, metavar="K",
+                   help="a chain of K self-refinement steps after each answer (EVOLVE's template z; greedy)")
+    p.add_argument("--self-feedback", action="store_true",
+                   help="with --refine-steps: before each step the model critiques its answer (SELF's "
+                        "feedback template); a chain stops when the critique accepts, else the next "
+                        "answer is conditioned on the critique")
+    p.add_argument("--feedback-max-new-tokens", type=int, default=128,
+                   help="with --self-feedback: tokens of each critique")
+    p.add_argument("--best-of", type=int, default=1, metavar="N",
+                   help="N samples per prompt (temperature 0 becomes 1), each refined as above, one selected")
+    p.add_argument("--select", default="majority", choices=["majority", "checker", "reward_model", "judge"],
+                   help="with --best-of: majority (self-consistency over the stated answers), checker (the "
+                        "first the checker accepts: needs the reference, an upper bound in evaluation), "
+                        "reward_model (--reward-model DIR) or judge (--judge J, pointwise grades)")
+
+
+def strategy_of(args):
+    """The `Strategy` the flags ask for (bad combinations are ConfigErrors)."""
+    from jaxevo.strategies import Strategy
+
+    if args.select in ("reward_model", "judge") and args.best_of < 2:
+        raise ConfigError(f"--select {args.select} chooses among --best-of N samples: give N >= 2")
+    if args.select in ("reward_model", "judge") and (getattr(args, "baseline", None) or getattr(args, "baseline_outputs", None)):
+        raise ConfigError("--select picks among one model's samples; --baseline compares two models: not both")
+    if args.select == "reward_model" and not args.reward_model:
+        raise ConfigError("--select reward_model needs --reward-model DIR")
+    if args.select == "judge" and not args.judge:
+        raise ConfigError("--select judge needs --judge J")
+    return Strategy(refine_steps=args.refine_steps, self_feedback=args.self_feedback, best_of=args.best_of,
+                    select=args.select, feedback_max_new_tokens=args.feedback_max_new_tokens)
+
+
+def selectors(args, strategy) -> dict:
+    """The reward model or judge that selects among best-of-N samples, loaded."""
+    if strategy.best_of < 2 or strategy.select not in ("reward_model", "judge"):
+        return {}
+    if strategy.select == "reward_model":
+        from jaxevo.judging.reward_model import RewardModel
+        return {"reward_model": RewardModel.load(args.reward_model, dtype=args.dtype)}
+    from jaxevo.judging.judge import Judge, JudgeSettings
+    return {"judge": Judge.load(args.judge, JudgeSettings(max_new_tokens=args.judge_max_new_tokens), dtype=args.dtype)}
 
 
 def run(args) -> int:
     if args.judge and args.reward_model:
         raise ConfigError("give --judge or --reward-model, not both")
-    if args.judge or args.reward_model:  # open-ended answers against a baseline's
+    strategy = strategy_of(args)  # before any data or model is read
+    if (args.judge or args.reward_model) and args.select not in ("judge", "reward_model"):
+        # open-ended answers against a baseline's
         from jaxevo.commands import head_to_head
         return head_to_head.run(args)
     if args.baseline or args.baseline_outputs:
@@ -85,10 +133,10 @@ def run(args) -> int:
     out = check_writable(args.out or f"eval-{args.task or Path(args.data).stem}", is_dir=True)
     rewards = parse_rewards(parse_reward_flags(args.reward), "--reward") if args.reward else ()
     with DirLock(out, "jaxevo eval"):  # a second eval into the same folder is refused
-        return _evaluate_into(args, items, rewards, out)
+        return _evaluate_into(args, items, rewards, out, strategy)
 
 
-def _evaluate_into(args, items, rewards, out: Path) -> int:
+def _evaluate_into(args, items, rewards, out: Path, strategy=None) -> int:
     """Sample, check and write `out`/results.jsonl and summary.json (the folder is locked)."""
     from jaxevo.evaluate import evaluate
     from jaxevo.sampling.api import Sampler
@@ -97,7 +145,8 @@ def _evaluate_into(args, items, rewards, out: Path) -> int:
     sampler = Sampler.load(args.model, dtype=args.dtype)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
-                             self_refine=args.self_refine, progress=True)
+                             self_refine=args.self_refine, progress=True, strategy=strategy,
+                             **selectors(args, strategy))
     summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
     if rewards:  # the first completion of each item, as `accuracy` counts it
         scored, rs = score_rows([dict(it, completions=[r["completion"]]) for it, r in zip(items, rows)],
@@ -118,6 +167,24 @@ def _evaluate_into(args, items, rewards, out: Path) -> int:
             line += f"; {key} {summary[key]:.1%}"
     if rewards:
         line += f"; mean reward {summary['reward/mean']}"
+    if "strategy" in summary:
+        line += "; " + strategy_line(summary["strategy"])
     print(line)
     print(f"wrote {out}/results.jsonl and {out}/summary.json")
     return 0
+
+
+def strategy_line(st: dict) -> str:
+    """One line of a strategy's summary (`evaluate.strategy_report`)."""
+    parts = []
+    if st["refine_steps"]:
+        parts.append("by refinement step " + " -> ".join(f"{a:.1%}" for a in st["accuracy_by_step"]))
+    if "stopped_at" in st:
+        parts.append("feedback accepted at step " + ", ".join(f"{k}: {v}" for k, v in st["stopped_at"].items()))
+    if st["best_of"] > 1:
+        n = st["best_of"]
+        parts.append(f"best-of-{n} by {st['selection']} {st['final']['accuracy']:.1%} "
+                     f"(pass@{n} {st[f'pass@{n}']:.1%})")
+    else:
+        parts.append(f"final {st['final']['accuracy']:.1%}")
+    return "; ".join(parts)

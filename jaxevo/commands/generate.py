@@ -4,7 +4,9 @@ Each input line is a JSON object with "prompt" (a string, or a list of {"role", 
 messages) or "messages" (a chat, system turn included), and optionally "system" (a system turn
 before a string prompt). Each output line keeps the input fields and adds "completions" (n strings) and
 "logprobs" (per completion, the sum of its tokens' log-probs under the model — raw logits,
-temperature 1 — stop token included when it ended on one). The output is written to a temporary
+temperature 1 — stop token included when it ended on one). With --refine-steps / --best-of
+(`jaxevo.strategies`) "completions" holds the one selected final answer and "strategy" every
+chain (answers, self-feedback, the step it stopped at) and the selected index. The output is written to a temporary
 file and renamed at the end, so a killed run never leaves a truncated file.
 """
 
@@ -14,6 +16,7 @@ import json
 import os
 import sys
 
+from jaxevo.commands.eval import add_strategy_arguments, selectors, strategy_of
 from jaxevo.data.loaders import read_jsonl_rows
 from jaxevo.data.records import chat_of, check_messages
 from jaxevo.errors import JaxevoError
@@ -48,6 +51,10 @@ def add_arguments(p):
                    help="left-truncate prompts that do not fit instead of failing")
     p.add_argument("--mesh", default=None,
                    help="data,fsdp,tensor mesh shape over all devices, e.g. 1,-1,1 (default: one device)")
+    add_strategy_arguments(p)
+    p.add_argument("--reward-model", metavar="DIR", help="with --select reward_model: the reward model")
+    p.add_argument("--judge", metavar="J", help="with --select judge: the judge model")
+    p.add_argument("--judge-max-new-tokens", type=int, default=256, help="with --judge: tokens before its verdict")
 
 
 def read_prompts(path: str) -> list[dict]:
@@ -77,15 +84,21 @@ def run(args) -> int:
     from jaxevo.sampling import Sampler, SamplingParams
     from jaxevo.sharding import make_mesh
 
+    strategy = strategy_of(args)
+    if strategy.active and args.n != 1:
+        raise JaxevoError("--n with --refine-steps/--best-of: the output has one (selected) completion "
+                          "per prompt; give --best-of N for N samples")
     rows = read_prompts(args.prompts)
     out = check_writable(args.out)  # before sampling: a bad --out must not cost the completions
     chat = not args.no_chat
     inputs = [r["prompt"] if isinstance(r.get("prompt"), list) else chat_of(r) for r in rows]
     if not chat and any(not isinstance(p, str) for p in inputs):
         raise JaxevoError("--no-chat needs string prompts (got chat messages or a system turn)")
-    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+    # As `jaxevo eval`: N greedy samples would be one answer N times.
+    temperature = 1.0 if strategy.best_of > 1 and args.temperature == 0 else args.temperature
+    sp = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=temperature,
                         top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
-                        repetition_penalty=args.repetition_penalty, n=args.n, seed=args.seed,
+                        repetition_penalty=args.repetition_penalty, n=max(args.n, strategy.best_of), seed=args.seed,
                         stop=tuple(args.stop))
     mesh = None
     if args.mesh:
@@ -97,13 +110,23 @@ def run(args) -> int:
     sampler = Sampler.load(args.model, dtype=args.dtype, mesh=mesh, max_batch=args.batch_size,
                            max_length=args.max_length, continuous=args.continuous)
     outs = sampler.generate(inputs, sp, chat=chat, truncate=args.truncate)
+    chains = chosen = None
+    if strategy.active:  # refine each sample, keep one (jaxevo/strategies.py)
+        from jaxevo.checkers import checker_for
+        from jaxevo.strategies import run_strategy
+        chains, chosen = run_strategy(sampler, inputs, rows, outs, strategy, [checker_for(r) for r in rows],
+                                      max_new_tokens=args.max_new_tokens, chat=chat, **selectors(args, strategy))
 
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two runs on one --out never mix lines
     with tmp.open("w", encoding="utf-8") as f:
-        for row, comps in zip(rows, outs):
+        for i, (row, comps) in enumerate(zip(rows, outs)):
             rec = dict(row)
             rec["completions"] = [c.text for c in comps]
             rec["logprobs"] = [c.logprob for c in comps]
+            if chains is not None:  # the selected final answer; every chain beside it
+                kept = chains[i][chosen[i]]
+                rec["completions"], rec["logprobs"] = [kept.final], [kept.logprob]
+                rec["strategy"] = {"chains": [c.as_dict() for c in chains[i]], "selected": chosen[i]}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     os.replace(tmp, out)
     st = sampler.last_stats

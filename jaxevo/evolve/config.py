@@ -180,6 +180,12 @@ class EvalSection:
     batch_size: int = 64
     self_refine: bool = False  # also report accuracy after one online self-refinement step
     before: bool = True  # evaluate the start model as round 0
+    # Inference strategy of each round's evaluation (jaxevo/strategies.py, `jaxevo eval
+    # --refine-steps K [--self-feedback]`): accuracy after each of K self-refinement steps, in
+    # eval.json's "strategy". With self_feedback the model critiques first and a chain stops when
+    # its critique accepts (SELF's online self-refinement). 0: off.
+    refine_steps: int = 0
+    self_feedback: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +200,17 @@ class RoundsSection:
     # (docs/results.md); a self-supervised recipe must not degrade the model.
     gate: dict[str, Any] | None = None
     gate_min_gain: float = 0.0  # negative: tolerate that much loss (validation noise)
-    reference: Literal["previous", "sft"] = "sft"  # preference reference: round start or SFT result
+    # The preference phase's reference model (METHODS.md §2.3, marked [I]): sft = the model the
+    # phase starts from (this round's SFT result when SFT ran); previous = the previous round's
+    # final model, where the activation SFT (`sft_rounds: activation`) counts as the round before
+    # the first preference round (π_ref = π_1); start = this round's start model, always.
+    reference: Literal["previous", "sft", "start"] = "sft"
+    # Which rounds run the `sft` stage. every: each round (SELF, DPSE, the demo; EVOLVE's ablation
+    # "SR-aware SFT every round"); activation: only round `activation_round`, EVOLVE's activation
+    # phase (SR-aware SFT once, then rounds of refinement-aware preference training); none: never
+    # (EVOLVE without the activation phase).
+    sft_rounds: Literal["every", "activation", "none"] = "every"
+    activation_round: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,6 +313,11 @@ class EvolveConfig:
                 and "expand" not in self.stages):
             raise ConfigError("censor.expand_topics / expand_variants are set but `stages:` has no `expand` "
                               "stage (list it after `score`, as configs/dpse.yaml does)")
+        if self.rounds.activation_round < 1:
+            raise ConfigError(f"rounds.activation_round={self.rounds.activation_round} must be >= 1 "
+                              "(the round whose SFT stage runs when rounds.sft_rounds=activation)")
+        if self.eval.self_feedback and self.eval.refine_steps < 1:
+            raise ConfigError("eval.self_feedback critiques before each refinement step: set eval.refine_steps >= 1")
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")

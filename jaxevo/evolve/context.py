@@ -25,6 +25,7 @@ from jaxevo.evolve.journal import JournaledSampler
 from jaxevo.evolve.rundir import RunDir, write_json, write_jsonl
 from jaxevo.evolve.scorers import SCORERS, Scorer, ScorerSetup
 from jaxevo.sampling.api import Sampler, SamplingParams
+from jaxevo.strategies import Strategy
 
 
 class Declared(Protocol):
@@ -162,7 +163,12 @@ class RoundContext:
         rows, summary = evaluate(self.sampler(model), items, max_new_tokens=e.max_new_tokens,
                                  chat=self.cfg.prompts.chat, self_refine=e.self_refine and source is None,
                                  stop_after=e.stop_after,
-                                 refine_template=self.cfg.refine.template, progress=self.progress)
+                                 refine_template=self.cfg.refine.template, progress=self.progress,
+                                 strategy=None if source is not None or not e.refine_steps else Strategy(
+                                     refine_steps=e.refine_steps, self_feedback=e.self_feedback,
+                                     refine_template=self.cfg.refine.template,
+                                     feedback_template=self.cfg.feedback.template,
+                                     feedback_max_new_tokens=self.cfg.feedback.max_new_tokens))
         write_jsonl(out / "results.jsonl", rows)
         write_json(out / "eval.json", summary)
         return summary

@@ -58,6 +58,9 @@ def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
     out = {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float)) and k != "seconds"}
     out.update({f"eval/vs_previous/{k}": v for k, v in ev.get("vs_previous", {}).items() if v is not None})
     out.update({f"eval/{kind}/accuracy": s["accuracy"] for kind, s in ev.get("by_kind", {}).items()})
+    # The chain of self-refinement of `eval.refine_steps`: accuracy after each step.
+    out.update({f"eval/refine_step_{k}/accuracy": a
+                for k, a in enumerate(ev.get("strategy", {}).get("accuracy_by_step", []))})
     ctrl = st.get("control", {}).get("eval", {})
     if "accuracy" in ctrl:
         out["control/accuracy"] = ctrl["accuracy"]

@@ -54,7 +54,7 @@ class DataSection:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSection:
-    name: str = "sft"  # see jaxevo.train.objectives.OBJECTIVES: sft, preference (dpo), evolve, self_meta
+    name: str = "sft"  # see jaxevo.train.objectives.OBJECTIVES: sft, preference (dpo), evolve, evolve_srpo, self_meta
     loss_type: str = "sigmoid"  # preference: a key of jaxevo.losses.PREFERENCE_LOSSES
     beta: float = 0.1
     nll_weight: float = 0.0  # preference/evolve: + weight * token-mean NLL of the chosen response

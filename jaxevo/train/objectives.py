@@ -242,6 +242,27 @@ register_objective(Objective(
 ))
 
 
+def _refine_context_of_chosen(r, t):
+    return t["refine_template"].format(prompt=r["prompt"], previous=r["chosen"])
+
+
+# METHODS.md §2.2 variant (b), SRPO-style: the rejected refine view is "degrade y_w into y_l",
+# ``y_l | x, y_w, z``, instead of "keep y_l" (``y_l | x, y_l, z``); the loss is `evolve`'s
+# (`hparams.variant` still picks its dpo / ipo / simpo term).
+register_objective(Objective(
+    name="evolve_srpo",
+    fields=("prompt", "chosen", "rejected"),
+    views=(
+        ("direct_chosen", _prompt, _field("chosen")),
+        ("direct_rejected", _prompt, _field("rejected")),
+        ("refine_chosen", _refine_context, _field("chosen")),
+        ("refine_rejected", _refine_context_of_chosen, _field("rejected")),
+    ),
+    loss=_evolve,
+    needs_reference=_evolve_needs_reference,
+))
+
+
 # ----------------------------------------------------------------------------- SELF meta-skills
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import string
 from pathlib import Path
@@ -104,3 +105,22 @@ def make_step(objective_name: str, records, *, num_micro: int = 1, batch_size: i
         data = attach_reference(data, ref)
     state = init_state(params, parts.tx, 0, parts.state_shardings)
     return parts.step, state, BatchStream(data, batch_size, seed=seed, pad_to_multiple=8)
+
+
+def label_logps(params, cfg: ModelConfig, tokens, labels) -> "np.ndarray":
+    """[N] summed log-probs of the labelled tokens (labels >= 0; label t is predicted at t) of
+    each row of ``tokens`` [N, T]: one plain causal forward, independent of the trainer's code."""
+    import numpy as np
+
+    return np.asarray(_label_logps(params, cfg, jnp.asarray(tokens), jnp.asarray(labels)))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _label_logps(params, cfg, tokens, labels):
+    t = tokens.shape[1]
+    mask = jnp.tril(jnp.ones((t, t), bool))[None]
+    logits, _ = Transformer(cfg).apply({"params": params}, tokens, jnp.arange(t)[None], mask)
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[..., None], -1)[..., 0]
+    lp = picked - jax.nn.logsumexp(logits, -1)
+    return jnp.where(labels >= 0, lp, 0.0).sum(-1)

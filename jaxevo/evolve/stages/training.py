@@ -69,6 +69,8 @@ def sft_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """Phase 1: SFT on the round's examples, from the start model (or the base, SELF's restart)."""
     if ctx.cfg.sft is None:
         return {"skipped": "no sft phase", "model": None}
+    if not sft_runs(ctx):
+        return {"skipped": f"rounds.sft_rounds={ctx.cfg.rounds.sft_rounds}", "model": None}
     records = read_jsonl(ctx.input("sft.jsonl"))
     start = ctx.base_path if ctx.cfg.rounds.restart_from_base else ctx.start_model()
     return train_phase(ctx, out, ctx.cfg.sft, records, start)
@@ -77,13 +79,30 @@ def sft_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
 @stage("preference", reads=("pairs.jsonl",), writes=("model",))
 def preference_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """Phase 2: the preference objective on the round's pairs, from the newest model; reference
-    log-probs (of the start model or the SFT result, `rounds.reference`) computed once."""
+    log-probs (`rounds.reference`: see `reference_model`) computed once."""
     if ctx.cfg.preference is None:
         return {"skipped": "no preference phase", "model": None}
     records = read_jsonl(ctx.input("pairs.jsonl"))
     start = ctx.latest_model()
-    reference = ctx.start_model() if ctx.cfg.rounds.reference == "previous" else None
-    return train_phase(ctx, out, ctx.cfg.preference, records, start, reference=reference)
+    return train_phase(ctx, out, ctx.cfg.preference, records, start, reference=reference_model(ctx, start))
+
+
+def sft_runs(ctx: RoundContext) -> bool:
+    """Does this round run its SFT stage (`rounds.sft_rounds`)? EVOLVE's activation phase runs it
+    once, in `rounds.activation_round`."""
+    r = ctx.cfg.rounds
+    return r.sft_rounds == "every" or (r.sft_rounds == "activation" and ctx.round == r.activation_round)
+
+
+def reference_model(ctx: RoundContext, start: str) -> str | None:
+    """The preference phase's reference (`rounds.reference`), None when it is the model the phase
+    starts from (`start`: same weights, and the first step's margin is then exactly zero)."""
+    mode = ctx.cfg.rounds.reference
+    sft_model = ctx.run.stage_info(ctx.round, "sft").get("model")
+    if mode == "sft" or (mode == "previous" and ctx.cfg.rounds.sft_rounds == "activation" and sft_model):
+        return None  # the activation SFT's model is the "previous round" of the first preference round
+    ref = ctx.start_model()
+    return None if ref == start else ref
 
 
 @stage("control", reads=("control.jsonl",), writes=("eval.json",))
