@@ -141,6 +141,9 @@ def main():
         report[mode] = _run(mode, common)
     f, lo, q = report["full"], report["lora"], report["qlora"]
     if args.compile_only:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
         for name, r in (("full", f), (f"LoRA r={args.rank}", lo), (f"QLoRA {args.quantize}", q)):
             c = r["compiled_mb"]
