@@ -1,7 +1,7 @@
-"""DPO train step with LoRA vs full fine-tuning: same model, data, batch and precision, one run.
+"""DPO train step: full fine-tuning vs LoRA vs QLoRA; same model, data, batch and precision.
 
     python benchmarks/lora_step.py [--steps 3] [--pairs 4] [--length 256] [--rank 16]
-                                   [--out benchmarks/results/lora_step.json]
+                                   [--quantize nf4] [--out benchmarks/results/lora_step.json]
 
 * Model: SmolLM2-135M-Instruct (the embedded default), fp32 master weights, fp32 compute.
 * Data: ``--pairs`` pairs of random token ids, prompt 48 tokens, both views exactly ``--length``
@@ -10,7 +10,10 @@
 * Each mode runs in its own subprocess: s/step is the best of ``--steps`` steps after one warm-up
   (compilation), the median too; peak RSS is the subprocess's ``ru_maxrss``; the compiler's
   figures (``memory_analysis``: arguments, temps) of the jitted step are reported beside them.
-* LoRA merges ``W + scale·A@B`` for all 7 projections inside the step (`jaxevo.lora.merge`).
+* LoRA applies ``x·W + scale·(x·A)·B`` inside the layers for all 7 projections
+  (`jaxevo.models.lowrank`); QLoRA the same on a base stored ``--quantize`` (int8 / nf4,
+  `jaxevo.lora.quantize`), dequantised per layer to the compute dtype. Peak RSS includes loading
+  the fp32 model before it is quantised (the loader has no quantised path).
 """
 
 from __future__ import annotations
@@ -57,13 +60,23 @@ def worker(args) -> dict:
     arrays |= {"ref/chosen": np.full((n,), -2000.0, np.float32),
                "ref/rejected": np.full((n,), -2000.0, np.float32)}
     data = TokenizedData(arrays=arrays, views=("chosen", "rejected"), stats={})
-    lora = LoraSection(rank=args.rank, alpha=2.0 * args.rank) if args.worker == "lora" else LoraSection()
+    quant = args.quantize if args.worker == "qlora" else None
+    lora = (LoraSection(rank=args.rank, alpha=2.0 * args.rank, quantize_base=quant)
+            if args.worker in ("lora", "qlora") else LoraSection())
     tcfg = TrainConfig(batch_size=n, logprob_chunk=args.chunk, lora=lora,
                        objective=ObjectiveSection(name="preference", loss_type="sigmoid", beta=0.1),
                        optim=OptimSection(lr=1e-6, schedule="constant", clip_norm=1.0))
     ap = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), pre.params)
     parts = build_step(tcfg, cfg, mesh, ap, 100)  # the step `jaxevo train` builds
     base = pre.params
+    if quant:
+        from jaxevo.lora.quantize import frozen_base_shardings, quantize_base
+        from jaxevo.sharding import param_shardings
+        base = quantize_base(base, quant, cfg, frozen_base_shardings(
+            lora, cfg, mesh, param_shardings(cfg, mesh)))
+        base_bytes = sum(x.nbytes for x in jax.tree.leaves(base))
+    else:
+        base_bytes = sum(x.nbytes for x in jax.tree.leaves(base))
     if lora.enabled:
         state = init_state(init_adapters(lora, cfg, jax.random.key(0), parts.state_shardings.params),
                            parts.tx, 0, parts.state_shardings)
@@ -78,6 +91,9 @@ def worker(args) -> dict:
     compiled = {k: getattr(mem, k + "_size_in_bytes", 0) / 2**20 for k in
                 ("argument", "output", "temp", "alias")}
     times, losses = [], []
+    if args.compile_only:  # the compiler's figures only (independent of the machine's load)
+        return {"compiled_mb": compiled, "base_mb": base_bytes / 2**20,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
     for _ in range(args.steps + 1):
         t0 = time.perf_counter()
         state, m = step(state, batch)
@@ -89,7 +105,7 @@ def worker(args) -> dict:
     return {"s_per_step": steady[0], "median_s_per_step": steady[len(steady) // 2],
             "step_times": times, "losses": losses, "trainable_params": int(trainable),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-            "compiled_mb": compiled}
+            "compiled_mb": compiled, "base_mb": base_bytes / 2**20}
 
 
 def _run(mode: str, common: list[str]) -> dict:
@@ -104,6 +120,9 @@ def main():
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--chunk", type=int, default=64)
     ap.add_argument("--remat", default="dots_no_batch")
+    ap.add_argument("--quantize", default="nf4", choices=("int8", "nf4"))
+    ap.add_argument("--compile-only", action="store_true",
+                    help="only compile each step and report the compiler's memory figures")
     ap.add_argument("--out", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -115,23 +134,35 @@ def main():
         Path(args.worker_out).write_text(json.dumps(res))
         return
     common = ["--steps", str(args.steps), "--pairs", str(args.pairs), "--length", str(args.length),
-              "--rank", str(args.rank), "--chunk", str(args.chunk), "--remat", args.remat]
+              "--rank", str(args.rank), "--chunk", str(args.chunk), "--remat", args.remat,
+              "--quantize", args.quantize] + (["--compile-only"] if args.compile_only else [])
     report = {"config": vars(args) | {"worker": None, "worker_out": None}}
-    for mode in ("full", "lora"):
+    for mode in ("full", "lora", "qlora"):
         report[mode] = _run(mode, common)
-    f, lo = report["full"], report["lora"]
+    f, lo, q = report["full"], report["lora"], report["qlora"]
+    if args.compile_only:
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        for name, r in (("full", f), (f"LoRA r={args.rank}", lo), (f"QLoRA {args.quantize}", q)):
+            c = r["compiled_mb"]
+            print(f"  {name:12s} arguments {c['argument']:6.0f} MB  temp {c['temp']:6.0f} MB  "
+                  f"base {r['base_mb']:5.0f} MB")
+        return
     report["lora_speedup"] = f["s_per_step"] / lo["s_per_step"]
     report["lora_rss_ratio"] = lo["peak_rss_mb"] / f["peak_rss_mb"]
+    report["qlora_speedup"] = f["s_per_step"] / q["s_per_step"]
+    report["qlora_rss_ratio"] = q["peak_rss_mb"] / f["peak_rss_mb"]
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     print(text)
-    print(f"\nDPO step, {args.pairs} pairs x {args.length} tokens, fp32: full {f['s_per_step']:.2f} "
-          f"s/step ({f['peak_rss_mb']:.0f} MB peak, temp {f['compiled_mb']['temp']:.0f} MB), LoRA "
-          f"r={args.rank} {lo['s_per_step']:.2f} s/step ({lo['peak_rss_mb']:.0f} MB, temp "
-          f"{lo['compiled_mb']['temp']:.0f} MB); LoRA speedup {report['lora_speedup']:.2f}x, "
-          f"RSS ratio {report['lora_rss_ratio']:.2f}x")
+    print(f"\nDPO step, {args.pairs} pairs x {args.length} tokens, fp32 compute:")
+    for name, r in (("full", f), (f"LoRA r={args.rank}", lo), (f"QLoRA {args.quantize}", q)):
+        print(f"  {name:12s} {r['s_per_step']:7.2f} s/step  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+              f"temp {r['compiled_mb']['temp']:6.0f} MB  base {r['base_mb']:5.0f} MB")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from jax.experimental import topologies
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.errors import ConfigError
+from jaxevo.lora.quantize import abstract_frozen_base
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
 from jaxevo.plan_online import colocated, needs_logps_forward, policy_extras
@@ -267,8 +268,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     if obj.name == "policy":  # online RL: advantages (+ old / reference token log-probs)
         extras = policy_extras(t.objective, b, seq, bsh)
     batch = Batch(views=views, extras=extras)
-    ref = ap if ref_forward else None
-    base = (ap,) if t.lora.enabled else ()  # LoRA: the frozen base is the step's 4th argument
+    bp = abstract_frozen_base(t.lora, mcfg, mesh, ap) if t.lora.enabled else ap  # QLoRA: quantised
+    ref = (ap if t.model.reference else bp) if ref_forward else None
+    base = (bp,) if t.lora.enabled else ()  # LoRA: the frozen base is the step's 4th argument
     with use_mesh(mesh):
         compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref, *base))
         logps = None
@@ -288,8 +290,9 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         "state_bytes": {"params": per_device_bytes(state.params),
                         "opt_state": per_device_bytes(state.opt_state),
                         "batch": per_device_bytes(batch),
-                        "frozen_base": per_device_bytes(ap) if base else 0},
+                        "frozen_base": per_device_bytes(bp) if base else 0},
         "lora_rank": t.lora.rank,
+        "quantize_base": t.lora.quantize_base if t.lora.enabled else None,
         "memory": _memory(compiled) if compiled else {}, "cost": _cost(compiled) if compiled else {},
         "does_not_fit": oom,
         **({"logps_forward": _memory(logps)} if logps is not None else {}),

@@ -18,6 +18,7 @@ TARGETS: dict[str, tuple[tuple[str, ...], str]] = {
     "down": (("layers", "mlp", "down_proj"), "mlp.down_proj"),
 }
 INITS = ("default", "gaussian")  # A's draw (PEFT's names); B is always zero
+QUANTIZE = (None, "int8", "nf4")  # the frozen base's storage (QLoRA): `jaxevo.lora.quantize`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,10 +26,10 @@ class LoraSection:
     rank: int = 0  # adapter rank r; 0 = off (full fine-tuning)
     alpha: float = 16.0  # scale = alpha / r (alpha / sqrt(r) with rslora)
     targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")  # also q_proj, ...
-    dropout: float = 0.0  # only 0 for now: the merged-weight path has no per-input dropout
+    dropout: float = 0.0  # inverted dropout on each adapter's input (PEFT's lora_dropout)
     rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r)
     init: str = "default"  # A: "default" kaiming-uniform (PEFT's) or "gaussian" N(0, 1/r); B = 0
-    quantize_base: str | None = None  # int8 / nf4 frozen base (QLoRA): not implemented yet
+    quantize_base: str | None = None  # int8 / nf4: the frozen base stored quantised (QLoRA)
     init_from: str | None = None  # a PEFT adapter directory to start from (rank/targets must match)
 
     def __post_init__(self):
@@ -45,13 +46,12 @@ class LoraSection:
             raise ConfigError(f"lora.alpha={self.alpha} must be > 0")
         if self.init not in INITS:
             raise ConfigError(f"lora.init={self.init!r}: choose one of {', '.join(INITS)}")
-        if self.dropout:
-            raise ConfigError(
-                f"lora.dropout={self.dropout}: only 0 is supported (adapters are merged into the "
-                "weights inside the step, which leaves no adapter input to drop); set lora.dropout=0")
-        if self.quantize_base is not None:
-            raise ConfigError(f"lora.quantize_base={self.quantize_base!r}: a quantised base "
-                              "(QLoRA) is not implemented yet; set lora.quantize_base=null")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout={self.dropout} must be in [0, 1) (the probability "
+                              "of dropping an adapter input)")
+        if self.quantize_base not in QUANTIZE:
+            raise ConfigError(f"lora.quantize_base={self.quantize_base!r}: choose int8, nf4 or "
+                              "null (a full-precision base)")
 
     @property
     def enabled(self) -> bool:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.models.config import ModelConfig
+from jaxevo.models.lowrank import Adapted, adapter_product
 
 F32 = jnp.float32
 
@@ -54,7 +55,10 @@ def product(x, w, spec: str, dt) -> jax.Array:
 
 
 def dense(x, w, spec: str, dt) -> jax.Array:
-    """`product` with a compute-dtype result."""
+    """`product` with a compute-dtype result. ``w`` may be an `Adapted` projection (LoRA): the
+    adapter branch is added in f32 before the one rounding."""
+    if isinstance(w, Adapted):
+        return (product(x, w.w, spec, dt) + adapter_product(x, w, spec)).astype(dt)
     return product(x, w, spec, dt).astype(dt)
 
 

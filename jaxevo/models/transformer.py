@@ -28,6 +28,8 @@ import numpy as np
 
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import F32, attend_masked, decoder_layer, embed, gathered, rms_norm, rope_cos_sin, softcap
+from jaxevo.models.lowrank import Adapted, LoraSpec
+from jaxevo.models.quantized import dequantize
 
 REMAT = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -35,6 +37,8 @@ REMAT = {
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
 }
 NORMAL, ONES, ZEROS = nn.initializers.normal(0.02), nn.initializers.ones, nn.initializers.zeros
+# Variable collections beside "params" (see `Weights`) and the rng stream of LoRA dropout.
+LORA, QBASE, LORA_DROPOUT = "lora", "qbase", "lora_dropout"
 
 
 def layer_param_specs(cfg: ModelConfig) -> dict:
@@ -62,22 +66,36 @@ def layer_param_specs(cfg: ModelConfig) -> dict:
 
 class Weights(nn.Module):
     """Declares one sub-layer's parameters; returns them as the layer code uses them: matrices in
-    the compute dtype and gathered, biases in the compute dtype, norm scales as stored."""
+    the compute dtype and gathered, biases in the compute dtype, norm scales as stored.
+
+    Two optional variable collections change a matrix (LoRA / QLoRA, `jaxevo.lora`): ``qbase``
+    holds it quantised instead of in ``params`` (dequantised here, per layer, to the compute
+    dtype); ``lora`` holds an adapter ``{"lora_a", "lora_b"}`` for it, which makes it an
+    `Adapted` that `layers.dense` applies factorised (dropout keys from the ``lora_dropout`` rng)."""
 
     cfg: ModelConfig
     specs: dict
+    lora: LoraSpec | None = None
 
     @nn.compact
     def __call__(self):
         out = {}
         for name, (shape, axes, init) in self.specs.items():
-            w = self.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.dtype(self.cfg.param_dtype))
+            if self.has_variable(QBASE, name):
+                w = dequantize(self.get_variable(QBASE, name), shape, self.cfg.dtype)
+            else:
+                w = self.param(name, nn.with_logical_partitioning(init, axes), shape,
+                               jnp.dtype(self.cfg.param_dtype))
             if name == "scale" or name.endswith("_norm"):
                 out[name] = w
             elif name.endswith("bias"):
                 out[name] = w.astype(self.cfg.dtype)
             else:
                 out[name] = gathered(w, axes, self.cfg.dtype)
+                if self.lora is not None and self.has_variable(LORA, name):
+                    ab = self.get_variable(LORA, name)
+                    key = self.make_rng(LORA_DROPOUT) if self.lora.dropout else None
+                    out[name] = Adapted(out[name], ab["lora_a"], ab["lora_b"], self.lora, key)
         return out
 
 
@@ -87,11 +105,13 @@ class DecoderLayer(nn.Module):
     bool, only read when the model mixes both kinds of layers)."""
 
     cfg: ModelConfig
+    lora: LoraSpec | None = None
 
     @nn.compact
     def __call__(self, x, ropes, masks, sliding):
         cfg = self.cfg
-        w = {name: Weights(cfg, specs, name=name)() for name, specs in layer_param_specs(cfg).items()}
+        w = {name: Weights(cfg, specs, self.lora, name=name)()
+             for name, specs in layer_param_specs(cfg).items()}
         kinds = set(cfg.sliding_layers)
         if len(kinds) == 1:  # every layer alike: no per-layer choice in the program
             i = int(kinds.pop())
@@ -106,6 +126,7 @@ class DecoderLayer(nn.Module):
 
 class Transformer(nn.Module):
     cfg: ModelConfig
+    lora: LoraSpec | None = None  # with adapters in the "lora" collection: see `Weights`
 
     @nn.compact
     def __call__(self, tokens, positions, mask, return_hidden=False):
@@ -122,9 +143,10 @@ class Transformer(nn.Module):
         layer = DecoderLayer
         if cfg.remat != "none":
             layer = nn.remat(layer, policy=REMAT[cfg.remat], prevent_cse=False)
-        stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
+        stack = nn.scan(layer, variable_axes={"params": 0, LORA: 0, QBASE: 0},
+                        split_rngs={"params": True, LORA_DROPOUT: True},
                         in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
-                        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
+                        metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.lora, name="layers")
         x, _ = stack(x, ropes, masks, jnp.asarray(cfg.sliding_layers))
         x = rms_norm(cfg, Weights(cfg, layer_param_specs(cfg)["attn_norm"], name="final_norm")(), x)
         if return_hidden:

@@ -28,6 +28,7 @@ from jaxevo.config import to_dict
 from jaxevo.errors import ConfigError
 from jaxevo.lora.adapters import abstract_adapters, adapter_shardings, init_adapters
 from jaxevo.lora.peft import load_start
+from jaxevo.lora.quantize import dequantize_base, frozen_base_shardings, quantize_base
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
@@ -82,17 +83,20 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
     ref_cfg = ref_cfg or model_cfg
     p_sh = param_shardings(model_cfg, mesh)
     tx, schedule = make_optimizer(cfg.optim, total)
-    trainable, t_sh = abstract_params, p_sh
+    trainable, t_sh, base_sh = abstract_params, p_sh, p_sh
+    ref_sh = param_shardings(ref_cfg, mesh) if ref_forward else None
     if cfg.lora.enabled:  # LoRA hook: the state trains (and checkpoints) the adapters only
         trainable = abstract_adapters(cfg.lora, model_cfg)
         t_sh = adapter_shardings(cfg.lora, model_cfg, mesh)
+        base_sh = frozen_base_shardings(cfg.lora, model_cfg, mesh, p_sh)  # QLoRA: quantised
+        if ref_forward and not cfg.model.reference:  # the reference is the (quantised) base
+            ref_sh = base_sh
     st_sh = state_shardings(t_sh, tx, trainable, mesh)
     step = make_train_step(
         model_cfg, objective, cfg.objective, tx, schedule, mesh=mesh, state_shardings=st_sh,
         num_micro=cfg.num_micro, chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
-        ref_forward=ref_forward, ref_cfg=ref_cfg,
-        ref_shardings=param_shardings(ref_cfg, mesh) if ref_forward else None,
-        lora=cfg.lora, base_shardings=p_sh, rounding=cfg.model.rounding, seed=cfg.seed)
+        ref_forward=ref_forward, ref_cfg=ref_cfg, ref_shardings=ref_sh,
+        lora=cfg.lora, base_shardings=base_sh, rounding=cfg.model.rounding, seed=cfg.seed)
     return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step, trainable)
 
 
@@ -182,18 +186,23 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
                                      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
                                      mesh=mesh)
     mcfg, tokenizer = pretrained.cfg, pretrained.tokenizer
-    params = jax.device_put(pretrained.params, param_shardings(mcfg, mesh))
+    p_sh = param_shardings(mcfg, mesh)
+    params = jax.device_put(pretrained.params, p_sh)
     del pretrained  # no second reference to the initial weights during training
+    if cfg.lora.enabled and cfg.lora.quantize_base:  # QLoRA: the base is held quantised only
+        p_sh = frozen_base_shardings(cfg.lora, mcfg, mesh, p_sh)
+        params = quantize_base(params, cfg.lora.quantize_base, mcfg, p_sh)
     data = prepare_data(cfg, objective, tokenizer, records)
     stats = dict(data.stats, rows=data.num_examples, length=data.length)
     total = total_steps(cfg, data.num_examples)
     log.info("data: %s", stats)
 
-    ref = _reference(cfg, objective, data, params, mcfg, mesh, in_memory=records is not None)
+    ref = _reference(cfg, objective, data, params, mcfg, mesh, in_memory=records is not None,
+                     base_shardings=p_sh)
     data, ref_params = ref.data, ref.params
     if ref.seconds is not None:
         stats["reference_s"] = ref.seconds
-    abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
+    abstract_params = jax.eval_shape(lambda p: dequantize_base(p, mcfg), params)  # QLoRA: dense
     parts = build_step(cfg, mcfg, mesh, abstract_params, total, ref_cfg=ref.cfg)
 
     ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
@@ -230,7 +239,7 @@ class _Reference:
 
 
 def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, params, mcfg, mesh, *,
-               in_memory: bool) -> _Reference:
+               in_memory: bool, base_shardings=None) -> _Reference:
     """Reference log-probs once (cached in ``out_dir``), or the weights for a per-step forward."""
     if not objective.needs_reference(cfg.objective):
         return _Reference(data, None, mcfg, None)
@@ -257,7 +266,8 @@ def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, para
                                    lambda: compute_reference_logps(
         copy(ref_params, rounding, ref_cfg.dtype, rounding_key(cfg.seed)), ref_cfg, data,
         objective.view_names, mesh=mesh,
-        param_shardings=param_shardings(ref_cfg, mesh), batch_size=cfg.objective.ref_batch_size,
+        param_shardings=(param_shardings(ref_cfg, mesh) if cfg.model.reference
+                         else base_shardings), batch_size=cfg.objective.ref_batch_size,
         chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
         pad_to_multiple=cfg.data.pad_to_multiple, progress=cfg.log.progress))
     return _Reference(attach_reference(data, logps), None, ref_cfg, round(time.time() - t0, 3))

@@ -31,6 +31,7 @@ from jaxevo.config import to_dict
 from jaxevo.errors import JaxevoError
 from jaxevo.lora.adapters import merge
 from jaxevo.lora.peft import write_peft
+from jaxevo.lora.quantize import dequantize_base
 from jaxevo.plugins import load_plugins
 from jaxevo.train.batches import Batch
 from jaxevo.train.builder import Trainer, build
@@ -126,7 +127,7 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
     if cfg.checkpoint.export and done == t.total:
         params, extra = state.params, None
         if t.base is not None:  # LoRA: the merged model, and the adapters (PEFT format) beside it
-            params = merge(t.base, state.params, cfg.lora)
+            params = merge(dequantize_base(t.base, t.model_cfg), state.params, cfg.lora)
             # Gathered on every process (a collective; adapters are small), written by process 0.
             adapters = jax.tree.map(_to_host, state.params)
             extra = lambda d: write_peft(adapters, cfg.lora, t.model_cfg,  # noqa: E731

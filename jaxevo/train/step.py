@@ -27,15 +27,19 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from jaxevo.lora import LoraSection, merge as lora_merge
+from jaxevo.lora import LoraSection
+from jaxevo.lora.quantize import model_variables
 from jaxevo.losses import token_logprobs
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import gathered
-from jaxevo.models.transformer import Transformer, causal_mask, lm_head_weight
+from jaxevo.models.lowrank import LoraSpec
+from jaxevo.models.transformer import LORA_DROPOUT, Transformer, causal_mask, lm_head_weight
 from jaxevo.sharding import use_mesh
 from jaxevo.train.objectives import LossInputs, Objective
 from jaxevo.train.precision import compute_copy, rounding_key
 from jaxevo.train.state import TrainState
+
+_DROPOUT_SALT = 0x6C64726F  # "ldro": LoRA dropout's stream of the step's key, apart from others
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -46,17 +50,22 @@ def batch_spec_sharding(mesh) -> NamedSharding:
 
 
 def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array]],
-                  names: tuple[str, ...], *, chunk: int = 128, vocab_chunk: int | None = None):
+                  names: tuple[str, ...], *, chunk: int = 128, vocab_chunk: int | None = None,
+                  lora: tuple | None = None):
     """One forward over all ``names`` views (concatenated on the batch axis).
 
+    ``params`` may hold quantised projections (QLoRA's base, `jaxevo.lora.quantize`); ``lora``:
+    ``(LoraSpec, adapters, dropout key or None)`` applies the adapters factorised in the layers.
     Returns ``{view: (token_lp [b, T] f32, mask [b, T] bool, sum [b] f32, count [b] f32)}``.
     """
     cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
            for k in ("tokens", "labels", "segments", "positions")}
     seg = cat["segments"]
     mask = causal_mask(seg > 0, seg)  # each layer applies its own sliding window
-    hidden, _ = Transformer(cfg).apply({"params": params}, cat["tokens"], cat["positions"], mask,
-                                       return_hidden=True)
+    spec, adapters, key = lora if lora is not None else (None, None, None)
+    rngs = {LORA_DROPOUT: key} if key is not None else {}
+    hidden, _ = Transformer(cfg, spec).apply(model_variables(params, adapters), cat["tokens"],
+                                             cat["positions"], mask, return_hidden=True, rngs=rngs)
     w = gathered(lm_head_weight(params, cfg), ("embed", "vocab"), hidden.dtype)  # see layers._weight
     tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk,
                          softcap=cfg.final_logit_softcap)
@@ -109,22 +118,30 @@ def make_train_step(
     reading ``ref/<view>`` from the batch. ``rounding``: how the master weights become the compute
     copy the forward sees (`jaxevo.train.precision.compute_copy`; its bits from ``seed``).
     ``lora`` (enabled): ``state.params`` are the adapters only (gradients and optimizer state for
-    them alone); the frozen ``base_params`` come as an argument and the forward uses
-    ``base + scale * A @ B`` (`jaxevo.lora.merge`, inside the jit), rounded to the compute copy
-    after the merge. A reference forward then gets the base itself as ``ref_params`` (adapters
-    off): no second model is held.
+    them alone); the frozen ``base_params`` (possibly quantised: QLoRA) come as an argument and
+    each adapted projection computes ``x·W + scale·dropout(x)·A·B`` inside the layers
+    (`jaxevo.models.lowrank`), the dropout keyed by the state's RNG and the micro-batch. A
+    reference forward then gets the base itself as ``ref_params`` (adapters off): no second
+    model is held.
     """
     names = objective.view_names
     needs_ref = objective.needs_reference(hp)
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     ref_cfg = ref_cfg or cfg
     lora = lora if lora is not None and lora.enabled else None
+    spec = LoraSpec(lora.scale, lora.dropout) if lora is not None else None
 
-    def loss_fn(params, micro, norm, ref_params, base):
-        if lora is not None:  # LoRA hook: the model sees the merged weights, rounded once merged
-            params = compute_copy(lora_merge(jax.lax.stop_gradient(base), params, lora), rounding,
-                                  cfg.dtype, rounding_key(seed))
-        out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
+    def loss_fn(params, micro, norm, ref_params, base, key):
+        adapted = None
+        if lora is not None:  # LoRA hook: the adapters apply factorised inside the layers
+            # The frozen base's compute copy (the same bits every step, so the same values; see
+            # docs/lora.md for why it is not made once outside the step); the adapter branch runs
+            # in f32 (`models.lowrank`): nothing of it is rounded.
+            adapted = (spec, params, key if lora.dropout else None)
+            params = compute_copy(jax.lax.stop_gradient(base), rounding, cfg.dtype,
+                                  rounding_key(seed))
+        out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk,
+                            lora=adapted)
         if needs_ref and ref_forward:
             # Rounded like the policy's copy: the initial weights as reference give zero margin.
             ref_c = compute_copy(jax.lax.stop_gradient(ref_params), rounding, ref_cfg.dtype,
@@ -159,8 +176,12 @@ def make_train_step(
         # With LoRA the trained params are the adapters: loss_fn rounds the merged weights instead.
         params = state.params if lora is not None else compute_copy(state.params, rounding, cfg.dtype,
                                                                       rounding_key(seed))
+        # LoRA dropout's key: the step's RNG (checkpointed: resume is bitwise), per micro-batch.
+        step_key = jax.random.wrap_key_data(state.rng)
+        drop_key = lambda j: jax.random.fold_in(jax.random.fold_in(step_key, _DROPOUT_SALT), j)  # noqa: E731
         if num_micro == 1:
-            (loss, metrics), grads = grad_fn(params, batch, norm, ref_params, base_params)
+            (loss, metrics), grads = grad_fn(params, batch, norm, ref_params, base_params,
+                                             drop_key(0))
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             mb = b // num_micro
@@ -168,19 +189,21 @@ def make_train_step(
             micro = jax.tree.map(lambda x: _split_micro(x, num_micro, constrain), batch)
             first = jax.tree.map(lambda x: x[0], micro)
             _, m_shape = jax.eval_shape(loss_fn, params, first, norm, ref_params,
-                                        base_params)
+                                        base_params, drop_key(0))
             zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
 
-            def body(carry, mbatch):
+            def body(carry, xs):
                 g_acc, l_acc, m_acc = carry
-                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params)
+                mbatch, j = xs
+                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params, drop_key(j))
                 g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
                 m_acc = jax.tree.map(jnp.add, m_acc, m)
                 return (g_acc, l_acc + l, m_acc), None
 
             (grads, loss, metrics), _ = jax.lax.scan(
-                body, (zeros_g, jnp.zeros((), jnp.float32), zeros_m), micro)
+                body, (zeros_g, jnp.zeros((), jnp.float32), zeros_m),
+                (micro, jnp.arange(num_micro)))
 
         grad_norm = optax.tree.norm(grads)
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)

@@ -39,8 +39,11 @@ def test_config_section_and_overrides(tmp_path):
     assert not TrainConfig().lora.enabled  # rank 0 by default: full fine-tuning
     with pytest.raises(ConfigError, match="unknown projection 'qq'"):
         load_config(TrainConfig, path, ["lora.targets=qq"])
-    with pytest.raises(ConfigError, match="lora.dropout"):
-        load_config(TrainConfig, path, ["lora.dropout=0.1"])
+    assert load_config(TrainConfig, path, ["lora.dropout=0.1"]).lora.dropout == 0.1
+    with pytest.raises(ConfigError, match="lora.dropout=1.0 must be in"):
+        load_config(TrainConfig, path, ["lora.dropout=1.0"])
+    with pytest.raises(ConfigError, match="lora.quantize_base='int4': choose int8, nf4"):
+        load_config(TrainConfig, path, ["lora.quantize_base=int4"])
     with pytest.raises(ConfigError, match="lora.rank=-1"):
         LoraSection(rank=-1)
 
