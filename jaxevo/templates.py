@@ -24,3 +24,16 @@ FEEDBACK_TEMPLATE = (
 TRAIN_FEEDBACK_TEMPLATE = (
     "{prompt}\n\nHere is an answer:\n{previous}\n\n"
     "Give feedback on this answer: what is right and what is wrong.")
+
+# SELF's meta-skill data written by a model (`meta.critique.source: model`): a critique of an
+# answer given the reference answer and the label; the label's verdict line is appended to it.
+CRITIQUE_TEMPLATE = (
+    "Question: {prompt}\n\nAnswer: {previous}\n\nReference answer: {reference}\n"
+    "This answer has been checked and is {label}. Explain briefly, step by step, what is wrong in "
+    "it and why, or, if it is correct, why it is right. Do not write a verdict line.")
+
+# Self-Instruct (`prompts.self_instruct`): the model continues a numbered list of example
+# questions with new ones. {examples}: "1. question" lines; {next}: the number of the new one.
+SELF_INSTRUCT_TEMPLATE = (
+    "Come up with new questions of the same kind as these examples. Each must be a different, "
+    "complete question.\n\n{examples}\n{next}.")

@@ -16,6 +16,7 @@ from jaxevo.evolve.recipe import stage
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
 from jaxevo.evolve.scorers import Scorer, verifier
 from jaxevo.evolve.stages.sampling import sample_groups
+from jaxevo.evolve.stages.training import restart_views
 
 
 @stage("score", reads=("groups.jsonl",), writes=("scored.jsonl",))
@@ -90,14 +91,18 @@ def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
                                require_format=s.require_format, allow_truncated=s.allow_truncated)
     elif s.sft == "refine_views" and ctx.cfg.sft is not None:  # EVOLVE's SR-aware SFT
         sft = select.refine_views(pairs, ctx.cfg.refine.template)
-    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta(QA) ∪ D_1 ∪ ... ∪ D_t
-        meta_qa = ctx.output("meta", 0) / "qa.jsonl"
-        if ctx.cfg.meta.enabled and meta_qa.exists():
-            sft = select.dedupe(read_jsonl(meta_qa) + sft)
+    info: dict[str, Any] = {}
+    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta ∪ D_1 ∪ ... ∪ D_t
         for r in range(1, ctx.round):
             prev = ctx.output("data", r) / "sft.jsonl"
             if prev.exists() and ctx.run.stage_info(r, "gate").get("accepted") is not False:
-                sft = select.dedupe(read_jsonl(prev) + sft)
+                sft = select.dedupe(select.own_data(read_jsonl(prev)) + sft)
+        if restart_views(ctx.cfg):  # every meta-skill view, the rounds' data as direct answers
+            meta = read_jsonl(ctx.output("meta", 0) / "meta.jsonl")
+            info["meta_tuples"] = len(meta)
+            sft = select.with_meta_views(meta, sft)
+        elif ctx.cfg.meta.enabled and (ctx.output("meta", 0) / "qa.jsonl").exists():
+            sft = select.dedupe(read_jsonl(ctx.output("meta", 0) / "qa.jsonl") + sft)
     write_jsonl(out / "sft.jsonl", sft)
     write_jsonl(out / "pairs.jsonl", pairs)
     control = []
@@ -107,4 +112,4 @@ def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
                                         allow_truncated=s.allow_truncated)
         write_jsonl(out / "control.jsonl", control)
     return {"sft_examples": len(sft), "pairs": len(pairs), "control_examples": len(control),
-            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, len(groups))}
+            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, len(groups)), **info}
