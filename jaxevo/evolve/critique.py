@@ -34,7 +34,7 @@ Item = Mapping[str, Any]
 
 # "a op b (op c ...) = d": the calculation steps of a worked answer. "x" is not an operator here
 # (it is a letter of words and variables too often).
-_NUM = r"\d[\d,]*(?:\.\d+)?"
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"  # "1,200"; a comma after a number ends it
 _STEP = re.compile(rf"(?<![\w.])((?:{_NUM}\s*[-+*/×÷]\s*)+{_NUM})\s*=\s*(-?{_NUM})(?![\d])")
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
         ast.Mult: lambda a, b: a * b, ast.Div: lambda a, b: a / b}

@@ -22,7 +22,7 @@ import collections
 import dataclasses
 import random
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from jaxevo.data.records import stable_hash
 
@@ -36,6 +36,11 @@ def tokens(text: str) -> list[str]:
     """ROUGE's tokens: lower-cased runs of letters and digits (rouge-score's default tokenizer,
     no stemming)."""
     return _TOKEN.findall(text.lower())
+
+
+def normal(text: str) -> str:
+    """A text's tokens joined: equal for texts that differ only in case and punctuation."""
+    return " ".join(tokens(text))
 
 
 def lcs(a: Sequence[str], b: Sequence[str]) -> int:
@@ -189,14 +194,18 @@ class Filtered:
     kept: list[str] = dataclasses.field(default_factory=list)
     reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
-    def offer(self, question: str, index: RougeIndex, seeds: Sequence[str], settings) -> bool:
-        """Keep `question` if it is well formed, no copy of its seeds and not near any indexed
-        text (then it is indexed too); count the reason otherwise."""
+    def offer(self, question: str, index: RougeIndex, seeds: Sequence[str], settings,
+              held_out: Collection[str] = ()) -> bool:
+        """Keep `question` if it is well formed, no copy of its seeds nor of a `held_out` question
+        (`normal` forms: the evaluation's) and not near any indexed text (then it is indexed too);
+        count the reason otherwise."""
         why = malformed(question, min_words=settings.min_words, max_words=settings.max_words,
                         banned=settings.banned)
-        norm = " ".join(tokens(question))
-        if why is None and any(norm == " ".join(tokens(s)) for s in seeds):
+        norm = normal(question)
+        if why is None and any(norm == normal(s) for s in seeds):
             why = "copy_of_seed"
+        if why is None and norm in held_out:
+            why = "held_out_question"
         if why is None and index.near(question) is not None:
             why = "near_duplicate"
         if why is not None:

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from jaxevo.data import load_source
 from jaxevo.data.records import chat_of
 from jaxevo.evolve import self_instruct, verdict
 from jaxevo.evolve.context import RoundContext
@@ -63,6 +64,9 @@ def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[st
     earlier = [self_instruct.question_of(it) for r in range(1, ctx.round)
                for it in _prompts_of(ctx, r) if it.get("self_instructed")]
     index = self_instruct.RougeIndex(si.max_rouge, pool_q + earlier)
+    # A held-out question written again must not become training data (evaluation and gate).
+    held_out = {self_instruct.normal(self_instruct.question_of(it))
+                for spec in (ctx.cfg.eval.source, ctx.cfg.rounds.gate) if spec for it in load_source(spec)}
     wrapping = self_instruct.Wrapping.of(pool)
     checkers = {it.get("checker") for it in pool}
     template_item = pool[0] if len(checkers) == 1 and pool else {}
@@ -84,7 +88,7 @@ def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[st
             for q in self_instruct.parse_continuation(cs[0].text, cs[0].finish_reason == "length"):
                 if len(f.kept) < wanted:
                     candidates += 1
-                    f.offer(q, index, s, si)
+                    f.offer(q, index, s, si, held_out)
     new = [self_instruct.new_item(q, wrapping, ctx.round, template_item) for q in f.kept]
     return new, {"self_instructed": len(new), "wanted": wanted, "requests": requests,
                  "offered": candidates, "filtered": dict(sorted(f.reasons.items()))}
