@@ -204,9 +204,10 @@ class MetaSection:
     """SELF's meta-skill round (round 0, before the self-evolution rounds): learn to write feedback
     and to refine from tuples (question, answer, feedback, refined answer). The paper's annotator
     is GPT-4; here the tuples come from the model's own samples checked by `scorer` against gold
-    answers (METHODS.md §3.2/§5: "gold-answer-checked self-samples"): the feedback is a templated
-    verdict, the refined answer an accepted sample of the same question. Gold answers reach the
-    data only as that accept/reject verdict. Trained with the `self_meta` objective (three views:
+    answers (METHODS.md §3.2/§5: "gold-answer-checked self-samples"): the feedback is a language
+    critique (`critique`: from checkable facts, or written by a model; it may name the reference
+    answer, `critique.reveal_reference`) ending with the label's verdict, the refined answer an
+    accepted sample of the same question. Trained with the `self_meta` objective (three views:
     feedback, feedback-conditioned refinement, direct answer weighted by `beta`); the result is
     the start model of round 1 and, with `rounds.restart_from_base`, the model each round restarts
     from, its direct-answer view mixed into every round's SFT data."""

@@ -161,7 +161,7 @@ def model_critiques(ctx: RoundContext, groups: list[dict], tuples: list[dict], l
     c = ctx.cfg.meta.critique
     items = {g["item"]["id"]: g["item"] for g in groups}
     prompts = [c.template.format(prompt=t["prompt"], previous=t["response"],
-                                 reference=items[t["id"]].get("answer", "(none)"),
+                                 reference=items[t["id"]].get("answer") or "(none)",
                                  label="correct" if t["correct"] else "incorrect") for t in tuples]
     comps = ctx.sampler(c.model or ctx.cfg.model.path).generate(
         prompts, ctx.sampling(c.max_new_tokens, c.temperature, salt=223),
