@@ -13,7 +13,6 @@ import argparse
 import collections
 import json
 import random
-from types import SimpleNamespace
 
 from jaxevo.config import load_config
 from jaxevo.data import load_source
@@ -36,6 +35,7 @@ def main() -> None:
     pool_q = [si.question_of(r) for r in pool]
     held_out = {si.normal(si.question_of(r)) for spec in (cfg.eval.source, cfg.rounds.gate) if spec
                 for r in load_source(spec)}
+    shape = si.Shape.of(pool_q) if s.pool_shape else si.Shape()
     rng = random.Random(a.seed)
     seeds = [si.draw_seeds(pool_q, [], s.seeds, 0, rng) for _ in range(a.requests)]
     sampler = Sampler.load(cfg.model.path, dtype=cfg.model.sample_dtype, max_batch=cfg.sample.batch_size)
@@ -51,9 +51,9 @@ def main() -> None:
         f = si.Filtered()
         index = si.RougeIndex(thr, pool_q)
         for q, x in cands:
-            f.offer(q, index, x, s, held_out)
+            f.offer(q, index, x, s, held_out, shape)
         out[f"max_rouge={thr}"] = {"kept": len(f.kept), "reasons": dict(collections.Counter(f.reasons)),
-                                   "examples": f.kept[:5]}
+                                   "examples": f.kept[:8]}
     print(json.dumps(out, indent=1))
 
 

@@ -58,7 +58,8 @@ class SelfInstructSection:
     writes, continuing a numbered list of `seeds` example questions (`template`); `machine_seeds` of
     those examples come from earlier rounds' new questions once there are some. A new question is
     kept only if it is well formed (`min_words`..`max_words` words, starts with a letter or digit,
-    no `banned` word, not an answer) and its ROUGE-L F1 with every pool question, every earlier
+    no `banned` word, not an answer, with `pool_shape` what nearly every pool question has: a
+    final "?", a digit), not a held-out (evaluation or gate) question, and its ROUGE-L F1 with every pool question, every earlier
     new one and every one kept before it is below `max_rouge` (0.7 in Self-Instruct). The rest of
     the round comes from the pool. New questions have no reference answer: they can be scored only
     without one (self_judge, judge, a reward model, self_consistency), never by the verifier.
@@ -82,6 +83,8 @@ class SelfInstructSection:
                                "files", "map", "maps", "draw", "plot", "go to", "video", "audio",
                                "flowchart", "diagram")
     fill_from_pool: bool = True
+    # Ask of a new question what >= 95% of the pool's have: a final "?", a digit (self_instruct.Shape).
+    pool_shape: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.share <= 1.0 or not 0.0 < self.max_rouge <= 1.0:

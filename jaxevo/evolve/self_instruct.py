@@ -6,7 +6,8 @@ from example questions; malformed ones and near-duplicates are filtered out.
                 is a candidate (the last one dropped when the text was cut off)
     filter      `malformed`: empty, too few or too many words, not starting with a letter or
                 digit, a banned word (Self-Instruct's list: images, files, plots...), an answer
-                instead of a question ("The answer is ..."), a list label
+                instead of a question ("The answer is ..."), a list label; `Shape`: lacking
+                what (nearly) every pool question has (a final "?", a digit)
     dedup       `RougeIndex`: ROUGE-L F1 (LCS of lower-cased alphanumeric tokens, as the
                 rouge-score package computes it without stemming) against the pool, the earlier
                 rounds' new questions and those kept so far; kept only below the threshold
@@ -187,6 +188,28 @@ def new_item(question: str, wrapping: Wrapping, round_: int, template_item: Mapp
     return item
 
 
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """What (nearly) every pool question has, asked of a new one: a final question mark, a digit.
+    A 135M model continuing the list wrote statements ("Choose a different question.") as often
+    as questions; on a pool of questions those are not of the same kind."""
+
+    question_mark: bool = False
+    digit: bool = False
+
+    @classmethod
+    def of(cls, questions: Sequence[str], share: float = 0.95) -> "Shape":
+        qs = [q.strip() for q in questions]
+        if not qs:
+            return cls()
+        return cls(sum(q.endswith("?") for q in qs) >= share * len(qs),
+                   sum(any(c.isdigit() for c in q) for q in qs) >= share * len(qs))
+
+    def misses(self, question: str) -> bool:
+        q = question.strip()
+        return (self.question_mark and not q.endswith("?")) or (self.digit and not any(c.isdigit() for c in q))
+
+
 @dataclasses.dataclass
 class Filtered:
     """What the filters did with a round's candidates."""
@@ -195,12 +218,14 @@ class Filtered:
     reasons: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def offer(self, question: str, index: RougeIndex, seeds: Sequence[str], settings,
-              held_out: Collection[str] = ()) -> bool:
-        """Keep `question` if it is well formed, no copy of its seeds nor of a `held_out` question
-        (`normal` forms: the evaluation's) and not near any indexed text (then it is indexed too);
-        count the reason otherwise."""
+              held_out: Collection[str] = (), shape: Shape = Shape()) -> bool:
+        """Keep `question` if it is well formed, of the pool's `shape`, no copy of its seeds nor
+        of a `held_out` question (`normal` forms: the evaluation's) and not near any indexed text
+        (then it is indexed too); count the reason otherwise."""
         why = malformed(question, min_words=settings.min_words, max_words=settings.max_words,
                         banned=settings.banned)
+        if why is None and shape.misses(question):
+            why = "unlike_pool"
         norm = normal(question)
         if why is None and any(norm == normal(s) for s in seeds):
             why = "copy_of_seed"

@@ -165,6 +165,20 @@ def test_filter_drops_copies_near_duplicates_and_keeps_new_questions():
     assert f.reasons["held_out_question"] == 1
 
 
+def test_pool_shape_asks_what_nearly_every_pool_question_has():
+    """Statements a 135M model wrote in place of questions (scripts/self_instruct_yield.py)."""
+    shape = self_instruct.Shape.of(["What is 5 + 8?"] * 19 + ["How many are left?"])
+    assert shape == self_instruct.Shape(question_mark=True, digit=True)  # 19/20 >= 95%
+    assert self_instruct.Shape.of(["What is 5 + 8?"] * 18 + ["How many?"] * 2) == self_instruct.Shape(True, False)
+    assert shape.misses("Choose a different question.") and shape.misses("How many are left?")
+    assert not shape.misses("Ana has 3 pens. How many now? ")
+    s = SimpleNamespace(min_words=3, max_words=150, banned=())
+    f = self_instruct.Filtered()
+    assert not f.offer("There is only 1 answer for this question", self_instruct.RougeIndex(0.7), [], s, (), shape)
+    assert f.reasons == {"unlike_pool": 1}
+    assert not self_instruct.Shape().misses("anything")  # pool_shape off
+
+
 def test_wrapping_and_new_items_keep_the_sources_instructions():
     from jaxevo.data import load_source
     pool = [dict(r) for r in load_source({"type": "arithmetic", "split": "train", "n": 8, "levels": [1, 2]})]

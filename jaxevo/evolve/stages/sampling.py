@@ -68,6 +68,7 @@ def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[st
     held_out = {self_instruct.normal(self_instruct.question_of(it))
                 for spec in (ctx.cfg.eval.source, ctx.cfg.rounds.gate) if spec for it in load_source(spec)}
     wrapping = self_instruct.Wrapping.of(pool)
+    shape = self_instruct.Shape.of(pool_q) if si.pool_shape else self_instruct.Shape()
     checkers = {it.get("checker") for it in pool}
     template_item = pool[0] if len(checkers) == 1 and pool else {}
     rng = random.Random(ctx.seed * 31 + 7)
@@ -88,7 +89,7 @@ def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[st
             for q in self_instruct.parse_continuation(cs[0].text, cs[0].finish_reason == "length"):
                 if len(f.kept) < wanted:
                     candidates += 1
-                    f.offer(q, index, s, si, held_out)
+                    f.offer(q, index, s, si, held_out, shape)
     new = [self_instruct.new_item(q, wrapping, ctx.round, template_item) for q in f.kept]
     return new, {"self_instructed": len(new), "wanted": wanted, "requests": requests,
                  "offered": candidates, "filtered": dict(sorted(f.reasons.items()))}
