@@ -32,8 +32,10 @@ CRITIQUE_TEMPLATE = (
     "This answer has been checked and is {label}. Explain briefly, step by step, what is wrong in "
     "it and why, or, if it is correct, why it is right. Do not write a verdict line.")
 
-# Self-Instruct (`prompts.self_instruct`): the model continues a numbered list of example
-# questions with new ones. {examples}: "1. question" lines; {next}: the number of the new one.
+# Self-Instruct (`prompts.self_instruct`): the model writes one new question from example ones.
+# {examples}: "1. question" lines ({next}, the number after them, may be used too). At 135M this
+# one-problem request gave 6 usable questions from 32 requests where a bare numbered list to
+# continue gave none (docs/results.md).
 SELF_INSTRUCT_TEMPLATE = (
-    "Come up with new questions of the same kind as these examples. Each must be a different, "
-    "complete question.\n\n{examples}\n{next}.")
+    "Here are some example questions:\n\n{examples}\n\n"
+    "Write one new question of the same kind, with different numbers and names. Write only the question.")

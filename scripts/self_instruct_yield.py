@@ -27,6 +27,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--thresholds", default="0.7,0.9")
+    ap.add_argument("--template", action="append", default=[],
+                    help="a request template ({examples}, {next}) to try instead of the config's; repeatable")
+    ap.add_argument("--show", type=int, default=0, help="print this many raw completions per template")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_args()
     cfg = load_config(EvolveConfig, a.config, a.overrides)
@@ -39,21 +42,26 @@ def main() -> None:
     rng = random.Random(a.seed)
     seeds = [si.draw_seeds(pool_q, [], s.seeds, 0, rng) for _ in range(a.requests)]
     sampler = Sampler.load(cfg.model.path, dtype=cfg.model.sample_dtype, max_batch=cfg.sample.batch_size)
-    comps = sampler.generate([si.request(s.template, x) for x in seeds],
-                             SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                            top_p=cfg.sample.top_p, seed=a.seed),
-                             chat=cfg.prompts.chat, progress=False)
-    cands = [(q, x) for x, cs in zip(seeds, comps)
-             for q in si.parse_continuation(cs[0].text, cs[0].finish_reason == "length")]
-    out = {"model": cfg.model.path, "requests": a.requests, "candidates": len(cands),
-           "cut_off": sum(cs[0].finish_reason == "length" for cs in comps)}
-    for thr in (float(t) for t in a.thresholds.split(",")):
-        f = si.Filtered()
-        index = si.RougeIndex(thr, pool_q)
-        for q, x in cands:
-            f.offer(q, index, x, s, held_out, shape)
-        out[f"max_rouge={thr}"] = {"kept": len(f.kept), "reasons": dict(collections.Counter(f.reasons)),
-                                   "examples": f.kept[:8]}
+    report = []
+    for template in a.template or [s.template]:
+        comps = sampler.generate([si.request(template, x) for x in seeds],
+                                 SamplingParams(max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                                top_p=cfg.sample.top_p, seed=a.seed),
+                                 chat=cfg.prompts.chat, progress=False)
+        cands = [(q, x) for x, cs in zip(seeds, comps)
+                 for q in si.parse_continuation(cs[0].text, cs[0].finish_reason == "length")]
+        out = {"template": template, "requests": a.requests, "candidates": len(cands),
+               "cut_off": sum(cs[0].finish_reason == "length" for cs in comps),
+               "raw": [cs[0].text for cs in comps[:a.show]]}
+        for thr in (float(t) for t in a.thresholds.split(",")):
+            f = si.Filtered()
+            index = si.RougeIndex(thr, pool_q)
+            for q, x in cands:
+                f.offer(q, index, x, s, held_out, shape)
+            out[f"max_rouge={thr}"] = {"kept": len(f.kept), "reasons": dict(collections.Counter(f.reasons)),
+                                       "examples": f.kept[:8]}
+        report.append(out)
+    out = {"model": cfg.model.path, "results": report}
     print(json.dumps(out, indent=1))
 
 

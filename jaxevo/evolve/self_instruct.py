@@ -30,7 +30,7 @@ from jaxevo.data.records import stable_hash
 _TOKEN = re.compile(r"[a-z0-9]+")
 _ITEM = re.compile(r"^\s*(\d+)\s*[.)]\s*", re.M)  # "9. " / "9) " starting a line
 _ANSWER = re.compile(r"\b(?:the\s+answer\s+is|answer\s*:|####)", re.I)
-_LABEL = re.compile(r"^\s*(?:task|question|example|instruction)\s*\d*\s*[:.]", re.I)
+_LABEL = re.compile(r"^\s*(?:task|question|example|instruction|prompt|problem)\s*\d*\s*[:.]", re.I)
 
 
 def tokens(text: str) -> list[str]:

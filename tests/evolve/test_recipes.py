@@ -100,7 +100,8 @@ def test_two_rounds(name, tmp_path, tiny_model):
         # Round 2 asks the model for new questions (a random model's are all cut off or filtered:
         # the pool fills in); round 1 takes the pool's.
         si = m["rounds"]["2"]["stages"]["prompts"]
-        assert si["wanted"] == cfg.prompts.per_round and si["requests"] == 2 * si["wanted"]
+        oversample = cfg.prompts.self_instruct.oversample  # one attempt (the overrides)
+        assert si["wanted"] == cfg.prompts.per_round and si["requests"] == round(oversample * si["wanted"])
         assert "wanted" not in m["rounds"]["1"]["stages"]["prompts"]
     if name == "dpse":
         pairs = read_jsonl(root / "round_001" / "data" / "pairs.jsonl")

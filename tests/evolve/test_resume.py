@@ -140,7 +140,7 @@ def test_self_killed_after_each_stage_resumes_identically(tmp_path, tiny_model):
     cfg, raw = recipe("self", tmp_path / "straight", tiny_model, *SELF_EXTRA)
     m = run_evolve(cfg, raw)
     assert m["rounds"]["0"]["stages"]["meta"]["model_critiques"] >= 0
-    assert m["rounds"]["1"]["stages"]["prompts"]["requests"] == 8  # 4 wanted, oversampled 2x
+    assert m["rounds"]["1"]["stages"]["prompts"]["requests"] == round(4 * cfg.prompts.self_instruct.oversample)
 
     cfg_k, raw_k = recipe("self", tmp_path / "killed", tiny_model, *SELF_EXTRA)
     m = run_evolve(cfg_k, raw_k, stop_after=(0, "meta"))

@@ -4,6 +4,7 @@ restart data with every meta-skill view."""
 
 import dataclasses
 import random
+import re
 from types import SimpleNamespace
 
 import jax.numpy as jnp
@@ -133,6 +134,7 @@ def test_rouge_index_prunes_exactly():
     ("- How many apples are left?", "not_an_instruction"),
     ("Tom has 5 apples. The answer is 5.", "not_an_instruction"),
     ("Question 3: How many apples does Tom have?", "not_an_instruction"),
+    ("Prompt: What is 3 * 55?", "not_an_instruction"),
     ("Draw a picture of 5 apples.", "banned_word"),
     ("How many apples does Tom have now?", None), ("12 eggs are shared by 3 friends. How many each?", None),
 ])
@@ -246,7 +248,7 @@ def test_prompts_stage_mixes_new_and_pool_prompts(tmp_path):
     assert [r.get("question") for r in rows[:2]] == new and all(r["self_instructed"] for r in rows[:2])
     assert all("answer" not in r for r in rows[:2]) and rows[0]["prompt"].endswith("'The answer is N.'")
     assert rows[2:] == pool[4:6] and len(rows) == 4  # round 2's slice of the pool fills the rest
-    assert sampler.requests[0].count("\n") >= 3 and "\n4." in sampler.requests[0]  # 3 seeds, then "4."
+    assert all(re.findall(r"^(\d+)\. ", r, re.M) == ["1", "2", "3"] for r in sampler.requests)  # 3 seeds
     # Without filling, the shortfall stays a shortfall.
     ctx, _, _ = _ctx(tmp_path, 2, outputs, "prompts.self_instruct.share=0.75",
                      "prompts.self_instruct.oversample=1.0", "prompts.self_instruct.fill_from_pool=false")
@@ -268,7 +270,8 @@ def test_prompts_stage_round_one_and_earlier_new_questions(tmp_path):
     (r2 / "prompts.jsonl").write_text(
         '{"id": "si-x", "prompt": "p", "question": "%s", "self_instructed": true}\n' % earlier)
     ctx, _, sampler = _ctx(tmp_path, 3, ["A farmer plants 7 rows of 9 trees. How many trees?"] * 8,
-                           "prompts.self_instruct.share=0.25", "prompts.self_instruct.attempts=1")
+                           "prompts.self_instruct.share=0.25", "prompts.self_instruct.attempts=1",
+                           "prompts.self_instruct.oversample=2.0")
     out3 = tmp_path / "round_003" / "prompts"
     out3.mkdir(parents=True)
     info = prompts_stage(ctx, out3)
