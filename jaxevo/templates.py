@@ -33,9 +33,10 @@ CRITIQUE_TEMPLATE = (
     "it and why, or, if it is correct, why it is right. Do not write a verdict line.")
 
 # Self-Instruct (`prompts.self_instruct`): the model writes one new question from example ones.
-# {examples}: "1. question" lines ({next}, the number after them, may be used too). At 135M this
-# one-problem request gave 6 usable questions from 32 requests where a bare numbered list to
-# continue gave none (docs/results.md).
+# {examples}: "1. question" lines ({next}, the number after them, may be used too). At 135M a
+# one-problem request of this form (configs/self.yaml words it for math word problems) gave 6
+# usable questions from 32 requests where a bare numbered list to continue gave none
+# (docs/results.md).
 SELF_INSTRUCT_TEMPLATE = (
     "Here are some example questions:\n\n{examples}\n\n"
     "Write one new question of the same kind, with different numbers and names. Write only the question.")
