@@ -75,7 +75,8 @@ def _topic_expansion(ctx: RoundContext, groups: list[dict], scorer: Scorer, para
 @stage("data", reads=("scored.jsonl",), writes=("sft.jsonl", "pairs.jsonl", "control.jsonl"))
 def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """SFT examples, preference pairs (weighted by topic frequency when the scorer asks) and the
-    format-only control set; SELF's restart adds the meta QA data and the kept rounds' data."""
+    format-only control set; SELF's restart adds the kept rounds' data and the meta-skill tuples
+    (every view, `meta.restart_views`; else only their QA pairs)."""
     groups = read_jsonl(ctx.input("scored.jsonl"))
     s = ctx.cfg.select
     pairs = []

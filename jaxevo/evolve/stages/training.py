@@ -121,8 +121,9 @@ def control_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
 def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """SELF's round 0 (see `config.MetaSection`): sample the last `meta.prompts` prompts of the
     source, score them, build (question, answer, feedback, refined) tuples and train the
-    meta-skill objective from the start model. Writes meta.jsonl, qa.jsonl (the direct-answer
-    view, mixed into later rounds' SFT data), the model, and its evaluation."""
+    meta-skill objective from the start model. Writes meta.jsonl (every view of each tuple, in
+    every restart's data with `meta.restart_views`), qa.jsonl (the direct-answer view, mixed into
+    later rounds' SFT data without it), the model, and its evaluation."""
     m = ctx.cfg.meta
     pool = ctx.prompt_pool()
     items = pool[-min(m.prompts, len(pool)):]
