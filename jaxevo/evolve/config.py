@@ -227,8 +227,9 @@ class MetaSection:
     critique: CritiqueSection = CritiqueSection()
     # Restart training (`rounds.restart_from_base`) on every view of the meta-skill tuples
     # (feedback, refinement, direct answer: the `self_meta` objective, the rounds' own data as
-    # direct answers); false: only their direct answers mixed into the rounds' SFT data.
-    restart_views: bool = True
+    # direct answers); false: only their direct answers mixed into the rounds' SFT data. Off by
+    # default so that a run started before the key existed resumes as it began; on in self.yaml.
+    restart_views: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
