@@ -24,3 +24,19 @@ FEEDBACK_TEMPLATE = (
 TRAIN_FEEDBACK_TEMPLATE = (
     "{prompt}\n\nHere is an answer:\n{previous}\n\n"
     "Give feedback on this answer: what is right and what is wrong.")
+
+# SELF's meta-skill data written by a model (`meta.critique.source: model`): a critique of an
+# answer given the reference answer and the label; the label's verdict line is appended to it.
+CRITIQUE_TEMPLATE = (
+    "Question: {prompt}\n\nAnswer: {previous}\n\nReference answer: {reference}\n"
+    "This answer has been checked and is {label}. Explain briefly, step by step, what is wrong in "
+    "it and why, or, if it is correct, why it is right. Do not write a verdict line.")
+
+# Self-Instruct (`prompts.self_instruct`): the model writes one new question from example ones.
+# {examples}: "1. question" lines ({next}, the number after them, may be used too). At 135M a
+# one-problem request of this form (configs/self.yaml words it for math word problems) gave 6
+# usable questions from 32 requests where a bare numbered list to continue gave none
+# (docs/results.md).
+SELF_INSTRUCT_TEMPLATE = (
+    "Here are some example questions:\n\n{examples}\n\n"
+    "Write one new question of the same kind, with different numbers and names. Write only the question.")

@@ -12,9 +12,14 @@ from typing import Any, Literal
 
 from jaxevo.errors import ConfigError
 from jaxevo.losses.policy import ADVANTAGE_SCALES, check_policy_options
-from jaxevo.templates import FEEDBACK_TEMPLATE, REFINE_TEMPLATE
+from jaxevo.templates import (CRITIQUE_TEMPLATE, FEEDBACK_TEMPLATE, REFINE_TEMPLATE,
+                              SELF_INSTRUCT_TEMPLATE)
 from jaxevo.train.config import ObjectiveSection, TrainConfig
 
+
+# Scorers that check an answer against the item's reference answer: unusable on prompts that
+# have none (SELF's self-instructed questions).
+REFERENCE_SCORERS = ("verifier",)
 
 # The stages of a round in the shipped recipes (see `jaxevo.evolve.stages`).
 ROUND_STAGES = ("prompts", "generate", "feedback", "refine", "score", "data", "sft", "preference",
@@ -47,6 +52,52 @@ class ModelSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class SelfInstructSection:
+    """SELF's new prompts for later rounds (Self-Instruct, Wang et al. 2023): from round
+    `from_round` on, `share` of a round's `per_round` prompts are questions the round's start model
+    writes, continuing a numbered list of `seeds` example questions (`template`); `machine_seeds` of
+    those examples come from earlier rounds' new questions once there are some. A new question is
+    kept only if it is well formed (`min_words`..`max_words` words, starts with a letter or digit,
+    no `banned` word, not an answer, with `pool_shape` what nearly every pool question has: a
+    final "?", a digit), not a held-out (evaluation or gate) question, and its ROUGE-L F1 with every pool question, every earlier
+    new one and every one kept before it is below `max_rouge` (0.7 in Self-Instruct). The rest of
+    the round comes from the pool. New questions have no reference answer: they can be scored only
+    without one (self_judge, judge, a reward model, self_consistency), never by the verifier.
+    Each attempt asks `oversample` times the missing count; after `attempts`, a shortfall is filled
+    from the pool (`fill_from_pool`) and reported in the stage's info."""
+
+    enabled: bool = False
+    from_round: int = 2
+    share: float = 1.0  # of per_round: new questions (the rest: the pool's slice)
+    seeds: int = 8
+    machine_seeds: int = 2
+    template: str = SELF_INSTRUCT_TEMPLATE  # {examples}, {next}
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    oversample: float = 2.0
+    attempts: int = 3
+    max_rouge: float = 0.7
+    min_words: int = 3
+    max_words: int = 150
+    banned: tuple[str, ...] = ("image", "images", "graph", "graphs", "picture", "pictures", "file",
+                               "files", "map", "maps", "draw", "plot", "go to", "video", "audio",
+                               "flowchart", "diagram")
+    fill_from_pool: bool = True
+    # Ask of a new question what >= 95% of the pool's have: a final "?", a digit (self_instruct.Shape).
+    pool_shape: bool = True
+
+    def __post_init__(self):
+        if not 0.0 <= self.share <= 1.0 or not 0.0 < self.max_rouge <= 1.0:
+            raise ConfigError("prompts.self_instruct.share must be in [0, 1] and max_rouge in (0, 1]")
+        if self.seeds < 1 or self.attempts < 1 or self.oversample <= 0 or self.from_round < 1:
+            raise ConfigError("prompts.self_instruct: seeds, attempts and from_round must be >= 1 "
+                              "and oversample > 0")
+        if not 0 <= self.machine_seeds <= self.seeds or not 1 <= self.min_words <= self.max_words:
+            raise ConfigError("prompts.self_instruct: need 0 <= machine_seeds <= seeds and "
+                              "1 <= min_words <= max_words")
+
+
+@dataclasses.dataclass(frozen=True)
 class PromptsSection:
     # A `jaxevo.data.load_source` spec of the unlabeled training prompts (gold answers, if any,
     # reach only the verifier scorer — never the training data).
@@ -54,6 +105,7 @@ class PromptsSection:
         default_factory=lambda: {"type": "arithmetic", "split": "train", "n": 4096, "levels": [1, 2]})
     per_round: int = 256  # prompts per round; round r takes a fresh slice of the source
     chat: bool = True  # wrap prompts in the chat template
+    self_instruct: SelfInstructSection = SelfInstructSection()  # SELF: new prompts, rounds >= 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,13 +201,31 @@ class CensorSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class CritiqueSection:
+    """How SELF's meta-skill feedback is written (evolve/critique.py): `template` builds the
+    critique from checkable facts (calculation steps, format, the final answer against the
+    reference when `meta.scorer` is a checker); `model` has `model` (default: the start model; the
+    papers used a stronger one) write it given the reference answer and the label, keeping it only
+    if it does not contradict the label (else the template critique). Both end with the label's
+    verdict line."""
+
+    source: Literal["template", "model"] = "template"
+    model: str | None = None
+    template: str = CRITIQUE_TEMPLATE  # {prompt}, {previous}, {reference}, {label}
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    reveal_reference: bool = True  # name the reference answer when the final answer misses it
+
+
+@dataclasses.dataclass(frozen=True)
 class MetaSection:
     """SELF's meta-skill round (round 0, before the self-evolution rounds): learn to write feedback
     and to refine from tuples (question, answer, feedback, refined answer). The paper's annotator
     is GPT-4; here the tuples come from the model's own samples checked by `scorer` against gold
-    answers (METHODS.md §3.2/§5: "gold-answer-checked self-samples"): the feedback is a templated
-    verdict, the refined answer an accepted sample of the same question. Gold answers reach the
-    data only as that accept/reject verdict. Trained with the `self_meta` objective (three views:
+    answers (METHODS.md §3.2/§5: "gold-answer-checked self-samples"): the feedback is a language
+    critique (`critique`: from checkable facts, or written by a model; it may name the reference
+    answer, `critique.reveal_reference`) ending with the label's verdict, the refined answer an
+    accepted sample of the same question. Trained with the `self_meta` objective (three views:
     feedback, feedback-conditioned refinement, direct answer weighted by `beta`); the result is
     the start model of round 1 and, with `rounds.restart_from_base`, the model each round restarts
     from, its direct-answer view mixed into every round's SFT data."""
@@ -169,6 +239,12 @@ class MetaSection:
     epochs: int = 2  # of the meta phase (its other settings are the `sft:` phase's)
     max_length: int = 640  # tokens per view: the refine view holds question, answer, feedback, refinement
     evaluate: bool = True  # also evaluate the meta-skill model (SELF's M_meta) in round 0
+    critique: CritiqueSection = CritiqueSection()
+    # Restart training (`rounds.restart_from_base`) on every view of the meta-skill tuples
+    # (feedback, refinement, direct answer: the `self_meta` objective, the rounds' own data as
+    # direct answers); false: only their direct answers mixed into the rounds' SFT data. Off by
+    # default so that a run started before the key existed resumes as it began; on in self.yaml.
+    restart_views: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +394,15 @@ class EvolveConfig:
                               "(the round whose SFT stage runs when rounds.sft_rounds=activation)")
         if self.eval.self_feedback and self.eval.refine_steps < 1:
             raise ConfigError("eval.self_feedback critiques before each refinement step: set eval.refine_steps >= 1")
+        if self.prompts.self_instruct.enabled:
+            needs_ref = [n for n in (self.score.scorer, *(self.grpo.rewards if self.grpo else ()))
+                         if n in REFERENCE_SCORERS]
+            if needs_ref:
+                raise ConfigError(
+                    f"prompts.self_instruct.enabled: the model's new questions have no reference answer, "
+                    f"but {', '.join(sorted(set(needs_ref)))} (score.scorer / grpo.rewards) checks "
+                    "answers against one; score them with self_judge, judge, rubric_judge, "
+                    "pairwise_judge, reward_model or self_consistency, or turn self_instruct off")
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")

@@ -21,6 +21,7 @@ import random
 from typing import Any, Iterable, Mapping, Sequence
 
 from jaxevo.checkers import checker_for
+from jaxevo.evolve import critique
 from jaxevo.errors import ConfigError
 
 Group = Mapping[str, Any]
@@ -138,13 +139,16 @@ def format_control(groups: Iterable[Group], count: int, seed: int,
 
 
 def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_format: bool = True,
-                allow_truncated: bool = False) -> list[dict]:
-    """SELF's meta-skill tuples {"prompt", "response", "feedback", "refined"} from scored samples:
-    a sample scoring >= `min_score` gets the verdict "correct" and is its own refinement; any other
-    sample gets "incorrect" (with what is wrong: the stated answer, or that there is none) and, as
-    its refinement, the best accepted sample of the same prompt. Prompts without an accepted
-    sample give no tuple (there is nothing to refine towards). The feedback ends with the verdict
-    line the feedback stage asks for ("Judgement: ..."), so the scorer `self_judge` can read it."""
+                allow_truncated: bool = False, label: str = "checker",
+                reveal_reference: bool = True) -> list[dict]:
+    """SELF's meta-skill tuples {"prompt", "response", "feedback", "refined", "correct"} from
+    scored samples: a sample scoring >= `min_score` is labelled correct and is its own refinement;
+    any other sample is labelled incorrect and gets, as its refinement, the best accepted sample of
+    the same prompt (one whose calculation steps all check out first). Prompts without an accepted
+    sample give no tuple (there is nothing to refine towards). The feedback is the template
+    critique of `critique.template_critique` (what is wrong and why, from checkable facts; `label`
+    says what gave the scores: "checker" or a judge / reward model's name) and ends with the
+    label's verdict line ("Judgement: ..."), which the scorer `self_judge` reads."""
     out = []
     for g in groups:
         rs = [r for r in _graded(g["responses"]) if r.get("kind", "sample") == "sample"]
@@ -152,18 +156,32 @@ def meta_tuples(groups: Iterable[Group], *, min_score: float = 1.0, require_form
                 and _usable(r, g["item"], require_format, allow_truncated)]
         if not good:
             continue
+        # A stable sort: the ranking is kept among answers with (and without) a wrong step.
+        best = sorted(good, key=lambda r: any(not s["right"] for s in critique.calculation_steps(r["text"])))[0]
         for r in rs:
-            if r in good:
-                fb, refined = "The reasoning and the final answer are right.\nJudgement: correct", r["text"]
-            else:
-                ans = checker_for(g["item"]).extract(r["text"], g["item"])
-                # A long stated answer (code, a whole reply) is not quoted back.
-                what = ("The answer does not state a final answer in the required format." if ans is None
-                        else f"The final answer {ans} is wrong." if len(ans) <= 80 else "The answer is wrong.")
-                fb, refined = f"{what}\nJudgement: incorrect", good[0]["text"]
+            ok = r in good
+            fb = critique.template_critique(g["item"], r, ok, label=label, score=r["score"],
+                                            min_score=min_score, reveal_reference=reveal_reference)
             out.append({"prompt": g["prompt"], "response": r["text"], "feedback": fb,
-                        "refined": refined, "id": g["item"]["id"]})
+                        "refined": r["text"] if ok else best["text"], "correct": ok,
+                        "id": g["item"]["id"]})
     return out
+
+
+def with_meta_views(meta: Iterable[Mapping[str, Any]], qa: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """SELF's restart data for the `self_meta` objective: the meta-skill tuples with all three views
+    (has_meta 1), then the (prompt, response) examples as direct answers only (has_meta 0: their
+    feedback and refinement views are masked out of the loss, `losses.self_meta_loss`)."""
+    out = [{**t, "has_meta": 1} for t in meta]
+    out += [{**r, "feedback": "", "refined": r["response"], "has_meta": 0} for r in qa]
+    return out
+
+
+def own_data(records: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """The (prompt, response) examples of a round's SFT data without the meta-skill tuples that
+    `with_meta_views` put in it (has_meta 1), in their plain form."""
+    keep = ("prompt", "response", "id", "score", "topic", "messages", "system")
+    return [{k: r[k] for k in keep if k in r} for r in records if r.get("has_meta", 0) != 1]
 
 
 def dedupe(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -269,6 +269,8 @@ register_objective(Objective(
 def _self_meta(inp: LossInputs, hp) -> tuple[Array, Metrics]:
     nll = {v: sequence_nll(inp.logps[v], inp.counts[v]) for v in ("feedback", "refine", "direct")}
     kw = dict(hp.hparams)
+    # 0 marks a plain (prompt, answer) example mixed in (SELF's restart): its direct view only.
+    kw.setdefault("has_meta", inp.extras.get("has_meta"))
     loss, aux = self_meta_loss(nll["feedback"], nll["refine"], nll["direct"], **kw)
     b = inp.logps["direct"].shape[0]
     loss = loss * b / inp.norm["examples"]
@@ -285,4 +287,5 @@ register_objective(Objective(
         ("direct", _prompt, _field("refined")),
     ),
     loss=_self_meta,
+    optional_fields=("has_meta",),
 ))

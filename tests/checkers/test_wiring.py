@@ -62,7 +62,7 @@ def test_selection_uses_the_checkers_format():
     control = select.format_control([g], 5, seed=0)
     assert control and control[0]["response"] in ("The answer is (B)", "The answer is (C)")
     meta = select.meta_tuples([g])
-    assert "The final answer C is wrong." in meta[2]["feedback"]
+    assert "The final answer C does not match the correct answer, B." in meta[2]["feedback"]
 
 
 class Scripted:

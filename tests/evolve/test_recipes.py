@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jaxevo.evolve import select
 from jaxevo.evolve.config import ROUND_STAGES
 from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.rundir import read_jsonl
@@ -16,7 +17,8 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
     # A random model is never verifiably right, so score-chosen pairs would be empty: use the rule.
     "evolve": ["sft.batch_size=4", "preference.batch_size=2", "select.pairs=rule", "select.min_margin=0.0"],
     "self": ["sft.epochs=1", "sft.batch_size=4", "meta.enabled=true", "meta.prompts=4", "meta.n=2",
-             "meta.min_score=0.0", "meta.epochs=1", "rounds.gate.n=4"],
+             "meta.min_score=0.0", "meta.epochs=1", "rounds.gate.n=4",
+             "prompts.self_instruct.max_new_tokens=8", "prompts.self_instruct.attempts=1"],
     "dpse": ["sft.batch_size=4", "preference.batch_size=2", "select.min_margin=0.05",
              "select.min_score=0.0", "prompts.source.n=6", "eval.source.n=2", "run.keep_checkpoints=true",
              # Short contexts on 2 cores: the users' histories are tested in tests/data.
@@ -92,7 +94,21 @@ def test_two_rounds(name, tmp_path, tiny_model):
             info = json.loads((root / f"round_{r:03d}" / "sft" / "train" / "final" / "jaxevo.json").read_text())
             assert "round_000/meta/" in info["base_model"], info["base_model"]
         qa = {x["response"] for x in read_jsonl(root / "round_000" / "meta" / "qa.jsonl")}
-        assert qa <= {x["response"] for x in read_jsonl(root / "round_002" / "data" / "sft.jsonl")}
+        sft2 = read_jsonl(root / "round_002" / "data" / "sft.jsonl")
+        assert qa <= {x["refined"] for x in sft2}
+        # Restart training keeps every meta-skill view: the meta tuples whole (has_meta 1), and
+        # round 1's and round 2's own answers as direct answers (has_meta 0), with self_meta.
+        assert [x for x in sft2 if x["has_meta"] == 1] == [{**t, "has_meta": 1} for t in tuples]
+        own1 = select.own_data(read_jsonl(root / "round_001" / "data" / "sft.jsonl"))
+        assert own1 and ({(x["prompt"], x["response"]) for x in own1}
+                         <= {(x["prompt"], x["response"]) for x in sft2 if x["has_meta"] == 0})
+        assert {"feedback", "refine", "direct"} <= set(m["rounds"]["2"]["stages"]["sft"]["final"])
+        # Round 2 asks the model for new questions (a random model's are all cut off or filtered:
+        # the pool fills in); round 1 takes the pool's.
+        si = m["rounds"]["2"]["stages"]["prompts"]
+        oversample = cfg.prompts.self_instruct.oversample  # one attempt (the overrides)
+        assert si["wanted"] == cfg.prompts.per_round and si["requests"] == round(oversample * si["wanted"])
+        assert "wanted" not in m["rounds"]["1"]["stages"]["prompts"]
     if name == "dpse":
         pairs = read_jsonl(root / "round_001" / "data" / "pairs.jsonl")
         assert all("weight" in p for p in pairs)
@@ -140,8 +156,10 @@ def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model)
     + gate_min_gain. A random model scores 0 everywhere, so -1.0 keeps every round and 0.5 drops
     every round: the next round then starts from the kept model, SELF's restart leaves the dropped
     round's data out, and the final model is the kept one."""
+    # SELF: the restart mixing only the meta QA pairs (the views path is test_two_rounds').
+    views = ["meta.restart_views=false"] if name == "self" else []
     cfg, raw = recipe(name, tmp_path / name, tiny_model, *TRAIN_OVERRIDES[name], *GATE,
-                      f"rounds.gate_min_gain={min_gain}")
+                      f"rounds.gate_min_gain={min_gain}", *views)
     m = run_evolve(cfg, raw)
     root = tmp_path / name
     g1, g2 = (m["rounds"][r]["stages"]["gate"] for r in ("1", "2"))

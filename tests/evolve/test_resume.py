@@ -124,3 +124,38 @@ def test_more_rounds_on_a_finished_run_export_the_new_final_model(tmp_path, tiny
     assert any(not np.array_equal(first[k], second[k]) for k in first)
     for k in second:
         np.testing.assert_array_equal(second[k], np.asarray(f.get(k)), err_msg=k)
+
+
+# SELF with every part that samples or writes data: the meta-skill round (model-written critiques),
+# self-instructed prompts (from round 1 here), feedback, refinement, restart with every view.
+SELF_EXTRA = ["run.rounds=1", "eval.before=false", "model.sample_dtype=float32", "eval.source.n=2",
+              "prompts.per_round=4", "sft.epochs=1", "sft.batch_size=2", "rounds.gate.n=2",
+              "meta.enabled=true", "meta.prompts=2", "meta.n=2", "meta.min_score=0.0", "meta.epochs=1",
+              "meta.evaluate=false", "meta.critique.source=model", "meta.critique.max_new_tokens=8",
+              "prompts.self_instruct.from_round=1", "prompts.self_instruct.max_new_tokens=8",
+              "prompts.self_instruct.attempts=1"]
+
+
+def test_self_killed_after_each_stage_resumes_identically(tmp_path, tiny_model):
+    cfg, raw = recipe("self", tmp_path / "straight", tiny_model, *SELF_EXTRA)
+    m = run_evolve(cfg, raw)
+    assert m["rounds"]["0"]["stages"]["meta"]["model_critiques"] >= 0
+    assert m["rounds"]["1"]["stages"]["prompts"]["requests"] == round(4 * cfg.prompts.self_instruct.oversample)
+
+    cfg_k, raw_k = recipe("self", tmp_path / "killed", tiny_model, *SELF_EXTRA)
+    m = run_evolve(cfg_k, raw_k, stop_after=(0, "meta"))
+    assert list(m["rounds"]["0"]["stages"]) == ["meta"] and "1" not in m["rounds"]
+    for stage in cfg_k.stages:
+        m = run_evolve(cfg_k, raw_k, stop_after=(1, stage))
+        assert list(m["rounds"]["1"]["stages"])[-1] == stage
+    m = run_evolve(cfg_k, raw_k)
+    assert m["rounds"]["1"]["done"]
+
+    a, b = tmp_path / "straight", tmp_path / "killed"
+    for f in ("round_000/meta/meta.jsonl", "round_001/prompts/prompts.jsonl", "round_001/score/scored.jsonl",
+              "round_001/data/sft.jsonl"):
+        assert read_jsonl(a / f) == read_jsonl(b / f), f
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k], err_msg=k)

@@ -124,11 +124,15 @@ def test_meta_tuples_teach_verdicts_and_refine_towards_an_accepted_answer():
     by = {x["response"]: x for x in t}
     assert parse_verdict(by["5+7=12. The answer is 12."]["feedback"]) == 1.0
     assert by["5+7=12. The answer is 12."]["refined"] == "5+7=12. The answer is 12."
-    assert "13 is wrong" in by["The answer is 13."]["feedback"]
+    assert "The final answer 13 does not match the correct answer, 12." in by["The answer is 13."]["feedback"]
     assert by["The answer is 13."]["refined"] == "5+7=12. The answer is 12."  # the best accepted
     assert "does not state a final answer" in by["I think twelve"]["feedback"]
     assert parse_verdict(by["I think twelve"]["feedback"]) == 0.0
-    assert all("12" not in x["feedback"] for x in t)  # the gold answer never enters the feedback
+    assert [x["correct"] for x in t] == [True, False, False, True]
+    # reveal_reference=false: the gold answer never enters the critique of a rejected answer.
+    hidden = select.meta_tuples([g, wrong], min_score=1.0, reveal_reference=False)
+    assert all("12" not in x["feedback"] for x in hidden if not x["correct"])
+    assert "The final answer 13 is wrong." in hidden[1]["feedback"]
 
 
 def test_win_rate_pairs_items_by_id():

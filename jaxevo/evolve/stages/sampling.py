@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import math
+import random
 from pathlib import Path
 from typing import Any
 
+from jaxevo.data import load_source
 from jaxevo.data.records import chat_of
-from jaxevo.evolve import verdict
+from jaxevo.evolve import self_instruct, verdict
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import stage
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
@@ -35,13 +38,66 @@ def sample_groups(ctx: RoundContext, items: list[dict], n: int, salt: int = 0, m
 
 @stage("prompts", writes=("prompts.jsonl",))
 def prompts_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
-    """This round's slice of the prompt source (wrapping around when the source is exhausted)."""
+    """This round's slice of the prompt source (wrapping around when the source is exhausted);
+    with `prompts.self_instruct` (SELF, rounds >= `from_round`), `share` of it replaced by
+    questions the round's start model writes (evolve/self_instruct.py)."""
     items = ctx.prompt_pool()
     n = ctx.cfg.prompts.per_round
     start = ((ctx.round - 1) * n) % max(1, len(items))
     chosen = (items + items)[start:start + min(n, len(items))]
+    si = ctx.cfg.prompts.self_instruct
+    info: dict[str, Any] = {}
+    if si.enabled and ctx.round >= si.from_round and chosen:
+        new, info = self_instructed(ctx, round(si.share * len(chosen)))
+        keep = len(chosen) - len(new) if si.fill_from_pool else len(chosen) - round(si.share * len(chosen))
+        chosen = new + chosen[:keep]
     write_jsonl(out / "prompts.jsonl", chosen)
-    return {"prompts": len(chosen), "first_id": chosen[0]["id"] if chosen else None}
+    return {"prompts": len(chosen), "first_id": chosen[0]["id"] if chosen else None, **info}
+
+
+def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[str, Any]]:
+    """Up to `wanted` new questions by the round's start model, well formed and unlike the pool's,
+    the earlier rounds' new ones and each other (`prompts.self_instruct`)."""
+    si = ctx.cfg.prompts.self_instruct
+    pool = ctx.prompt_pool()
+    pool_q = [self_instruct.question_of(it) for it in pool]
+    earlier = [self_instruct.question_of(it) for r in range(1, ctx.round)
+               for it in _prompts_of(ctx, r) if it.get("self_instructed")]
+    index = self_instruct.RougeIndex(si.max_rouge, pool_q + earlier)
+    # A held-out question written again must not become training data (evaluation and gate).
+    held_out = {self_instruct.normal(self_instruct.question_of(it))
+                for spec in (ctx.cfg.eval.source, ctx.cfg.rounds.gate) if spec for it in load_source(spec)}
+    wrapping = self_instruct.Wrapping.of(pool)
+    shape = self_instruct.Shape.of(pool_q) if si.pool_shape else self_instruct.Shape()
+    checkers = {it.get("checker") for it in pool}
+    template_item = pool[0] if len(checkers) == 1 and pool else {}
+    rng = random.Random(ctx.seed * 31 + 7)
+    f = self_instruct.Filtered()
+    candidates = requests = 0
+    for attempt in range(si.attempts):
+        missing = wanted - len(f.kept)
+        if missing <= 0:
+            break
+        seeds = [self_instruct.draw_seeds(pool_q, earlier + f.kept, si.seeds, si.machine_seeds, rng)
+                 for _ in range(math.ceil(missing * si.oversample))]
+        comps = ctx.sampler().generate(
+            [self_instruct.request(si.template, s) for s in seeds],
+            ctx.sampling(si.max_new_tokens, si.temperature, salt=307 + attempt),
+            chat=ctx.cfg.prompts.chat, progress=ctx.progress)
+        requests += len(seeds)
+        for s, cs in zip(seeds, comps):
+            for q in self_instruct.parse_continuation(cs[0].text, cs[0].finish_reason == "length"):
+                if len(f.kept) < wanted:
+                    candidates += 1
+                    f.offer(q, index, s, si, held_out, shape)
+    new = [self_instruct.new_item(q, wrapping, ctx.round, template_item) for q in f.kept]
+    return new, {"self_instructed": len(new), "wanted": wanted, "requests": requests,
+                 "offered": candidates, "filtered": dict(sorted(f.reasons.items()))}
+
+
+def _prompts_of(ctx: RoundContext, round_: int) -> list[dict]:
+    p = ctx.output("prompts", round_) / "prompts.jsonl"
+    return read_jsonl(p) if p.exists() else []
 
 
 @stage("generate", reads=("prompts.jsonl",), writes=("groups.jsonl",))

@@ -16,6 +16,7 @@ from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import stage
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
 from jaxevo.evolve.scorers import Scorer, verifier
+from jaxevo.evolve.stages.training import restart_views
 
 
 @stage("score", reads=("groups.jsonl",), writes=("scored.jsonl",))
@@ -66,7 +67,8 @@ def score_groups(scorer: Scorer, groups: list[dict], params) -> None:
 @stage("data", reads=("scored.jsonl",), writes=("sft.jsonl", "pairs.jsonl", "control.jsonl"))
 def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """SFT examples, preference pairs (weighted by topic frequency when the scorer asks) and the
-    format-only control set; SELF's restart adds the meta QA data and the kept rounds' data."""
+    format-only control set; SELF's restart adds the kept rounds' data and the meta-skill tuples
+    (every view, `meta.restart_views`; else only their QA pairs)."""
     groups = read_jsonl(ctx.input("scored.jsonl"))
     s = ctx.cfg.select
     pairs = []
@@ -82,14 +84,18 @@ def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
                                require_format=s.require_format, allow_truncated=s.allow_truncated)
     elif s.sft == "refine_views" and ctx.cfg.sft is not None:  # EVOLVE's SR-aware SFT
         sft = select.refine_views(pairs, ctx.cfg.refine.template)
-    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta(QA) ∪ D_1 ∪ ... ∪ D_t
-        meta_qa = ctx.output("meta", 0) / "qa.jsonl"
-        if ctx.cfg.meta.enabled and meta_qa.exists():
-            sft = select.dedupe(read_jsonl(meta_qa) + sft)
+    info: dict[str, Any] = {}
+    if ctx.cfg.rounds.restart_from_base and sft:  # SELF restart: D_meta ∪ D_1 ∪ ... ∪ D_t
         for r in range(1, ctx.round):
             prev = ctx.output("data", r) / "sft.jsonl"
             if prev.exists() and ctx.run.stage_info(r, "gate").get("accepted") is not False:
-                sft = select.dedupe(read_jsonl(prev) + sft)
+                sft = select.dedupe(select.own_data(read_jsonl(prev)) + sft)
+        if restart_views(ctx.cfg):  # every meta-skill view, the rounds' data as direct answers
+            meta = read_jsonl(ctx.output("meta", 0) / "meta.jsonl")
+            info["meta_tuples"] = len(meta)
+            sft = select.with_meta_views(meta, sft)
+        elif ctx.cfg.meta.enabled and (ctx.output("meta", 0) / "qa.jsonl").exists():
+            sft = select.dedupe(read_jsonl(ctx.output("meta", 0) / "qa.jsonl") + sft)
     write_jsonl(out / "sft.jsonl", sft)
     write_jsonl(out / "pairs.jsonl", pairs)
     control = []
@@ -99,4 +105,4 @@ def data_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
                                         allow_truncated=s.allow_truncated)
         write_jsonl(out / "control.jsonl", control)
     return {"sft_examples": len(sft), "pairs": len(pairs), "control_examples": len(control),
-            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, len(groups))}
+            "yield_per_prompt": (len(sft) or len(pairs)) / max(1, len(groups)), **info}

@@ -4,13 +4,16 @@ resuming from its own checkpoints, and exports the model its folder keeps (train
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 from jaxevo import distributed
-from jaxevo.evolve import select
+from jaxevo.evolve import critique, select
+from jaxevo.evolve.config import REFERENCE_SCORERS
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.recipe import stage
 from jaxevo.evolve.rundir import read_jsonl, write_jsonl
@@ -73,7 +76,23 @@ def sft_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
         return {"skipped": f"rounds.sft_rounds={ctx.cfg.rounds.sft_rounds}", "model": None}
     records = read_jsonl(ctx.input("sft.jsonl"))
     start = ctx.base_path if ctx.cfg.rounds.restart_from_base else ctx.start_model()
-    return train_phase(ctx, out, ctx.cfg.sft, records, start)
+    phase = meta_phase(ctx.cfg, ctx.cfg.sft.epochs) if restart_views(ctx.cfg) else ctx.cfg.sft
+    return train_phase(ctx, out, phase, records, start)
+
+
+def restart_views(cfg) -> bool:
+    """SELF's restart trains every meta-skill view (`meta.restart_views`): the round's SFT data is
+    the meta-skill tuples plus the direct answers, trained with the `self_meta` objective."""
+    return cfg.rounds.restart_from_base and cfg.meta.enabled and cfg.meta.restart_views
+
+
+def meta_phase(cfg, epochs: int):
+    """The `sft:` phase with the `self_meta` objective (β = `meta.beta`) and the meta views'
+    `meta.max_length`: the meta-skill round's training, and SELF's restart with every view."""
+    m = cfg.meta
+    return cfg.sft.replace(
+        epochs=epochs, steps=None, data=dataclasses.replace(cfg.sft.data, max_length=m.max_length),
+        objective=dataclasses.replace(cfg.sft.objective, name="self_meta", hparams={"beta": m.beta}))
 
 
 @stage("preference", reads=("pairs.jsonl",), writes=("model",))
@@ -121,8 +140,9 @@ def control_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
 def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     """SELF's round 0 (see `config.MetaSection`): sample the last `meta.prompts` prompts of the
     source, score them, build (question, answer, feedback, refined) tuples and train the
-    meta-skill objective from the start model. Writes meta.jsonl, qa.jsonl (the direct-answer
-    view, mixed into later rounds' SFT data), the model, and its evaluation."""
+    meta-skill objective from the start model. Writes meta.jsonl (every view of each tuple, in
+    every restart's data with `meta.restart_views`), qa.jsonl (the direct-answer view, mixed into
+    later rounds' SFT data without it), the model, and its evaluation."""
     m = ctx.cfg.meta
     pool = ctx.prompt_pool()
     items = pool[-min(m.prompts, len(pool)):]
@@ -135,19 +155,43 @@ def meta_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
         for r, s in zip(g["responses"], scores):
             r["score"] = None if s is None else float(s)
     s = ctx.cfg.select
+    label = "checker" if m.scorer in REFERENCE_SCORERS else m.scorer
     tuples = select.meta_tuples(groups, min_score=m.min_score, require_format=s.require_format,
-                                allow_truncated=s.allow_truncated)
+                                allow_truncated=s.allow_truncated, label=label,
+                                reveal_reference=m.critique.reveal_reference)
+    written = model_critiques(ctx, groups, tuples, label) if m.critique.source == "model" else {}
     qa = select.dedupe([{"prompt": t["prompt"], "response": t["refined"], "id": t["id"]} for t in tuples])
     write_jsonl(out / "scored.jsonl", groups)
     write_jsonl(out / "meta.jsonl", tuples)
     write_jsonl(out / "qa.jsonl", qa)
-    phase = ctx.cfg.sft.replace(
-        epochs=m.epochs, steps=None, data=dataclasses.replace(ctx.cfg.sft.data, max_length=m.max_length),
-        objective=dataclasses.replace(ctx.cfg.sft.objective, name="self_meta", hparams={"beta": m.beta}))
     info = {"prompts": len(items), "accepted_samples": sum(r["score"] is not None and r["score"] >= m.min_score
                                                            for g in groups for r in g["responses"]),
-            "tuples": len(tuples), "incorrect_tuples": sum("incorrect" in t["feedback"] for t in tuples),
-            "qa": len(qa), **train_phase(ctx, out, phase, tuples, ctx.cfg.model.path)}
+            "tuples": len(tuples), "incorrect_tuples": sum(not t["correct"] for t in tuples),
+            "qa": len(qa), **written,
+            **train_phase(ctx, out, meta_phase(ctx.cfg, m.epochs), tuples, ctx.cfg.model.path)}
     if info.get("model") and m.evaluate:
         info["eval"] = ctx.evaluate(str(out / info["model"]), out)
     return info
+
+
+def model_critiques(ctx: RoundContext, groups: list[dict], tuples: list[dict], label: str) -> dict[str, Any]:
+    """`meta.critique.source: model`: each tuple's feedback written by `meta.critique.model` (default
+    the start model) given the reference answer and the label, then the label's verdict line. A
+    critique `critique.honest` refuses keeps the template critique (`critique_source` says which)."""
+    c = ctx.cfg.meta.critique
+    items = {g["item"]["id"]: g["item"] for g in groups}
+    prompts = [c.template.format(prompt=t["prompt"], previous=t["response"],
+                                 reference=items[t["id"]].get("answer") or "(none)",
+                                 label="correct" if t["correct"] else "incorrect") for t in tuples]
+    comps = ctx.sampler(c.model or ctx.cfg.model.path).generate(
+        prompts, ctx.sampling(c.max_new_tokens, c.temperature, salt=223),
+        chat=ctx.cfg.prompts.chat, progress=ctx.progress) if tuples else []
+    refused: collections.Counter = collections.Counter()
+    for t, cs in zip(tuples, comps):
+        why = critique.honest(cs[0].text, items[t["id"]], t["correct"], label)
+        if why is None:
+            t["feedback"], t["critique_source"] = critique.finish_model_critique(cs[0].text, t["correct"]), "model"
+        else:
+            t["critique_source"], t["critique_refused"] = "template", why
+            refused[re.sub(r"-?\d[\d.,]*", "N", why)] += 1  # counted by kind, not by number
+    return {"model_critiques": len(tuples) - sum(refused.values()), "critiques_refused": dict(refused)}
