@@ -35,6 +35,7 @@ from jaxevo.models.transformer import Transformer, causal_mask, lm_head_weight
 from jaxevo.sharding import use_mesh
 from jaxevo.train.objectives import LossInputs, Objective
 from jaxevo.train.precision import compute_copy, rounding_key
+from jaxevo.train.score_head import score_inputs
 from jaxevo.train.state import TrainState
 
 BATCH_AXES = ("data", "fsdp")
@@ -124,6 +125,8 @@ def make_train_step(
         if lora is not None:  # LoRA hook: the model sees the merged weights, rounded once merged
             params = compute_copy(lora_merge(jax.lax.stop_gradient(base), params, lora), rounding,
                                   cfg.dtype, rounding_key(seed))
+        if objective.reads == "score":  # a scalar head at each view's last token (reward model)
+            return objective.loss(score_inputs(params, cfg, micro, names, norm), hp)
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk)
         if needs_ref and ref_forward:
             # Rounded like the policy's copy: the initial weights as reference give zero margin.
