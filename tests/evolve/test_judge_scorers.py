@@ -147,11 +147,12 @@ def tiny_reward_model(tmp_path_factory, tiny_model):
 
 @pytest.mark.slow
 def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path, tiny_model, tiny_reward_model):
+    # configs/evolve_chat.yaml: reward-model pairs (z-scored, margin 0.5) on the instruction generator
     extra = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
-             "score.scorer=reward_model", f"score.reward_model={tiny_reward_model}",
-             "score.params.normalize=zscore", "score.params.dtype=float32",
-             "select.pairs=score", "select.min_margin=0.5", "select.control=false"]
-    cfg, raw = recipe("evolve", tmp_path / "killed", tiny_model, *extra)
+             f"score.reward_model={tiny_reward_model}", "score.params.dtype=float32"]
+    cfg, raw = recipe("evolve_chat", tmp_path / "killed", tiny_model, *extra)
+    assert (cfg.score.scorer, cfg.score.params["normalize"], cfg.select.pairs) == ("reward_model", "zscore", "score")
+    assert cfg.prompts.source["type"] == "instructions"
     stages = [s for s in cfg.stages if s != "control"]
     cfg = dataclasses.replace(cfg, stages=tuple(stages))
     raw["stages"] = stages
@@ -188,9 +189,11 @@ def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_pa
         asked.append(self.sampler._model)
         return [f"{t}\nRating: [[{1 + len(q) % 10}]]" for q, t in zip(requests, texts)]
     monkeypatch.setattr(Judge, "ask", graded_ask)
-    cfg, raw = recipe("self", tmp_path / "run", tiny_model, "run.rounds=1", "meta.enabled=false",
-                      "eval.before=false", "sft.batch_size=2", "score.scorer=rubric_judge",
-                      f"score.judge_model={judge_dir}", "score.params.max_new_tokens=4", "select.min_score=0.3")
+    # configs/self_chat.yaml: a rubric judge model of its own on the instruction generator
+    cfg, raw = recipe("self_chat", tmp_path / "run", tiny_model, "run.rounds=1", "eval.before=false",
+                      "sft.batch_size=2", f"score.judge_model={judge_dir}", "score.params.max_new_tokens=4",
+                      "select.min_score=0.3")
+    assert cfg.score.scorer == "rubric_judge" and cfg.prompts.source["type"] == "instructions"
     stages = list(cfg.stages)
     for stage in stages[: stages.index("data") + 1]:
         m = run_evolve(cfg, raw, stop_after=(1, stage))
@@ -202,3 +205,18 @@ def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_pa
     assert scores and all(s is not None and 0.0 <= s <= 1.0 for s in scores)
     sft = read_jsonl(root / "data" / "sft.jsonl")
     assert sft and all(x["score"] >= 0.3 for x in sft) and m["rounds"]["1"]["stages"]["sft"]["steps"] >= 1
+
+
+def test_open_ended_configs_load_and_their_stages_check():
+    """configs/evolve_chat.yaml and configs/self_chat.yaml as shipped (their rounds run on tiny
+    models in the two tests above)."""
+    from jaxevo.evolve.recipe import check_stages
+    from tests.evolve.conftest import ROOT
+
+    ev = load_config(EvolveConfig, ROOT / "configs" / "evolve_chat.yaml")
+    assert (ev.run.recipe, ev.score.scorer, ev.select.pairs) == ("evolve", "reward_model", "score")
+    sf = load_config(EvolveConfig, ROOT / "configs" / "self_chat.yaml")
+    assert (sf.run.recipe, sf.score.scorer, sf.meta.enabled) == ("self", "rubric_judge", False)
+    for cfg in (ev, sf):
+        assert cfg.prompts.source["type"] == cfg.eval.source["type"] == "instructions"
+        check_stages(cfg.stages)

@@ -167,7 +167,12 @@ def test_mesh_2x2x2_trains_as_one_device(tmp_path):
     one, many = res["1"]["curve"], res["2x2x2"]["curve"]
     assert "fsdp" in res["2x2x2"]["spec"] and "tensor" in res["2x2x2"]["spec"]
     for k in ("loss", "grad_norm", "accuracy", "margin", "mean_reward", "min_reward", "max_reward"):
-        np.testing.assert_allclose([m[k] for m in many], [m[k] for m in one], rtol=1e-5, atol=1e-5, err_msg=k)
+        # step 1 (same weights): equal to float round-off. Later steps: Adam's first updates are
+        # ~lr * sign(g), so the round-off of near-zero gradient entries becomes lr-sized steps
+        # (measured at lr 3e-3: 5e-4 relative on the 4th max_reward); a real sharding error shows
+        # at step 1 already. The curve is compared to 1e-3.
+        np.testing.assert_allclose(many[0][k], one[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose([m[k] for m in many], [m[k] for m in one], rtol=1e-3, atol=1e-5, err_msg=k)
     assert one[-1]["loss"] < one[0]["loss"]
 
 
@@ -184,3 +189,31 @@ def test_bad_reward_model_configs_are_refused(tmp_path):
               records=RECORDS)
     with pytest.raises(ConfigError, match="lacks|missing or non-string field"):
         train(_cfg(tmp_path / "d"), pretrained=_lm(), records=[{"prompt": "a", "chosen": "b"}] * 8)
+
+
+def test_jaxevo_train_config_from_a_causal_lm_then_from_the_reward_model(tmp_path):
+    """`jaxevo train --config configs/train_reward_model_demo.yaml` (toy-sized by overrides) from a
+    causal LM directory on disk, then again from its output (a *ForSequenceClassification): the
+    second run starts from the trained head, its first rewards those the scorer gives."""
+    from jaxevo.cli import main
+    from jaxevo.config import load_config
+    from tests.sampling.helpers import tiny_model_dir
+
+    demo = ROOT / "configs" / "train_reward_model_demo.yaml"
+    assert load_config(TrainConfig, demo).objective.name == "reward_model"
+    lm = tiny_model_dir(tmp_path, "qwen2")
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    common = [f"data.path={data}", "data.max_length=96", "data.pad_to_multiple=16", "batch_size=8",
+              "micro_batch_size=8", "model.dtype=float32", "model.rounding=nearest", "optim.lr=3e-3",
+              "optim.warmup_steps=0", "log.tensorboard=false", "log.progress=false"]
+    first = tmp_path / "first"
+    assert main(["train", "--config", str(demo), f"model.path={lm}", f"out_dir={first}", "steps=4", *common]) == 0
+    rm = RewardModel.load(str(first / "final"), dtype="float32")
+    rc, rr = _scores(rm, RECORDS)
+    second = tmp_path / "second"
+    assert main(["train", "--config", str(demo), f"model.path={first / 'final'}", f"out_dir={second}",
+                 "steps=1", "data.shuffle=false", *common]) == 0
+    m = json.loads((second / "metrics.jsonl").read_text().splitlines()[0])
+    assert m["mean_reward"] == pytest.approx(float(np.mean(np.r_[rc[:8], rr[:8]])), rel=1e-5, abs=1e-6)
+    assert m["accuracy"] == pytest.approx(float(np.mean(rc[:8] > rr[:8])))
