@@ -220,3 +220,54 @@ def test_open_ended_configs_load_and_their_stages_check():
     for cfg in (ev, sf):
         assert cfg.prompts.source["type"] == cfg.eval.source["type"] == "instructions"
         check_stages(cfg.stages)
+
+
+def _groups():
+    """Prompt groups of different sizes and prompts (one with a single response: no pairs)."""
+    out = []
+    for k, texts in enumerate((("ccc", "a", "bb"), ("dddd",), ("e", "ffffff", "gg", "hhh"), ("ii", "jj"))):
+        g = _group(*texts)
+        g["prompt"] = g["item"]["prompt"] = f"Say something {k}" + "!" * k
+        out.append(g)
+    return out
+
+
+def test_stage_wide_batches_equal_per_group_scoring():
+    """The score stage's one call for all groups (`Scorer.score_all`) gives exactly the scores of
+    scoring each group alone, in one judge / reward-model call instead of one per group."""
+    from jaxevo.evolve.stages.scoring import _score_all
+    from tests.judging.test_reward_training import _lm
+    from jaxevo.train.config import ObjectiveSection, TrainConfig
+    from jaxevo.train.score_head import score_model
+
+    def grade(req):  # a grade from the answer and the question
+        ans = re.search(r"Answer\]\n(\w+)", req).group(1)
+        return f"Rating: [[{1 + (len(ans) * 3 + len(req)) % 10}]]" if ans != "gg" else "no verdict"
+
+    def prefer(req):
+        a, b = _shown(req)
+        return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+    pre = score_model(TrainConfig(objective=ObjectiveSection(name="reward_model", hparams={"init_std": 1.0})), _lm())
+    rm = RewardModel(pre.cfg, pre.params, pre.tokenizer, pad_token_id=pre.cfg.pad_token_id, max_batch=4)
+    calls = []
+
+    class CountingRM:
+        def score(self, prompts, completions):
+            calls.append(len(prompts))
+            return rm.score(prompts, completions)
+    for name, params in (("rubric_judge", {"judge": Judge(Scripted(grade))}),
+                         ("pairwise_judge", {"judge": Judge(Scripted(prefer))}),
+                         ("reward_model", {"reward_model": CountingRM(), "normalize": "zscore"}),
+                         ("reward_model", {"reward_model": CountingRM(), "normalize": "none"})):
+        scorer = SCORERS.get(name)
+        alone = [scorer(g, params) for g in _groups()]
+        calls.clear()
+        staged = _groups()
+        _score_all(scorer, staged, params)
+        assert [[r["score"] for r in g["responses"]] for g in staged] == alone, name
+        if name == "reward_model":
+            assert calls == [10]  # the stage's 10 responses in one call
+        else:  # each group alone (the single response has no pair to judge), then one call
+            assert params["judge"].sampler.calls == (4 if name == "rubric_judge" else 3) + 1
+        if name == "rubric_judge":
+            assert None in [s for g in alone for s in g]  # "gg" stays unjudged in both forms

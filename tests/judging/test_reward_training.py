@@ -155,6 +155,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mesh_2x2x2_trains_as_one_device(tmp_path):
     """4 steps of 2 micro-batches on the (2, 2, 2) CPU mesh (decoder sharded over fsdp x tensor,
     pairs over data x fsdp): the loss curve and metrics equal one device's."""
@@ -191,6 +192,7 @@ def test_bad_reward_model_configs_are_refused(tmp_path):
         train(_cfg(tmp_path / "d"), pretrained=_lm(), records=[{"prompt": "a", "chosen": "b"}] * 8)
 
 
+@pytest.mark.slow
 def test_jaxevo_train_config_from_a_causal_lm_then_from_the_reward_model(tmp_path):
     """`jaxevo train --config configs/train_reward_model_demo.yaml` (toy-sized by overrides) from a
     causal LM directory on disk, then again from its output (a *ForSequenceClassification): the
@@ -217,3 +219,25 @@ def test_jaxevo_train_config_from_a_causal_lm_then_from_the_reward_model(tmp_pat
     m = json.loads((second / "metrics.jsonl").read_text().splitlines()[0])
     assert m["mean_reward"] == pytest.approx(float(np.mean(np.r_[rc[:8], rr[:8]])), rel=1e-5, abs=1e-6)
     assert m["accuracy"] == pytest.approx(float(np.mean(rc[:8] > rr[:8])))
+
+
+def test_plan_compiles_the_reward_model_step(tmp_path):
+    """`jaxevo plan` of `objective.name: reward_model`: the step `train` runs, on the decoder and
+    a [E, 1] head (no LM head in the state); the shipped 8B plans parse."""
+    from jaxevo.config import load_config
+    from jaxevo.models.config import ModelConfig
+    from jaxevo.plan import PlanConfig, SampleSection, TargetSection, make_plan
+    from tests.conftest import TINY_HF
+
+    (tmp_path / "config.json").write_text(json.dumps(TINY_HF["qwen2"]))
+    cfg = PlanConfig(model_config=str(tmp_path / "config.json"), seq_len=32,
+                     train=TrainConfig(batch_size=4, objective=ObjectiveSection(name="reward_model")),
+                     sample=SampleSection(enabled=False), target=TargetSection(platform="cpu", devices=1))
+    tr = make_plan(cfg)["train"]
+    dec = ModelConfig.from_hf(TINY_HF["qwen2"]).replace(tie_word_embeddings=True)
+    assert tr["objective"] == "reward_model" and tr["views"] == ["chosen", "rejected"]
+    assert tr["state_bytes"]["params"] == 4 * (dec.num_params() + dec.hidden_size)
+    assert tr["memory"]["temp"] > 0 and not tr["does_not_fit"]
+    for name in ("llama3.1-8b-rm-v5p-32", "llama3.1-8b-evolve-chat-v5p-32"):
+        plan = load_config(PlanConfig, ROOT / "configs" / "scale" / f"{name}.yaml", [])
+        assert plan.train.objective.name in ("reward_model", "evolve")
