@@ -233,8 +233,9 @@ def _groups():
 
 
 def test_stage_wide_batches_equal_per_group_scoring():
-    """The score stage's one call for all groups (`Scorer.score_all`) gives exactly the scores of
-    scoring each group alone, in one judge / reward-model call instead of one per group."""
+    """The score stage's one call for all groups (`Scorer.score_all`) gives the scores of scoring
+    each group alone (the judges' exactly; the reward model's to fp32 round-off), in one judge /
+    reward-model call instead of one per group."""
     from jaxevo.evolve.stages.scoring import _score_all
     from tests.judging.test_reward_training import _lm
     from jaxevo.train.config import ObjectiveSection, TrainConfig
@@ -264,7 +265,11 @@ def test_stage_wide_batches_equal_per_group_scoring():
         calls.clear()
         staged = _groups()
         _score_all(scorer, staged, params)
-        assert [[r["score"] for r in g["responses"]] for g in staged] == alone, name
+        got = [[r["score"] for r in g["responses"]] for g in staged]
+        if name == "reward_model":  # fp32; rows padded to other lengths in other batches: 4e-6 measured
+            assert [x for g in got for x in g] == pytest.approx([x for g in alone for x in g], rel=1e-5, abs=1e-5)
+        else:
+            assert got == alone, name
         if name == "reward_model":
             assert calls == [10]  # the stage's 10 responses in one call
         else:  # each group alone (the single response has no pair to judge), then one call
