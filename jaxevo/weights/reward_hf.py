@@ -23,7 +23,7 @@ from jaxevo.errors import WeightsError
 from jaxevo.models.config import SUPPORTED, ModelConfig
 from jaxevo.models.reward import SCORE_HF_NAME
 from jaxevo.weights.hf import INDEX, HFDirSource, export_dtype, export_hf
-from jaxevo.weights.load import hf_dir_for, load_pretrained
+from jaxevo.weights.load import CHECKPOINT_MARKER, hf_dir_for, load_pretrained
 from jaxevo.weights.safetensors_io import SafetensorsFile, write_safetensors
 
 
@@ -41,8 +41,10 @@ def load_reward(model: str | Path, *, dtype: str = "bfloat16", param_dtype: str 
                 remat: str = "none", mesh=None) -> tuple[ModelConfig, dict, Any, int | None]:
     """(decoder cfg, {"decoder", "score" [E, L]}, tokenizer, the config's pad_token_id) of a
     `*ForSequenceClassification` directory (or a jaxevo checkpoint of one). With ``mesh`` the
-    decoder loads into its shardings and the head is replicated."""
-    d = hf_dir_for(model)
+    decoder loads into its shardings and the head is replicated. A `jaxevo train` out_dir stands
+    for its exported ``final/``."""
+    final = Path(model) / "final"
+    d = hf_dir_for(final if (final / CHECKPOINT_MARKER).is_file() else model)
     arch = _architecture(d)
     if not arch.endswith("ForSequenceClassification"):
         raise WeightsError(f"{d}: architectures {arch!r} is not a reward model; give a "

@@ -211,7 +211,7 @@ def test_jaxevo_train_config_from_a_causal_lm_then_from_the_reward_model(tmp_pat
               "optim.warmup_steps=0", "log.tensorboard=false", "log.progress=false"]
     first = tmp_path / "first"
     assert main(["train", "--config", str(demo), f"model.path={lm}", f"out_dir={first}", "steps=4", *common]) == 0
-    rm = RewardModel.load(str(first / "final"), dtype="float32")
+    rm = RewardModel.load(str(first), dtype="float32")  # the out_dir stands for its final/
     rc, rr = _scores(rm, RECORDS)
     second = tmp_path / "second"
     assert main(["train", "--config", str(demo), f"model.path={first / 'final'}", f"out_dir={second}",
