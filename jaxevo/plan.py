@@ -43,7 +43,9 @@ from jaxevo.sharding import make_mesh, param_shardings, use_mesh
 from jaxevo.train.batches import VIEW_KEYS, Batch
 from jaxevo.train.builder import build_step
 from jaxevo.train.config import TrainConfig
+from jaxevo.train.objectives import get_objective
 from jaxevo.train.rollout import token_logps_fn
+from jaxevo.train.score_head import abstract_score_params, decoder_config, score_shardings
 from jaxevo.train.state import abstract_state
 from jaxevo.train.step import batch_spec_sharding
 from jaxevo.weights.convert import abstract_params as abstract_param_shapes
@@ -253,9 +255,11 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         raise ConfigError(f"train.micro_batch_size={mb} must be a multiple of data x fsdp = "
                           f"{n_batch_dev} of mesh {dict(mesh.shape)}")
     seq = cfg.seq_len or t.data.max_length
-    p_sh = param_shardings(mcfg, mesh)
-    ap = jax.tree.map(lambda s, sh: abstract(s.shape, jnp.dtype(mcfg.param_dtype), sh),
-                      abstract_param_shapes(mcfg), p_sh)
+    p_sh, shapes = param_shardings(mcfg, mesh), abstract_param_shapes(mcfg)
+    if get_objective(t.objective.name).reads == "score":  # a reward model: decoder + score head
+        mcfg = decoder_config(mcfg, mcfg.pad_token_id)
+        p_sh, shapes = score_shardings(mcfg, mesh), abstract_score_params(mcfg, jnp.float32)
+    ap = jax.tree.map(lambda s, sh: abstract(s.shape, jnp.dtype(mcfg.param_dtype), sh), shapes, p_sh)
     parts = build_step(t, mcfg, mesh, ap, max(1, t.steps or 1000))
     obj, ref_forward = parts.objective, parts.ref_forward
     state = abstract_state(parts.trainable, parts.tx, parts.state_shardings)  # LoRA: adapters

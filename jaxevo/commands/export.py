@@ -1,5 +1,6 @@
 """`jaxevo export --model M --out DIR`: a Hugging Face directory transformers loads with the same
-logits; ``--peft``: the LoRA adapter of a run trained with ``lora.rank > 0`` in PEFT's format."""
+logits (a reward model: its `*ForSequenceClassification`, with the same scores); ``--peft``: the
+LoRA adapter of a run trained with ``lora.rank > 0`` in PEFT's format."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def run(args) -> int:
     from jaxevo.outputs import check_writable
     from jaxevo.weights.hf import export_hf
     from jaxevo.weights.load import load_pretrained
+    from jaxevo.weights.reward_hf import export_reward_hf, is_reward_checkpoint, load_reward
 
     check_writable(args.out, is_dir=True)  # before the (possibly long) load
     model = _resolve(args.model)
@@ -44,6 +46,11 @@ def run(args) -> int:
         for f in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copyfile(adapter / f, out / f)
         print(f"exported the LoRA adapter of {args.model} to {out}")
+        return 0
+    if is_reward_checkpoint(model):  # a reward model (e.g. `jaxevo train` objective reward_model)
+        cfg, params, tok, pad = load_reward(model, dtype="float32")
+        out = export_reward_hf(params, cfg, args.out, tok, pad_token_id=pad, dtype=args.dtype)
+        print(f"exported the reward model {args.model} ({cfg.num_params() / 1e6:.1f}M params) to {out}")
         return 0
     m = load_pretrained(model)
     out = export_hf(m.params, m.cfg, args.out, tokenizer=m.tokenizer, dtype=args.dtype)

@@ -18,6 +18,10 @@ journaled like sampling and a killed score stage resumes them. Its settings come
 `score.params` (`judging.JudgeSettings`: rubric, low, high, pointwise_template, pairwise_template,
 max_new_tokens, temperature). A response the judge gives no verdict gets the score None: it is
 neither accepted nor paired (`select`), never given a default score.
+
+The score stage calls each scorer's batch form once for the whole stage (`Scorer.batch`): every
+judge request of every prompt group in one generate call, every conversation in one reward-model
+call (sorted by length across groups); the per-group form is the same function on one group.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 
 from jaxevo import distributed
 from jaxevo.errors import ConfigError
-from jaxevo.evolve.scorers import Group, ScorerSetup, register_scorer
+from jaxevo.evolve.scorers import SCORERS, Group, Scorer, ScorerSetup
 from jaxevo.judging.judge import Judge, JudgeSettings
 from jaxevo.judging.reward_model import RewardModel
 
@@ -60,27 +64,54 @@ def _judge(params: Mapping[str, Any], name: str) -> Judge:
     return j.get() if isinstance(j, LazyJudge) else j
 
 
-@register_scorer("rubric_judge", setup=_judge_setup)
-def rubric_judge(group: Group, params: Mapping[str, Any]) -> list[float | None]:
+def _flat(groups: Sequence[Group]) -> tuple[list, list[str], list[int]]:
+    """Every response of every group: (prompts, texts, responses per group)."""
+    prompts = [g["prompt"] for g in groups for _ in g["responses"]]
+    return prompts, [r["text"] for g in groups for r in g["responses"]], [len(g["responses"]) for g in groups]
+
+
+def _split(values: Sequence, counts: Sequence[int]) -> list[list]:
+    out, at = [], 0
+    for n in counts:
+        out.append(list(values[at:at + n]))
+        at += n
+    return out
+
+
+def rubric_judge_all(groups: Sequence[Group], params: Mapping[str, Any]) -> list[list[float | None]]:
+    """Every response of every group graded in one `Judge.grade` call (the score stage's batch)."""
     judge = _judge(params, "rubric_judge")
-    rs = group["responses"]
-    grades = judge.grade([group["prompt"]] * len(rs), [r["text"] for r in rs])
-    return [judge.settings.normalise(g.score) for g in grades]
+    prompts, texts, counts = _flat(groups)
+    grades = judge.grade(prompts, texts) if texts else []
+    return _split([judge.settings.normalise(g.score) for g in grades], counts)
 
 
-@register_scorer("pairwise_judge", setup=_judge_setup)
-def pairwise_judge(group: Group, params: Mapping[str, Any]) -> list[float | None]:
+def rubric_judge(group: Group, params: Mapping[str, Any]) -> list[float | None]:
+    return rubric_judge_all([group], params)[0]
+
+
+def pairwise_judge_all(groups: Sequence[Group], params: Mapping[str, Any]) -> list[list[float | None]]:
+    """Every two responses of each group compared (both orders), all groups' pairs in one
+    `Judge.compare` call; a response's score is its mean preference against the others."""
     judge = _judge(params, "pairwise_judge")
-    rs = group["responses"]
-    pairs = list(itertools.combinations(range(len(rs)), 2))
-    comps = judge.compare([group["prompt"]] * len(pairs), [rs[i]["text"] for i, _ in pairs],
-                          [rs[j]["text"] for _, j in pairs]) if pairs else []
-    prefs: list[list[float]] = [[] for _ in rs]
-    for (i, j), c in zip(pairs, comps):
+    pairs = [(k, i, j) for k, g in enumerate(groups) for i, j in itertools.combinations(range(len(g["responses"])), 2)]
+    text = lambda k, i: groups[k]["responses"][i]["text"]  # noqa: E731
+    comps = judge.compare([groups[k]["prompt"] for k, _, _ in pairs], [text(k, i) for k, i, _ in pairs],
+                          [text(k, j) for k, _, j in pairs]) if pairs else []
+    prefs: list[list[list[float]]] = [[[] for _ in g["responses"]] for g in groups]
+    for (k, i, j), c in zip(pairs, comps):
         if c.preference is not None:
-            prefs[i].append(c.preference)
-            prefs[j].append(1.0 - c.preference)
-    return [sum(p) / len(p) if p else None for p in prefs]
+            prefs[k][i].append(c.preference)
+            prefs[k][j].append(1.0 - c.preference)
+    return [[sum(p) / len(p) if p else None for p in group] for group in prefs]
+
+
+def pairwise_judge(group: Group, params: Mapping[str, Any]) -> list[float | None]:
+    return pairwise_judge_all([group], params)[0]
+
+
+SCORERS.add("rubric_judge", Scorer("rubric_judge", rubric_judge, _judge_setup, batch=rubric_judge_all))
+SCORERS.add("pairwise_judge", Scorer("pairwise_judge", pairwise_judge, _judge_setup, batch=pairwise_judge_all))
 
 
 NORMALIZE = ("none", "center", "zscore")
@@ -127,12 +158,20 @@ def _reward_setup(ctx: "RoundContext") -> ScorerSetup:
                                "normalize": "none"})
 
 
-@register_scorer("reward_model", setup=_reward_setup)
-def reward_model(group: Group, params: Mapping[str, Any]) -> list[float]:
+def reward_model_all(groups: Sequence[Group], params: Mapping[str, Any]) -> list[list[float]]:
+    """Every response of every group scored in one `RewardModel.score` call (it batches by
+    length across the whole stage), normalised within each group."""
     rm = params.get("reward_model")
     if rm is None:
         raise ConfigError("scorer 'reward_model' needs its round set-up (use it as score.scorer)")
     rm = rm.get() if isinstance(rm, LazyRewardModel) else rm
-    rs = group["responses"]
-    return normalize_group(rm.score([group["prompt"]] * len(rs), [r["text"] for r in rs]),
-                           params.get("normalize", "none"))
+    prompts, texts, counts = _flat(groups)
+    scores = rm.score(prompts, texts) if texts else []
+    return [normalize_group(s, params.get("normalize", "none")) for s in _split(scores, counts)]
+
+
+def reward_model(group: Group, params: Mapping[str, Any]) -> list[float]:
+    return reward_model_all([group], params)[0]
+
+
+SCORERS.add("reward_model", Scorer("reward_model", reward_model, _reward_setup, batch=reward_model_all))

@@ -18,25 +18,22 @@ that trains the policy.
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxevo.data.conversation import Prompt, conversation_ids
 from jaxevo.errors import ConfigError, WeightsError
-from jaxevo.models.config import SUPPORTED, ModelConfig
-from jaxevo.models.reward import SCORE_HF_NAME, reward_logits
+from jaxevo.models.config import ModelConfig
+from jaxevo.models.reward import reward_logits
 from jaxevo.sampling.params import batch_bucket, length_bucket
 from jaxevo.sampling.placement import rows_sharding
 from jaxevo.sharding import use_mesh
-from jaxevo.weights.hf import INDEX, HFDirSource, export_dtype, export_hf
-from jaxevo.weights.load import hf_dir_for, load_pretrained
-from jaxevo.weights.safetensors_io import SafetensorsFile, write_safetensors
+from jaxevo.weights.reward_hf import export_reward_hf, load_reward
 
-Prompt = str | Sequence[Mapping[str, str]]
+__all__ = ["RewardModel", "export_reward_hf", "score_records"]
 
 
 class RewardModel:
@@ -52,27 +49,10 @@ class RewardModel:
 
     @classmethod
     def load(cls, model: str, *, dtype: str = "bfloat16", mesh=None, **kw) -> "RewardModel":
-        """Load a `*ForSequenceClassification` directory (or a jaxevo checkpoint of one)."""
-        d = hf_dir_for(model)
-        hf = json.loads((d / "config.json").read_text())
-        arch = (hf.get("architectures") or ["?"])[0]
-        if not arch.endswith("ForSequenceClassification"):
-            raise WeightsError(f"{d}: architectures {arch!r} is not a reward model; give a "
-                               f"*ForSequenceClassification checkpoint (Llama, Mistral, Qwen2, Qwen3, Gemma 3) with a "
-                               f"'{SCORE_HF_NAME}' head")
-        src = HFDirSource(d)
-        if SCORE_HF_NAME not in src.keys():
-            raise WeightsError(f"{d}: no '{SCORE_HF_NAME}' tensor (the reward head) in the checkpoint")
-        # a sequence classifier has no LM head: the decoder alone, its embedding only as input
-        pre = load_pretrained(d, dtype=dtype, param_dtype=dtype, mesh=mesh,
-                              cfg_hook=lambda c: c.replace(tie_word_embeddings=True))
-        w = np.asarray(src.get(SCORE_HF_NAME), np.float32).T.astype(jnp.dtype(dtype))  # [E, L]
-        if w.shape[0] != pre.cfg.hidden_size:
-            raise WeightsError(f"{d}: {SCORE_HF_NAME} is {w.shape[::-1]}, the config needs (L, {pre.cfg.hidden_size})")
-        score = jax.device_put(w, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())) \
-            if mesh is not None else jnp.asarray(w)
-        return cls(pre.cfg, {"decoder": pre.params, "score": score}, pre.tokenizer,
-                   pad_token_id=hf.get("pad_token_id"), mesh=mesh, **kw)
+        """Load a `*ForSequenceClassification` directory (or a jaxevo checkpoint of one, such as
+        the output of `jaxevo train` with `objective.name: reward_model`)."""
+        cfg, params, tok, pad = load_reward(model, dtype=dtype, mesh=mesh)
+        return cls(cfg, params, tok, pad_token_id=pad, mesh=mesh, **kw)
 
     @property
     def num_labels(self) -> int:
@@ -80,18 +60,9 @@ class RewardModel:
 
     # ------------------------------------------------------------------ text -> ids
     def conversation_ids(self, prompt: Prompt, completion: str) -> list[int]:
-        """The token ids the reward model scores for one (prompt, completion), as TRL builds them."""
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-            msgs.append({"role": "assistant", "content": completion})
-            return list(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"])
-        if not isinstance(prompt, str):
-            raise WeightsError("the reward model's tokenizer has no chat template: give plain-text prompts")
-        text = prompt + completion
-        if tok.eos_token and not text.endswith(tok.eos_token):
-            text += tok.eos_token
-        return list(tok(text)["input_ids"])
+        """The token ids the reward model scores for one (prompt, completion), as TRL builds them
+        (`jaxevo.data.conversation`; the `reward_model` train objective reads the same)."""
+        return conversation_ids(self.tokenizer, prompt, completion)
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[float]:
         """One reward per (prompt, completion) [N], in input order."""
@@ -157,32 +128,4 @@ def score_records(rm: Any, records: Sequence[Mapping[str, Any]], where: str = "i
     for rec, n in zip(records, counts):
         out.append({**rec, "scores": [float(x) for x in scores[at:at + n]]})
         at += n
-    return out
-
-
-def export_reward_hf(params: Any, cfg: ModelConfig, out_dir: str | Path, tokenizer=None, *,
-                     pad_token_id: int | None = None, dtype: str = "float32") -> Path:
-    """Write `{"decoder", "score" [E, 1]}` as a transformers `*ForSequenceClassification` directory
-    (`AutoModelForSequenceClassification.from_pretrained` loads it; so does `RewardModel.load`).
-
-    The decoder's tensors go through `export_hf`; the head goes in a file of its own, listed with
-    them in the safetensors index (transformers would read a lone model.safetensors and miss it)."""
-    out = export_hf(params["decoder"], cfg.replace(tie_word_embeddings=True), out_dir, tokenizer, dtype=dtype)
-    if (out / "model.safetensors").exists():  # one shard: name it as a shard, so the index rules
-        (out / "model.safetensors").replace(out / "model-00001.safetensors")
-    index_path = out / INDEX
-    index = json.loads(index_path.read_text()) if index_path.exists() else {
-        "metadata": {"total_size": (out / "model-00001.safetensors").stat().st_size},
-        "weight_map": {n: "model-00001.safetensors" for n in SafetensorsFile(out / "model-00001.safetensors").keys()}}
-    head = np.ascontiguousarray(np.asarray(jax.device_get(params["score"]), np.float32).T.astype(export_dtype(dtype)))
-    write_safetensors(out / "score.safetensors", [(SCORE_HF_NAME, head)])
-    index["weight_map"][SCORE_HF_NAME] = "score.safetensors"
-    index_path.write_text(json.dumps(index, indent=2))
-    hf = json.loads((out / "config.json").read_text())
-    hf["architectures"] = [SUPPORTED[cfg.model_type].replace("ForCausalLM", "ForSequenceClassification")]
-    hf["num_labels"] = head.shape[0]
-    hf["id2label"], hf["label2id"] = {str(i): f"LABEL_{i}" for i in range(head.shape[0])}, \
-        {f"LABEL_{i}": i for i in range(head.shape[0])}
-    hf["pad_token_id"] = pad_token_id if pad_token_id is not None else cfg.pad_token_id
-    (out / "config.json").write_text(json.dumps(hf, indent=2))
     return out

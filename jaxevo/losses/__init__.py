@@ -4,6 +4,7 @@
 * :mod:`jaxevo.losses.preference` — ``PREFERENCE_LOSSES`` registry (each entry a `LossSpec`
   declaring what the loss needs) with TRL's semantics, DPSE's ``fdpo``, TRL-named metrics.
 * :mod:`jaxevo.losses.objectives` — EVOLVE, SELF meta-skill, per-sequence NLL.
+* :mod:`jaxevo.losses.reward` — a reward model's Bradley–Terry loss (TRL's RewardTrainer).
 * :mod:`jaxevo.losses.policy` — online RL: ``policy_loss`` (GRPO, BNPO, Dr. GRPO, DAPO, CISPO; GSPO's
   sequence ratio) and ``group_advantages`` / ``rloo_advantages``, with TRL's semantics.
 
@@ -32,9 +33,12 @@ from jaxevo.losses.preference import (
     preference_metrics,
     register,
 )
+from jaxevo.losses.reward import bradley_terry, bradley_terry_loss
 
 __all__ = [
     "ADVANTAGE_SCALES",
+    "bradley_terry",
+    "bradley_terry_loss",
     "POLICY_LOSS_TYPES",
     "group_advantages",
     "policy_loss",

@@ -28,9 +28,13 @@ SCORE_HF_NAME = "score.weight"  # [L, E] in transformers
 
 def last_token_index(tokens: jax.Array, valid: jax.Array, pad_token_id: int | None) -> jax.Array:
     """tokens, valid [B, T] -> [B] int32: the position the score head reads (see module doc).
-    A row of pad ids only reads position 0, as transformers' argmax does."""
+    A row of pad ids only reads position 0, as transformers' argmax does. Padding is skipped by
+    `valid` too, so it may hold any id (the trainer pads with 0): on rows padded with the pad id,
+    as transformers sees them, the result is the same."""
     idx = jnp.arange(tokens.shape[1], dtype=jnp.int32)[None]
-    keep = valid.astype(bool) if pad_token_id is None else tokens != pad_token_id
+    keep = valid.astype(bool)
+    if pad_token_id is not None:
+        keep = keep & (tokens != pad_token_id)
     return jnp.argmax(idx * keep.astype(jnp.int32), axis=-1).astype(jnp.int32)
 
 
@@ -40,7 +44,14 @@ def reward_logits(params, tokens: jax.Array, valid: jax.Array, *, cfg: ModelConf
     """tokens, valid [B, T] (padding anywhere, filled with `pad_token_id`) -> logits [B, L] f32."""
     hidden, _ = Transformer(cfg).apply({"params": params["decoder"]}, tokens, positions_from_valid(valid),
                                        causal_mask(valid), return_hidden=True)  # each layer applies its own window
+    return read_score(hidden, tokens, valid, params["score"], cfg.dtype, pad_token_id)
+
+
+def read_score(hidden: jax.Array, tokens: jax.Array, valid: jax.Array, w: jax.Array, dtype,
+               pad_token_id: int | None) -> jax.Array:
+    """hidden [B, T, E], tokens / valid [B, T], head w [E, L] -> logits [B, L] f32: the head at
+    `last_token_index`, in the compute ``dtype`` with f32 accumulation (as scoring and training
+    both read it)."""
     last = last_token_index(tokens, valid, pad_token_id)
     h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]  # [B, E]
-    return jnp.einsum("be,el->bl", h.astype(cfg.dtype), params["score"].astype(cfg.dtype),
-                      preferred_element_type=F32)
+    return jnp.einsum("be,el->bl", h.astype(dtype), w.astype(dtype), preferred_element_type=F32)

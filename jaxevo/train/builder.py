@@ -31,6 +31,7 @@ from jaxevo.lora.peft import load_start
 from jaxevo.lora.quantize import dequantize_base, frozen_base_shardings, quantize_base
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
+from jaxevo.train import score_head
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
 from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import TrainConfig
@@ -78,10 +79,11 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
     """
     check_batch(cfg, mesh)
     objective = get_objective(cfg.objective.name)
+    check_objective(cfg, objective)
     needs_ref = objective.needs_reference(cfg.objective)
     ref_forward = needs_ref and not cfg.objective.precompute_ref
     ref_cfg = ref_cfg or model_cfg
-    p_sh = param_shardings(model_cfg, mesh)
+    p_sh = model_shardings(objective, model_cfg, mesh)
     tx, schedule = make_optimizer(cfg.optim, total)
     trainable, t_sh, base_sh = abstract_params, p_sh, p_sh
     ref_sh = param_shardings(ref_cfg, mesh) if ref_forward else None
@@ -100,6 +102,20 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
     return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step, trainable)
 
 
+def check_objective(cfg: TrainConfig, objective: Objective) -> None:
+    """The objective's own refusals (bad hyperparameters, settings it cannot honour)."""
+    objective.check(cfg.objective)
+    if objective.reads == "score":
+        score_head.check_config(cfg)
+
+
+def model_shardings(objective: Objective, model_cfg: ModelConfig, mesh):
+    """The params' shardings: the model's, or a reward model's decoder + replicated head."""
+    if objective.reads == "score":
+        return score_head.score_shardings(model_cfg, mesh)
+    return param_shardings(model_cfg, mesh)
+
+
 # ----------------------------------------------------------------------------- data
 def prepare_data(cfg: TrainConfig, objective: Objective, tokenizer,
                  records: Sequence[dict] | None = None) -> TokenizedData:
@@ -115,10 +131,11 @@ def prepare_data(cfg: TrainConfig, objective: Objective, tokenizer,
                 raise ConfigError(f"record {i}: missing or non-string field(s) {missing}; "
                                   f"objective {objective.name!r} needs {list(objective.fields)}")
     templates = {"refine_template": d.refine_template, "feedback_template": d.feedback_template}
-    data = tokenize_views(records, objective.views, tokenizer, max_length=d.max_length,
-                          truncation=d.truncation, chat_template=d.chat_template, system=d.system,
-                          append_eos=d.append_eos, pad_to_multiple=d.pad_to_multiple,
-                          templates=templates)
+    if objective.reads == "score":  # conversations as the reward model scores them
+        data, records = score_head.tokenize_conversations(records, objective.views, tokenizer, d,
+                                                          templates)
+    else:
+        data = _views(d, objective, tokenizer, records, templates)
     extras = {}
     for f in objective.optional_fields:
         if all(f in r for r in records):
@@ -131,6 +148,13 @@ def prepare_data(cfg: TrainConfig, objective: Objective, tokenizer,
                               f"not {objective.name!r}")
         data = pack(data, d.max_length, d.pad_to_multiple)
     return data
+
+
+def _views(d, objective: Objective, tokenizer, records, templates) -> TokenizedData:
+    return tokenize_views(records, objective.views, tokenizer, max_length=d.max_length,
+                          truncation=d.truncation, chat_template=d.chat_template, system=d.system,
+                          append_eos=d.append_eos, pad_to_multiple=d.pad_to_multiple,
+                          templates=templates)
 
 
 def total_steps(cfg: TrainConfig, num_examples: int) -> int:
@@ -180,13 +204,16 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     check_and_record(cfg, out_dir, resuming=resuming, defaults=TrainConfig(),
                      write=jax.process_index() == 0)
     objective = get_objective(cfg.objective.name)
+    check_objective(cfg, objective)
 
-    if pretrained is None:
+    if objective.reads == "score":  # a reward model: the decoder and a score head, no LM head
+        pretrained = score_head.score_model(cfg, pretrained, mesh)
+    elif pretrained is None:
         pretrained = load_pretrained(cfg.model.path, dtype=cfg.model.dtype,
                                      param_dtype=cfg.model.param_dtype, remat=cfg.model.remat,
                                      mesh=mesh)
     mcfg, tokenizer = pretrained.cfg, pretrained.tokenizer
-    p_sh = param_shardings(mcfg, mesh)
+    p_sh = model_shardings(objective, mcfg, mesh)
     params = jax.device_put(pretrained.params, p_sh)
     del pretrained  # no second reference to the initial weights during training
     if cfg.lora.enabled and cfg.lora.quantize_base:  # QLoRA: the base is held quantised only

@@ -29,6 +29,7 @@ from jaxevo.outputs import OutputError, storage_cause
 from jaxevo.weights.convert import params_to_hf
 from jaxevo.weights.hf import export_dtype, export_hf
 from jaxevo.weights.load import CHECKPOINT_MARKER
+from jaxevo.weights.reward_hf import export_reward_hf
 
 
 class Checkpointer:
@@ -149,14 +150,15 @@ def close_quietly(ckpt: Checkpointer) -> None:
 
 def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
                  info: dict[str, Any] | None = None, dtype: str = "float32",
-                 extra: Callable[[Path], Any] | None = None) -> Path:
+                 extra: Callable[[Path], Any] | None = None, head: Any = None) -> Path:
     """Write ``out_dir`` = ``jaxevo.json`` + ``model/`` (HF format), atomically; ``extra(dir)``
     writes more into the directory before it is renamed into place (LoRA: ``adapter/``).
 
     The directory is built under a temporary name and renamed into place, so a reader never sees
     a half-written export; an older export at ``out_dir`` is replaced only once the new one is
     complete. Multi-process: call on every process (params are gathered one tensor at a time);
-    process 0 writes.
+    process 0 writes. ``head`` (a reward model's score head [E, 1], replicated; ``params`` then
+    are its decoder): ``model/`` is the HF `*ForSequenceClassification` (`export_reward_hf`).
     """
     out = Path(out_dir).absolute()
     if jax.process_index() != 0:
@@ -169,7 +171,10 @@ def export_model(params, cfg, out_dir: str | os.PathLike, tokenizer=None,
     tmp = out.with_name(out.name + ".tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    export_hf(host, cfg, tmp / "model", tokenizer=tokenizer, dtype=dtype)
+    if head is not None:
+        export_reward_hf({"decoder": host, "score": head}, cfg, tmp / "model", tokenizer, dtype=dtype)
+    else:
+        export_hf(host, cfg, tmp / "model", tokenizer=tokenizer, dtype=dtype)
     if extra is not None:
         extra(tmp)
     marker = {"format": "jaxevo-checkpoint", "model_dir": "model", **(info or {})}

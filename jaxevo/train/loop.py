@@ -125,7 +125,9 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
 
     export_dir = None
     if cfg.checkpoint.export and done == t.total:
-        params, extra = state.params, None
+        params, extra, head = state.params, None, None
+        if t.objective.reads == "score":  # a reward model: HF *ForSequenceClassification
+            params, head = params["decoder"], params["score"]
         if t.base is not None:  # LoRA: the merged model, and the adapters (PEFT format) beside it
             params = merge(dequantize_base(t.base, t.model_cfg), state.params, cfg.lora)
             # Gathered on every process (a collective; adapters are small), written by process 0.
@@ -135,7 +137,7 @@ def _train(cfg, pretrained, records, stop_at, mesh, key_prefix) -> TrainResult:
         export_dir = export_model(
             params, t.model_cfg, Path(cfg.out_dir) / "final", tokenizer=t.tokenizer,
             info={"step": t.total, "objective": t.objective.name, "base_model": cfg.model.path,
-                  "config": to_dict(cfg)}, extra=extra)
+                  "config": to_dict(cfg)}, extra=extra, head=head)
     return TrainResult(state=state, steps=done, history=history, out_dir=Path(cfg.out_dir),
                        export_dir=export_dir, stats=stats)
 

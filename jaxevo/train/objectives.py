@@ -26,8 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxevo.data.records import chat_of
-from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, evolve_loss, preference_loss,
+from jaxevo.errors import ConfigError
+from jaxevo.losses import (PREFERENCE_LOSSES, LossSpec, bradley_terry, evolve_loss, preference_loss,
                            preference_metrics, self_meta_loss, sequence_nll)
+from jaxevo.losses.reward import center_penalty
 from jaxevo.registry import Registry, typed
 
 Array = jax.Array
@@ -43,6 +45,8 @@ class LossInputs:
     ref: view -> [b] reference log-prob sums (precomputed or from a reference forward), or {}.
     extras: per-example [b] arrays from the data (``weight``, ``margin``, ...).
     norm: global-batch normalisers: ``examples`` (global batch size) and ``tokens/<view>``.
+    scores: view -> [b] f32 scalar-head outputs (objectives with ``reads="score"``; their
+    logps / token_lp / masks are empty and counts hold each view's token count).
     """
 
     logps: Mapping[str, Array]
@@ -52,6 +56,7 @@ class LossInputs:
     ref: Mapping[str, Array]
     extras: Mapping[str, Array]
     norm: Mapping[str, Array]
+    scores: Mapping[str, Array] = dataclasses.field(default_factory=dict)
 
 
 ContextFn = Callable[[Mapping[str, Any], Mapping[str, str]], str]
@@ -67,6 +72,11 @@ class Objective:
     needs_reference: Callable[[Any], bool] = lambda hp: False  # hp: the ObjectiveSection
     token_level: bool = False  # only token-level losses may pack examples
     optional_fields: tuple[str, ...] = ()  # per-example numbers copied into extras when present
+    # What the model gives the loss: "logprobs" (the LM head's token log-probs) or "score" (a
+    # scalar head [E, 1] read at each view's last real token: a reward model, its views rendered
+    # as conversations; jaxevo/train/score_head.py).
+    reads: str = "logprobs"
+    check: Callable[[Any], None] = lambda hp: None  # refuse bad hyperparameters before any work
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -288,4 +298,50 @@ register_objective(Objective(
     ),
     loss=_self_meta,
     optional_fields=("has_meta",),
+))
+
+
+# ----------------------------------------------------------------------------- reward model
+
+REWARD_HPARAMS = ("center_rewards_coefficient", "init_std")
+
+
+def _reward_model(inp: LossInputs, hp) -> tuple[Array, Metrics]:
+    """Bradley–Terry on the score head's r_chosen, r_rejected [b] (TRL's RewardTrainer): the
+    per-pair losses and centring terms summed and divided by the global batch size (exact under
+    micro-batching). min/max_reward are per micro-batch and averaged over micro-batches, which is
+    what TRL logs under gradient accumulation (with one micro-batch: over the whole batch)."""
+    rc, rr = inp.scores["chosen"], inp.scores["rejected"]
+    n = inp.norm["examples"]
+    loss = jnp.sum(bradley_terry(rc, rr, inp.extras.get("margin"))) / n
+    coef = hp.hparams.get("center_rewards_coefficient")
+    if coef:
+        loss = loss + float(coef) * jnp.sum(center_penalty(rc, rr)) / n
+    both = jax.lax.stop_gradient(jnp.concatenate([rc, rr]).astype(jnp.float32))
+    one = jnp.ones((), jnp.float32)
+    return loss, {"accuracy": _mean_metric(rc > rr), "margin": _mean_metric(rc - rr),
+                  "mean_reward": _mean_metric(both), "min_reward": (jnp.min(both), one),
+                  "max_reward": (jnp.max(both), one)}
+
+
+def _check_reward_model(hp) -> None:
+    bad = sorted(set(hp.hparams) - set(REWARD_HPARAMS))
+    if bad:
+        raise ConfigError(f"objective.hparams {bad}: objective reward_model takes only "
+                          f"{list(REWARD_HPARAMS)}")
+    for k in REWARD_HPARAMS:
+        v = hp.hparams.get(k)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+            raise ConfigError(f"objective.hparams.{k}={v!r}: give a number >= 0")
+
+
+register_objective(Objective(
+    name="reward_model",
+    # {"prompt" (or chat "messages"), "chosen", "rejected"[, "margin"]}
+    fields=("prompt", "chosen", "rejected"),
+    views=(("chosen", _prompt, _field("chosen")), ("rejected", _prompt, _field("rejected"))),
+    loss=_reward_model,
+    optional_fields=("margin",),
+    reads="score",
+    check=_check_reward_model,
 ))

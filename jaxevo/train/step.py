@@ -37,6 +37,7 @@ from jaxevo.models.transformer import LORA_DROPOUT, Transformer, causal_mask, lm
 from jaxevo.sharding import use_mesh
 from jaxevo.train.objectives import LossInputs, Objective
 from jaxevo.train.precision import compute_copy, rounding_key
+from jaxevo.train.score_head import score_inputs
 from jaxevo.train.state import TrainState
 
 _DROPOUT_SALT = 0x6C64726F  # "ldro": LoRA dropout's stream of the step's key, apart from others
@@ -140,6 +141,8 @@ def make_train_step(
             adapted = (spec, params, key if lora.dropout else None)
             params = compute_copy(jax.lax.stop_gradient(base), rounding, cfg.dtype,
                                   rounding_key(seed))
+        if objective.reads == "score":  # a scalar head at each view's last token (reward model)
+            return objective.loss(score_inputs(params, cfg, micro, names, norm), hp)
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk,
                             lora=adapted)
         if needs_ref and ref_forward:

@@ -147,11 +147,12 @@ def tiny_reward_model(tmp_path_factory, tiny_model):
 
 @pytest.mark.slow
 def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path, tiny_model, tiny_reward_model):
+    # configs/evolve_chat.yaml: reward-model pairs (z-scored, margin 0.5) on the instruction generator
     extra = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
-             "score.scorer=reward_model", f"score.reward_model={tiny_reward_model}",
-             "score.params.normalize=zscore", "score.params.dtype=float32",
-             "select.pairs=score", "select.min_margin=0.5", "select.control=false"]
-    cfg, raw = recipe("evolve", tmp_path / "killed", tiny_model, *extra)
+             f"score.reward_model={tiny_reward_model}", "score.params.dtype=float32"]
+    cfg, raw = recipe("evolve_chat", tmp_path / "killed", tiny_model, *extra)
+    assert (cfg.score.scorer, cfg.score.params["normalize"], cfg.select.pairs) == ("reward_model", "zscore", "score")
+    assert cfg.prompts.source["type"] == "instructions"
     stages = [s for s in cfg.stages if s != "control"]
     cfg = dataclasses.replace(cfg, stages=tuple(stages))
     raw["stages"] = stages
@@ -188,9 +189,11 @@ def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_pa
         asked.append(self.sampler._model)
         return [f"{t}\nRating: [[{1 + len(q) % 10}]]" for q, t in zip(requests, texts)]
     monkeypatch.setattr(Judge, "ask", graded_ask)
-    cfg, raw = recipe("self", tmp_path / "run", tiny_model, "run.rounds=1", "meta.enabled=false",
-                      "eval.before=false", "sft.batch_size=2", "score.scorer=rubric_judge",
-                      f"score.judge_model={judge_dir}", "score.params.max_new_tokens=4", "select.min_score=0.3")
+    # configs/self_chat.yaml: a rubric judge model of its own on the instruction generator
+    cfg, raw = recipe("self_chat", tmp_path / "run", tiny_model, "run.rounds=1", "eval.before=false",
+                      "sft.batch_size=2", f"score.judge_model={judge_dir}", "score.params.max_new_tokens=4",
+                      "select.min_score=0.3")
+    assert cfg.score.scorer == "rubric_judge" and cfg.prompts.source["type"] == "instructions"
     stages = list(cfg.stages)
     for stage in stages[: stages.index("data") + 1]:
         m = run_evolve(cfg, raw, stop_after=(1, stage))
@@ -202,3 +205,74 @@ def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_pa
     assert scores and all(s is not None and 0.0 <= s <= 1.0 for s in scores)
     sft = read_jsonl(root / "data" / "sft.jsonl")
     assert sft and all(x["score"] >= 0.3 for x in sft) and m["rounds"]["1"]["stages"]["sft"]["steps"] >= 1
+
+
+def test_open_ended_configs_load_and_their_stages_check():
+    """configs/evolve_chat.yaml and configs/self_chat.yaml as shipped (their rounds run on tiny
+    models in the two tests above)."""
+    from jaxevo.evolve.recipe import check_stages
+    from tests.evolve.conftest import ROOT
+
+    ev = load_config(EvolveConfig, ROOT / "configs" / "evolve_chat.yaml")
+    assert (ev.run.recipe, ev.score.scorer, ev.select.pairs) == ("evolve", "reward_model", "score")
+    sf = load_config(EvolveConfig, ROOT / "configs" / "self_chat.yaml")
+    assert (sf.run.recipe, sf.score.scorer, sf.meta.enabled) == ("self", "rubric_judge", False)
+    for cfg in (ev, sf):
+        assert cfg.prompts.source["type"] == cfg.eval.source["type"] == "instructions"
+        check_stages(cfg.stages)
+
+
+def _groups():
+    """Prompt groups of different sizes and prompts (one with a single response: no pairs)."""
+    out = []
+    for k, texts in enumerate((("ccc", "a", "bb"), ("dddd",), ("e", "ffffff", "gg", "hhh"), ("ii", "jj"))):
+        g = _group(*texts)
+        g["prompt"] = g["item"]["prompt"] = f"Say something {k}" + "!" * k
+        out.append(g)
+    return out
+
+
+def test_stage_wide_batches_equal_per_group_scoring():
+    """The score stage's one call for all groups (`Scorer.score_all`) gives the scores of scoring
+    each group alone (the judges' exactly; the reward model's to fp32 round-off), in one judge /
+    reward-model call instead of one per group."""
+    from jaxevo.evolve.stages.scoring import _score_all
+    from tests.judging.test_reward_training import _lm
+    from jaxevo.train.config import ObjectiveSection, TrainConfig
+    from jaxevo.train.score_head import score_model
+
+    def grade(req):  # a grade from the answer and the question
+        ans = re.search(r"Answer\]\n(\w+)", req).group(1)
+        return f"Rating: [[{1 + (len(ans) * 3 + len(req)) % 10}]]" if ans != "gg" else "no verdict"
+
+    def prefer(req):
+        a, b = _shown(req)
+        return "[[A]]" if len(a) > len(b) else "[[B]]" if len(b) > len(a) else "[[C]]"
+    pre = score_model(TrainConfig(objective=ObjectiveSection(name="reward_model", hparams={"init_std": 1.0})), _lm())
+    rm = RewardModel(pre.cfg, pre.params, pre.tokenizer, pad_token_id=pre.cfg.pad_token_id, max_batch=4)
+    calls = []
+
+    class CountingRM:
+        def score(self, prompts, completions):
+            calls.append(len(prompts))
+            return rm.score(prompts, completions)
+    for name, params in (("rubric_judge", {"judge": Judge(Scripted(grade))}),
+                         ("pairwise_judge", {"judge": Judge(Scripted(prefer))}),
+                         ("reward_model", {"reward_model": CountingRM(), "normalize": "zscore"}),
+                         ("reward_model", {"reward_model": CountingRM(), "normalize": "none"})):
+        scorer = SCORERS.get(name)
+        alone = [scorer(g, params) for g in _groups()]
+        calls.clear()
+        staged = _groups()
+        _score_all(scorer, staged, params)
+        got = [[r["score"] for r in g["responses"]] for g in staged]
+        if name == "reward_model":  # fp32; rows padded to other lengths in other batches: 4e-6 measured
+            assert [x for g in got for x in g] == pytest.approx([x for g in alone for x in g], rel=1e-5, abs=1e-5)
+        else:
+            assert got == alone, name
+        if name == "reward_model":
+            assert calls == [10]  # the stage's 10 responses in one call
+        else:  # each group alone (the single response has no pair to judge), then one call
+            assert params["judge"].sampler.calls == (4 if name == "rubric_judge" else 3) + 1
+        if name == "rubric_judge":
+            assert None in [s for g in alone for s in g]  # "gg" stays unjudged in both forms
