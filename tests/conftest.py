@@ -92,6 +92,15 @@ def forward(cfg, params, tokens, valid=None):
     return np.asarray(logits)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module: each keeps its machine code mapped, and
+    one process running the whole suite reached the kernel's limit on memory maps
+    (vm.max_map_count, 65530), where XLA crashed with SIGSEGV while compiling or serialising."""
+    yield
+    jax.clear_caches()
+
+
 @pytest.fixture(params=sorted(TINY_HF))
 def family(request):
     return request.param

@@ -43,3 +43,24 @@ def test_a_cache_written_without_a_bound_keeps_caching(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "jit_old-abc-atime").exists()
     assert len(list(tmp_path.glob("jit__lambda-*-cache"))) == 1
+
+
+def test_clearing_caches_unmaps_compiled_programs():
+    """What tests/conftest.py and each evolve round rely on: compiled programs keep memory maps
+    until `jax.clear_caches()` drops them (a whole-suite process reached vm.max_map_count)."""
+    import jax
+    import jax.numpy as jnp
+
+    def maps():
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+
+    jax.clear_caches()
+    before = maps()
+    for i in range(40):
+        f = jax.jit(lambda x, i=i: (jnp.sin(x) * i + jnp.cos(x @ x.T).sum()) @ jnp.tanh(x.T @ x))
+        f(jnp.ones((64 + i, 64))).block_until_ready()
+    grown = maps()
+    jax.clear_caches()
+    assert grown - before >= 40, (before, grown)  # at least one map per program
+    assert maps() - before < (grown - before) / 2, (before, grown, maps())

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from jaxevo import distributed
 from jaxevo.config import to_dict
 from jaxevo.dirlock import DirLock
@@ -86,6 +88,11 @@ def _run(cfg: EvolveConfig, raw: dict[str, Any], stages, stop_after, stop_at_ste
         run.set_round_info(r, model=_relative(run, ctx.latest_model()), done=True)
         distributed.main_only(print_round)(run, r)
         distributed.main_only(_log_round)(run, r)
+        # Each compiled program keeps its machine code mapped until its jit cache lets go: a long
+        # run would reach the kernel's limit on memory maps (vm.max_map_count, 65530), and XLA
+        # crashes there (SIGSEGV while compiling). The next round recompiles or loads from the
+        # persistent cache.
+        jax.clear_caches()
     final = run.root / "final_model"
     last = RoundContext(cfg, run, cfg.run.rounds, mesh, stages).latest_model()
     source = _relative(run, last)
