@@ -236,7 +236,7 @@ def test_stage_wide_batches_equal_per_group_scoring():
     """The score stage's one call for all groups (`Scorer.score_all`) gives the scores of scoring
     each group alone (the judges' exactly; the reward model's to fp32 round-off), in one judge /
     reward-model call instead of one per group."""
-    from jaxevo.evolve.stages.scoring import _score_all
+    from jaxevo.evolve.stages.scoring import score_groups
     from tests.judging.test_reward_training import _lm
     from jaxevo.train.config import ObjectiveSection, TrainConfig
     from jaxevo.train.score_head import score_model
@@ -264,7 +264,7 @@ def test_stage_wide_batches_equal_per_group_scoring():
         alone = [scorer(g, params) for g in _groups()]
         calls.clear()
         staged = _groups()
-        _score_all(scorer, staged, params)
+        score_groups(scorer, staged, params)
         got = [[r["score"] for r in g["responses"]] for g in staged]
         if name == "reward_model":  # fp32; rows padded to other lengths in other batches: 4e-6 measured
             assert [x for g in got for x in g] == pytest.approx([x for g in alone for x in g], rel=1e-5, abs=1e-5)
