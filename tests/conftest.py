@@ -92,13 +92,24 @@ def forward(cfg, params, tokens, valid=None):
     return np.asarray(logits)
 
 
+def _memory_maps() -> int | None:
+    try:
+        with open("/proc/self/maps") as f:
+            return sum(1 for _ in f)
+    except OSError:  # not Linux: no count, so always release
+        return None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Drop JAX's compiled programs after each test module: each keeps its machine code mapped, and
-    one process running the whole suite reached the kernel's limit on memory maps
-    (vm.max_map_count, 65530), where XLA crashed with SIGSEGV while compiling or serialising."""
+    """Drop JAX's compiled programs after a test module once the process holds many memory maps:
+    each program keeps its machine code mapped, and one process running the whole suite reached the
+    kernel's limit (vm.max_map_count, 65530), where XLA crashed with SIGSEGV while compiling or
+    serialising. Only then, because recompiling what later modules share costs minutes."""
     yield
-    jax.clear_caches()
+    n = _memory_maps()
+    if n is None or n > 20_000:
+        jax.clear_caches()
 
 
 @pytest.fixture(params=sorted(TINY_HF))

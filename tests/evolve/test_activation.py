@@ -49,7 +49,7 @@ def _reference_matches(run_root, cfg, round_: int, expected: str, other: str) ->
             assert np.max(np.abs(a - label_logps(alt.params, alt.cfg, tokens, labels))) > 0.05, round_
 
 
-@pytest.mark.slow  # two rounds of EVOLVE and a resumed copy of round 2: ~80 s of CPU on 2 cores
+@pytest.mark.heavy  # two rounds of EVOLVE and a resumed copy of round 2: ~80 s of CPU on 2 cores
 def test_activation_sft_once_reference_previous_and_exact_resume(tmp_path, tiny_model):
     # Round 1 once; a copy of the finished run then continues with kills (run.rounds may grow on a
     # resume), the original straight.

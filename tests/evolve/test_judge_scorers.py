@@ -145,7 +145,7 @@ def tiny_reward_model(tmp_path_factory, tiny_model):
                                 tmp_path_factory.mktemp("rm") / "rm", pre.tokenizer))
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_evolve_round_with_reward_model_pairs_resumes_after_each_stage(tmp_path, tiny_model, tiny_reward_model):
     # configs/evolve_chat.yaml: reward-model pairs (z-scored, margin 0.5) on the instruction generator
     extra = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
@@ -178,7 +178,7 @@ def test_reward_model_scorer_without_a_model_is_refused_at_load(tmp_path, tiny_m
         recipe("evolve", tmp_path / "r", tiny_model, "score.scorer=reward_model")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_self_round_with_a_separate_rubric_judge_resumes_after_each_stage(tmp_path, tiny_model, monkeypatch):
     judge_dir = tmp_path / "judge"
     shutil.copytree(tiny_model, judge_dir)

@@ -28,7 +28,9 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
 }
 
 
-@pytest.mark.parametrize("name", ["demo", "evolve", "self", "dpse"])
+# self and dpse take 1-2 minutes each on 2 cores: heavy (`bash scripts/test.sh -m heavy`).
+@pytest.mark.parametrize("name", ["demo", "evolve", pytest.param("self", marks=pytest.mark.heavy),
+                                  pytest.param("dpse", marks=pytest.mark.heavy)])
 def test_two_rounds(name, tmp_path, tiny_model):
     cfg, raw = recipe(name, tmp_path / name, tiny_model, *TRAIN_OVERRIDES[name])
     m = run_evolve(cfg, raw)
@@ -150,7 +152,7 @@ def test_self_refinements_are_rejudged(tmp_path, tiny_model, monkeypatch):
 GATE = ["rounds.gate.type=arithmetic", "rounds.gate.split=train", "rounds.gate.seed=1", "rounds.gate.n=4"]
 
 
-@pytest.mark.parametrize("name,min_gain", [("demo", -1.0), ("self", 0.5)])
+@pytest.mark.parametrize("name,min_gain", [("demo", -1.0), pytest.param("self", 0.5, marks=pytest.mark.heavy)])
 def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model):
     """The gate keeps a round's model only if its validation accuracy is at least the kept model's
     + gate_min_gain. A random model scores 0 everywhere, so -1.0 keeps every round and 0.5 drops

@@ -136,6 +136,7 @@ SELF_EXTRA = ["run.rounds=1", "eval.before=false", "model.sample_dtype=float32",
               "prompts.self_instruct.attempts=1"]
 
 
+@pytest.mark.heavy  # about a minute on 2 cores
 def test_self_killed_after_each_stage_resumes_identically(tmp_path, tiny_model):
     cfg, raw = recipe("self", tmp_path / "straight", tiny_model, *SELF_EXTRA)
     m = run_evolve(cfg, raw)

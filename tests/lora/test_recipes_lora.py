@@ -16,7 +16,7 @@ LORA = ["run.rounds=1", "sft.lora.rank=4", "sft.lora.alpha=8"]
 @pytest.mark.parametrize("name,extra", [
     ("evolve", ["preference.lora.rank=4", "preference.lora.targets=[q,v]"]),
     # ~2 min on the shared 2-core machine; EVOLVE above already covers both phase kinds.
-    pytest.param("self", [], marks=pytest.mark.slow),
+    pytest.param("self", [], marks=pytest.mark.heavy),
 ])
 def test_one_round_with_lora(name, extra, tmp_path, tiny_model):
     cfg, raw = recipe(name, tmp_path / name, tiny_model, *TRAIN_OVERRIDES[name], *LORA, *extra)

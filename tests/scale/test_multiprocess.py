@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Two real processes with a shared coordinator: minutes on 2 cores (`bash scripts/test.sh -m heavy`).
+pytestmark = pytest.mark.heavy
+
 ROOT = Path(__file__).parents[2]
 WORKER = "tests.scale._mp_worker"
 

@@ -13,6 +13,9 @@ import pytest
 
 from tests.scale.test_multiprocess import ROOT, env, run_one_and_two
 
+# Two real processes with a shared coordinator: minutes on 2 cores (`bash scripts/test.sh -m heavy`).
+pytestmark = pytest.mark.heavy
+
 WORKER = "tests.scale._evolve_worker"
 TIMING = {"seconds", "tokens_per_s", "steps_per_s", "tokens_per_s_train", "examples_per_s"}
 

