@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from pathlib import Path
 
 from jaxevo.data.loaders import read_jsonl_rows
@@ -83,11 +84,19 @@ def _compare(args, instructions: list[str], baseline_rows, out: Path) -> int:
     with open(out / "comparisons.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    (out / "summary.json").write_text(json.dumps(report, indent=2))
-    line = (f"win rate {report['win_rate']:.1f}% (95% CI {report['ci_low']:.1f}-{report['ci_high']:.1f}), "
-            f"length-controlled {report['length_controlled_winrate']:.1f}%, judged {report['n_total']} "
-            f"of {report['n_total'] + report['n_unjudged']}, mean length {report['avg_length']:.0f} vs "
-            f"{report['avg_length_baseline']:.0f} characters")
+    # Undefined figures (no comparison judged) are null, not NaN, which is not JSON.
+    clean = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
+    (out / "summary.json").write_text(json.dumps(clean, indent=2))
+    total = report["n_total"] + report["n_unjudged"]
+    if report["n_total"] == 0:
+        line = (f"no win rate: the judge gave a verdict on none of {total} comparisons (its texts are in "
+                f"comparisons.jsonl); mean length {report['avg_length']:.0f} vs "
+                f"{report['avg_length_baseline']:.0f} characters")
+    else:
+        line = (f"win rate {report['win_rate']:.1f}% (95% CI {report['ci_low']:.1f}-{report['ci_high']:.1f}), "
+                f"length-controlled {report['length_controlled_winrate']:.1f}%, judged {report['n_total']} "
+                f"of {total}, mean length {report['avg_length']:.0f} vs "
+                f"{report['avg_length_baseline']:.0f} characters")
     if args.reward_model:
         line += f"; mean reward {report['mean_reward']:.4g} vs {report['mean_reward_baseline']:.4g}"
     print(line)

@@ -183,5 +183,7 @@ def test_jaxevo_eval_head_to_head_by_reward_model_and_by_judge(tmp_path, capsys)
                  "--baseline-outputs", str(base), "--max-new-tokens", "8", "--out", str(tmp_path / "j")]) == 0
     judged = json.loads((tmp_path / "j" / "summary.json").read_text())
     assert judged["n_total"] == 0 and judged["n_unjudged"] == 3
+    assert judged["win_rate"] is None  # undefined: null in the JSON, not NaN
+    assert "no win rate: the judge gave a verdict on none of 3 comparisons" in capsys.readouterr().out
     assert main(["eval", "--model", str(policy), "--data", str(data), "--baseline", "x"]) == 2
     assert "need --judge J or --reward-model DIR" in capsys.readouterr().err
