@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxevo import distributed
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.scorers import SCORERS, Group, Scorer, ScorerSetup
 from jaxevo.judging.judge import Judge, JudgeSettings
@@ -142,7 +141,9 @@ class LazyRewardModel:
     def get(self) -> RewardModel:
         if self._rm is None:
             self.ctx.release_samplers()
-            mesh = self.ctx.mesh if distributed.process_count() > 1 else None
+            # Sharded on the run's devices whenever there are several (an 8B reward model does
+            # not fit one chip); one device: plain arrays.
+            mesh = self.ctx.mesh if self.ctx.mesh is not None and self.ctx.mesh.size > 1 else None
             self._rm = RewardModel.load(self.path, dtype=self.dtype, mesh=mesh)
         return self._rm
 
