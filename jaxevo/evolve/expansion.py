@@ -15,11 +15,11 @@ Self-Instruct threshold). The stage that runs them is `expand` (evolve/stages/dp
 
 from __future__ import annotations
 
-import collections
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
 from jaxevo.data.records import stable_hash
+from jaxevo.evolve.self_instruct import RougeIndex, rouge_l  # noqa: F401  (rouge_l: part of this module's API)
 
 __all__ = ["topic_request", "variant_request", "parse_generated", "rouge_l", "Deduper", "new_item"]
 
@@ -30,7 +30,6 @@ VARIANT_REQUEST = ("A user sent this message to an assistant and liked the answe
                    "Write one similar message with different details (other names and numbers). "
                    "Output only the message.")
 MIN_WORDS, MAX_WORDS = 4, 80
-_TOKEN = re.compile(r"[a-z0-9]+")
 _LEAD = re.compile(r"^\s*(?:new message|message|user|question|\d+[.)])\s*:?\s*", re.IGNORECASE)
 
 
@@ -60,63 +59,18 @@ def parse_generated(text: str | None) -> str | None:
     return line
 
 
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(a: str, b: str) -> float:
-    """ROUGE-L F-measure of two texts over lower-cased alphanumeric tokens (0 when either is empty)."""
-    ta, tb = _TOKEN.findall(a.lower()), _TOKEN.findall(b.lower())
-    if not ta or not tb:
-        return 0.0
-    lcs = _lcs(ta, tb)
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(ta), lcs / len(tb)
-    return 2 * p * r / (p + r)
-
-
 class Deduper:
-    """Keeps a text unless its ROUGE-L with a known text reaches `max_overlap` (known: the pool,
-    then every text kept). Exact, with cheap pruning: LCS <= the multiset overlap m of the two
-    token lists, so F <= 2m / (|a| + |b|), and texts below the threshold by that bound (or sharing
-    no token) are never compared by LCS."""
+    """Keeps a text unless its ROUGE-L F1 with a known text (the pool, then every text kept)
+    reaches `max_overlap`; SELF's `RougeIndex` (exact, with its overlap bound) does the search."""
 
     def __init__(self, known: Iterable[str], max_overlap: float):
-        self.max_overlap = max_overlap
-        self._texts: list[str] = []
-        self._bags: list[collections.Counter] = []
-        self._index: dict[str, set[int]] = {}
-        for t in known:
-            self._add(t)
-
-    def _add(self, text: str) -> None:
-        i = len(self._texts)
-        bag = collections.Counter(_TOKEN.findall(text.lower()))
-        self._texts.append(text)
-        self._bags.append(bag)
-        for tok in bag:
-            self._index.setdefault(tok, set()).add(i)
+        self._index = RougeIndex(max_overlap, known)
 
     def keep(self, text: str) -> bool:
         """True (and remembered) when `text` is no near-duplicate of a known text."""
-        bag = collections.Counter(_TOKEN.findall(text.lower()))
-        n = sum(bag.values())
-        near = set().union(*(self._index.get(t, set()) for t in bag))
-        for i in near:
-            other = self._bags[i]
-            overlap = sum((bag & other).values())
-            if 2 * overlap / max(1, n + sum(other.values())) < self.max_overlap:
-                continue
-            if rouge_l(text, self._texts[i]) >= self.max_overlap:
-                return False
-        self._add(text)
+        if self._index.near(text) is not None:
+            return False
+        self._index.add(text)
         return True
 
 
