@@ -51,8 +51,10 @@ def check_quantizable(fmt: str, cfg: ModelConfig) -> None:
                               f"block ({NF4_BLOCK}); use lora.quantize_base=int8")
 
 
-def _get(tree, path):
+def _get(tree, path, *default):
     for p in path:
+        if default and (not isinstance(tree, dict) or p not in tree):
+            return default[0]
         tree = tree[p]
     return tree
 
@@ -103,8 +105,8 @@ def dequantize_base(params: dict, cfg: ModelConfig, dtype=None) -> dict:
     dtype = dtype or jnp.dtype(cfg.param_dtype)
     out = params
     for path, shape, _, _ in _specs(cfg).values():
-        q = _get(params, path)
-        if is_quantized(q):
+        q = _get(params, path, None)  # absent in other trees (a reward model's decoder + head)
+        if q is not None and is_quantized(q):
             out = _replace(out, path, dequantize(q, shape, dtype))
     return out
 

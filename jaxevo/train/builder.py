@@ -229,9 +229,7 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     data, ref_params = ref.data, ref.params
     if ref.seconds is not None:
         stats["reference_s"] = ref.seconds
-    quantized = cfg.lora.enabled and cfg.lora.quantize_base
-    abstract_params = jax.eval_shape(lambda p: dequantize_base(p, mcfg) if quantized else p,
-                                     params)  # QLoRA: the dense shapes
+    abstract_params = jax.eval_shape(lambda p: dequantize_base(p, mcfg), params)  # QLoRA: dense
     parts = build_step(cfg, mcfg, mesh, abstract_params, total, ref_cfg=ref.cfg)
 
     ckpt = Checkpointer(out_dir / "checkpoints", keep=cfg.checkpoint.keep)
