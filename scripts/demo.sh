@@ -4,6 +4,7 @@
 # Extra arguments are config overrides, e.g. `bash scripts/demo.sh run.rounds=1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# The demo runs no torch, trl or peft: install jaxevo without its test extra.
+JAXEVO_EXTRAS= bash scripts/setup.sh
 . .venv/bin/activate
 jaxevo evolve --config configs/demo.yaml "$@"

