@@ -26,9 +26,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.lowrank import Adapted, adapter_product
+from jaxevo.models.lowrank import ADAPTED_OUTPUT, Adapted, adapter_product
 
 F32 = jnp.float32
 
@@ -58,7 +59,10 @@ def dense(x, w, spec: str, dt) -> jax.Array:
     """`product` with a compute-dtype result. ``w`` may be an `Adapted` projection (LoRA): the
     adapter branch is added in f32 before the one rounding."""
     if isinstance(w, Adapted):
-        return (product(x, w.w, spec, dt) + adapter_product(x, w, spec)).astype(dt)
+        # Named so the dot-saving remat policies keep this sum instead of both of its dot
+        # outputs (`transformer.REMAT`): the backward pass needs neither x·W nor x·A·B.
+        return checkpoint_name((product(x, w.w, spec, dt) + adapter_product(x, w, spec)).astype(dt),
+                               ADAPTED_OUTPUT)
     return product(x, w, spec, dt).astype(dt)
 
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 F32 = jnp.float32
+# The remat name of an adapted projection's output (base + adapter branch, compute dtype).
+ADAPTED_OUTPUT = "lora_adapted_output"
 
 
 @dataclasses.dataclass(frozen=True)

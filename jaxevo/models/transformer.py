@@ -28,13 +28,17 @@ import numpy as np
 
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import F32, attend_masked, decoder_layer, embed, gathered, rms_norm, rope_cos_sin, softcap
-from jaxevo.models.lowrank import Adapted, LoraSpec
+from jaxevo.models.lowrank import ADAPTED_OUTPUT, Adapted, LoraSpec
 from jaxevo.models.quantized import dequantize
 
+_CP = jax.checkpoint_policies
+# The dot-saving policies also save an adapted projection's output by name: otherwise they keep
+# both x·W and the adapter's x·A·B (to recompute their sum), twice a full projection's activation.
 REMAT = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "full": _CP.nothing_saveable,
+    "dots": _CP.save_from_both_policies(_CP.checkpoint_dots, _CP.save_only_these_names(ADAPTED_OUTPUT)),
+    "dots_no_batch": _CP.save_from_both_policies(_CP.checkpoint_dots_with_no_batch_dims,
+                                                 _CP.save_only_these_names(ADAPTED_OUTPUT)),
 }
 NORMAL, ONES, ZEROS = nn.initializers.normal(0.02), nn.initializers.ones, nn.initializers.zeros
 # Variable collections beside "params" (see `Weights`) and the rng stream of LoRA dropout.
