@@ -10,7 +10,8 @@
    (`jaxevo.losses.token_logprobs`), never as full fp32 [B, T, V] logits.
 3. The objective maps per-sequence log-prob sums / token log-probs to this micro-batch's share of
    the global loss plus (sum, count) metrics; reference log-probs come from the batch
-   (``ref/<view>``, precomputed once) unless the step was built with a reference forward.
+   (``ref/<view>``, precomputed once) unless the step was built with a reference forward. With
+   ``objective.token_alpha`` every sum is ω-weighted (ω: the step's replicated argument).
 4. AdamW update; if the loss, the gradient norm or the new parameters are not finite the update is
    *skipped* (state returned unchanged) and ``metrics["finite"]`` is 0 — the loop raises.
 
