@@ -181,6 +181,8 @@ def make_train_step(
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(state: TrainState, batch, ref_params=None, base_params=None, omega=None):
+        if weighted and omega is None:  # at trace time: every caller (train, plan) must pass ω
+            raise ValueError("objective.token_alpha is set: pass the token weights omega [V]")
         b = batch.size
         norm = {"examples": jnp.asarray(b, jnp.float32)}
         for v in names:
@@ -255,8 +257,6 @@ def make_train_step(
                      donate_argnums=(0,))
 
     def call(state, batch, ref_params=None, base_params=None, omega=None):
-        if weighted and omega is None:
-            raise ValueError("objective.token_alpha is set: pass the token weights omega [V]")
         with use_mesh(mesh):
             return jitted(state, batch, ref_params, base_params if lora is not None else None,
                           omega if weighted else None)

@@ -19,7 +19,10 @@ import pytest
 from jaxevo.config import load_config
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
+from jaxevo.lora.config import LoraSection
 from jaxevo.models.transformer import Transformer
+from jaxevo.plan import PlanConfig, plan_train
+from jaxevo.sharding import make_mesh
 from jaxevo.train.builder import build
 from jaxevo.train.config import (DataSection, LogSection, ModelSection, ObjectiveSection,
                                  OptimSection, TrainConfig)
@@ -42,8 +45,9 @@ def _records(weights: bool):
     return rows
 
 
-def _cfg(out, *, token_alpha, loss_type="fdpo", micro=None, precompute_ref=True):
+def _cfg(out, *, token_alpha, loss_type="fdpo", micro=None, precompute_ref=True, lora_rank=0):
     return TrainConfig(
+        lora=LoraSection(rank=lora_rank, alpha=2.0 * lora_rank),
         out_dir=str(out), steps=2, batch_size=4, micro_batch_size=micro, seed=0,
         model=ModelSection(dtype="float32", param_dtype="float32", rounding="nearest"),
         data=DataSection(max_length=32, chat_template=False, pad_to_multiple=8, shuffle=False),
@@ -181,6 +185,22 @@ def test_micro_batches_and_reference_forward_change_nothing(tmp_path):
     assert fwd[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_lora_steps_pass_omega_with_the_frozen_base(tmp_path):
+    """LoRA (the base is the step's 4th argument, ω its 5th): with B = 0 the first step's loss is
+    ln 2, and the per-step reference forward gives the precomputed weighted sums' losses."""
+    recs = _records(weights=False)
+    t, pre, _ = _run(_cfg(tmp_path / "pre", token_alpha=ALPHA, lora_rank=4), recs)
+    _, fwd, _ = _run(_cfg(tmp_path / "fwd", token_alpha=ALPHA, lora_rank=4, precompute_ref=False),
+                     recs)
+    omega = _numpy_omega(recs, t.model_cfg.vocab_size, t.tokenizer.eos_token_id, ALPHA)
+    base = _copy(t.base)
+    np.testing.assert_allclose(t.stream.data.arrays["ref/chosen"],
+                               _weighted_sums(base, t, "chosen", np.arange(8), omega), atol=1e-5)
+    assert pre[0]["loss"] == pytest.approx(LN2, abs=1e-6) and fwd[0]["loss"] == pre[0]["loss"]
+    assert pre[1]["loss"] != pytest.approx(LN2, abs=1e-4)
+    assert fwd[1]["loss"] == pytest.approx(pre[1]["loss"], abs=1e-6)
+
+
 def test_cached_reference_is_keyed_by_omega(tmp_path):
     """Unweighted reference sums cached in out_dir are never read back as weighted ones."""
     t = build(_cfg(tmp_path, token_alpha=None), pretrained=pretrained(0, dtype="float32"),
@@ -191,6 +211,13 @@ def test_cached_reference_is_keyed_by_omega(tmp_path):
     assert np.abs(t2.stream.data.arrays["ref/chosen"] - plain).max() > 0.1
     data, views = t.stream.data, ("chosen", "rejected")
     assert fingerprint(data, views, "m") != fingerprint(data, views, "m", np.ones(128, np.float32))
+
+
+def test_plan_compiles_the_weighted_step():
+    """`jaxevo plan` lowers the step `train` runs, ω argument included."""
+    t = TrainConfig(batch_size=2, objective=ObjectiveSection(name="preference", token_alpha=0.5))
+    plan = plan_train(PlanConfig(train=t, seq_len=16), pretrained(0).cfg, make_mesh((1, -1, 1)))
+    assert plan["cost"]["flops"] > 0 and plan["tokens_per_step"] == 2 * 16 * 2
 
 
 # ----------------------------------------------------------------------------- config
