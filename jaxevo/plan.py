@@ -274,9 +274,11 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     batch = Batch(views=views, extras=extras)
     bp = abstract_frozen_base(t.lora, mcfg, mesh, ap) if t.lora.enabled else ap  # QLoRA: quantised
     ref = (ap if t.model.reference else bp) if ref_forward else None
-    base = (bp,) if t.lora.enabled else ()  # LoRA: the frozen base is the step's 4th argument
+    base = bp if t.lora.enabled else None  # LoRA: the frozen base is the step's 4th argument
+    omega = (abstract((mcfg.vocab_size,), jnp.float32, NamedSharding(mesh, P()))
+             if t.objective.token_alpha is not None else None)  # token weights: the 5th
     with use_mesh(mesh):
-        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref, *base))
+        compiled, oom = _compile(lambda: parts.step.jitted.lower(state, batch, ref, base, omega))
         logps = None
         if needs_logps_forward(t.objective):  # the no-grad forward of old / reference log-probs
             fn = token_logps_fn(mcfg, mesh, chunk=t.logprob_chunk, vocab_chunk=t.vocab_chunk)
@@ -294,7 +296,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
         "state_bytes": {"params": per_device_bytes(state.params),
                         "opt_state": per_device_bytes(state.opt_state),
                         "batch": per_device_bytes(batch),
-                        "frozen_base": per_device_bytes(bp) if base else 0},
+                        "frozen_base": per_device_bytes(bp) if base is not None else 0},
         "lora_rank": t.lora.rank,
         "quantize_base": t.lora.quantize_base if t.lora.enabled else None,
         "memory": _memory(compiled) if compiled else {}, "cost": _cost(compiled) if compiled else {},

@@ -15,6 +15,7 @@ from jaxevo.losses.policy import ADVANTAGE_SCALES, check_policy_options
 from jaxevo.templates import (CRITIQUE_TEMPLATE, FEEDBACK_TEMPLATE, REFINE_TEMPLATE,
                               SELF_INSTRUCT_TEMPLATE)
 from jaxevo.train.config import ObjectiveSection, TrainConfig
+from jaxevo.train.objectives import OBJECTIVES, check_token_weights
 
 
 # Scorers that check an answer against the item's reference answer: unusable on prompts that
@@ -372,6 +373,8 @@ class EvolveConfig:
             raise ConfigError(f"run.rounds={self.run.rounds} must be >= 1")
         if self.select.pairs != "none" and self.preference is None:
             raise ConfigError("select.pairs is set but there is no `preference:` phase to train on them")
+        for key, phase in (("sft", self.sft), ("preference", self.preference)):
+            _check_token_alpha(key, phase)
         if self.select.sft == "refine_views" and self.select.pairs == "none":
             raise ConfigError("select.sft=refine_views builds SFT views from pairs: set select.pairs")
         if self.select.pairs == "rule" and self.refine.steps < 1:
@@ -406,3 +409,18 @@ class EvolveConfig:
         if self.score.scorer == "reward_model" and not self.score.reward_model:
             raise ConfigError("score.scorer=reward_model needs score.reward_model: DIR "
                               "(a *ForSequenceClassification checkpoint)")
+
+
+def _check_token_alpha(key: str, phase: TrainConfig | None) -> None:
+    """``<phase>.objective.token_alpha`` with an objective or loss that cannot take it: refused
+    when the config loads, not when the phase starts rounds later. A phase with plugins (whose
+    objectives and losses are not registered yet) is checked when it builds."""
+    if (phase is None or phase.objective.token_alpha is None or phase.plugins
+            or phase.objective.name not in OBJECTIVES):
+        return
+    objective = OBJECTIVES.get(phase.objective.name, f"{key}.objective.name")
+    try:
+        check_token_weights(phase.objective, objective)
+        objective.check(phase.objective)
+    except ConfigError as e:
+        raise ConfigError(f"{key}.{e}") from None

@@ -6,8 +6,9 @@ the alternative kept behind a flag [I]): inside Δ, each response token's log-pr
 
 and the preference loss (``fdpo``/``sigmoid``) is applied to these weighted sums for policy and
 reference alike. The pair-frequency variant (``frequency_weights``: one weight per pair from its
-topic's frequency) is the other reading. Both are pure functions here; see the DPSE notes in
-docs/interaction_logs.md for what is wired into training.
+topic's frequency) is the other reading. Both are pure functions here; training selects this one
+with ``objective.token_alpha`` (ω from `jaxevo.train.token_weights`, applied in
+`jaxevo.train.step.forward_views`; docs/interaction_logs.md).
 """
 
 from __future__ import annotations

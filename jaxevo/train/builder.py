@@ -6,7 +6,8 @@
 `build_step` needs only shapes (`jax.ShapeDtypeStruct` params), so `jaxevo.plan` compiles the very
 step `train` runs. `build` does the rest, in this order: mesh -> model (`load_pretrained`, straight
 into its shardings) -> records -> views (tokenised, truncated, optionally packed) -> reference
-log-probs once (objectives that need them) -> the step -> state (fresh, or restored from the
+log-probs once (objectives that need them; ω-weighted with ``objective.token_alpha``, ω counted
+once over the whole data set) -> the step -> state (fresh, or restored from the
 latest Orbax checkpoint in ``out_dir``, onto this run's mesh) -> the batch stream.
 """
 
@@ -35,7 +36,7 @@ from jaxevo.train import score_head
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
 from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import TrainConfig
-from jaxevo.train.objectives import Objective, get_objective
+from jaxevo.train.objectives import Objective, check_token_weights, get_objective
 from jaxevo.train.optim import make_optimizer
 from jaxevo.train.precision import compute_copy, rounding_key
 from jaxevo.train.recorded_config import check_and_record, has_checkpoint, note_resume_step
@@ -43,6 +44,7 @@ from jaxevo.train.reference import (attach_reference, cached_reference_logps,
                                     compute_reference_logps, fingerprint, reference_model_id)
 from jaxevo.train.state import TrainState, abstract_state, init_state, state_shardings
 from jaxevo.train.step import fetch, make_train_step
+from jaxevo.train.token_weights import data_token_weights, replicated
 from jaxevo.weights.load import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,7 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
 
 def check_objective(cfg: TrainConfig, objective: Objective) -> None:
     """The objective's own refusals (bad hyperparameters, settings it cannot honour)."""
+    check_token_weights(cfg.objective, objective)
     objective.check(cfg.objective)
     if objective.reads == "score":
         score_head.check_config(cfg)
@@ -223,9 +226,15 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
     stats = dict(data.stats, rows=data.num_examples, length=data.length)
     total = total_steps(cfg, data.num_examples)
     log.info("data: %s", stats)
+    omega = None
+    if cfg.objective.token_alpha is not None:  # ω once, from every trained token of the data set
+        w = data_token_weights(data, objective.view_names, mcfg.vocab_size, cfg.objective.token_alpha)
+        log.info("token weights ω (token_alpha=%s): min %.4g, max %.4g", cfg.objective.token_alpha,
+                 float(w.min()), float(w.max()))
+        omega = replicated(w, mesh)
 
     ref = _reference(cfg, objective, data, params, mcfg, mesh, in_memory=records is not None,
-                     base_shardings=p_sh)
+                     base_shardings=p_sh, omega=omega)
     data, ref_params = ref.data, ref.params
     if ref.seconds is not None:
         stats["reference_s"] = ref.seconds
@@ -251,6 +260,8 @@ def build(cfg: TrainConfig, *, pretrained=None, records: Sequence[dict] | None =
         step = functools.partial(step, ref_params=ref_params)
     if base is not None:
         step = functools.partial(step, base_params=base)
+    if omega is not None:
+        step = functools.partial(step, omega=omega)
     stream = BatchStream(data, cfg.batch_size, seed=cfg.seed, shuffle=cfg.data.shuffle,
                          pad_to_multiple=cfg.data.pad_to_multiple)
     return Trainer(cfg, mesh, mcfg, tokenizer, objective, state, step, stream, ckpt,
@@ -266,8 +277,9 @@ class _Reference:
 
 
 def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, params, mcfg, mesh, *,
-               in_memory: bool, base_shardings=None) -> _Reference:
-    """Reference log-probs once (cached in ``out_dir``), or the weights for a per-step forward."""
+               in_memory: bool, base_shardings=None, omega=None) -> _Reference:
+    """Reference log-probs once (cached in ``out_dir``), or the weights for a per-step forward.
+    ``omega``: the token weights; the precomputed sums are then ω-weighted like the policy's."""
     if not objective.needs_reference(cfg.objective):
         return _Reference(data, None, mcfg, None)
     # The reference runs on the compute copy the policy's first step sees (same rounding, same
@@ -287,7 +299,8 @@ def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, para
     if not cfg.objective.precompute_ref:
         return _Reference(data, ref_params, ref_cfg, None)
     t0 = time.time()
-    key = fingerprint(data, objective.view_names, ref_id)
+    key = fingerprint(data, objective.view_names, ref_id,
+                      None if omega is None else fetch(omega))
     copy = jax.jit(compute_copy, static_argnums=(1, 2))
     logps = cached_reference_logps(Path(cfg.out_dir) / "reference_logps.npz", key,
                                    lambda: compute_reference_logps(
@@ -296,7 +309,7 @@ def _reference(cfg: TrainConfig, objective: Objective, data: TokenizedData, para
         param_shardings=(param_shardings(ref_cfg, mesh) if cfg.model.reference
                          else base_shardings), batch_size=cfg.objective.ref_batch_size,
         chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
-        pad_to_multiple=cfg.data.pad_to_multiple, progress=cfg.log.progress))
+        pad_to_multiple=cfg.data.pad_to_multiple, progress=cfg.log.progress, omega=omega))
     return _Reference(attach_reference(data, logps), None, ref_cfg, round(time.time() - t0, 3))
 
 

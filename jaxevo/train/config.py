@@ -62,6 +62,17 @@ class ObjectiveSection:
     hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
     precompute_ref: bool = True  # reference log-probs once before training (else a ref forward per step)
     ref_batch_size: int = 8  # sequences per reference forward
+    # DPSE's token-frequency reading (jaxevo/losses/token_frequency.py): every response log-prob
+    # sum, policy and reference alike, becomes Σ_t ω(y_t) log π(y_t) with ω_v ∝ f_v^(−α) counted
+    # once over the whole training set. None = off; 0 = on with ω = 1 (the plain sums).
+    token_alpha: float | None = None
+
+    def __post_init__(self):
+        a = self.token_alpha
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not a >= 0
+                              or a == float("inf")):
+            raise ConfigError(f"objective.token_alpha={a!r}: give a finite number >= 0 (ω ∝ "
+                              f"f^(−α) down-weights frequent tokens), or null to turn it off")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,9 @@ class Objective:
     # as conversations; jaxevo/train/score_head.py).
     reads: str = "logprobs"
     check: Callable[[Any], None] = lambda hp: None  # refuse bad hyperparameters before any work
+    # Whether its loss reads only the per-view sums (``logps``, ``ref``), so that
+    # ``objective.token_alpha`` (ω-weighted sums for policy and reference) means what it says.
+    token_weights: bool = False
 
     @property
     def view_names(self) -> tuple[str, ...]:
@@ -95,6 +98,15 @@ def register_objective(obj: Objective, *aliases: str, replace: bool = False) -> 
 def get_objective(name: str) -> Objective:
     """The objective a config's ``objective.name`` picks (a ConfigError listing the known ones)."""
     return OBJECTIVES.get(name, "objective.name")
+
+
+def check_token_weights(hp, objective: Objective) -> None:
+    """Refuse ``objective.token_alpha`` for an objective whose loss does not read the per-view
+    sums (it would be ignored); the objective's own ``check`` refuses losses that cannot take it."""
+    if hp.token_alpha is not None and not objective.token_weights:
+        raise ConfigError(f"objective.token_alpha={hp.token_alpha!r}: objective {objective.name!r} "
+                          f"does not read ω-weighted log-prob sums (only `preference` does); set "
+                          f"objective.token_alpha: null")
 
 
 def _f32(x) -> Array:
@@ -204,6 +216,15 @@ def _preference(inp: LossInputs, hp) -> tuple[Array, Metrics]:
     return loss, metrics
 
 
+def _check_preference(hp) -> None:
+    spec = _loss_spec(hp)
+    if hp.token_alpha is not None and (not spec.needs_reference or spec.needs_lengths):
+        raise ConfigError(
+            f"objective.token_alpha={hp.token_alpha!r} weights summed log-probs against the "
+            f"reference's; loss_type {hp.loss_type!r} is reference-free or length-normalised. Use "
+            f"a DPO-family loss (fdpo, sigmoid, ...) or set objective.token_alpha: null")
+
+
 register_objective(Objective(
     name="preference",
     fields=("prompt", "chosen", "rejected"),
@@ -211,6 +232,8 @@ register_objective(Objective(
     loss=_preference,
     needs_reference=lambda hp: _loss_spec(hp).needs_reference,
     optional_fields=("weight", "margin"),
+    check=_check_preference,
+    token_weights=True,
 ), "dpo")
 
 

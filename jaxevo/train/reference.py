@@ -5,6 +5,8 @@ example (`jaxevo.train.step.forward_views`: the same log-prob code the step uses
 ``{view: [N] f32}`` summed response log-probs, is added to the data as ``ref/<view>`` extras
 (so each batch carries its pairs' reference values) and cached in ``reference_logps.npz`` keyed by
 a fingerprint of the tokens and the reference model, so a resumed run does not recompute it.
+With token weights ω (``objective.token_alpha``) the sums are ω-weighted like the policy's, and
+ω is part of the fingerprint.
 """
 
 from __future__ import annotations
@@ -26,30 +28,36 @@ from jaxevo.train.step import batch_spec_sharding, fetch, forward_views, to_glob
 log = logging.getLogger(__name__)
 
 
-def fingerprint(data: TokenizedData, views: tuple[str, ...], model_id: str) -> str:
+def fingerprint(data: TokenizedData, views: tuple[str, ...], model_id: str,
+                omega: np.ndarray | None = None) -> str:
     h = hashlib.sha256(model_id.encode())
     for v in views:
         for k in VIEW_KEYS:
             a = np.ascontiguousarray(data.arrays[f"{v}/{k}"])
             h.update(f"{v}/{k}{a.shape}".encode())
             h.update(a.tobytes())
+    if omega is not None:  # weighted sums are other numbers: never read an unweighted cache
+        h.update(b"omega" + np.ascontiguousarray(omega, np.float32).tobytes())
     return h.hexdigest()[:16]
 
 
 def compute_reference_logps(params, cfg, data: TokenizedData, views: tuple[str, ...], *, mesh,
                             param_shardings=None, batch_size: int = 8, chunk: int = 128,
                             vocab_chunk: int | None = None, pad_to_multiple: int = 64,
-                            progress: bool = False) -> dict[str, np.ndarray]:
-    """``{view: [N] f32}`` summed response log-probs under ``params`` (no gradients)."""
+                            progress: bool = False, omega=None) -> dict[str, np.ndarray]:
+    """``{view: [N] f32}`` summed response log-probs under ``params`` (no gradients);
+    ``omega`` [V] (a replicated array): the ω-weighted sums Σ_t ω(y_t) log π(y_t) instead."""
     n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     bs = max(n_dev, -(-int(batch_size) // n_dev) * n_dev)
     rep = NamedSharding(mesh, P())
 
-    def fwd(p, views_arrays):
-        out = forward_views(p, cfg, views_arrays, views, chunk=chunk, vocab_chunk=vocab_chunk)
+    def fwd(p, views_arrays, w):
+        out = forward_views(p, cfg, views_arrays, views, chunk=chunk, vocab_chunk=vocab_chunk,
+                            omega=w)
         return {v: out[v][2] for v in views}
 
-    jf = jax.jit(fwd, in_shardings=(param_shardings, batch_spec_sharding(mesh)), out_shardings=rep)
+    jf = jax.jit(fwd, in_shardings=(param_shardings, batch_spec_sharding(mesh),
+                                    rep if omega is not None else None), out_shardings=rep)
     n = data.num_examples
     result = {v: np.zeros((n,), np.float32) for v in views}
     starts = range(0, n, bs)
@@ -61,7 +69,7 @@ def compute_reference_logps(params, cfg, data: TokenizedData, views: tuple[str, 
             real = idx < n
             idx = np.where(real, idx, 0)  # pad the last batch with row 0, dropped below
             batch = data.take(idx, pad_to_multiple)
-            out = fetch(jf(params, to_global(batch.views, mesh)))
+            out = fetch(jf(params, to_global(batch.views, mesh), omega))
             for v in views:
                 result[v][idx[real]] = np.asarray(out[v])[real]
     return result

@@ -10,7 +10,8 @@
    (`jaxevo.losses.token_logprobs`), never as full fp32 [B, T, V] logits.
 3. The objective maps per-sequence log-prob sums / token log-probs to this micro-batch's share of
    the global loss plus (sum, count) metrics; reference log-probs come from the batch
-   (``ref/<view>``, precomputed once) unless the step was built with a reference forward.
+   (``ref/<view>``, precomputed once) unless the step was built with a reference forward. With
+   ``objective.token_alpha`` every sum is ω-weighted (ω: the step's replicated argument).
 4. AdamW update; if the loss, the gradient norm or the new parameters are not finite the update is
    *skipped* (state returned unchanged) and ``metrics["finite"]`` is 0 — the loop raises.
 
@@ -30,6 +31,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxevo.lora import LoraSection
 from jaxevo.lora.quantize import model_variables
 from jaxevo.losses import token_logprobs
+from jaxevo.losses.token_frequency import weighted_logps
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import gathered
 from jaxevo.models.lowrank import LoraSpec
@@ -52,11 +54,13 @@ def batch_spec_sharding(mesh) -> NamedSharding:
 
 def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array]],
                   names: tuple[str, ...], *, chunk: int = 128, vocab_chunk: int | None = None,
-                  lora: tuple | None = None):
+                  lora: tuple | None = None, omega: jax.Array | None = None):
     """One forward over all ``names`` views (concatenated on the batch axis).
 
     ``params`` may hold quantised projections (QLoRA's base, `jaxevo.lora.quantize`); ``lora``:
     ``(LoraSpec, adapters, dropout key or None)`` applies the adapters factorised in the layers.
+    ``omega`` [V] f32: per-token weights, so ``sum`` is ``Σ_t ω(y_t) log π(y_t)`` (DPSE's
+    token-frequency reading, `jaxevo.losses.token_frequency`); ``token_lp`` stays unweighted.
     Returns ``{view: (token_lp [b, T] f32, mask [b, T] bool, sum [b] f32, count [b] f32)}``.
     """
     cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
@@ -71,7 +75,10 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
     tlp = token_logprobs(hidden, w, cat["labels"], chunk_size=chunk, vocab_chunk_size=vocab_chunk,
                          softcap=cfg.final_logit_softcap)
     lmask = cat["labels"] >= 0
-    sums = jnp.sum(jnp.where(lmask, tlp, 0.0), axis=-1)
+    if omega is None:
+        sums = jnp.sum(jnp.where(lmask, tlp, 0.0), axis=-1)
+    else:
+        sums = weighted_logps(tlp, cat["labels"], omega)
     counts = jnp.sum(lmask, axis=-1).astype(jnp.float32)
     b = views[names[0]]["tokens"].shape[0]
     out = {}
@@ -110,7 +117,7 @@ def make_train_step(
     rounding: str = "nearest",
     seed: int = 0,
 ):
-    """Build the jitted step ``step(state, batch[, ref_params, base_params]) -> (state, metrics)``.
+    """Build the jitted step ``step(state, batch[, ref_params, base_params, omega]) -> (state, metrics)``.
 
     ``metrics`` (all replicated scalars): ``loss``, ``grad_norm`` (before clipping), ``param_norm``,
     ``lr``, ``finite`` (1.0 when the update was applied) and, for every objective metric ``m``,
@@ -123,16 +130,19 @@ def make_train_step(
     each adapted projection computes ``x·W + scale·dropout(x)·A·B`` inside the layers
     (`jaxevo.models.lowrank`), the dropout keyed by the state's RNG and the micro-batch. A
     reference forward then gets the base itself as ``ref_params`` (adapters off): no second
-    model is held.
+    model is held. ``hp.token_alpha`` set: the step takes ``omega`` [V] f32 (replicated; computed
+    once from the whole training set by the builder, so micro-batching cannot change it) and
+    every view's log-prob sum, policy and reference forward alike, is ω-weighted.
     """
     names = objective.view_names
+    weighted = getattr(hp, "token_alpha", None) is not None
     needs_ref = objective.needs_reference(hp)
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     ref_cfg = ref_cfg or cfg
     lora = lora if lora is not None and lora.enabled else None
     spec = LoraSpec(lora.scale, lora.dropout) if lora is not None else None
 
-    def loss_fn(params, micro, norm, ref_params, base, key):
+    def loss_fn(params, micro, norm, ref_params, base, key, omega):
         adapted = None
         if lora is not None:  # LoRA hook: the adapters apply factorised inside the layers
             # The frozen base's compute copy (the same bits every step, so the same values; see
@@ -144,13 +154,13 @@ def make_train_step(
         if objective.reads == "score":  # a scalar head at each view's last token (reward model)
             return objective.loss(score_inputs(params, cfg, micro, names, norm), hp)
         out = forward_views(params, cfg, micro.views, names, chunk=chunk, vocab_chunk=vocab_chunk,
-                            lora=adapted)
+                            lora=adapted, omega=omega)
         if needs_ref and ref_forward:
             # Rounded like the policy's copy: the initial weights as reference give zero margin.
             ref_c = compute_copy(jax.lax.stop_gradient(ref_params), rounding, ref_cfg.dtype,
                                  rounding_key(seed))
             ref_out = forward_views(ref_c, ref_cfg, micro.views, names, chunk=chunk,
-                                    vocab_chunk=vocab_chunk)
+                                    vocab_chunk=vocab_chunk, omega=omega)
             ref = {v: jax.lax.stop_gradient(ref_out[v][2]) for v in names}
         elif needs_ref:
             ref = {v: micro.extras[f"ref/{v}"] for v in names}
@@ -170,7 +180,9 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch, ref_params=None, base_params=None):
+    def step(state: TrainState, batch, ref_params=None, base_params=None, omega=None):
+        if weighted and omega is None:  # at trace time: every caller (train, plan) must pass ω
+            raise ValueError("objective.token_alpha is set: pass the token weights omega [V]")
         b = batch.size
         norm = {"examples": jnp.asarray(b, jnp.float32)}
         for v in names:
@@ -184,7 +196,7 @@ def make_train_step(
         drop_key = lambda j: jax.random.fold_in(jax.random.fold_in(step_key, _DROPOUT_SALT), j)  # noqa: E731
         if num_micro == 1:
             (loss, metrics), grads = grad_fn(params, batch, norm, ref_params, base_params,
-                                             drop_key(0))
+                                             drop_key(0), omega)
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             mb = b // num_micro
@@ -192,14 +204,15 @@ def make_train_step(
             micro = jax.tree.map(lambda x: _split_micro(x, num_micro, constrain), batch)
             first = jax.tree.map(lambda x: x[0], micro)
             _, m_shape = jax.eval_shape(loss_fn, params, first, norm, ref_params,
-                                        base_params, drop_key(0))
+                                        base_params, drop_key(0), omega)
             zeros_g = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), m_shape)
 
             def body(carry, xs):
                 g_acc, l_acc, m_acc = carry
                 mbatch, j = xs
-                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params, drop_key(j))
+                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params, drop_key(j),
+                                    omega)
                 g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
                 m_acc = jax.tree.map(jnp.add, m_acc, m)
                 return (g_acc, l_acc + l, m_acc), None
@@ -236,17 +249,17 @@ def make_train_step(
 
     rep = NamedSharding(mesh, P())
     bsh = batch_spec_sharding(mesh)
-    in_sh = (state_shardings, bsh, ref_shardings if ref_forward else None)
-    if lora is not None:  # the frozen base: a fourth argument, never donated
-        in_sh += (base_shardings,)
+    # Always five arguments, None where unused: the frozen base (LoRA, never donated) fourth,
+    # the token weights ω (replicated: every device indexes the whole vocabulary) fifth.
+    in_sh = (state_shardings, bsh, ref_shardings if ref_forward else None,
+             base_shardings if lora is not None else None, rep if weighted else None)
     jitted = jax.jit(step, in_shardings=in_sh, out_shardings=(state_shardings, rep),
                      donate_argnums=(0,))
 
-    def call(state, batch, ref_params=None, base_params=None):
+    def call(state, batch, ref_params=None, base_params=None, omega=None):
         with use_mesh(mesh):
-            if lora is not None:
-                return jitted(state, batch, ref_params, base_params)
-            return jitted(state, batch, ref_params)
+            return jitted(state, batch, ref_params, base_params if lora is not None else None,
+                          omega if weighted else None)
 
     call.jitted = jitted
     return call

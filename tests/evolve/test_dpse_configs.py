@@ -1,5 +1,6 @@
 """The DPSE ablation configs differ from configs/dpse.yaml in exactly the one setting each ablates
-(plus its run folder), so the ablation table compares like with like."""
+(plus its run folder; the token-frequency reading replaces the pair weights, so it turns those
+off too), so the ablation table compares like with like."""
 
 from pathlib import Path
 
@@ -26,16 +27,25 @@ def _load(path):
     return _flat(to_dict(load_config(EvolveConfig, path, [])))
 
 
-@pytest.mark.parametrize("name, changed", [
+ABLATIONS = [
     ("verifier", {"censor.quality": "verifier", "censor.weights": {"quality": 1.0}}),
     ("alpha0", {"censor.topic_alpha": 0.0}),
     ("no_expansion", {"censor.expand_topics": 0, "censor.expand_variants": 0}),
-])
+    ("token_frequency", {"censor.topic_alpha": 0.0, "preference.objective.token_alpha": 0.5}),
+]
+
+
+@pytest.mark.parametrize("name, changed", ABLATIONS)
 def test_each_ablation_changes_one_thing(name, changed):
     base = _load(ROOT / "configs" / "dpse.yaml")
     abl = _load(ROOT / "configs" / "dpse_ablations" / f"{name}.yaml")
     diff = {k: abl[k] for k in abl if abl[k] != base.get(k)}
     assert diff == {**changed, "run.dir": f"runs/dpse_{name}"}
+
+
+def test_ablations_are_all_tested():
+    shipped = {p.stem for p in (ROOT / "configs" / "dpse_ablations").glob("*.yaml")}
+    assert shipped == {name for name, _ in ABLATIONS}
 
 
 def test_dpse_uses_logs_with_history_and_generative_expansion():
