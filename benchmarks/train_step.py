@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _flops import matmul_peak_jax, train_flops
 from _worker import run_worker
 
 # Each framework is imported inside its own worker function only: the workers run as separate
@@ -54,24 +55,6 @@ def _text(rng, n_words: int) -> str:
 
 
 # ----------------------------------------------------------------------------- matmul peaks
-
-
-def matmul_peak_jax(dtype: str, shapes) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    best = {}
-    for m, k, n in shapes:
-        a = jnp.ones((m, k), dtype) * 0.01
-        b = jnp.ones((k, n), dtype) * 0.01
-        f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
-        f(a, b).block_until_ready()
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 1.5:
-            f(a, b).block_until_ready()
-            reps += 1
-        best[f"{m}x{k}x{n}"] = 2 * m * k * n * reps / (time.perf_counter() - t0)
-    return best
 
 
 def matmul_peak_torch(dtype: str, shapes) -> dict:
@@ -224,12 +207,7 @@ def flops_per_step(pairs: int, length: int) -> float:
     from jaxevo.models.config import ModelConfig
     from jaxevo.weights.load import hf_dir_for
 
-    cfg = ModelConfig.from_hf(hf_dir_for(MODEL))
-    e, v = cfg.hidden_size, cfg.vocab_size
-    matmul_params = cfg.num_params() - v * e + e * v  # the lookup is free, the LM head is a matmul
-    tokens = 2 * pairs * length
-    attn = 2 * 2 * length * length * cfg.num_heads * cfg.head_dim * cfg.num_layers * 2 * pairs
-    return 6 * matmul_params * tokens + 3 * attn
+    return train_flops(ModelConfig.from_hf(hf_dir_for(MODEL)), 2 * pairs, length)
 
 
 def _run(mode: str, args, extra: list[str]) -> dict:

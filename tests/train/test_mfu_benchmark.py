@@ -1,0 +1,77 @@
+"""benchmarks/mfu.py on a CPU with its tiny preset: timings, the FLOPs formula and the MFU it reports.
+
+The FLOPs are checked against a count written out by hand for the tiny architecture (Llama, hidden
+64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 256, tied), not against the
+helper the script uses.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SCRIPT = ROOT / "benchmarks" / "mfu.py"
+
+# Per layer: q and o 64x64 each, k and v 64x32 each, gate/up/down 64x128 each, two norms of 64.
+LAYER = 2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128 + 2 * 64  # 36,992
+PARAMS = 256 * 64 + 2 * LAYER + 64  # tied embedding once + final norm: 90,432
+# The lookup is free but the (tied) LM head is a 64x256 matmul: matmul params = PARAMS.
+MATMUL = PARAMS - 256 * 64 + 64 * 256
+# Attention per layer and row, forward: QK^T and PV, each 2 * T^2 * heads * head_dim FLOPs.
+ATTN_FWD_PER_ROW = 2 * 2 * 32 * 32 * 4 * 16 * 2
+
+
+def run_mfu(tmp_path, *args) -> dict:
+    out = tmp_path / "mfu.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, str(SCRIPT), "--preset", "tiny", "--length", "32",
+                        "--steps", "2", "--out", str(out), *args],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "MFU" in p.stdout.splitlines()[-1]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_sft_measured_peak(tmp_path):
+    r = run_mfu(tmp_path, "--batch", "2", "--peak-seconds", "0.1")
+    assert r["params"] == PARAMS == 90_432
+    rows, tokens = 2, 2 * 32
+    assert r["rows"] == rows and len(r["step_times"]) == 3 and len(r["losses"]) == 3
+    assert r["flops_per_step"] == 6 * MATMUL * tokens + 3 * ATTN_FWD_PER_ROW * rows == 37_871_616
+    s = r["s_per_step"]
+    assert 0 < s <= r["median_s_per_step"]
+    assert r["tokens_per_s"] == pytest.approx(tokens / s, rel=1e-12)
+    # No spec peak for a CPU: the best bf16 dot measured on train-step shapes.
+    assert r["peak_source"].startswith("measured") and r["peak_tflops"] > 0
+    assert r["mfu"] == pytest.approx(r["flops_per_step"] / s / (r["peak_tflops"] * 1e12), rel=1e-12)
+    assert r["peak_memory_mb"] > 0 and r["peak_memory_source"] == "process peak RSS"
+    assert all(l == l and l > 0 for l in r["losses"])  # finite positive NLL (NaN != NaN)
+
+
+@pytest.mark.slow
+def test_dpo_given_peak(tmp_path):
+    r = run_mfu(tmp_path, "--batch", "1", "--objective", "dpo", "--peak-tflops", "0.5")
+    rows = 2  # one pair: chosen and rejected rows
+    assert r["rows"] == rows
+    assert r["flops_per_step"] == 6 * MATMUL * rows * 32 + 3 * ATTN_FWD_PER_ROW * rows
+    assert r["peak_source"] == "given (--peak-tflops)" and r["peak_tflops"] == 0.5
+    assert r["mfu"] == pytest.approx(r["flops_per_step"] / r["s_per_step"] / 0.5e12, rel=1e-12)
+
+
+def test_spec_peaks_by_device_kind(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # mfu.py imports its sibling _flops
+    spec = importlib.util.spec_from_file_location("bench_mfu", SCRIPT)
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    assert mfu.spec_peak_tflops("NVIDIA H200") == 989.0
+    assert mfu.spec_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert mfu.spec_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert mfu.spec_peak_tflops("cpu") is None and mfu.spec_peak_tflops("NVIDIA L4") is None
