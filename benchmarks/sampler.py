@@ -78,7 +78,7 @@ def worker_jaxevo(args) -> dict:
             best = min(best, (time.perf_counter() - t) / 30)
         res[f"matmul_gflops_{name}"] = 2 * args.prompts * 576 * 1536 / best / 1e9
 
-    s = Sampler.load(MODEL, dtype=args.dtype, max_batch=args.prompts)
+    s = Sampler.load(args.model, dtype=args.dtype, max_batch=args.prompts)
     res["params"] = s.cfg.num_params()
     res.update(_weights_pass(s, args.prompts))
     ids = s.encode(make_questions(args.prompts))
@@ -171,7 +171,7 @@ def worker_transformers(args) -> dict:
         torch.set_num_threads(res["threads"])
         res["matmul_gflops_by_threads"] = gflops
 
-    d = hf_dir_for(MODEL)
+    d = args.model if Path(args.model).is_dir() else hf_dir_for(args.model)
     tok = load_tokenizer(d)
     import transformers
 
@@ -233,7 +233,8 @@ WORKERS = {"jaxevo": worker_jaxevo, "transformers": worker_transformers, "llamac
 
 # ------------------------------------------------------------------------------------ main
 def spawn(kind: str, dtype: str, args) -> dict | None:
-    cmd = [sys.executable, __file__, "--worker", kind, "--dtype", dtype, "--prompts", str(args.prompts),
+    cmd = [sys.executable, __file__, "--worker", kind, "--dtype", dtype, "--model", args.model,
+           "--prompts", str(args.prompts),
            "--new-tokens", str(args.new_tokens), "--temperature", str(args.temperature),
            "--repeats", str(args.repeats)] + (
                ["--no-batch1"] if args.no_batch1 else [])
@@ -260,6 +261,9 @@ def spawn(kind: str, dtype: str, args) -> dict | None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=MODEL,
+                   help="embedded name or HF dir (e.g. random weights of the same architecture on a "
+                        "machine without the embedded package: benchmarks/gpu_check.sh)")
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -278,7 +282,7 @@ def main() -> int:
         print(json.dumps(WORKERS[args.worker](args)))
         return 0
 
-    print(f"sampler benchmark: {MODEL}, {args.prompts} prompts x {args.new_tokens} new tokens, "
+    print(f"sampler benchmark: {args.model}, {args.prompts} prompts x {args.new_tokens} new tokens, "
           f"T={args.temperature}, best of {args.repeats}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     runs = {}
@@ -303,7 +307,9 @@ def main() -> int:
     try:
         import importlib.util
 
-        if importlib.util.find_spec("llama_cpp") and "llamacpp" not in args.skip:
+        if args.model != MODEL:
+            print("  llama.cpp runs the embedded GGUF only: skipped")
+        elif importlib.util.find_spec("llama_cpp") and "llamacpp" not in args.skip:
             runs["llama.cpp"] = spawn("llamacpp", "q4_1", args)
         else:
             print("  llama-cpp-python not installed: skipped")
