@@ -41,10 +41,13 @@ if [[ ${1:-} == --prepare ]]; then
     exit 0
 fi
 
-# Sizes: the issue's, or toy ones that check the plumbing anywhere (--smoke).
+# Sizes: the issue's, or toy ones that check the plumbing anywhere (--smoke). 8 rows of 1024
+# tokens: the attention is plain softmax (f32 logits and bf16 probs of [rows, heads, T, T] kept for
+# the backward), about 1.6 GB a layer here and 4x that at 2048 tokens; with the fp32 weights, AdamW
+# and the gradients (22 GB) the step should need about 60 GB (an estimate, not a measurement).
 sampler_size=(--prompts 64 --new-tokens 128 --repeats 2)
-mfu_sft=(--preset llama-1b --batch 8 --length 2048 --steps 5)
-mfu_dpo=(--preset llama-1b --batch 4 --length 2048 --steps 3)
+mfu_sft=(--preset llama-1b --batch 8 --length 1024 --steps 5)
+mfu_dpo=(--preset llama-1b --batch 4 --length 1024 --steps 3)
 if [[ ${1:-} == --smoke ]]; then
     sampler_size=(--prompts 2 --new-tokens 4 --repeats 1)
     mfu_sft=(--preset tiny --batch 2 --length 32 --steps 2 --peak-seconds 0.1)
@@ -110,8 +113,8 @@ if [[ -n $model ]]; then
 fi
 
 # ----------------------------------------------------------------------------- (b) MFU, >= 1B
-part mfu-sft 170 "$PY" benchmarks/mfu.py "${mfu_sft[@]}" --objective sft --out "$RESULTS/mfu_llama1b_sft.json"
-part mfu-dpo 130 "$PY" benchmarks/mfu.py "${mfu_dpo[@]}" --objective dpo --out "$RESULTS/mfu_llama1b_dpo.json"
+part mfu-sft 170 "$PY" benchmarks/mfu.py "${mfu_sft[@]}" --objective sft --out "$RESULTS/mfu_sft.json"
+part mfu-dpo 130 "$PY" benchmarks/mfu.py "${mfu_dpo[@]}" --objective dpo --out "$RESULTS/mfu_dpo.json"
 
 # ----------------------------------------------------------------------------- (c) optional
 if [[ ${GPU_CHECK_TRAIN_STEP:-0} == 1 ]]; then

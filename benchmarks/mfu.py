@@ -1,6 +1,6 @@
 """MFU of jaxevo's train step on a randomly initialised model of a given architecture.
 
-    python benchmarks/mfu.py --preset llama-1b --batch 8 --length 2048 [--objective sft|dpo]
+    python benchmarks/mfu.py --preset llama-1b --batch 8 --length 1024 [--objective sft|dpo]
                              [--steps 5] [--peak-tflops 989] [--out benchmarks/results/mfu.json]
     python benchmarks/mfu.py --preset tiny --batch 2 --length 32      # seconds, on a CPU
 
@@ -178,7 +178,7 @@ def main():
     ap.add_argument("--intermediate", type=int, default=None)
     ap.add_argument("--objective", default="sft", choices=["sft", "dpo"])
     ap.add_argument("--batch", type=int, default=8, help="rows (sft) or pairs (dpo) per step")
-    ap.add_argument("--length", type=int, default=2048)
+    ap.add_argument("--length", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=5, help="timed steps after the compile step")
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     ap.add_argument("--rounding", default="stochastic", choices=["stochastic", "nearest"])

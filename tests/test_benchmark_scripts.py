@@ -1,4 +1,5 @@
-"""benchmarks/mfu.py on a CPU with its tiny preset: timings, the FLOPs formula and the MFU it reports.
+"""benchmarks/mfu.py on a CPU with its tiny preset: timings, the FLOPs formula and the MFU it reports;
+benchmarks/gpu_check.sh is shellcheck clean.
 
 The FLOPs are checked against a count written out by hand for the tiny architecture (Llama, hidden
 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 256, tied), not against the
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
+from tests._require import require_executable
+
+ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "mfu.py"
 
 # Per layer: q and o 64x64 each, k and v 64x32 each, gate/up/down 64x128 each, two norms of 64.
@@ -26,6 +29,14 @@ PARAMS = 256 * 64 + 2 * LAYER + 64  # tied embedding once + final norm: 90,432
 MATMUL = PARAMS - 256 * 64 + 64 * 256
 # Attention per layer and row, forward: QK^T and PV, each 2 * T^2 * heads * head_dim FLOPs.
 ATTN_FWD_PER_ROW = 2 * 2 * 32 * 32 * 4 * 16 * 2
+
+
+def load_mfu(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # mfu.py imports its sibling _flops
+    spec = importlib.util.spec_from_file_location("bench_mfu", SCRIPT)
+    mfu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mfu)
+    return mfu
 
 
 def run_mfu(tmp_path, *args) -> dict:
@@ -67,11 +78,30 @@ def test_dpo_given_peak(tmp_path):
 
 
 def test_spec_peaks_by_device_kind(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # mfu.py imports its sibling _flops
-    spec = importlib.util.spec_from_file_location("bench_mfu", SCRIPT)
-    mfu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mfu)
+    mfu = load_mfu(monkeypatch)
     assert mfu.spec_peak_tflops("NVIDIA H200") == 989.0
     assert mfu.spec_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
     assert mfu.spec_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert mfu.spec_peak_tflops("cpu") is None and mfu.spec_peak_tflops("NVIDIA L4") is None
+
+
+def test_llama_1b_preset_is_llama_3_2_1b(monkeypatch):
+    mfu = load_mfu(monkeypatch)
+    args = type("A", (), dict(preset="llama-1b", layers=None, hidden=None, intermediate=None,
+                              dtype="bfloat16", remat="none"))
+    cfg = mfu.model_config(args)
+    assert (cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim,
+            cfg.intermediate_size, cfg.vocab_size, cfg.tie_word_embeddings) == (
+        2048, 16, 32, 8, 64, 8192, 128256, True)
+    # Llama-3.2-1B's published count: embedding 128256*2048 + 16 layers of (q, o 2048^2; k, v
+    # 2048*512; MLP 3*2048*8192; 2 norms) + final norm.
+    assert cfg.num_params() == 128256 * 2048 + 16 * (2 * 2048**2 + 2 * 2048 * 512 + 3 * 2048 * 8192
+                                                     + 2 * 2048) + 2048 == 1_235_814_400
+    assert cfg.dtype == "bfloat16" and cfg.param_dtype == "float32"
+
+
+def test_gpu_check_shellcheck_clean():
+    shellcheck = require_executable("shellcheck")  # skipped without it, failed in CI
+    p = subprocess.run([shellcheck, "-x", "benchmarks/gpu_check.sh"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
