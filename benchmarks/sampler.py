@@ -3,6 +3,7 @@
     python benchmarks/sampler.py                      # 64 prompts x 128 new tokens, T = 0.8, + batch 1
     python benchmarks/sampler.py --quick              # smaller, for a smoke run
     python benchmarks/sampler.py --out benchmarks/results/sampler.json
+    python benchmarks/sampler.py --model DIR          # any HF dir (random weights: random_hf_dir.py)
 
 Every system runs in its own subprocess, one after the other, on the same chat prompts (token ids
 made once by jaxevo's tokenizer; left-padded for transformers) and generates exactly
