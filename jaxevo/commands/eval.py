@@ -24,6 +24,8 @@ from jaxevo.outputs import check_writable
 TASKS = {
     "arithmetic": {"type": "arithmetic", "split": "test", "levels": [1, 2]},
     "arithmetic-hard": {"type": "arithmetic", "split": "test", "levels": [3, 4]},
+    # `arithmetic`'s levels in wording no training prompt uses (the held-out templates).
+    "arithmetic-unseen": {"type": "arithmetic", "split": "test", "phrasings": "unseen", "levels": [1, 2]},
 }
 
 

@@ -156,7 +156,7 @@ class RoundContext:
 
     def evaluate(self, model: str, out: Path, source: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate `model` on the held-out `eval.source` (or on `source`, greedy only: the round
-        gate's validation items); writes results.jsonl and eval.json into `out`."""
+        gate's validation items, `eval.unseen_source`); writes results.jsonl and eval.json into `out`."""
         e = self.cfg.eval
         out.mkdir(parents=True, exist_ok=True)
         items = [dict(r) for r in load_source(source or e.source)]
@@ -171,4 +171,13 @@ class RoundContext:
                                      feedback_max_new_tokens=self.cfg.feedback.max_new_tokens))
         write_jsonl(out / "results.jsonl", rows)
         write_json(out / "eval.json", summary)
+        return summary
+
+    def evaluate_held_out(self, model: str, out: Path) -> dict[str, Any]:
+        """`evaluate` on `eval.source` into `out`, and, with `eval.unseen_source`, greedy on it
+        into `out/unseen` (its summary under "unseen"). Each evaluation's sampling is journaled
+        in turn, so a killed stage resumes without redoing a finished one."""
+        summary = self.evaluate(model, out)
+        if self.cfg.eval.unseen_source:
+            summary["unseen"] = self.evaluate(model, out / "unseen", source=self.cfg.eval.unseen_source)
         return summary

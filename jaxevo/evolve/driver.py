@@ -70,7 +70,7 @@ def _run(cfg: EvolveConfig, raw: dict[str, Any], stages, stop_after, stop_at_ste
         tmp = run.begin_stage(0, "eval")
         ctx = RoundContext(cfg, run, 0, mesh).begin("eval", tmp)
         t0 = time.time()
-        info = {"model": cfg.model.path, **ctx.evaluate(cfg.model.path, tmp)}
+        info = {"model": cfg.model.path, **ctx.evaluate_held_out(cfg.model.path, tmp)}
         run.finish_stage(0, "eval", dict(info, seconds=round(time.time() - t0, 2)))
         distributed.main_only(print_round)(run, 0)
         distributed.main_only(_log_round)(run, 0)

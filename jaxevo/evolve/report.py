@@ -9,8 +9,9 @@ from typing import Any
 
 from jaxevo.evolve.rundir import RunDir, atomic_write_text
 
-COLUMNS = ("round", "accuracy (95% CI)", "vs start", "win vs prev", "control", "refined", "gate", "data",
-           "sft loss", "pref acc", "gen s", "train s", "eval s", "total s")
+COLUMNS = ("round", "accuracy (95% CI)", "vs start", "win vs prev", "control", "unseen (95% CI)", "unseen vs start",
+           "control unseen", "refined", "gate", "data", "sft loss", "pref acc", "gen s", "train s", "eval s",
+           "total s")
 
 
 def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
@@ -22,15 +23,24 @@ def round_row(m: dict[str, Any], r: int) -> dict[str, str]:
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}%"
 
-    acc = ev.get("accuracy")
+    def with_ci(e):
+        return "-" if e.get("accuracy") is None else \
+            f"{pct(e['accuracy'])} ({pct(e['ci95_low'])}-{pct(e['ci95_high'])})"
+
+    def gain(e, e0):
+        return "-" if e.get("accuracy") is None or e0.get("accuracy") is None or r == 0 \
+            else f"{100 * (e['accuracy'] - e0['accuracy']):+.1f} pt"
+    # `eval.unseen_source`: the same models on problems whose templates training never saw.
+    unseen, ctrl = ev.get("unseen", {}), st.get("control", {}).get("eval", {})
     row = {
         "round": str(r),
-        "accuracy (95% CI)": "-" if acc is None else
-        f"{pct(acc)} ({pct(ev['ci95_low'])}-{pct(ev['ci95_high'])})",
-        "vs start": "-" if acc is None or start.get("accuracy") is None or r == 0
-        else f"{100 * (acc - start['accuracy']):+.1f} pt",
+        "accuracy (95% CI)": with_ci(ev),
+        "vs start": gain(ev, start),
         "win vs prev": pct(ev.get("vs_previous", {}).get("win_rate")),
-        "control": pct(st.get("control", {}).get("eval", {}).get("accuracy")),
+        "control": pct(ctrl.get("accuracy")),
+        "unseen (95% CI)": with_ci(unseen),
+        "unseen vs start": gain(unseen, start.get("unseen", {})),
+        "control unseen": pct(ctrl.get("unseen", {}).get("accuracy")),
         "refined": pct(ev.get("refined/accuracy")),
         "gate": _gate(st.get("gate", {}), pct),
         "data": "-" if "data" not in st else f"{st['data']['sft_examples']} sft / {st['data']['pairs']} pairs",
@@ -58,6 +68,8 @@ def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
     out = {f"eval/{k}": v for k, v in ev.items() if isinstance(v, (int, float)) and k != "seconds"}
     out.update({f"eval/vs_previous/{k}": v for k, v in ev.get("vs_previous", {}).items() if v is not None})
     out.update({f"eval/{kind}/accuracy": s["accuracy"] for kind, s in ev.get("by_kind", {}).items()})
+    out.update({f"eval/unseen/{k}": v for k, v in ev.get("unseen", {}).items()
+                if k in ("accuracy", "ci95_low", "ci95_high", "formatted")})
     # The chain of self-refinement of `eval.refine_steps`: accuracy after each step.
     out.update({f"eval/refine_step_{k}/accuracy": a
                 for k, a in enumerate(ev.get("strategy", {}).get("accuracy_by_step", []))})
@@ -65,6 +77,8 @@ def round_metrics(m: dict[str, Any], r: int) -> dict[str, float]:
     if "accuracy" in ctrl:
         out["control/accuracy"] = ctrl["accuracy"]
     out.update({f"control/{kind}/accuracy": s["accuracy"] for kind, s in ctrl.get("by_kind", {}).items()})
+    if "accuracy" in ctrl.get("unseen", {}):
+        out["control/unseen/accuracy"] = ctrl["unseen"]["accuracy"]
     for name, keys in (("score", ("mean_score", "accepted_samples", "judge_agreement")),
                        ("data", ("sft_examples", "pairs", "yield_per_prompt")),
                        ("gate", ("accepted", "accuracy", "start_accuracy"))):
@@ -154,6 +168,10 @@ def _meta_lines(m: dict[str, Any]) -> list[str]:
             f"model scores {acc}. Rounds 1+ start from it.", ""]
 
 
+def _spec(spec: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in spec.items())
+
+
 def write_report(run: RunDir, cfg) -> str:
     m = run.manifest()
     # Rounds beyond run.rounds can exist when a run was started with more and finished with fewer.
@@ -169,14 +187,19 @@ def write_report(run: RunDir, cfg) -> str:
         if "accuracy" in c:
             control.append((r, c["accuracy"]))
     atomic_write_text(run.root / "accuracy.svg", accuracy_svg(points, control))
+    start_unseen = f" (unseen phrasings: {rows[0]['unseen (95% CI)']})" if rows and cfg.eval.unseen_source else ""
     md = [f"# jaxevo run `{run.root.name}` ({cfg.run.recipe})", "",
           f"Start model: `{cfg.model.path}`; scorer: `{cfg.score.scorer}`; "
           f"{cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round; "
-          f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'} at the start.", "",
+          f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'}{start_unseen} at the start.", "",
           "![accuracy per round](accuracy.svg)", "", table(rows), "", *_meta_lines(m),
           "`control` is the format-only control arm: SFT on the same number of well-formatted "
           "self-samples chosen without the scorer, from the same round start. The gain of the "
           "recipe over the control is what the scorer adds beyond formatting.", "",
+          *([f"`unseen`: greedy accuracy on `eval.unseen_source` ({_spec(cfg.eval.unseen_source)}), problems "
+             "whose templates or phrasings never appear in training; `accuracy` is on new items of the "
+             "training templates, so the gain that carries over to new wording is the `unseen` one.", ""]
+            if cfg.eval.unseen_source else []),
           *(["`gate`: greedy accuracy of the round's model on the labelled validation items of "
              "`rounds.gate` against the kept model's; a rejected round's model is dropped and the "
              "next round starts from the kept one (labels choose models, never training data).", ""]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from jaxevo.config import load_config, to_dict
 from jaxevo.evolve.config import EvolveConfig
@@ -38,6 +39,10 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 def recipe(name: str, run_dir, model: str, *extra: str) -> tuple[EvolveConfig, dict]:
-    overrides = [f"run.dir={run_dir}", f"model.path={model}", *SHRINK, *extra]
-    cfg = load_config(EvolveConfig, ROOT / "configs" / f"{name}.yaml", overrides)
+    path = ROOT / "configs" / f"{name}.yaml"
+    # The second held-out set (the demo's unseen phrasings) shrunk like the first.
+    has_unseen = (yaml.safe_load(path.read_text()).get("eval") or {}).get("unseen_source")
+    unseen = ["eval.unseen_source.n=6"] if has_unseen else []
+    overrides = [f"run.dir={run_dir}", f"model.path={model}", *SHRINK, *unseen, *extra]
+    cfg = load_config(EvolveConfig, path, overrides)
     return cfg, to_dict(cfg)

@@ -129,6 +129,9 @@ def test_two_rounds(name, tmp_path, tiny_model):
         assert sum(s["n"] for s in ev["by_kind"].values()) == ev["n"]
         assert {"eval/probe/accuracy", "eval/question/accuracy"} <= set(rows[1])
     if name == "demo":  # a random model writes no well-formatted answer: the control arm is empty
+        # The held-out phrasings are evaluated every round (see test_unseen_phrasings_...).
+        assert all(0 <= r["eval/unseen/accuracy"] <= 1 for r in rows)
+        assert "unseen (95% CI)" in (root / "report.md").read_text()
         st = m["rounds"]["1"]["stages"]
         assert st["data"]["control_examples"] == 0 and st["control"]["skipped"] == "no training data"
 
@@ -199,3 +202,66 @@ def test_round_gate_keeps_or_drops_a_round(name, min_gain, tmp_path, tiny_model)
         a = load_file(next((root / "final_model").glob("*.safetensors")))
         b = load_file(next(hf_dir_for(meta).glob("*.safetensors")))
         assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_unseen_phrasings_evaluated_each_round_and_for_the_control(tmp_path, tiny_model, monkeypatch):
+    """The demo's `eval.unseen_source`: the start model, the round's model and the control arm's
+    model are each evaluated on the held-out phrasings too (files, manifest, metrics, report); a
+    run killed during that second evaluation resumes without sampling the first one again."""
+    from jaxevo.data import load_source
+    from jaxevo.data.arithmetic_phrasings import UNSEEN_TEMPLATES
+    from jaxevo.sampling.api import Sampler
+
+    real_control = select.format_control
+
+    def any_format(groups, count, seed, allow_truncated=False):  # a random model formats nothing
+        groups = list(groups)
+        return real_control(groups, count, seed, allow_truncated) or [
+            {"prompt": g["prompt"], "response": g["responses"][0]["text"], "id": g["item"]["id"]} for g in groups][:count]
+    monkeypatch.setattr(select, "format_control", any_format)
+    root = tmp_path / "demo"
+    cfg, raw = recipe("demo", root, tiny_model, *TRAIN_OVERRIDES["demo"], "run.rounds=1")
+    assert cfg.eval.unseen_source["phrasings"] == "unseen" and cfg.eval.unseen_source["n"] == 6
+    run_evolve(cfg, raw, stop_after=(1, "control"))
+
+    calls, real = [], Sampler.generate
+
+    def dies_on_second_call(self, prompts, *a, **kw):
+        calls.append(list(prompts))
+        if len(calls) == 2:
+            raise Killed("killed during the unseen evaluation")
+        return real(self, prompts, *a, **kw)
+    monkeypatch.setattr(Sampler, "generate", dies_on_second_call)
+    with pytest.raises(Killed):
+        run_evolve(cfg, raw)
+    unseen_items = load_source(cfg.eval.unseen_source).to_list()
+    unseen_prompts = [it["prompt"] for it in unseen_items]
+    assert calls[1] == unseen_prompts and calls[0] != unseen_prompts
+    calls.clear()
+    m = run_evolve(cfg, raw)
+    assert calls == [unseen_prompts]  # the main evaluation came back from its journal
+
+    names = {t.name for t in UNSEEN_TEMPLATES}
+    assert {it["template"] for it in unseen_items} <= names
+    rows = [json.loads(x) for x in (root / "metrics.jsonl").read_text().splitlines()]
+    for r, folder in ((0, "round_000/eval"), (1, "round_001/eval"), (1, "round_001/control")):
+        st = m["rounds"][str(r)]["stages"]
+        ev = (st["control"]["eval"] if folder.endswith("control") else st["eval"])["unseen"]
+        results = read_jsonl(root / folder / "unseen" / "results.jsonl")
+        assert [x["id"] for x in results] == [it["id"] for it in unseen_items]
+        correct = sum(bool(x["correct"]) for x in results)
+        assert ev["n"] == 6 and ev["accuracy"] == correct / 6 and ev["ci95_low"] <= ev["accuracy"] <= ev["ci95_high"]
+        key = "control/unseen/accuracy" if folder.endswith("control") else "eval/unseen/accuracy"
+        assert rows[r][key] == ev["accuracy"]
+        if key.startswith("eval"):
+            assert (rows[r]["eval/unseen/ci95_low"], rows[r]["eval/unseen/ci95_high"]) == (ev["ci95_low"],
+                                                                                           ev["ci95_high"])
+    assert "control/unseen/accuracy" not in rows[0] and m["rounds"]["1"]["stages"]["control"]["steps"] >= 1
+    report = (root / "report.md").read_text()
+    head = next(line for line in report.splitlines() if line.startswith("| round"))
+    assert {"unseen (95% CI)", "unseen vs start", "control unseen"} <= {c.strip() for c in head.split("|")}
+    assert "`unseen`: greedy accuracy on `eval.unseen_source`" in report

@@ -14,8 +14,9 @@ from jaxevo.evolve.rundir import read_jsonl
 
 @stage("eval", writes=("results.jsonl", "eval.json"))
 def eval_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
-    """Held-out accuracy of the round's model, and its win rate against the previous round's."""
-    info = {"model": ctx.latest_model(), **ctx.evaluate(ctx.latest_model(), out)}
+    """Held-out accuracy of the round's model (and on `eval.unseen_source`, under "unseen"), and
+    its win rate against the previous round's."""
+    info = {"model": ctx.latest_model(), **ctx.evaluate_held_out(ctx.latest_model(), out)}
     prev = ctx.output("eval", ctx.round - 1) / "results.jsonl"
     if distributed.is_main() and prev.exists():  # process 0 wrote results.jsonl and the manifest
         info["vs_previous"] = win_rate(read_jsonl(prev), read_jsonl(out / "results.jsonl"))

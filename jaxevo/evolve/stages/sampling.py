@@ -64,9 +64,10 @@ def self_instructed(ctx: RoundContext, wanted: int) -> tuple[list[dict], dict[st
     earlier = [self_instruct.question_of(it) for r in range(1, ctx.round)
                for it in _prompts_of(ctx, r) if it.get("self_instructed")]
     index = self_instruct.RougeIndex(si.max_rouge, pool_q + earlier)
-    # A held-out question written again must not become training data (evaluation and gate).
+    # A held-out question written again must not become training data (evaluations and gate).
     held_out = {self_instruct.normal(self_instruct.question_of(it))
-                for spec in (ctx.cfg.eval.source, ctx.cfg.rounds.gate) if spec for it in load_source(spec)}
+                for spec in (ctx.cfg.eval.source, ctx.cfg.eval.unseen_source, ctx.cfg.rounds.gate) if spec
+                for it in load_source(spec)}
     wrapping = self_instruct.Wrapping.of(pool)
     shape = self_instruct.Shape.of(pool_q) if si.pool_shape else self_instruct.Shape()
     checkers = {it.get("checker") for it in pool}

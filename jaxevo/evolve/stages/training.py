@@ -132,7 +132,7 @@ def control_stage(ctx: RoundContext, out: Path) -> dict[str, Any]:
     records = read_jsonl(ctx.input("control.jsonl"))
     info = train_phase(ctx, out, ctx.cfg.sft, records, ctx.start_model())
     if info.get("model"):
-        info["eval"] = ctx.evaluate(str(out / info["model"]), out)
+        info["eval"] = ctx.evaluate_held_out(str(out / info["model"]), out)
     return info
 
 
