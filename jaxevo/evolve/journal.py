@@ -58,14 +58,16 @@ class JournaledSampler:
         bar.update(len(done) * sp.n)
         try:
             for start in range(len(done), len(prompts), per_chunk):
+                # the slice advances this bar as its rows decode (every `check_every` steps)
+                bar.n = len(done) * sp.n
                 part = self._sampler.generate(prompts[start:start + per_chunk], sp, chat=chat,
-                                              truncate=truncate, progress=False, first_index=start)
+                                              truncate=truncate, first_index=start, bar=bar)
                 part = [[dataclasses.replace(c, prompt_index=start + i) for c in cs]
                         for i, cs in enumerate(part)]
                 _append(path, {"start": start, "completions": [[_to_json(c) for c in cs] for cs in part]})
                 done.extend(part)
                 stats.add(self._sampler.last_stats)
-                bar.update(len(part) * sp.n)
+                bar.n = len(done) * sp.n
                 bar.set_postfix(tok_s=f"{stats.tokens_per_second:.0f}")
         finally:
             bar.close()

@@ -158,22 +158,24 @@ class Sampler:
     # ---------------------------------------------------------------- generate
     def generate(self, prompts: Sequence[str | Sequence[dict]], sampling: SamplingParams | None = None,
                  *, chat: bool = True, truncate: bool = False, progress: bool | None = None,
-                 first_index: int = 0, **overrides) -> list[list[Completion]]:
+                 first_index: int = 0, bar: Any = None, **overrides) -> list[list[Completion]]:
         """Completions for each prompt: a str, or a list of {"role", "content"} messages.
 
         `overrides` are SamplingParams fields (e.g. temperature=0.8, n=4). Returns, per prompt in
         input order, a list of n Completions. `first_index` is the index of prompts[0] in a longer
         list this call is a slice of: sample j of prompt i draws the random stream of global sample
         (first_index + i) * n + j, so generating a list in slices gives the same completions as
-        generating it whole (what lets a killed stage resume mid-sampling)."""
+        generating it whole (what lets a killed stage resume mid-sampling). `bar`: an open tqdm bar
+        that this call advances from its current count instead of making its own (a caller that
+        samples a long list in slices keeps one bar that moves during each slice); not closed."""
         if isinstance(prompts, (str, dict)):
             raise JaxevoError("generate() takes a list of prompts")
         return self.generate_ids(self.encode(prompts, chat), sampling, truncate=truncate,
-                                 progress=progress, first_index=first_index, **overrides)
+                                 progress=progress, first_index=first_index, bar=bar, **overrides)
 
     def generate_ids(self, prompt_ids: Sequence[Sequence[int]], sampling: SamplingParams | None = None,
                      *, truncate: bool = False, progress: bool | None = None, first_index: int = 0,
-                     **overrides) -> list[list[Completion]]:
+                     bar: Any = None, **overrides) -> list[list[Completion]]:
         """Like `generate`, from token ids (no template, no special tokens added)."""
         sp = dataclasses.replace(sampling or SamplingParams(), **overrides)
         ids, cut = self._fit(prompt_ids, sp.max_new_tokens, truncate)
@@ -184,8 +186,12 @@ class Sampler:
         rows = [(p, s) for p in order for s in range(sp.n)]
         results: list[list[Completion | None]] = [[None] * sp.n for _ in ids]
         stats = RunStats(prompts=len(ids), truncated_prompts=sum(1 for c in cut if c))
-        show = progress if progress is not None else len(rows) > self.max_batch
-        bar = _progress(len(rows), show)
+        if isinstance(bar, _NoBar):  # a caller's silent bar: nothing to show, no host looks for it
+            bar, progress = None, False
+        show = bar is not None or (progress if progress is not None else len(rows) > self.max_batch)
+        own_bar = bar is None
+        bar = _progress(len(rows), show) if own_bar else bar
+        base = bar.n if not own_bar else 0  # rows the caller's bar already counts
         look = self.check_every if (show or sp.stop or sp.stop_after) else None
         t_start = time.perf_counter()
         try:
@@ -197,10 +203,11 @@ class Sampler:
                 # rows in flight count by the share of their token budget used: the bar moves
                 # every `check_every` steps, not only when a whole batch ends
                 partial = sum(int(out.lengths[r]) for r in active)
-                bar.n = round(stats.completions + partial / sp.max_new_tokens, 1)
+                bar.n = round(base + stats.completions + partial / sp.max_new_tokens, 1)
                 bar.set_postfix(tok_s=f"{(stats.new_tokens + partial) / (time.perf_counter() - t_start):.0f}")
         finally:
-            bar.close()
+            if own_bar:
+                bar.close()
         stats.seconds = time.perf_counter() - t_start
         self.last_stats = stats
         return results  # type: ignore[return-value]
@@ -429,6 +436,8 @@ def _to_host(out):
 
 
 class _NoBar:
+    n = 0
+
     def update(self, *_):
         pass
 

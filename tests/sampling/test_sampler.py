@@ -248,3 +248,42 @@ def test_progress_bar_moves_while_rows_decode(monkeypatch):
         PROMPTS[:4], max_new_tokens=32, temperature=0, stop_token_ids=(), progress=True)
     assert seen[-1] == 4 and len(seen) >= 6
     assert any(0 < x < 4 for x in seen) and seen == sorted(seen)
+
+
+def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_path):
+    """A run's stages sample through `JournaledSampler`, which samples in slices: its one bar
+    moves while a slice decodes, not only when a slice ends (it stood at 0/150 for a whole eval
+    of the demo before)."""
+    from jaxevo.evolve import journal
+    from jaxevo.sampling import api
+
+    seen = []
+
+    class Bar:  # a shown bar (not the silent stand-in), recording its count at each refresh
+        n = 0.0
+
+        def set_postfix(self, **_):
+            seen.append(self.n)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(journal, "_progress", lambda total, show: Bar())
+    cfg, params = tiny("llama3")
+    sampler = Sampler(cfg, params, byte_tokenizer(), check_every=4, max_batch=4)
+    js = journal.JournaledSampler(sampler, "tiny", lambda: tmp_path / "samples_00.jsonl", chunk_rows=4)
+    prompts = [f"prompt {i}" for i in range(8)]
+    out = js.generate(prompts, SamplingParams(max_new_tokens=32, temperature=0, stop_token_ids=()),
+                      chat=False, progress=True)
+    assert len(out) == 8 and seen[-1] == 8 and seen == sorted(seen)
+    assert any(0 < x < 4 for x in seen) and any(4 < x < 8 for x in seen), seen  # inside both slices
+    silent = journal.JournaledSampler(sampler, "tiny", lambda: tmp_path / "samples_01.jsonl", chunk_rows=4)
+    n_before = len(seen)
+    monkeypatch.setattr(journal, "_progress", lambda total, show: api._NoBar() if not show else Bar())
+    again = silent.generate(prompts, SamplingParams(max_new_tokens=32, temperature=0, stop_token_ids=()),
+                            chat=False, progress=False)
+    assert len(seen) == n_before  # no bar: nothing advanced
+    assert [[c.token_ids for c in o] for o in again] == [[c.token_ids for c in o] for o in out]
