@@ -86,7 +86,7 @@ def worker(args) -> dict:
         step = parts.step
     del pre
     batch = data.take(np.arange(n), 1)
-    lowered = parts.step.jitted.lower(state, batch, None, *((base,) if lora.enabled else ()))
+    lowered = parts.step.jitted.lower(state, batch, None, base if lora.enabled else None, None)
     mem = lowered.compile().memory_analysis()
     compiled = {k: getattr(mem, k + "_size_in_bytes", 0) / 2**20 for k in
                 ("argument", "output", "temp", "alias")}
