@@ -118,12 +118,11 @@ def arithmetic_source(spec: Mapping[str, Any]) -> Source:
     ``"phrasings": "unseen"`` (test split only) for the held-out templates."""
     levels = spec.get("levels", LEVELS)
     levels = [levels] if isinstance(levels, int) else list(levels)
-    split = spec.get("split", "train")
+    split, phrasings = spec.get("split", "train"), spec.get("phrasings", "seen")
     records = generate_arithmetic(int(spec.get("n", 500)), split=split, seed=int(spec.get("seed", 0)),
                                   levels=levels, tasks=spec.get("tasks"),
                                   test_fraction=float(spec.get("test_fraction", 0.2)),
                                   prompt_template=spec.get("prompt_template", DEFAULT_ARITHMETIC_TEMPLATE),
-                                  phrasings=spec.get("phrasings", "seen"))
-    unseen = spec.get("phrasings", "seen") == "unseen"
-    return Source.from_records(f"arithmetic ({split}, unseen phrasings)" if unseen else f"arithmetic ({split})",
-                               records)
+                                  phrasings=phrasings)
+    name = f"arithmetic ({split}, unseen phrasings)" if phrasings == "unseen" else f"arithmetic ({split})"
+    return Source.from_records(name, records)

@@ -54,14 +54,16 @@ class JournaledSampler:
         per_chunk = max(1, self._chunk_rows // sp.n)
         stats = RunStats(prompts=len(prompts))
         rows = len(prompts) * sp.n
-        bar = _progress(rows, progress if progress is not None else rows > self._sampler.max_batch)
+        show = progress if progress is not None else rows > self._sampler.max_batch
+        bar = _progress(rows, show)
         bar.update(len(done) * sp.n)
         try:
             for start in range(len(done), len(prompts), per_chunk):
-                # the slice advances this bar as its rows decode (every `check_every` steps)
+                # a shown bar advances as the slice's rows decode (every `check_every` steps)
                 bar.n = len(done) * sp.n
                 part = self._sampler.generate(prompts[start:start + per_chunk], sp, chat=chat,
-                                              truncate=truncate, first_index=start, bar=bar)
+                                              truncate=truncate, progress=False, first_index=start,
+                                              bar=bar if show else None)
                 part = [[dataclasses.replace(c, prompt_index=start + i) for c in cs]
                         for i, cs in enumerate(part)]
                 _append(path, {"start": start, "completions": [[_to_json(c) for c in cs] for cs in part]})

@@ -186,8 +186,6 @@ class Sampler:
         rows = [(p, s) for p in order for s in range(sp.n)]
         results: list[list[Completion | None]] = [[None] * sp.n for _ in ids]
         stats = RunStats(prompts=len(ids), truncated_prompts=sum(1 for c in cut if c))
-        if isinstance(bar, _NoBar):  # a caller's silent bar: nothing to show, no host looks for it
-            bar, progress = None, False
         show = bar is not None or (progress if progress is not None else len(rows) > self.max_batch)
         own_bar = bar is None
         bar = _progress(len(rows), show) if own_bar else bar
@@ -436,8 +434,6 @@ def _to_host(out):
 
 
 class _NoBar:
-    n = 0
-
     def update(self, *_):
         pass
 
