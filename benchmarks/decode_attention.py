@@ -38,12 +38,12 @@ def main() -> int:
 
     from jaxevo.models.config import ModelConfig
     from jaxevo.models import decode
-    from jaxevo.sampling.placement import CPU_COMPILER_OPTIONS
+    from jaxevo.sampling.cpu_choice import DEFAULT_PATH, PATHS
     from jaxevo.weights.load import load_pretrained
 
     cfg: ModelConfig = load_pretrained(MODEL, dtype="bfloat16", param_dtype="bfloat16").cfg
     n, h, kh, d, layers = args.rows, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.num_layers
-    opts = CPU_COMPILER_OPTIONS if jax.devices()[0].platform == "cpu" else None
+    opts = PATHS[DEFAULT_PATH] if jax.devices()[0].platform == "cpu" else None
     print(f"attention over the KV cache, {n} rows, {layers} layers, {kh} KV heads x {d}, {h} query heads;"
           f" load {os.getloadavg()[0]:.1f}")
 

@@ -81,7 +81,8 @@ def worker_jaxevo(args) -> dict:
 
     s = Sampler.load(args.model, dtype=args.dtype, max_batch=args.prompts)
     res["params"] = s.cfg.num_params()
-    res.update(_weights_pass(s, args.prompts))
+    res.update(_weights_pass(s, args.prompts))  # also makes the weights: the CPU choice is known
+    res["cpu_choice"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype} ({s.cpu_choice.source})"
     ids = s.encode(make_questions(args.prompts))
     res["prompt_tokens"] = [len(i) for i in ids]
     sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=args.temperature, stop_token_ids=(),
@@ -89,6 +90,10 @@ def worker_jaxevo(args) -> dict:
     for label, batch in (("batch", ids), ("batch1", ids[len(ids) // 2:len(ids) // 2 + 1])):
         if label == "batch1" and args.no_batch1:
             continue
+        if label == "batch1":  # a one-row sampler (`--batch-size 1`): its own CPU choice
+            s = Sampler(s.cfg, s.params, s.tokenizer, max_batch=1)
+            s.weights  # noqa: B018 (made now: the choice is reported)
+            res["cpu_choice_batch1"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype} ({s.cpu_choice.source})"
         s.generate_ids(batch, sp)  # compile
         times = []
         for _ in range(args.repeats):
@@ -347,6 +352,9 @@ def main() -> int:
         summary["batch1 vs llama.cpp"] = tps("jaxevo bfloat16", "batch1") / tps("llama.cpp", "batch1")
 
     print("\nsummary")
+    if jx:
+        print(f"  jaxevo's CPU choice (path:weights): {jx.get('cpu_choice')} at {args.prompts} rows, "
+              f"{jx.get('cpu_choice_batch1')} at 1 row")
     if "compute_bound_limit_tok_s" in summary:
         print(f"  XLA decode-shaped matmul ({args.prompts}x576 @ 576x1536), best: "
               f"{summary['xla_matmul_gflops']:.0f} GFLOP/s (bf16 in / f32 acc "

@@ -105,3 +105,45 @@ def test_gpu_check_shellcheck_clean():
     p = subprocess.run([shellcheck, "-x", "benchmarks/gpu_check.sh"], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_generate_e2e_runs_both_sides_on_the_same_work(tmp_path):
+    """benchmarks/generate_e2e.py on a tiny model: every arm runs, and greedy f32 jaxevo and greedy
+    f32 transformers generate the same number of tokens (the same answers: the sampler's parity)."""
+    pytest.importorskip("torch")
+    from tests.sampling.helpers import tiny_model_dir
+
+    model = tiny_model_dir(tmp_path)
+    out = tmp_path / "e2e.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate_e2e.py"), "--model", str(model),
+                        "--prompts", "6", "--new-tokens", "8", "--batch-size", "4", "--jaxevo-dtype", "float32",
+                        "--skip", "transformers-bf16", "--out", str(out)],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    arms = json.loads(out.read_text())["arms"]
+    assert set(arms) == {"jaxevo, first run (empty compilation cache)", "jaxevo, later runs (compilation cache)",
+                         "transformers f32"}
+    tokens = {a["tokens"] for a in arms.values()}
+    assert len(tokens) == 1 and 6 <= tokens.pop() <= 6 * 8
+    assert all(a["tok_s"] == pytest.approx(a["tokens"] / a["wall_s"]) for a in arms.values())
+    assert "x the best transformers arm" in p.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_matmul_benchmark_quick(tmp_path):
+    """benchmarks/matmul.py --quick: a GFLOP/s figure for every XLA path and recipe (no error
+    string: each path's compiler option is one this jaxlib takes)."""
+    out = tmp_path / "m.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "matmul.py", "--quick", "--iters", "1", "--out", str(out)],
+                       cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2 * 3
+    for r in rows:
+        for path in ("xla default", "xla ynnpack", "xla xnnpack", "xla onednn"):
+            assert isinstance(r[path], float) and r[path] > 0, (r["shape"], r["recipe"], path, r[path])

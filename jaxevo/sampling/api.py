@@ -40,7 +40,8 @@ from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import prepare_weights
 from jaxevo.sampling import loop
 from jaxevo.sampling.params import Completion, RunStats, SamplingParams, batch_bucket, length_bucket
-from jaxevo.sampling.placement import default_matmul_dtype, new_cache, rows_sharding
+from jaxevo.sampling import cpu_choice
+from jaxevo.sampling.placement import new_cache, rows_sharding
 from jaxevo.sharding import use_mesh
 from jaxevo.tokenizer import chat_prompt, stop_token_ids
 from jaxevo.weights.load import load_pretrained
@@ -64,7 +65,8 @@ class Sampler:
     min_prompt_bucket / prompt_buckets: prompt lengths are padded to the next of
     {2^k, 3 * 2^(k-1)} >= min_prompt_bucket (multiples of prefill_chunk above it), or to the next of
     an explicit `prompt_buckets` list. matmul_dtype: storage dtype of the prepared weights (see
-    `decode.prepare_weights`; default `placement.default_matmul_dtype`). continuous: refill rows
+    `decode.prepare_weights`; on a CPU the dtype and the dot path are measured per machine by
+    `cpu_choice.choose`, elsewhere the compute dtype). continuous: refill rows
     that finish with waiting prompts while the others decode on (the same completions to float
     rounding; fewer idle rows when completion lengths vary widely; off by default, see
     docs/benchmarks.md). check_every: decode steps between two looks of the host at the rows, when
@@ -84,6 +86,8 @@ class Sampler:
         self.matmul_dtype = matmul_dtype
         self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
         self._weights = None
+        # The CPU dot path and weight dtype (`cpu_choice`), set with the weights; unused elsewhere.
+        self.cpu_choice = cpu_choice.CpuChoice(cpu_choice.DEFAULT_PATH, matmul_dtype or "")
         self.tokenizer = tokenizer
         self.mesh = mesh
         self.max_batch = max_batch
@@ -117,7 +121,9 @@ class Sampler:
         need them."""
         if self._weights is None:
             platform = (self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]).platform
-            mm = self.matmul_dtype or default_matmul_dtype(self.cfg, platform)
+            if platform == "cpu":
+                self.cpu_choice = cpu_choice.choose(self.cfg, self.max_batch, self.matmul_dtype)
+            mm = self.cpu_choice.matmul_dtype if platform == "cpu" else self.matmul_dtype
             with _mesh_ctx(self.mesh):
                 self._weights = prepare_weights(self.params, cfg=self.cfg, matmul_dtype=mm)
         return self._weights
@@ -302,7 +308,8 @@ class Sampler:
                     cache, state, steps = loop.run(
                         self.weights, cache, state, stop_arr, knobs,
                         jnp.int32(refill_at if q < len(queue) else nb), jnp.int32(look or 1 << 30),
-                        cfg=cfg, mode=mode, mesh=mesh, lockstep=not self.continuous)
+                        cfg=cfg, mode=mode, mesh=mesh, lockstep=not self.continuous,
+                        cpu_path=self.cpu_choice.path)
                 stats.decode_steps += int(steps)
                 out = _to_host(loop.output(state))
                 if look and (sp.stop or sp.stop_after):
@@ -362,7 +369,7 @@ class Sampler:
             return loop.start(self.weights, cache, state, put(tokens), put(valid), put(dest),
                               put(row_prompt), put(row_ids), put(np.full(rb, sp.max_new_tokens, np.int32)),
                               stop_arr, key, knobs, cfg=self.cfg, mode=mode, mesh=self.mesh,
-                              chunk=self.prefill_chunk)
+                              chunk=self.prefill_chunk, cpu_path=self.cpu_choice.path)
 
     def _prompt_bucket(self, length: int) -> int:
         if self.prompt_buckets:

@@ -1,5 +1,5 @@
-"""Where the sampler's programs and buffers live: CPU compiler options, the decode weights' matmul
-dtype, and the shardings of the KV cache and of per-row arrays on a mesh.
+"""Where the sampler's programs and buffers live: their CPU compiler options (the dot path that
+`cpu_choice` picks per machine), and the shardings of the KV cache and of per-row arrays on a mesh.
 """
 
 from __future__ import annotations
@@ -13,35 +13,32 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import Cache, init_cache
+from jaxevo.sampling.cpu_choice import DEFAULT_PATH, PATHS
 from jaxevo.sharding import logical_to_spec
-
-# XLA:CPU hands dots, reductions and elementwise ops to YNNPACK by default; its small elementwise
-# fusions cost more than XLA's own loops in the decode step (docs/benchmarks.md).
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE",
-}
 
 
 class PlatformJit:
-    """`jax.jit` that adds CPU_COMPILER_OPTIONS when the program runs on CPU devices (decided at
-    the first call, so importing a module never initialises a backend)."""
+    """`jax.jit` that adds the CPU dot path's compiler options (`cpu_choice.PATHS`, chosen per
+    machine by the sampler and passed as `cpu_path=`) when the program runs on CPU devices (decided
+    at the first call, so importing a module never initialises a backend)."""
 
     def __init__(self, fn, **jit_kw):
         self.fn, self.jit_kw, self.by_platform = fn, jit_kw, {}
         functools.update_wrapper(self, fn)
 
-    def jitted(self, mesh=None):
+    def jitted(self, mesh=None, cpu_path: str = DEFAULT_PATH):
         platform = (mesh.devices.flat[0] if mesh is not None else jax.devices()[0]).platform
-        if platform not in self.by_platform:
-            opts = CPU_COMPILER_OPTIONS if platform == "cpu" else None
-            self.by_platform[platform] = jax.jit(self.fn, compiler_options=opts, **self.jit_kw)
-        return self.by_platform[platform]
+        key = (platform, cpu_path if platform == "cpu" else None)
+        if key not in self.by_platform:
+            opts = PATHS[cpu_path] if platform == "cpu" else None
+            self.by_platform[key] = jax.jit(self.fn, compiler_options=opts, **self.jit_kw)
+        return self.by_platform[key]
 
-    def __call__(self, *args, mesh=None, **kw):
-        return self.jitted(mesh)(*args, mesh=mesh, **kw)
+    def __call__(self, *args, mesh=None, cpu_path: str = DEFAULT_PATH, **kw):
+        return self.jitted(mesh, cpu_path)(*args, mesh=mesh, **kw)
 
-    def lower(self, *args, mesh=None, **kw):
-        return self.jitted(mesh).lower(*args, mesh=mesh, **kw)
+    def lower(self, *args, mesh=None, cpu_path: str = DEFAULT_PATH, **kw):
+        return self.jitted(mesh, cpu_path).lower(*args, mesh=mesh, **kw)
 
     def _cache_size(self) -> int:
         return sum(f._cache_size() for f in self.by_platform.values())
@@ -49,30 +46,6 @@ class PlatformJit:
 
 def platform_jit(**jit_kw):
     return lambda fn: PlatformJit(fn, **jit_kw)
-
-
-def default_matmul_dtype(cfg: ModelConfig, platform: str) -> str:
-    """The compute dtype, except float32 on a CPU without native bf16 dot instructions: there the
-    bf16 kernels convert to f32 inside anyway, and XLA's f32 matrix-vector path is the faster one
-    at batch 1 (docs/benchmarks.md). Same products either way (see `decode.prepare_weights`)."""
-    if platform == "cpu" and jnp.dtype(cfg.dtype).itemsize == 2 and not cpu_has_native_bf16():
-        return "float32"
-    return cfg.dtype
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16() -> bool:
-    """True if the host CPU advertises bf16 dot-product instructions (x86 AVX512_BF16 / AMX-BF16,
-    Arm BF16). Read from /proc/cpuinfo; False where that is unavailable."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set()
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 # ------------------------------------------------------------------------------ sharding
