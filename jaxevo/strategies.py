@@ -91,14 +91,17 @@ def accepts(feedback: str) -> bool:
 
 def refine_chains(sampler, texts: Sequence[str], first: Sequence[Any], strategy: Strategy, *,
                   max_new_tokens: int, chat: bool = True, stop_after: Sequence[str] = (),
-                  progress: bool | None = None, accept: Callable[[str], bool] = accepts) -> list[Chain]:
+                  stop: Sequence[str] = (), progress: bool | None = None,
+                  accept: Callable[[str], bool] = accepts) -> list[Chain]:
     """Refine each first completion (`first[i]`, an answer to the task `texts[i]`, the text the
     templates' {prompt} slot takes) `strategy.refine_steps` times; returns one Chain per row.
     Greedy feedback and refinement; per step one `generate` call for the critiques of the running
-    chains and one for their refinements."""
+    chains and one for their refinements. A refinement is an answer: `stop` strings and
+    `stop_after` patterns end it as they end the first completion."""
     chains = [Chain([c.text], logprob=getattr(c, "logprob", None)) for c in first]
     running = list(range(len(chains)))
-    sp_answer = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop_after=tuple(stop_after))
+    sp_answer = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=tuple(stop),
+                               stop_after=tuple(stop_after))
     sp_feedback = SamplingParams(max_new_tokens=strategy.feedback_max_new_tokens, temperature=0.0)
     for _ in range(strategy.refine_steps):
         feedback: dict[int, str] = {}
@@ -168,8 +171,8 @@ def task_text(prompt: Any) -> str:
 
 def run_strategy(sampler, prompts: Sequence[Any], items: Sequence[dict], samples: Sequence[Sequence[Any]],
                  strategy: Strategy, checkers: Sequence[Checker], *, max_new_tokens: int, chat: bool = True,
-                 stop_after: Sequence[str] = (), progress: bool | None = None, reward_model=None,
-                 judge=None) -> tuple[list[list[Chain]], list[int]]:
+                 stop_after: Sequence[str] = (), stop: Sequence[str] = (), progress: bool | None = None,
+                 reward_model=None, judge=None) -> tuple[list[list[Chain]], list[int]]:
     """Refine the first `strategy.best_of` samples of each row (`samples[i]`: completions of
     `prompts[i]`, a string or chat messages; the templates take `items[i]["prompt"]` where it is
     a string, as the training views do) and select one: ([row][sample] chains, the selected
@@ -180,7 +183,7 @@ def run_strategy(sampler, prompts: Sequence[Any], items: Sequence[dict], samples
     texts = [it["prompt"] if isinstance(it.get("prompt"), str) else task_text(p) for it, p in zip(items, prompts)]
     flat = refine_chains(sampler, [t for t in texts for _ in range(n)], [c for s in samples for c in s[:n]],
                          strategy, max_new_tokens=max_new_tokens, chat=chat, stop_after=stop_after,
-                         progress=progress)
+                         stop=stop, progress=progress)
     chains = [flat[i * n: (i + 1) * n] for i in range(len(prompts))]
     if n == 1:
         return chains, [0] * len(prompts)

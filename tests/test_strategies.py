@@ -84,6 +84,20 @@ def test_chain_without_feedback_refines_every_answer_k_times():
     assert all("Feedback:" not in p for p in s.calls[1][0])
 
 
+def test_stop_strings_and_patterns_end_refinements_not_critiques():
+    """A refinement is an answer: `--stop` strings and `stop_after` patterns apply to it as to the
+    first completion; a critique runs to its own length."""
+    from jaxevo.strategies import refine_chains
+
+    s = ScriptedSampler(chain_script)
+    first = [SimpleNamespace(text=FIRST[q]) for q in GOLD]
+    refine_chains(s, list(GOLD), first, Strategy(refine_steps=1, self_feedback=True), max_new_tokens=32,
+                  stop=("\n\nQuestion",), stop_after=(r"answer is \d+\.",))
+    (_, feedback_sp), (_, refine_sp) = s.calls
+    assert (refine_sp.stop, refine_sp.stop_after) == (("\n\nQuestion",), (r"answer is \d+\.",))
+    assert (feedback_sp.stop, feedback_sp.stop_after) == ((), ())
+
+
 SAMPLES = {"2+2?": ["The answer is 5.", "The answer is 4.", "The answer is 4."],
            "3+3?": ["The answer is 7.", "The answer is 7.", "The answer is 6."],
            "5+5?": ["no idea", "The answer is 10.", "The answer is 11."]}

@@ -115,7 +115,8 @@ def run(args) -> int:
         from jaxevo.checkers import checker_for
         from jaxevo.strategies import run_strategy
         chains, chosen = run_strategy(sampler, inputs, rows, outs, strategy, [checker_for(r) for r in rows],
-                                      max_new_tokens=args.max_new_tokens, chat=chat, **selectors(args, strategy))
+                                      max_new_tokens=args.max_new_tokens, chat=chat, stop=tuple(args.stop),
+                                      **selectors(args, strategy))
 
     tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")  # two runs on one --out never mix lines
     with tmp.open("w", encoding="utf-8") as f:
