@@ -38,7 +38,7 @@ PATHS = {
     # YNNPACK for dots and reductions only: its small elementwise fusions cost more than XLA's loops.
     "ynnpack": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
 }
-DEFAULT_PATH = "ynnpack"  # where no measurement is made (several processes, or measuring fails)
+DEFAULT_PATH = "ynnpack"  # where nothing is measured (several processes on one mesh)
 ENV = "JAXEVO_CPU_PATH"
 SMALL_ROWS = 8  # samplers of at most this many rows are timed at 1 row, larger ones at 64
 PROBE_BYTES = 48 << 20  # weights in the probe chain (bf16): more than a CPU's caches hold
@@ -50,10 +50,6 @@ class CpuChoice:
     matmul_dtype: str  # storage dtype of the decode weights
     seconds: tuple[tuple[str, float], ...] = ()  # "path:dtype" -> probe time, when measured
     source: str = "default"  # "measured", "cached", "env" or "default"
-
-    @property
-    def compiler_options(self) -> dict | None:
-        return PATHS[self.path]
 
 
 def static_choice(cfg: ModelConfig, matmul_dtype: str | None = None) -> CpuChoice:
@@ -97,9 +93,9 @@ def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[st
                     f"rows {rows}", ",".join(dtypes)])
     store = cache_dir() / "cpu_paths.json"
     known = _read(store)
-    if key in known:
-        k = known[key]
-        return CpuChoice(k["path"], k["matmul_dtype"], tuple(sorted(k["seconds"].items())), "cached")
+    k = known.get(key)
+    if isinstance(k, dict) and k.get("path") in PATHS and k.get("matmul_dtype") in dtypes:
+        return CpuChoice(k["path"], k["matmul_dtype"], tuple(sorted(k.get("seconds", {}).items())), "cached")
     seconds = probe_seconds(hidden, inter, compute, rows, [(p, d) for d in dtypes for p in PATHS])
     best = min(seconds, key=seconds.get)
     path, dtype = best.split(":")

@@ -49,7 +49,14 @@ def test_a_damaged_cache_is_measured_again_and_rewritten(fresh):
     cfg, _ = tiny("llama3")  # f32 weights: only the path is chosen
     c = cpu_choice.choose(cfg, rows=64)
     assert c.source == "measured" and c.matmul_dtype == "float32" and len(c.seconds) == len(cpu_choice.PATHS)
-    assert len(json.loads(fresh.read_text())) == 1
+    stored = json.loads(fresh.read_text())
+    assert len(stored) == 1
+    # An entry naming a path this version does not have (edited, or from another version): measured again.
+    key = next(iter(stored))
+    fresh.write_text(json.dumps({key: {"path": "onednn", "matmul_dtype": "float32"}}))
+    cpu_choice._measured.cache_clear()
+    assert cpu_choice.choose(cfg, rows=64).source == "measured"
+    assert json.loads(fresh.read_text())[key]["path"] in cpu_choice.PATHS
 
 
 def test_the_environment_sets_the_choice(fresh, monkeypatch):
