@@ -107,7 +107,7 @@ def test_gpu_check_shellcheck_clean():
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # four processes (jaxevo twice, transformers, the model's conversion): about a minute
 @pytest.mark.torch
 def test_generate_e2e_runs_both_sides_on_the_same_work(tmp_path):
     """benchmarks/generate_e2e.py on a tiny model: every arm runs, and greedy f32 jaxevo and greedy
