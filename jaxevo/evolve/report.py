@@ -172,6 +172,17 @@ def _spec(spec: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in spec.items())
 
 
+def _sampling_line(cfg) -> str:
+    """What a round samples and what scores it: an online round's steps x prompts x group, or the
+    round recipes' prompts x samples."""
+    if "grpo" in cfg.stages:
+        g = cfg.grpo
+        rewards = ", ".join(f"{k} x {v:g}" for k, v in g.rewards.items())
+        return (f"rewards: {rewards}; {g.steps} online steps x {g.prompts_per_step} prompts x "
+                f"{g.group_size} samples per round")
+    return f"scorer: `{cfg.score.scorer}`; {cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round"
+
+
 def write_report(run: RunDir, cfg) -> str:
     m = run.manifest()
     # Rounds beyond run.rounds can exist when a run was started with more and finished with fewer.
@@ -189,8 +200,7 @@ def write_report(run: RunDir, cfg) -> str:
     atomic_write_text(run.root / "accuracy.svg", accuracy_svg(points, control))
     start_unseen = f" (unseen phrasings: {rows[0]['unseen (95% CI)']})" if rows and cfg.eval.unseen_source else ""
     md = [f"# jaxevo run `{run.root.name}` ({cfg.run.recipe})", "",
-          f"Start model: `{cfg.model.path}`; scorer: `{cfg.score.scorer}`; "
-          f"{cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round; "
+          f"Start model: `{cfg.model.path}`; {_sampling_line(cfg)}; "
           f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'}{start_unseen} at the start.", "",
           "![accuracy per round](accuracy.svg)", "", table(rows), "", *_meta_lines(m),
           "`control` is the format-only control arm: SFT on the same number of well-formatted "

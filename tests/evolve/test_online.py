@@ -166,6 +166,8 @@ def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model):
     end = load_pretrained(str(stage / "train" / "final"), dtype="float32").params
     moved = [float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(end))]
     assert max(moved) > 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "rewards: test_parity x 1; 4 online steps x 2 prompts x 3 samples per round" in report
 
 
 def test_grpo_settings_are_checked():
