@@ -86,7 +86,8 @@ class Sampler:
         self.matmul_dtype = matmul_dtype
         self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
         self._weights = None
-        # The CPU dot path and weight dtype (`cpu_choice`), set with the weights; unused elsewhere.
+        # The CPU dot path and weight dtype (`cpu_choice`), chosen when the weights are made; off a
+        # CPU only its (ignored) path is passed to the programs.
         self.cpu_choice = cpu_choice.CpuChoice(cpu_choice.DEFAULT_PATH, matmul_dtype or "")
         self.tokenizer = tokenizer
         self.mesh = mesh

@@ -143,30 +143,29 @@ def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: 
 def cpu_has_native_bf16() -> bool:
     """True if the host CPU advertises bf16 dot-product instructions (x86 AVX512_BF16 / AMX-BF16,
     Arm BF16). Read from /proc/cpuinfo; False where that is unavailable."""
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def _cpu_flags() -> set[str]:
-    flags = set()
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    """(model name, flags) from /proc/cpuinfo; ("unknown cpu", {}) where it cannot be read."""
+    model, flags = "unknown cpu", set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("flags", "Features")):
+                if line.startswith("model name") and model == "unknown cpu":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")):
                     flags |= set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return flags
+    return model, frozenset(flags)
 
 
 def _cpu_key() -> str:
-    model = "unknown cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-    except OSError:
-        pass
-    flags = hashlib.sha256(" ".join(sorted(_cpu_flags())).encode()).hexdigest()[:12]
-    return f"{model} ({os.cpu_count()} cpus, flags {flags})"
+    model, flags = _cpuinfo()
+    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
+    return f"{model} ({os.cpu_count()} cpus, flags {digest})"
 
 
 def _read(store: Path) -> dict:
