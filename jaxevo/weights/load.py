@@ -92,10 +92,17 @@ def _gguf_to_hf(gguf_path: Path, name: str | None = None) -> Path:
         return out
     cfg = ModelConfig.from_hf(gguf_hf_config(gguf_path))
     params = load_params(GGUFSource(gguf_path), cfg)
-    tmp = out.with_name(out.name + ".tmp")
+    # a folder of this process's own: two processes converting the same file at once (two runs
+    # started together on a fresh machine) must not write into or delete each other's
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     export_hf(params, cfg, tmp, tokenizer=gguf_tokenizer(gguf_path))
-    os.replace(tmp, out)  # atomic: a killed conversion never leaves a half-written cache entry
+    try:
+        os.replace(tmp, out)  # atomic: a killed conversion never leaves a half-written cache entry
+    except OSError:
+        if not (out / "config.json").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same entry first
     return out
 
 

@@ -353,3 +353,35 @@ def test_opt_in_gemma3_270m_assembles(monkeypatch, tmp_path):
     path = embedded.resolve_embedded("gemma3-270m")
     assert path == tmp_path / "embedded" / "gemma-3-270m-q4_k_m.gguf" and path.stat().st_size > 200e6
     assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "gemma3"
+
+
+def test_two_processes_converting_the_same_file_both_get_the_entry(tmp_path, monkeypatch):
+    """Two runs started together on a fresh machine convert the same GGUF at once: each writes its
+    own temporary folder, and the one that finishes second keeps the first one's entry instead of
+    failing (its rename onto a finished folder is refused) or deleting the other's folder."""
+    from jaxevo.weights import load
+
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"GGUF")
+    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path / "cache"))
+    out = load.gguf_cache_entry(f)
+    other_tmp = out.with_name(out.name + ".tmp99999999")  # the other process's folder, mid-write
+    other_tmp.mkdir(parents=True)
+    (other_tmp / "partial").write_text("x")
+    monkeypatch.setattr(load, "gguf_hf_config", lambda p: {})
+    monkeypatch.setattr(load.ModelConfig, "from_hf", staticmethod(lambda d: None))
+    monkeypatch.setattr(load, "GGUFSource", lambda p: None)
+    monkeypatch.setattr(load, "load_params", lambda src, cfg: {})
+    monkeypatch.setattr(load, "gguf_tokenizer", lambda p: None)
+
+    def export(params, cfg, path, tokenizer=None):  # the other process finishes while we write
+        path.mkdir(parents=True)
+        (path / "config.json").write_text('{"mine": true}')
+        out.mkdir(parents=True)
+        (out / "config.json").write_text('{"mine": false}')
+    monkeypatch.setattr(load, "export_hf", export)
+
+    assert load._gguf_to_hf(f) == out
+    assert (out / "config.json").read_text() == '{"mine": false}'  # the finished entry is kept
+    assert (other_tmp / "partial").exists()  # the other process's folder is not touched
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, other_tmp.name])
