@@ -20,10 +20,11 @@ COMMANDS = {
     "eval": "accuracy of a model on a built-in task or a JSONL of {prompt, answer}",
     "score": "score completions (jaxevo generate's output) with a checker or reward functions",
     "plan": "compile the train step and sampler on abstract shapes; print memory and FLOPs",
+    "compare": "a run's held-out accuracy against its format-only control run's, paired per item",
 }
 
 # Commands that run no model: they skip JAX's set-up (and its import, seconds on a loaded machine).
-NO_JAX = ("score",)
+NO_JAX = ("score", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,25 +10,14 @@ correct means a score of 1, and only answers in the checker's strict format coun
 from __future__ import annotations
 
 import collections
-import math
 from typing import Any, Sequence
 
 from jaxevo.checkers import Checker, checker_for, get_checker
 from jaxevo.data.records import chat_of
 from jaxevo.sampling.api import SamplingParams
 from jaxevo.strategies import Chain, Strategy, run_strategy
+from jaxevo.stats import wilson
 from jaxevo.templates import REFINE_TEMPLATE
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (sane at 0% and 100%)."""
-    if n == 0:
-        return 0.0, 0.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def accuracy_summary(correct: Sequence[bool]) -> dict[str, float]:

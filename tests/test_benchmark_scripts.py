@@ -1,5 +1,5 @@
 """benchmarks/mfu.py on a CPU with its tiny preset: timings, the FLOPs formula and the MFU it reports;
-benchmarks/gpu_check.sh is shellcheck clean.
+benchmarks/gpu_check.sh and scripts/*.sh are shellcheck clean.
 
 The FLOPs are checked against a count written out by hand for the tiny architecture (Llama, hidden
 64, intermediate 128, 2 layers, 4 heads of 16, 2 KV heads, vocab 256, tied), not against the
@@ -100,9 +100,11 @@ def test_llama_1b_preset_is_llama_3_2_1b(monkeypatch):
     assert cfg.dtype == "bfloat16" and cfg.param_dtype == "float32"
 
 
-def test_gpu_check_shellcheck_clean():
+def test_shell_scripts_shellcheck_clean():
+    """benchmarks/gpu_check.sh and the README's scripts (demo.sh, test.sh, setup.sh)."""
     shellcheck = require_executable("shellcheck")  # skipped without it, failed in CI
-    p = subprocess.run([shellcheck, "-x", "benchmarks/gpu_check.sh"], cwd=ROOT,
+    scripts = ["benchmarks/gpu_check.sh", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*.sh"))]
+    p = subprocess.run([shellcheck, "-x", *scripts], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
 

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from jaxevo.evaluate import evaluate, wilson
+from jaxevo.evaluate import evaluate
+from jaxevo.stats import wilson
 
 
 class ScriptedSampler:

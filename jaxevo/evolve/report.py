@@ -183,6 +183,15 @@ def _sampling_line(cfg) -> str:
     return f"scorer: `{cfg.score.scorer}`; {cfg.prompts.per_round} prompts x {cfg.sample.n} samples per round"
 
 
+def _start_line(rows: list[dict[str, str]], rounds: list[int], cfg) -> str:
+    """The start model's held-out accuracy: round 0's evaluation, which `eval.before=false` skips
+    (then round 1's figure is not the start's and must not be shown as it)."""
+    if not rounds or rounds[0] != 0 or rows[0].get("accuracy (95% CI)", "-") == "-":
+        return "the start model was not evaluated (`eval.before=false`)."
+    unseen = f" (unseen phrasings: {rows[0]['unseen (95% CI)']})" if cfg.eval.unseen_source else ""
+    return f"held-out items: {rows[0]['accuracy (95% CI)']}{unseen} at the start."
+
+
 def write_report(run: RunDir, cfg) -> str:
     m = run.manifest()
     # Rounds beyond run.rounds can exist when a run was started with more and finished with fewer.
@@ -198,14 +207,12 @@ def write_report(run: RunDir, cfg) -> str:
         if "accuracy" in c:
             control.append((r, c["accuracy"]))
     atomic_write_text(run.root / "accuracy.svg", accuracy_svg(points, control))
-    start_unseen = f" (unseen phrasings: {rows[0]['unseen (95% CI)']})" if rows and cfg.eval.unseen_source else ""
     md = [f"# jaxevo run `{run.root.name}` ({cfg.run.recipe})", "",
-          f"Start model: `{cfg.model.path}`; {_sampling_line(cfg)}; "
-          f"held-out items: {rows[0]['accuracy (95% CI)'] if rows else '-'}{start_unseen} at the start.", "",
+          f"Start model: `{cfg.model.path}`; {_sampling_line(cfg)}; {_start_line(rows, rounds, cfg)}", "",
           "![accuracy per round](accuracy.svg)", "", table(rows), "", *_meta_lines(m),
-          "`control` is the format-only control arm: SFT on the same number of well-formatted "
-          "self-samples chosen without the scorer, from the same round start. The gain of the "
-          "recipe over the control is what the scorer adds beyond formatting.", "",
+          *(["`control` is the format-only control arm: SFT on the same number of well-formatted "
+             "self-samples chosen without the scorer, from the same round start. The gain of the "
+             "recipe over the control is what the scorer adds beyond formatting.", ""] if control else []),
           *([f"`unseen`: greedy accuracy on `eval.unseen_source` ({_spec(cfg.eval.unseen_source)}), problems "
              "whose templates or phrasings never appear in training; `accuracy` is on new items of the "
              "training templates, so the gain that carries over to new wording is the `unseen` one.", ""]

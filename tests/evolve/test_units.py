@@ -214,6 +214,23 @@ def test_report_stops_at_run_rounds(tmp_path):
     assert head == "| round | accuracy (95% CI) | vs start |", head
 
 
+def test_report_does_not_show_round_one_as_the_start_when_the_start_was_not_evaluated(tmp_path):
+    """With `eval.before=false` there is no round-0 evaluation: the header must not call round 1's
+    accuracy the start's, and a run without a control arm gets no paragraph about one."""
+    from jaxevo.evolve.config import EvolveConfig
+    from jaxevo.evolve.report import write_report
+
+    run = RunDir(tmp_path / "run", {"a": 1}).open()
+    run.begin_stage(1, "eval")
+    run.finish_stage(1, "eval", {"accuracy": 0.28, "ci95_low": 0.2, "ci95_high": 0.35, "n": 150})
+    text = write_report(run, EvolveConfig())
+    assert "start model was not evaluated" in text and "28.0% (20.0%-35.0%) at the start" not in text
+    assert "`control` is the format-only control arm" not in text
+    run.begin_stage(0, "eval")
+    run.finish_stage(0, "eval", {"accuracy": 0.07, "ci95_low": 0.04, "ci95_high": 0.12, "n": 150})
+    assert "held-out items: 7.0% (4.0%-12.0%) at the start." in write_report(run, EvolveConfig())
+
+
 def test_scorer_setup_hooks_carry_what_a_scorer_asks_of_the_round():
     """The judge's feedback model and the Censor's weights and topic expansions come from the
     scorers' set-up hooks (no stage reads a scorer's name); `score.params` and the seed win."""

@@ -1,0 +1,123 @@
+"""`jaxevo compare RUN CONTROL [--round N] [--control-round M]`.
+
+A run against its format-only control run (the same recipe rewarded for the answer format only):
+each round's held-out accuracy of both, and at the chosen rounds (by default each run's last
+evaluated round) the paired comparison on the same items: the difference, the items only one of
+them gets right (wins / losses) and the exact sign test of that split, on the seen templates and,
+where the runs have it, on unseen phrasings. Reads `round_NNN/eval/results.jsonl` (and
+`eval/unseen/`); writes `comparison.md` and `comparison.json` into RUN. Loads no model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from jaxevo.errors import ConfigError
+from jaxevo.stats import sign_test, wilson
+
+SETS = {"seen templates": "eval", "unseen phrasings": "eval/unseen"}
+
+
+def add_arguments(p):
+    p.add_argument("run", help="a `jaxevo evolve` run folder (the recipe)")
+    p.add_argument("control", help="the run folder of its format-only control")
+    p.add_argument("--round", type=int, help="RUN's round to compare (default: its last evaluated one)")
+    p.add_argument("--control-round", type=int, help="CONTROL's round (default: its last evaluated one)")
+
+
+def _results(run: Path, r: int, sub: str) -> dict[str, bool] | None:
+    """{item id: correct} of round r's evaluation, or None when the round has none."""
+    path = run / f"round_{r:03d}" / sub / "results.jsonl"
+    if not path.exists():
+        return None
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {row["id"]: bool(row["correct"]) for row in rows}
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not an evaluation's results ({e}); rerun `jaxevo evolve` on "
+                          f"{run} to redo that round's evaluation") from e
+
+
+def _rounds(run: Path) -> dict[int, dict[str, dict[str, bool]]]:
+    """Every evaluated round of a run: {round: {set name: {id: correct}}}."""
+    if not (run / "manifest.json").exists():
+        raise ConfigError(f"{run}: not a `jaxevo evolve` run folder (no manifest.json)")
+    out = {}
+    for d in sorted(run.glob("round_[0-9][0-9][0-9]")):
+        r = int(d.name[6:])
+        sets = {name: res for name, sub in SETS.items() if (res := _results(run, r, sub)) is not None}
+        if "seen templates" in sets:
+            out[r] = sets
+    if not out:
+        raise ConfigError(f"{run}: no round has an evaluation (round_NNN/eval/results.jsonl) yet")
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _acc(res: dict[str, bool]) -> str:
+    k, n = sum(res.values()), len(res)
+    lo, hi = wilson(k, n)
+    return f"{_pct(k / n)} ({_pct(lo)}-{_pct(hi)})"
+
+
+def paired(a: dict[str, bool], b: dict[str, bool]) -> dict[str, float]:
+    """a against b on the same items: accuracies, difference, wins (a right, b wrong), losses and
+    the sign test's two-sided p."""
+    wins = sum(a[i] and not b[i] for i in a)
+    losses = sum(b[i] and not a[i] for i in a)
+    n = len(a)
+    return {"n": n, "accuracy": sum(a.values()) / n, "control_accuracy": sum(b.values()) / n,
+            "difference": (sum(a.values()) - sum(b.values())) / n, "wins": wins, "losses": losses,
+            "p": sign_test(wins, losses)}
+
+
+def compare(run: Path, control: Path, r: int | None = None, rc: int | None = None) -> tuple[str, dict]:
+    """The comparison as markdown and as a dict (what `comparison.md` / `.json` hold)."""
+    a, b = _rounds(run), _rounds(control)
+    r = max(a) if r is None else r
+    rc = max(b) if rc is None else rc
+    for run_, rounds, k in ((run, a, r), (control, b, rc)):
+        if k not in rounds:
+            raise ConfigError(f"{run_}: round {k} has no evaluation; evaluated rounds: {sorted(rounds)}")
+    md = [f"# `{run.name}` against its format-only control `{control.name}`", "",
+          "| round | " + " | ".join(f"{x} ({s})" for s in SETS for x in (run.name, control.name)) + " |",
+          "|---" * (1 + 2 * len(SETS)) + "|"]
+    for k in sorted(set(a) | set(b)):
+        cells = [_acc(x[k][s]) if k in x and s in x[k] else "-" for s in SETS for x in (a, b)]
+        md.append(f"| {k} | " + " | ".join(cells) + " |")
+    md += ["", f"`{run.name}` round {r} against `{control.name}` round {rc}, paired on the same items "
+           "(wins: items only the first gets right; p: two-sided exact sign test):", "",
+           "| | items | run | control | difference | wins / losses | p |", "|---|---|---|---|---|---|---|"]
+    summary = {"run": str(run), "control": str(control), "round": r, "control_round": rc}
+    for s in SETS:
+        x, y = a[r].get(s), b[rc].get(s)
+        if x is None or y is None:
+            continue
+        if x.keys() != y.keys():
+            raise ConfigError(f"{run} and {control}: the {s} evaluations are not of the same items; "
+                              "compare runs with the same eval sources")
+        p = summary[s] = paired(x, y)
+        md.append(f"| {s} | {p['n']} | {_acc(x)} | {_acc(y)} | {100 * p['difference']:+.1f} pt | "
+                  f"{p['wins']} / {p['losses']} | {p['p']:.2g} |")
+    return "\n".join(md) + "\n", summary
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(args) -> int:
+    run_dir, control = Path(args.run), Path(args.control)
+    md, summary = compare(run_dir, control, args.round, args.control_round)
+    _write(run_dir / "comparison.md", md)
+    _write(run_dir / "comparison.json", json.dumps(summary, indent=2))
+    print(md, end="")
+    print(f"written: {run_dir / 'comparison.md'}")
+    return 0

@@ -1,0 +1,64 @@
+"""`jaxevo compare RUN CONTROL`: a run against its format-only control, paired on the same items
+(the README demo's last step). Figures are checked against hand-computed values."""
+
+import json
+import math
+
+import pytest
+
+from jaxevo.cli import main
+from jaxevo.stats import sign_test, wilson
+
+
+def _run(root, rounds: dict[int, dict[str, list[bool]]]):
+    """A run folder as `jaxevo evolve` leaves it: a manifest and each round's evaluation results."""
+    root.mkdir(parents=True)
+    (root / "manifest.json").write_text("{}")
+    for r, sets in rounds.items():
+        for sub, correct in sets.items():
+            d = root / f"round_{r:03d}" / sub
+            d.mkdir(parents=True)
+            (d / "results.jsonl").write_text("".join(
+                json.dumps({"id": f"q{i}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+    return root
+
+
+def test_sign_test_and_wilson_against_hand_computed_values():
+    assert sign_test(3, 0) == pytest.approx(0.25, abs=1e-12)  # 2 * (1/2)^3
+    assert sign_test(5, 5) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(8, 2) == pytest.approx(2 * (1 + 10 + 45) / 1024, abs=1e-12)
+    lo, hi = wilson(10, 20)  # p = 0.5, n = 20: 0.5 -+ 1.96 * sqrt(0.25 / 20 + 1.96^2 / 1600) / (1 + 1.96^2 / 20)
+    h = 1.96 * math.sqrt(0.25 / 20 + 1.96 ** 2 / 1600) / (1 + 1.96 ** 2 / 20)
+    assert (lo, hi) == pytest.approx((0.5 - h, 0.5 + h), abs=1e-12)
+
+
+def test_compare_pairs_the_last_rounds_and_writes_its_report(tmp_path, capsys):
+    t, f = True, False
+    run = _run(tmp_path / "grpo", {0: {"eval": [f, f, f, f]},
+                                   2: {"eval": [t, t, t, f], "eval/unseen": [t, f, f, f]}})
+    ctrl = _run(tmp_path / "ctrl", {1: {"eval": [f, t, f, t], "eval/unseen": [f, f, f, f]}})
+    assert main(["compare", str(run), str(ctrl)]) == 0
+    out = json.loads((run / "comparison.json").read_text())
+    assert (out["round"], out["control_round"]) == (2, 1)
+    seen = out["seen templates"]  # run right on q0-q2, control on q1 and q3: wins q0, q2; loses q3
+    assert (seen["wins"], seen["losses"], seen["difference"]) == (2, 1, 0.25)
+    assert seen["p"] == pytest.approx(1.0)  # 2 * (1 + 3) / 8, capped at 1
+    assert out["unseen phrasings"]["wins"] == 1 and out["unseen phrasings"]["losses"] == 0
+    text = capsys.readouterr().out
+    assert "| seen templates | 4 | 75.0%" in text and "+25.0 pt | 2 / 1 |" in text
+    assert "| 0 | 0.0%" in text and text == (run / "comparison.md").read_text() + f"written: {run / 'comparison.md'}\n"
+
+
+def test_compare_refuses_runs_of_different_items_or_missing_rounds(tmp_path, capsys):
+    run = _run(tmp_path / "a", {1: {"eval": [True, False]}})
+    other = _run(tmp_path / "b", {1: {"eval": [True, False, True]}})
+    assert main(["compare", str(run), str(other)]) == 2
+    assert "not of the same items" in capsys.readouterr().err
+    assert main(["compare", str(run), str(run), "--round", "3"]) == 2
+    assert "round 3 has no evaluation; evaluated rounds: [1]" in capsys.readouterr().err
+    assert main(["compare", str(run), str(tmp_path / "missing")]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+    (run / "round_001" / "eval" / "results.jsonl").write_text("{not json\n")
+    assert main(["compare", str(run), str(run)]) == 2
+    assert "results.jsonl: not an evaluation's results" in capsys.readouterr().err
+    assert not (run / "comparison.md").exists()  # nothing written on a refusal
