@@ -28,8 +28,11 @@ TRAIN_OVERRIDES = {  # tiny phases: 2 optimizer steps each
 }
 
 
-# self and dpse take 1-2 minutes each on 2 cores: heavy (`bash scripts/test.sh -m heavy`).
-@pytest.mark.parametrize("name", ["demo", "evolve", pytest.param("self", marks=pytest.mark.heavy),
+# self and dpse take 1-2 minutes each on 2 cores: heavy (`bash scripts/test.sh -m heavy`). So does
+# evolve; its round of every stage, preference phase included, is in the default suite through
+# tests/evolve/test_resume.py, and two chained rounds through the demo recipe here.
+@pytest.mark.parametrize("name", ["demo", pytest.param("evolve", marks=pytest.mark.heavy),
+                                  pytest.param("self", marks=pytest.mark.heavy),
                                   pytest.param("dpse", marks=pytest.mark.heavy)])
 def test_two_rounds(name, tmp_path, tiny_model):
     cfg, raw = recipe(name, tmp_path / name, tiny_model, *TRAIN_OVERRIDES[name])
