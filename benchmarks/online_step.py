@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from _worker import run_worker
+from generate_e2e import cpu_facts
 
 MODEL = "smollm2-135m-instruct"
 SOURCE = {"type": "arithmetic", "split": "train", "n": 256, "levels": [1, 2]}
@@ -172,7 +172,7 @@ def main():
     trl = _run("trl", common)
     jx = _run("jax", common)
     report = {"config": {k: getattr(args, k) for k in ("steps", "prompts", "group", "max_new", "dtype")},
-              "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+              "machine": cpu_facts(),  # model name and bf16 flags: the ratio depends on them
               "trl": trl, "jaxevo": jx,
               "speedup": trl["s_per_step"] / jx["s_per_step"],
               "tokens_per_s_ratio": jx["tokens_per_s"] / trl["tokens_per_s"],
