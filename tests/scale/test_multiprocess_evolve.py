@@ -1,6 +1,7 @@
 """The round driver on two `jax.distributed` processes (4 CPU devices each) == one process with 8
-devices: one EVOLVE round (sampling, refinement, verifier, SFT, preference, eval) gives the same
-data, manifest and final model, and only process 0 writes the run directory."""
+devices: one EVOLVE round (sampling, refinement, verifier, SFT, preference, eval), and one round of
+online GRPO (sampling with the current parameters and training, alternating), give the same data,
+manifest and final model, and only process 0 writes the run directory."""
 
 from __future__ import annotations
 
@@ -21,13 +22,18 @@ TIMING = {"seconds", "tokens_per_s", "steps_per_s", "tokens_per_s_train", "examp
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """(single-process dir, two-process dir), all three processes started together."""
-    model = tmp_path_factory.mktemp("model")
-    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    # The model directory must exist before the runs share it: one process makes it first.
+def model(tmp_path_factory):
+    """The tiny model directory: it must exist before the runs share it, so one process makes it."""
+    d = tmp_path_factory.mktemp("model")
     subprocess.run([sys.executable, "-c", "from pathlib import Path; import tests.scale._evolve_worker as w; "
-                    f"w.make_model(Path({str(model)!r}))"], cwd=ROOT, env=env(1), check=True)
+                    f"w.make_model(Path({str(d)!r}))"], cwd=ROOT, env=env(1), check=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, model):
+    """(single-process dir, two-process dir), all three processes started together."""
+    one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
     run_one_and_two(WORKER, one, two, str(model))
     return one, two
 
@@ -85,6 +91,10 @@ def test_round_driver_two_processes_equal_one(runs):
     # The final models are equal, up to f32 reduction order: the cross-process all-reduce sums in
     # another order, and Adam at lr 1e-2 amplifies that (seen 1.6e-5 on 9 of 1.5 M embedding
     # entries once warmup no longer starts at lr 0). A wrong shard would differ by ~1e-2.
+    _same_final_model(one, two)
+
+
+def _same_final_model(one, two):
     from jaxevo.weights.safetensors_io import SafetensorsFile
 
     fa = SafetensorsFile(one / "run" / "final_model" / "model.safetensors")
@@ -92,3 +102,29 @@ def test_round_driver_two_processes_equal_one(runs):
     assert sorted(fa.keys()) == sorted(fb.keys())
     for k in fa.keys():
         np.testing.assert_allclose(fb.get(k), fa.get(k), rtol=0, atol=5e-5, err_msg=k)
+
+
+def test_online_grpo_two_processes_equal_one(tmp_path, model):
+    """Online GRPO as the same program on every host: each step's samples come from the current
+    parameters sharded over both processes, and the run equals the single-process one step for step."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_one_and_two(WORKER, one, two, str(model), "grpo")
+    a = json.loads((one / "proc0.json").read_text())
+    b0, b1 = (json.loads((two / f"proc{i}.json").read_text()) for i in (0, 1))
+    assert (a["processes"], b0["processes"]) == (1, 2) and b0["devices"] == b1["devices"] == 8
+    assert b0["manifest"] == b1["manifest"] == json.loads((two / "run" / "manifest.json").read_text())
+    _close(_strip(a["manifest"]), _strip(b0["manifest"]))
+    assert b0["manifest"]["rounds"]["1"]["stages"]["grpo"]["steps"] == 2
+    # Each online step's rewards, advantages' spread, loss and gradient norm; then the evaluation.
+    rows = [[{k: v for k, v in json.loads(x).items() if k not in TIMING and not k.endswith("_s")
+              and "per_s" not in k}
+             for x in (d / "run" / "round_001" / "grpo" / "train" / "metrics.jsonl").read_text().splitlines()]
+            for d in (one, two)]
+    assert len(rows[0]) == 2 and any(r["reward_std"] > 0 for r in rows[0])  # the steps had a signal
+    _close(rows[0], rows[1], "grpo metrics")
+    ra, rb = ([json.loads(x) for x in (d / "run" / "round_001" / "eval" / "results.jsonl").read_text().splitlines()]
+              for d in (one, two))
+    _close(ra, rb, "eval")
+    leftovers = [p for p in (two / "run").rglob("*") if ".tmp" in p.name or p.name.endswith(".partial")]
+    assert not leftovers, leftovers
+    _same_final_model(one, two)
