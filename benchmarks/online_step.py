@@ -128,7 +128,7 @@ def jax_worker(args) -> dict:
     c = cfg.sample
     ctx = SimpleNamespace(
         cfg=cfg, mesh=mesh, seed=0, progress=False, stop_at=None, release_samplers=lambda: None,
-        sampling=lambda m, t, n, salt: SamplingParams(max_new_tokens=m, temperature=t, n=n, top_p=c.top_p,
+        sampling=lambda m, t, n, salt, answers=False: SamplingParams(max_new_tokens=m, temperature=t, n=n, top_p=c.top_p,
                                                       top_k=c.top_k, min_p=c.min_p, seed=salt))
     with tempfile.TemporaryDirectory() as tmp:
         res = run_online(ctx, Path(tmp), _items(args.prompts * (args.steps + 1)), MODEL)

@@ -103,7 +103,8 @@ def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str,
     chosen = [items[(pos["prompt"] + i) % len(items)] for i in range(g.prompts_per_step)]
     pos["prompt"] += len(chosen)
     ids = sampler.encode([it["prompt"] for it in chosen], chat=ctx.cfg.prompts.chat)
-    sp = ctx.sampling(c.max_new_tokens, c.temperature, n=g.group_size, salt=pos["draw"])
+    # Completions are answers: `sample.stop_after` ends them once the answer is written.
+    sp = ctx.sampling(c.max_new_tokens, c.temperature, n=g.group_size, salt=pos["draw"], answers=True)
     pos["draw"] += 1
     comps = sampler.generate_ids(ids, sp, progress=False)
     groups = [{"item": it, "prompt": it["prompt"],

@@ -4,7 +4,7 @@ line up with what the sampler sampled, the `policy` objective through the one tr
 checkpoints, and bad settings as ConfigErrors."""
 
 import json
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +14,7 @@ import pytest
 from jaxevo.config import load_config
 from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
+from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.online import rollout, score_groups
 from jaxevo.evolve.scorers import SCORERS, register_scorer
@@ -108,12 +109,13 @@ class _StubSampler:
     """Draw d returns, for every prompt, the texts of `script[d]`."""
 
     def __init__(self, script):
-        self.script, self.calls, self.last_stats = script, 0, RunStats()
+        self.script, self.calls, self.last_stats, self.seen = script, 0, RunStats(), []
 
     def encode(self, prompts, chat=True):
         return [[1, 2, 3] for _ in prompts]
 
     def generate_ids(self, ids, sp, progress=False):
+        self.seen.append(sp)
         texts = self.script[self.calls]
         self.calls += 1
         self.last_stats = RunStats(new_tokens=len(ids) * sp.n, seconds=1.0)
@@ -125,7 +127,19 @@ def _ctx(*overrides):
     cfg = load_config(EvolveConfig, ROOT / "configs" / "grpo.yaml",
                       ["grpo.prompts_per_step=2", "grpo.group_size=2", "grpo.micro_batch_size=2",
                        "grpo.rewards={test_parity: 1.0}", *overrides])
-    return SimpleNamespace(cfg=cfg, seed=0, sampling=lambda m, t, n, salt: SamplingParams(n=n, seed=salt))
+    ctx = SimpleNamespace(cfg=cfg, seed=0)
+    ctx.sampling = MethodType(RoundContext.sampling, ctx)  # the run's own sampling parameters
+    return ctx
+
+
+def test_rollouts_end_at_the_answer_when_stop_after_is_set():
+    """`sample.stop_after` ends the online stage's completions too: they are answers."""
+    items = [{"id": str(i), "prompt": f"p{i}"} for i in range(2)]
+    pattern = r"(?i)the answer is \d+\."
+    for overrides, want in (((), ()), ((f"sample.stop_after=['{pattern}']",), (pattern,))):
+        sampler = _StubSampler([[["a", "b"], ["a", "a"]]])
+        rollout(_ctx(*overrides), sampler, items, {"step": 0, "prompt": 0, "draw": 0})
+        assert tuple(sampler.seen[0].stop_after) == want
 
 
 def test_dynamic_sampling_replaces_flat_groups():
