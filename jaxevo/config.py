@@ -204,7 +204,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             s = value.strip()
-            value = yaml.safe_load(s) if s.startswith("[") else [v.strip() for v in s.split(",") if v.strip()]
+            try:
+                value = yaml.safe_load(s) if s.startswith("[") else [v.strip() for v in s.split(",") if v.strip()]
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: {s!r} is not a YAML list ({getattr(e, 'problem', e)}); in "
+                                  "double quotes a backslash starts an escape: write a regular "
+                                  "expression in single quotes, e.g. ['\\d+\\.']") from e
         if not isinstance(value, (list, tuple)):
             value = [value]
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):

@@ -78,6 +78,19 @@ def test_bad_override_and_missing_file(tmp_path):
         apply_overrides({"name": "x"}, ["name.sub=1"])
 
 
+def test_list_override_that_is_not_yaml_names_the_key_and_the_fix(tmp_path):
+    """A regular expression in double quotes (`\\d` is no YAML escape) is a ConfigError naming the
+    key, not a YAML traceback; the same list in single quotes loads as written."""
+    from jaxevo.evolve.config import EvolveConfig
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("run: {dir: runs/x}\n")
+    with pytest.raises(ConfigError, match=r"sample.stop_after: .* is not a YAML list .*single quotes"):
+        load_config(EvolveConfig, cfg, ['sample.stop_after=["the answer is \\d+\\."]'])
+    ok = load_config(EvolveConfig, cfg, ["sample.stop_after=['the answer is \\d+\\.']"])
+    assert ok.sample.stop_after == ("the answer is \\d+\\.",)
+
+
 def test_roundtrip_and_shipped_configs(tmp_path):
     cfg = load_config(TrainConfig, None, ["optim.lr=3e-6", "mesh=[1,1,-1]", "objective.hparams.label_smoothing=0.1"])
     assert cfg.optim.lr == 3e-6 and cfg.mesh == (1, 1, -1)
