@@ -3,9 +3,9 @@
 # online GRPO of SmolLM2-135M-Instruct on arithmetic word problems, rewarded by the verifier
 # (configs/grpo.yaml, into runs/demo), then its format-only control (the same recipe rewarded for
 # the answer format alone, into runs/demo_control), then `jaxevo compare` of the two.
-# The control runs DEMO_CONTROL_ROUNDS rounds (default 1): formatting's gain peaks after its first
-# round and longer controls only fell further (docs/results.md), so one round is the stronger
-# control and costs a third; DEMO_CONTROL_ROUNDS=3 gives the same-budget control.
+# The control runs DEMO_CONTROL_ROUNDS rounds (default 1): formatting's gain comes in its first
+# round, and in two of three seeds the control then lost accuracy (docs/results.md), so one round
+# is the stronger control at a third of the cost; DEMO_CONTROL_ROUNDS=3 gives the same-budget one.
 # Extra arguments are config overrides for both arms, e.g. `bash scripts/demo.sh run.seed=1`;
 # `run.dir=D` puts the control in D_control.
 set -euo pipefail
