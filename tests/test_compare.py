@@ -61,4 +61,7 @@ def test_compare_refuses_runs_of_different_items_or_missing_rounds(tmp_path, cap
     (run / "round_001" / "eval" / "results.jsonl").write_text("{not json\n")
     assert main(["compare", str(run), str(run)]) == 2
     assert "results.jsonl: not an evaluation's results" in capsys.readouterr().err
+    (run / "round_001" / "eval" / "results.jsonl").write_text("")  # an empty evaluation
+    assert main(["compare", str(run), str(run)]) == 2
+    assert "not an evaluation's results (no items)" in capsys.readouterr().err
     assert not (run / "comparison.md").exists()  # nothing written on a refusal

@@ -34,8 +34,10 @@ def _results(run: Path, r: int, sub: str) -> dict[str, bool] | None:
         return None
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not rows:
+            raise ValueError("no items")
         return {row["id"]: bool(row["correct"]) for row in rows}
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # JSONDecodeError is a ValueError
         raise ConfigError(f"{path}: not an evaluation's results ({e}); rerun `jaxevo evolve` on "
                           f"{run} to redo that round's evaluation") from e
 
