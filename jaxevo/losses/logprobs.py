@@ -18,13 +18,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxevo.models.matmul import einsum_f32
+
 Array = jax.Array
 
 
 def _matmul(h: Array, w: Array, softcap: float | None = None) -> Array:
     """[B, C, E] @ [E, V'] in the input dtype, accumulated and returned in f32; soft-capped to
     ``softcap * tanh(logits / softcap)`` when given (Gemma's final-logit soft-capping)."""
-    logits = jnp.einsum("bce,ev->bcv", h, w, preferred_element_type=jnp.float32)
+    logits = einsum_f32("bce,ev->bcv", h, w)
     return logits if softcap is None else softcap * jnp.tanh(logits / softcap)
 
 

@@ -14,7 +14,8 @@ A layer's weights come in one of two layouts, both made from the same params:
 
 Dtype recipe (DESIGN.md): matmul operands in the compute `cfg.dtype` (the weights arrive already
 cast), f32 accumulation (`preferred_element_type`), norms, RoPE and softmax in f32, activations in
-the compute dtype (the recipe that makes XLA's bf16 dot fast on CPU; docs/benchmarks.md).
+the compute dtype (the recipe that makes XLA's bf16 dot fast on CPU; docs/benchmarks.md). Products
+go through `matmul.einsum_f32`, so the backward pass keeps to the same recipe.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.lowrank import ADAPTED_OUTPUT, Adapted, adapter_product
+from jaxevo.models.matmul import einsum_f32
 
 F32 = jnp.float32
 
@@ -52,7 +54,7 @@ def gathered(w, axes, dtype):
 def product(x, w, spec: str, dt) -> jax.Array:
     """einsum(spec, x, w) -> f32: x cast to the compute dtype `dt` (then to w's storage dtype, see
     `decode.prepare_weights`), w as given, f32 accumulation."""
-    return jnp.einsum(spec, x.astype(dt).astype(w.dtype), w, preferred_element_type=F32)
+    return einsum_f32(spec, x.astype(dt).astype(w.dtype), w)
 
 
 def dense(x, w, spec: str, dt) -> jax.Array:
@@ -177,11 +179,11 @@ def attend_masked(cfg: ModelConfig, q, k, v, mask):
     dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     b, t = q.shape[:2]
     qg = (q.reshape(b, t, kh, h // kh, d).astype(F32) * cfg.attn_scale).astype(dt)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=F32)
+    logits = einsum_f32("btkgd,bskd->bkgts", qg, k)
     logits = softcap(logits, cfg.attn_logit_softcap)
     logits = jnp.where(mask[:, None, None], logits, jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=F32)
+    out = einsum_f32("bkgts,bskd->btkgd", probs, v)
     return out.astype(dt).reshape(b, t, h, d)
 
 

@@ -27,18 +27,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import F32, attend_masked, decoder_layer, embed, gathered, rms_norm, rope_cos_sin, softcap
+from jaxevo.models.layers import attend_masked, decoder_layer, embed, gathered, rms_norm, rope_cos_sin, softcap
 from jaxevo.models.lowrank import ADAPTED_OUTPUT, Adapted, LoraSpec
+from jaxevo.models.matmul import BATCHED_PRODUCT, PRODUCT, einsum_f32
 from jaxevo.models.quantized import dequantize
 
 _CP = jax.checkpoint_policies
 # The dot-saving policies also save an adapted projection's output by name: otherwise they keep
 # both x·W and the adapter's x·A·B (to recompute their sum), twice a full projection's activation.
+# The compute-dtype products (`matmul.einsum_f32`) hide their dot in a custom rule: saved by name.
 REMAT = {
     "full": _CP.nothing_saveable,
-    "dots": _CP.save_from_both_policies(_CP.checkpoint_dots, _CP.save_only_these_names(ADAPTED_OUTPUT)),
-    "dots_no_batch": _CP.save_from_both_policies(_CP.checkpoint_dots_with_no_batch_dims,
-                                                 _CP.save_only_these_names(ADAPTED_OUTPUT)),
+    "dots": _CP.save_from_both_policies(
+        _CP.checkpoint_dots, _CP.save_only_these_names(ADAPTED_OUTPUT, PRODUCT, BATCHED_PRODUCT)),
+    "dots_no_batch": _CP.save_from_both_policies(
+        _CP.checkpoint_dots_with_no_batch_dims, _CP.save_only_these_names(ADAPTED_OUTPUT, PRODUCT)),
 }
 NORMAL, ONES, ZEROS = nn.initializers.normal(0.02), nn.initializers.ones, nn.initializers.zeros
 # Variable collections beside "params" (see `Weights`) and the rng stream of LoRA dropout.
@@ -170,8 +173,8 @@ def lm_head_weight(params, cfg: ModelConfig) -> jax.Array:
 
 def logits_from_hidden(hidden, w, cfg: ModelConfig) -> jax.Array:
     """hidden [..., E] @ w [E, V] -> f32 logits [..., V] (soft-capped if the model says so)."""
-    return softcap(jnp.einsum("...e,ev->...v", hidden.astype(cfg.dtype), w.astype(cfg.dtype),
-                              preferred_element_type=F32), cfg.final_logit_softcap)
+    return softcap(einsum_f32("...e,ev->...v", hidden.astype(cfg.dtype), w.astype(cfg.dtype)),
+                   cfg.final_logit_softcap)
 
 
 def layer_inputs(cfg: ModelConfig, positions, mask, query_slots):
