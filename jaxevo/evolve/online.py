@@ -96,9 +96,30 @@ def score_groups(ctx: RoundContext, groups: list[dict]) -> tuple[np.ndarray, dic
     return total, means
 
 
-def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int]):
+class _SamplingShare:
+    """The online bar seen by the sampler as its `bar`: the rows sampled move it across the first
+    `share` of step `step` (the share sampling took of the last step), so it moves every few
+    seconds during sampling instead of once per step."""
+
+    def __init__(self, bar, step: int, rows: int, share: float):
+        self._bar, self._step, self._rows, self._share = bar, step, rows, share
+
+    @property
+    def n(self) -> float:
+        return 0.0  # the sampler counts its rows from here
+
+    @n.setter
+    def n(self, rows_done: float) -> None:
+        at = self._step + self._share * min(rows_done / self._rows, 1.0)
+        self._bar.n = round(max(self._bar.n, at), 2)  # more draws (dynamic sampling) never go back
+
+    def set_postfix(self, **kw) -> None:
+        self._bar.set_postfix(phase="sampling", **kw)
+
+
+def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
     """Sample and score `prompts_per_step` prompts from `pos` (advanced); returns per-prompt
-    (prompt ids, completions, rewards [G]) and the reward-term means."""
+    (prompt ids, completions, rewards [G]) and the reward-term means. `bar`: a `_SamplingShare`."""
     g, c = ctx.cfg.grpo, ctx.cfg.sample
     chosen = [items[(pos["prompt"] + i) % len(items)] for i in range(g.prompts_per_step)]
     pos["prompt"] += len(chosen)
@@ -106,7 +127,7 @@ def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str,
     # Completions are answers: `sample.stop_after` ends them once the answer is written.
     sp = ctx.sampling(c.max_new_tokens, c.temperature, n=g.group_size, salt=pos["draw"], answers=True)
     pos["draw"] += 1
-    comps = sampler.generate_ids(ids, sp, progress=False)
+    comps = sampler.generate_ids(ids, sp, progress=False, bar=bar)
     groups = [{"item": it, "prompt": it["prompt"],
                "responses": [{"text": cp.text, "length": cp.length, "finish": cp.finish_reason} for cp in cs]}
               for it, cs in zip(chosen, comps)]
@@ -115,14 +136,14 @@ def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str,
     return [(ids[i], comps[i], rewards[i]) for i in range(len(chosen))], means, sampler.last_stats
 
 
-def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int]):
+def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
     """One step's groups: P prompts × G completions, with DAPO's dynamic sampling when on (groups
     whose rewards are all equal are replaced by more draws, at most `max_draws`; short of P, the
-    dropped groups fill the batch so its shape stays fixed)."""
+    dropped groups fill the batch so its shape stays fixed). `bar`: see `_SamplingShare`."""
     g = ctx.cfg.grpo
     kept, dropped, means, new_tokens, seconds, draws = [], [], {}, 0, 0.0, 0
     while len(kept) < g.prompts_per_step and draws < (g.max_draws if g.dynamic_sampling else 1):
-        groups, m, st = _draw(ctx, sampler, items, pos)
+        groups, m, st = _draw(ctx, sampler, items, pos, bar)
         draws += 1
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
         means = means or m  # the first draw's terms: the policy's reward before filtering
@@ -192,11 +213,13 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
                 dynamic_ncols=True) if tc.log.progress and pos["step"] < g.steps else None)
     end = g.steps if ctx.stop_at is None else min(g.steps, int(ctx.stop_at))
     history: list[dict[str, float]] = []
+    share = 0.3  # sampling's share of a step, until the first step measures it
     try:
         for s in range(pos["step"], end):
             t0 = time.perf_counter()
             sampler = Sampler(mcfg, state.params, tok, mesh=smesh, max_batch=ctx.cfg.sample.batch_size)
-            groups, m = rollout(ctx, sampler, items, pos)
+            shared = None if bar is None else _SamplingShare(bar, s, g.prompts_per_step * g.group_size, share)
+            groups, m = rollout(ctx, sampler, items, pos, shared)
             del sampler  # its prepared weights go before the (donating) update
             batch, bstats = _batch(ctx, groups, tc.data.pad_to_multiple)
             gb = to_global(batch, mesh)
@@ -205,6 +228,8 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
             if g.iterations > 1:
                 gb = with_extras(gb, old_token_lp=logps(state.params, gb))
             t1 = time.perf_counter()
+            if bar is not None:  # one compiled call: the bar cannot move inside it, so say so
+                bar.set_postfix(phase="update")
             steps = []
             for _ in range(g.iterations):
                 state, raw = parts.step(state, gb)
@@ -225,8 +250,9 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
             history.append(metrics)
             if logger:
                 logger.log(s + 1, metrics)
+            share = min(max(m["sample_s"] / max(t2 - t0, 1e-9), 0.05), 0.95)
             if bar is not None:
-                bar.update(1)
+                bar.n = s + 1
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics.get('kl', 0.0):.4f}",
                                 tok_s=f"{metrics['tokens_per_s']:.0f}")
             if (g.checkpoint_every and (s + 1) % g.checkpoint_every == 0) or s + 1 == end:

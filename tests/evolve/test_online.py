@@ -16,7 +16,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.driver import run_evolve
-from jaxevo.evolve.online import rollout, score_groups
+from jaxevo.evolve.online import _SamplingShare, rollout, score_groups
 from jaxevo.evolve.scorers import SCORERS, register_scorer
 from jaxevo.losses import policy_loss
 from jaxevo.sampling.api import Sampler, SamplingParams
@@ -114,7 +114,7 @@ class _StubSampler:
     def encode(self, prompts, chat=True):
         return [[1, 2, 3] for _ in prompts]
 
-    def generate_ids(self, ids, sp, progress=False):
+    def generate_ids(self, ids, sp, progress=False, bar=None):
         self.seen.append(sp)
         texts = self.script[self.calls]
         self.calls += 1
@@ -140,6 +140,39 @@ def test_rollouts_end_at_the_answer_when_stop_after_is_set():
         sampler = _StubSampler([[["a", "b"], ["a", "a"]]])
         rollout(_ctx(*overrides), sampler, items, {"step": 0, "prompt": 0, "draw": 0})
         assert tuple(sampler.seen[0].stop_after) == want
+
+
+class _RecordingBar:
+    """What the online stage's tqdm bar is told: every position and postfix."""
+
+    def __init__(self, n):
+        self.positions, self.postfixes, self._n = [], [], n
+
+    @property
+    def n(self):
+        return self._n
+
+    @n.setter
+    def n(self, value):
+        self._n = value
+        self.positions.append(value)
+
+    def set_postfix(self, **kw):
+        self.postfixes.append(kw)
+
+
+def test_the_online_bar_moves_while_a_step_samples(tiny_f32):
+    """Step 3 of a run (bar at 2), sampling 40% of a step: the bar moves several times within
+    [2, 2.4], never back, and reaches 2.4 when every row is sampled."""
+    items = [{"id": str(i), "prompt": f"p{i}"} for i in range(2)]
+    sampler = Sampler(tiny_f32.cfg, tiny_f32.params, tiny_f32.tokenizer, max_batch=4, check_every=4)
+    bar = _RecordingBar(2.0)
+    ctx = _ctx("sample.max_new_tokens=32")
+    rollout(ctx, sampler, items, {"step": 2, "prompt": 0, "draw": 0}, _SamplingShare(bar, 2, 4, 0.4))
+    pos = bar.positions
+    assert len(set(pos)) >= 3 and pos == sorted(pos), pos
+    assert 2.0 <= pos[0] and pos[-1] == pytest.approx(2.4)
+    assert all(p["phase"] == "sampling" and "tok_s" in p for p in bar.postfixes)
 
 
 def test_dynamic_sampling_replaces_flat_groups():
