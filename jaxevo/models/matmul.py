@@ -3,10 +3,10 @@
     y = einsum_f32("bte,ef->btf", x, w)   # x, w bf16 -> y f32
 
 The forward is ``jnp.einsum(..., preferred_element_type=f32)``: bf16 operands, f32 sums, the
-recipe XLA:CPU runs on the machine's bf16 units (AVX512-BF16, AMX) at 1.5-2x its f32 speed
+recipe XLA:CPU runs on the machine's bf16 units (AVX512-BF16, AMX), faster than its f32 dots
 (docs/benchmarks.md). JAX's own backward of that product multiplies the **f32** cotangent by a
 bf16 operand; XLA then widens the operand and both backward products run in f32, at the f32
-speed: two thirds of a train step's matmul work on the slow path. Here the backward rounds the
+speed: two thirds of a train step's matmul work on the slower path. Here the backward rounds the
 cotangent to the operands' dtype first, so both of its products take the same fast recipe as the
 forward. That rounding is what torch's autocast does (its backward matmuls take bf16 gradients);
 where the cotangent comes from a bf16 activation (every projection: `layers.dense` rounds its
