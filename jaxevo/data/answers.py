@@ -41,6 +41,14 @@ _WRAP = r"[\s*_`$\\(]*"
 # "12 or 13", "12 to 13", "12-13": a hedge, not an answer. Rejecting it stops a model from
 # scoring by listing candidates.
 _HEDGE_RE = re.compile(r"\s*(?:or|to|and|/|-|\u2013)\s*\$?\s*[-+]?\d", re.IGNORECASE)
+# "The answer is 42 + 1 = 43", "The answer is 25 + 1 = N", "Answer: 25 plants / 5 plants = 5": the
+# number starts an expression, so it is not the answer. Read as 42 and 25, such replies scored as
+# right: 3 of the 12 samples the verifier accepted in one SELF meta round (docs/results.md). An
+# operator (after an optional unit word, on the same line) followed by an operand makes the marker
+# answer-less, as a hedge does.
+_EXPRESSION_RE = re.compile(r"(?:[ \t]+[A-Za-z]+)?[ \t]*(?:[-+*/=^\u00d7\u00f7\u2212]|x|plus|minus|times|"
+                            r"divided[ \t]+by|multiplied[ \t]+by)[ \t]*\(?[ \t]*\$?[ \t]*(?:[-+]?\d|[NnXx]\b)",
+                            re.IGNORECASE)
 
 _MARKERS = [
     re.compile(r"the\s+(?:final\s+)?answer\s+is\s*[:=]?" + _WRAP + r"(" + _NUM + r")", re.I),
@@ -81,7 +89,8 @@ def _strict_candidates(text: str) -> list[tuple[int, str | None]]:
     found: list[tuple[int, str | None]] = []
     for marker in _MARKERS:
         for m in marker.finditer(text):
-            hedged = _HEDGE_RE.match(text, m.end(1)) is not None
+            end = m.end(1)
+            hedged = _HEDGE_RE.match(text, end) is not None or _EXPRESSION_RE.match(text, end) is not None
             found.append((m.start(), None if hedged else normalize_number(m.group(1))))
     for m in _BOXED_RE.finditer(text):
         inner = _BOXED_NOISE_RE.sub("", m.group(1))
@@ -103,7 +112,8 @@ def extract_answer(text: str | None, *, fallback: bool = False, which: str = "fi
         The answer is 10."), so the first answer is the one that belongs to the prompt; this also
         matches lm-evaluation-harness' GSM8K "strict-match". Use ``"last"`` for self-corrections.
 
-    A strict marker whose number is hedged ("The answer is 12 or 13") yields None for that marker.
+    A strict marker whose number is hedged ("The answer is 12 or 13") or starts an expression ("The
+    answer is 42 + 1 = 43") yields None for that marker.
     """
     if not text:
         return None

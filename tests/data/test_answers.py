@@ -35,6 +35,13 @@ from jaxevo.errors import ConfigError
     ("Answer: 7", "7"),
     ("Final answer: -12", "-12"),
     ("The answer: 9.", "9"),
+    # What follows the number is no expression: a unit, words, a new line, a reason.
+    ("The answer is 27 crayons in total.", "27"),
+    ("The answer is 12 times as many.", "12"),
+    ("The answer is 7 - that is all.", "7"),
+    ("The answer is 9, since 4 + 5 = 9.", "9"),
+    ("The answer is 10 (5 + 5).", "10"),
+    ("The answer is 15.\n\n1 + 2 = 3", "15"),
 ])
 def test_strict_formats(text, expected):
     assert extract_answer(text) == expected
@@ -49,6 +56,13 @@ def test_strict_formats(text, expected):
     "The answer is twelve.",
     "The answer is 12 or 13.",  # hedge
     "The answer is 5 - 3 = 2",  # an expression, not a number
+    # Accepted as 42, 25, 25 and 2 before: replies a 135M model wrote in a SELF meta round.
+    "The answer is 42 + 1 = 43.\nThe answer is 43.",  # the first marker's number starts a sum
+    "So the answer is 25 + 1 = N.",
+    "Final answer: 25 plants / 5 plants = 5",  # a unit word between number and operator
+    "The answer is 2 * 6 = 12.",
+    "The answer is 6 x 7 = 42",
+    "The answer is 3 times 4.",
     "\\boxed{\\frac{1}{2}}",  # not an integer/decimal
     "\\boxed{}",
     "My answer follows: x",
