@@ -56,7 +56,8 @@ def test_strict_formats(text, expected):
     "The answer is twelve.",
     "The answer is 12 or 13.",  # hedge
     "The answer is 5 - 3 = 2",  # an expression, not a number
-    # Accepted as 42, 25, 25 and 2 before: replies a 135M model wrote in a SELF meta round.
+    # Read as their first number before (42, 25, 25, 2): the first three a 135M model wrote in a
+    # SELF meta round, the fourth in a GRPO evaluation.
     "The answer is 42 + 1 = 43.\nThe answer is 43.",  # the first marker's number starts a sum
     "So the answer is 25 + 1 = N.",
     "Final answer: 25 plants / 5 plants = 5",  # a unit word between number and operator
