@@ -3,6 +3,9 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +68,27 @@ def test_compare_refuses_runs_of_different_items_or_missing_rounds(tmp_path, cap
     assert main(["compare", str(run), str(run)]) == 2
     assert "not an evaluation's results (no items)" in capsys.readouterr().err
     assert not (run / "comparison.md").exists()  # nothing written on a refusal
+
+
+def test_a_kept_copy_of_a_run_compares_as_the_run_does(tmp_path):
+    """scripts/keep_evals.py: the reduced copy (ids, verdicts, answers; no texts, no unfinished
+    stage) pairs exactly as the run folder it came from."""
+    t, f = True, False
+    run = _run(tmp_path / "run", {0: {"eval": [f, t, f, f]}, 1: {"eval": [t, t, f, t], "eval/unseen": [t, f, f, t]}})
+    d = run / "round_001" / "eval"  # add a text, which a kept copy leaves out
+    rows = [dict(json.loads(x), completion="The answer is 4.", prediction="4")
+            for x in (d / "results.jsonl").read_text().splitlines()]
+    (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "round_002" / "eval.partial").mkdir(parents=True)
+    (run / "round_002" / "eval.partial" / "results.jsonl").write_text('{"id": "q0"}\n')
+    ctrl = _run(tmp_path / "ctrl", {1: {"eval": [f, t, t, f], "eval/unseen": [f, f, f, f]}})
+    script = Path(__file__).parents[1] / "scripts" / "keep_evals.py"
+    subprocess.run([sys.executable, str(script), str(run), str(tmp_path / "kept")], check=True)
+    kept = tmp_path / "kept"
+    row = json.loads((kept / "round_001" / "eval" / "results.jsonl").read_text().splitlines()[0])
+    assert row == {"id": "q0", "correct": True, "prediction": "4"}
+    assert not (kept / "round_002").exists()
+    assert main(["compare", str(run), str(ctrl)]) == 0 and main(["compare", str(kept), str(ctrl)]) == 0
+    a, b = (json.loads((d / "comparison.json").read_text()) for d in (kept, run))
+    assert a.pop("run") == str(kept) and b.pop("run") == str(run)
+    assert a == b and a["seen templates"]["wins"] == 2  # q0, q3 against the control's q2
