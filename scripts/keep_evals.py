@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 # The fields a paired comparison or a re-count needs; the texts stay in the run folder.
-KEEP = ("id", "kind", "correct", "prediction", "refined_correct", "refined_prediction")
+KEEP = ("id", "kind", "correct", "prediction", "formatted", "finish", "refined_correct", "refined_prediction")
 
 
 def main() -> None:
