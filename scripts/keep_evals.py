@@ -3,7 +3,7 @@ per-item verdicts (`results.jsonl` anywhere under the run, reduced to ids, verdi
 answers) and the manifest (every stage's info). The copy is a run folder `jaxevo compare` reads,
 so a later run can be paired item by item with this one after the run folder itself is gone.
 
-    python scripts/keep_evals.py runs/self19 results/self19
+    python scripts/keep_evals.py runs/self19 docs/runs/self19
 """
 
 import argparse
