@@ -92,3 +92,6 @@ def test_a_kept_copy_of_a_run_compares_as_the_run_does(tmp_path):
     a, b = (json.loads((d / "comparison.json").read_text()) for d in (kept, run))
     assert a.pop("run") == str(kept) and b.pop("run") == str(run)
     assert a == b and a["seen templates"]["wins"] == 2  # q0, q3 against the control's q2
+    (run / "round_001" / "eval" / "results.jsonl").write_text('{"id": "q0", "correct": tr')  # cut off
+    bad = subprocess.run([sys.executable, str(script), str(run), str(tmp_path / "kept2")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "round_001/eval/results.jsonl: not an evaluation's results" in bad.stderr
