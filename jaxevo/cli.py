@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
                 # Multi-host: a no-op unless JAXEVO_COORDINATOR is set or this is a Cloud TPU VM.
                 distributed.initialize()
         load_plugins(args.plugin, "--plugin")  # before any config names what they register
-        return importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
+        code = importlib.import_module(f"jaxevo.commands.{args.command}").run(args) or 0
+        if args.command not in NO_JAX:
+            from jaxevo.runtime import compile_summary
+
+            if (line := compile_summary()) is not None:
+                print(f"jaxevo {args.command}: {line}", file=sys.stderr)
+        return code
     except JaxevoError as e:
         print(f"jaxevo {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """Process-wide settings every entry point wants: where jaxevo caches things, and JAX's
-compilation cache there."""
+compilation cache there (with a count of what it saved, printed when a command ends)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -40,7 +41,52 @@ def enable_compilation_cache(path: str | os.PathLike | None = None) -> Path | No
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
+    _count_compiles()
     return d
+
+
+@dataclasses.dataclass
+class CompileCounts:
+    """XLA programs this process asked the persistent cache for, how many it found there, and
+    the seconds spent compiling or loading them (JAX's monitoring events)."""
+
+    requests: int = 0
+    hits: int = 0
+    seconds: float = 0.0
+
+
+COMPILES = CompileCounts()
+_LISTENING = []
+
+
+def _count_compiles() -> None:
+    if _LISTENING:
+        return
+
+    def on_event(event: str, **_) -> None:
+        if event == "/jax/compilation_cache/compile_requests_use_cache":
+            COMPILES.requests += 1
+        elif event == "/jax/compilation_cache/cache_hits":
+            COMPILES.hits += 1
+
+    def on_duration(event: str, duration: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":  # compile or cache load
+            COMPILES.seconds += duration
+
+    jax.monitoring.register_event_listener(on_event)
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    _LISTENING.append((on_event, on_duration))
+
+
+def compile_summary() -> str | None:
+    """One line for the end of a command: how many XLA programs came from the persistent cache
+    (a rerun, or a later round, loads what an earlier one compiled). None if none was asked for."""
+    c = COMPILES
+    if not c.requests:
+        return None
+    where = jax.config.jax_compilation_cache_dir
+    return (f"XLA programs: {c.hits} of {c.requests} loaded from the compilation cache, "
+            f"{c.requests - c.hits} compiled; {c.seconds:.0f} s compiling or loading ({where})")
 
 
 def _stamp_unbounded_entries(d: Path) -> None:

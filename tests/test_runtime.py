@@ -1,6 +1,7 @@
 """The persistent compilation cache jaxevo turns on: bounded, and locked around reads and writes
 (two processes compiling one program must never read a half-written entry)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,22 @@ def test_clearing_caches_unmaps_compiled_programs():
     jax.clear_caches()
     assert grown - before >= 40, (before, grown)  # at least one map per program
     assert maps() - before < (grown - before) / 2, (before, grown, maps())
+
+
+def test_a_rerun_says_it_loaded_its_programs_from_the_cache(tmp_path):
+    """What each command prints at its end: a first run compiles its programs (the jitted function
+    and the eager ops around it), a second process with the same cache loads every one of them."""
+    child = CHILD.format(k=5) + "from jaxevo.runtime import compile_summary\nprint(compile_summary())\n"
+    counts = []
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600,
+                           env={"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0, r.stderr[-2000:]
+        line = r.stdout.splitlines()[-1]
+        m = re.fullmatch(r"XLA programs: (\d+) of (\d+) loaded from the compilation cache, (\d+) compiled; "
+                         r"\d+ s compiling or loading \((.+)\)", line)
+        assert m is not None and m[4] == str(tmp_path), line
+        counts.append(tuple(int(x) for x in m.groups()[:3]))
+    n = counts[0][1]
+    assert n >= 1 and counts == [(0, n, n), (n, n, 0)]
