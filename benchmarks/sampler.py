@@ -82,7 +82,7 @@ def worker_jaxevo(args) -> dict:
     s = Sampler.load(args.model, dtype=args.dtype, max_batch=args.prompts)
     res["params"] = s.cfg.num_params()
     res.update(_weights_pass(s, args.prompts))  # also makes the weights: the CPU choice is known
-    res["cpu_choice"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype} ({s.cpu_choice.source})"
+    res["cpu_choice"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype}:{s.cpu_choice.scores} ({s.cpu_choice.source})"
     ids = s.encode(make_questions(args.prompts))
     res["prompt_tokens"] = [len(i) for i in ids]
     sp = SamplingParams(max_new_tokens=args.new_tokens, temperature=args.temperature, stop_token_ids=(),
@@ -93,7 +93,7 @@ def worker_jaxevo(args) -> dict:
         if label == "batch1":  # a one-row sampler (`--batch-size 1`): its own CPU choice
             s = Sampler(s.cfg, s.params, s.tokenizer, max_batch=1)
             s.weights  # noqa: B018 (made now: the choice is reported)
-            res["cpu_choice_batch1"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype} ({s.cpu_choice.source})"
+            res["cpu_choice_batch1"] = f"{s.cpu_choice.path}:{s.cpu_choice.matmul_dtype}:{s.cpu_choice.scores} ({s.cpu_choice.source})"
         s.generate_ids(batch, sp)  # compile
         times = []
         for _ in range(args.repeats):
@@ -353,7 +353,7 @@ def main() -> int:
 
     print("\nsummary")
     if jx:
-        print(f"  jaxevo's CPU choice (path:weights): {jx.get('cpu_choice')} at {args.prompts} rows, "
+        print(f"  jaxevo's CPU choice (path:weights:scores): {jx.get('cpu_choice')} at {args.prompts} rows, "
               f"{jx.get('cpu_choice_batch1')} at 1 row")
     if "compute_bound_limit_tok_s" in summary:
         print(f"  XLA decode-shaped matmul ({args.prompts}x576 @ 576x1536), best: "

@@ -29,6 +29,9 @@ from jaxevo.models.layers import F32, decoder_layer, embed, product, rms_norm, s
 from jaxevo.models.transformer import layer_inputs, lm_head_weight
 
 
+SCORES = ("dot", "reduce")  # the ways a decode step forms its attention scores (`attend_cache`)
+
+
 class Cache(NamedTuple):
     """Per-layer tuples: k[l] [N, K, D, S] (slot axis minor), v[l] [N, K, S, D]."""
 
@@ -101,16 +104,22 @@ def write_slots(ck, cv, k, v, slot):
             jax.vmap(lambda c, x, o: lax.dynamic_update_slice(c, x, (0, o, 0)))(cv, v, slot))
 
 
-def attend_cache(cfg: ModelConfig, q, ck, cv, visible):
+def attend_cache(cfg: ModelConfig, q, ck, cv, visible, scores: str = "dot"):
     """Grouped-query attention of T new queries per row over the cache (their own slots already
     written): q [N, T, H, D] (RoPE applied); ck [N, K, D, S], cv [N, K, S, D]; visible [N, T, S]
     bool. Returns [N, T, H, D] in the compute dtype. Operands in the cache's dtype (exact products
-    of compute-dtype values), accumulation and softmax in f32."""
+    of compute-dtype values), accumulation and softmax in f32. scores (one of SCORES): how a
+    decode step (T = 1) forms q.k, as N x K batched [G, D] @ [D, S] products ("dot") or as
+    elementwise products summed over D ("reduce"), which XLA:CPU runs as one loop vectorised
+    over the slots; which is faster depends on the CPU (`sampling.cpu_choice` measures it)."""
     dt = cfg.dtype
     n, t, h, d = q.shape
     kh = cfg.num_kv_heads
     qg = q.reshape(n, t, kh, h // kh, d).astype(ck.dtype)
-    if t == 1:  # decode: one query per row; plain batched matrix products
+    if t == 1 and scores == "reduce":
+        logits = jnp.sum(qg[:, 0, ..., None].astype(F32) * ck[:, :, None].astype(F32), axis=3)
+        mask = visible[:, None]
+    elif t == 1:  # decode: one query per row; plain batched matrix products
         logits = jnp.einsum("bkgd,bkds->bkgs", qg[:, 0], ck, preferred_element_type=F32)
         mask = visible[:, None]
     else:
@@ -126,12 +135,12 @@ def attend_cache(cfg: ModelConfig, q, ck, cv, visible):
 
 
 def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
-            constrain=lambda c: c):
+            constrain=lambda c: c, scores: str = "dot"):
     """tokens, positions [N, T] int32 -> (final-normed hidden [N, T, E], cache). The tokens'
     keys/values go to slots [slot, slot + T) (slot: int32 scalar, or [N] per row); visible
     [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
-    `prepare_weights`; `constrain(cache)` places the updated cache (sharding). Sliding-window
-    layers narrow `visible` to their window themselves."""
+    `prepare_weights`; `constrain(cache)` places the updated cache (sharding); scores: see
+    `attend_cache`. Sliding-window layers narrow `visible` to their window themselves."""
     x = embed(cfg, weights["embedding"], tokens)  # [N, T, E]
     query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(tokens.shape[1])  # [N or 1, T]
     ropes, masks = layer_inputs(cfg, positions, visible, query_slots)
@@ -139,7 +148,7 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     for i, (w, sliding) in enumerate(zip(weights["layers"], cfg.sliding_layers)):
         def attend(q, k, v, i=i, mask=masks[sliding]):
             ck, cv = write_slots(ks[i], vs[i], k, v, slot)
-            return attend_cache(cfg, q, ck, cv, mask), (ck, cv)
+            return attend_cache(cfg, q, ck, cv, mask, scores), (ck, cv)
 
         (cos, sin) = ropes[sliding]
         x, (ks[i], vs[i]) = decoder_layer(cfg, w, x, cos, sin, attend)
@@ -154,8 +163,8 @@ def logits(cfg: ModelConfig, weights: dict, hidden):
 
 
 def decode_step(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
-                constrain=lambda c: c):
+                constrain=lambda c: c, scores: str = "dot"):
     """One token per row: tokens, positions [N], visible [N, S] -> (logits [N, V] f32, cache)."""
     h, cache = forward(cfg, weights, cache, tokens[:, None], positions[:, None], slot,
-                       visible[:, None], constrain)
+                       visible[:, None], constrain, scores)
     return logits(cfg, weights, h[:, 0]), cache

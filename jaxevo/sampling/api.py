@@ -127,6 +127,8 @@ class Sampler:
             mm = self.cpu_choice.matmul_dtype if platform == "cpu" else self.matmul_dtype
             with _mesh_ctx(self.mesh):
                 self._weights = prepare_weights(self.params, cfg=self.cfg, matmul_dtype=mm)
+            if platform == "cpu" and self.mesh is None:
+                self.cpu_choice = cpu_choice.choose_scores(self.cfg, self._weights, self.max_batch, self.cpu_choice)
         return self._weights
 
     # ------------------------------------------------------------------ tokens
@@ -310,7 +312,7 @@ class Sampler:
                         self.weights, cache, state, stop_arr, knobs,
                         jnp.int32(refill_at if q < len(queue) else nb), jnp.int32(look or 1 << 30),
                         cfg=cfg, mode=mode, mesh=mesh, lockstep=not self.continuous,
-                        cpu_path=self.cpu_choice.path)
+                        scores=self.cpu_choice.scores, cpu_path=self.cpu_choice.path)
                 stats.decode_steps += int(steps)
                 out = _to_host(loop.output(state))
                 if look and (sp.stop or sp.stop_after):

@@ -1,4 +1,5 @@
-"""Which XLA:CPU dot path and decode-weight storage dtype the sampler uses on this machine.
+"""Which XLA:CPU dot path, decode-weight storage dtype and attention-score form the sampler uses
+on this machine.
 
 No single choice wins on every CPU (docs/benchmarks.md, "CPU matmul paths"): YNNPACK's dots are
 the faster ones for f32 weights on an AVX-512 CPU without bf16 instructions and XLA's own the
@@ -7,10 +8,16 @@ their speed; at one row, f32 storage can beat bf16. So the first sampler on a ma
 candidate once, on decode-shaped products of its model's widths (a chain of MLP blocks large enough
 to stream from memory, as a decode step does), and keeps the fastest in jaxevo's cache
 (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime.
-`JAXEVO_CPU_PATH=PATH:DTYPE` (e.g. `xla:bfloat16`, `ynnpack:float32`) sets the choice instead.
+Then, with the weights made, the form of the decode step's attention scores (`decode.SCORES`:
+batched [G, D] @ [D, S] products, or elementwise products summed over D) is timed on a few real
+decode steps of the model and cached the same way: on an Intel Xeon the second saves 12 % of a
+step, while a probe of the attention alone shows no difference (docs/benchmarks.md).
+`JAXEVO_CPU_PATH=PATH:DTYPE[:SCORES]` (e.g. `xla:bfloat16`, `ynnpack:float32:reduce`) sets the
+choice instead.
 
 Every candidate computes the same products: weights are rounded to the compute dtype before an
-f32 copy is stored (`decode.prepare_weights`), and only the kernel's summation order differs.
+f32 copy is stored (`decode.prepare_weights`), attention operands are exact in f32, and only the
+kernels' summation order differs.
 """
 
 from __future__ import annotations
@@ -26,8 +33,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import jaxlib
+from jax import lax
 
 from jaxevo.errors import ConfigError
+from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import dense
 from jaxevo.runtime import cache_dir
@@ -42,6 +51,8 @@ DEFAULT_PATH = "ynnpack"  # where nothing is measured (several processes on one 
 ENV = "JAXEVO_CPU_PATH"
 SMALL_ROWS = 8  # samplers of at most this many rows are timed at 1 row, larger ones at 64
 PROBE_BYTES = 48 << 20  # weights in the probe chain (bf16): more than a CPU's caches hold
+PROBE_SLOTS = 224  # cache slots of the decode steps timed for the score form
+PROBE_LAYERS = 8  # ... and their layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +61,8 @@ class CpuChoice:
     matmul_dtype: str  # storage dtype of the decode weights
     seconds: tuple[tuple[str, float], ...] = ()  # "path:dtype" -> probe time, when measured
     source: str = "default"  # "measured", "cached", "env" or "default"
+    scores: str = "dot"  # the decode attention's score form, one of decode.SCORES
+    score_seconds: tuple[tuple[str, float], ...] = ()  # score form -> decode-step time, when measured
 
 
 def static_choice(cfg: ModelConfig, matmul_dtype: str | None = None) -> CpuChoice:
@@ -80,11 +93,74 @@ def candidate_dtypes(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def _from_env(env: str, dtypes: tuple[str, ...]) -> CpuChoice:
-    path, _, dtype = env.partition(":")
-    if path not in PATHS or (dtype and dtype not in ("bfloat16", "float16", "float32")):
-        raise ConfigError(f"{ENV}={env!r}: give PATH or PATH:DTYPE with PATH one of {sorted(PATHS)} "
-                          "and DTYPE bfloat16, float16 or float32 (e.g. xla:bfloat16)")
-    return CpuChoice(path, dtype or dtypes[0], source="env")
+    path, _, rest = env.partition(":")
+    dtype, _, scores = rest.partition(":")
+    if (path not in PATHS or (dtype and dtype not in ("bfloat16", "float16", "float32"))
+            or (scores and scores not in decode.SCORES)):
+        raise ConfigError(f"{ENV}={env!r}: give PATH, PATH:DTYPE or PATH:DTYPE:SCORES with PATH one of "
+                          f"{sorted(PATHS)}, DTYPE bfloat16, float16 or float32 and SCORES one of "
+                          f"{list(decode.SCORES)} (e.g. xla:bfloat16 or xla:bfloat16:reduce)")
+    return CpuChoice(path, dtype or dtypes[0], source="env", scores=scores or "dot")
+
+
+def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice) -> CpuChoice:
+    """`choice` with the decode attention's score form for a sampler of up to `rows` rows on the
+    prepared `weights`: measured once per machine, model shape and dot path, and cached; set by
+    the environment, or "dot" on several processes or for at most SMALL_ROWS rows, where nothing
+    is timed. Costs two compilations of a decode step, once."""
+    if choice.source == "env" or jax.process_count() > 1 or rows <= SMALL_ROWS:
+        return choice  # at a few rows the attention is a small part of a step: not worth a probe
+    probe_rows = 64
+    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", "scores", _shape_key(cfg),
+                    f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
+    store = cache_dir() / "cpu_paths.json"
+    k = _read(store).get(key)
+    if isinstance(k, dict) and k.get("scores") in decode.SCORES:
+        return dataclasses.replace(choice, scores=k["scores"],
+                                   score_seconds=tuple(sorted(k.get("seconds", {}).items())))
+    seconds = probe_scores(cfg, weights, probe_rows, choice.path)
+    best = min(seconds, key=seconds.get)
+    _write(store, key, {"scores": best, "seconds": seconds, "measured": time.time()})
+    return dataclasses.replace(choice, scores=best, score_seconds=tuple(sorted(seconds.items())))
+
+
+def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: int = 4,
+                 repeats: int = 3) -> dict[str, float]:
+    """{score form: best time per decode step} of `steps` real decode steps (`decode.decode_step`
+    on the prepared `weights` of the first PROBE_LAYERS layers, `rows` rows, a PROBE_SLOTS-slot
+    cache updated in place, masks as the sampler makes them), compiled for `path` with each form.
+    The forms take turns, as in `probe_seconds`. The attention alone does not tell: in a probe of
+    it (constant masks, no projections) both forms took the same time where whole steps differ."""
+    # the model's first PROBE_LAYERS layers (compiling all of them would cost seconds more)
+    n = min(cfg.num_layers, PROBE_LAYERS)
+    cfg, weights = cfg.replace(num_layers=n), {**weights, "layers": weights["layers"][:n]}
+    # a prompt of 64 slots, left-padded by a few slots in odd rows; then the generated slots
+    valid = jnp.arange(PROBE_SLOTS) >= 2 * (jnp.arange(rows) % 2)[:, None]
+    plen = jnp.sum(valid[:, :64], axis=1, dtype=jnp.int32)
+
+    def run(weights, cache, tokens, valid, plen, form):
+        def step(i, c):
+            tokens, cache = c
+            slot = PROBE_SLOTS - steps + i
+            visible = valid & (jnp.arange(PROBE_SLOTS) <= slot)
+            lg, cache = decode.decode_step(cfg, weights, cache, tokens, plen + slot - 64, slot, visible,
+                                           scores=form)
+            return jnp.argmax(lg, axis=-1).astype(jnp.int32), cache
+        return lax.fori_loop(0, steps, step, (tokens, cache))
+
+    runs = {}
+    for form in decode.SCORES:
+        f = jax.jit(functools.partial(run, form=form), compiler_options=PATHS[path], donate_argnums=(1,))
+        tokens, cache = f(weights, decode.init_cache(cfg, rows, PROBE_SLOTS), jnp.zeros((rows,), jnp.int32),
+                          valid, plen)
+        runs[form] = [f, cache, tokens]
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for form, r in runs.items():
+            t = time.perf_counter()
+            r[2], r[1] = jax.block_until_ready(r[0](weights, r[1], r[2], valid, plen))
+            best[form] = min(best[form], (time.perf_counter() - t) / steps)
+    return best
 
 
 @functools.lru_cache(maxsize=None)
@@ -160,6 +236,11 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     except OSError:
         pass
     return model, frozenset(flags)
+
+
+def _shape_key(cfg: ModelConfig) -> str:
+    return (f"L{cfg.num_layers} E{cfg.hidden_size} F{cfg.intermediate_size} H{cfg.num_heads} "
+            f"K{cfg.num_kv_heads} D{cfg.head_dim} V{cfg.vocab_size} {jnp.dtype(cfg.dtype).name}")
 
 
 def _cpu_key() -> str:

@@ -181,14 +181,15 @@ def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, 
     return cache, jax.tree.map(lambda x: constrain_rows(x, mesh), state)
 
 
-@platform_jit(static_argnames=("cfg", "mode", "mesh", "lockstep"), donate_argnames=("cache", "state"))
+@platform_jit(static_argnames=("cfg", "mode", "mesh", "lockstep", "scores"), donate_argnames=("cache", "state"))
 def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, max_steps, *,
-        cfg: ModelConfig, mode: Mode, mesh=None, lockstep: bool = False):
+        cfg: ModelConfig, mode: Mode, mesh=None, lockstep: bool = False, scores: str = "dot"):
     """Decode every unfinished row until at least `refill_at` rows (int32 scalar, <= N) are done,
     or for at most `max_steps` steps (int32 scalar: the host looks at the rows that often, for stop
     strings and the progress bar); on the device. lockstep: the rows were started together and
     none is refilled, so the active ones share one cache slot (one write for all rows instead of
-    one per row). Returns (cache, state, decode steps run)."""
+    one per row). scores: how the attention scores are formed (`decode.attend_cache`). Returns
+    (cache, state, decode steps run)."""
     n, s = state.kv_valid.shape
     t = s - state.tokens.shape[1]
 
@@ -198,7 +199,7 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
         visible = visible_mask(st.kv_valid, slot[:, None])[:, 0]
         write = t + jnp.max(st.step) - 1 if lockstep else slot
         lg, cache = decode.decode_step(cfg, weights, cache, st.last, st.plen + st.step - 1, write, visible,
-                                       lambda x: constrain_cache(x, cfg, mesh))
+                                       lambda x: constrain_cache(x, cfg, mesh), scores)
         return _pick_and_record(st, lg, stop_ids, mode, knobs), cache, i + 1
 
     def more(c):

@@ -35,3 +35,6 @@ def test_attention_softcap_matches_numpy():
     ck, cv = jnp.asarray(key.transpose(0, 2, 3, 1)), jnp.asarray(v.transpose(0, 2, 1, 3))
     cached = decode.attend_cache(cfg, jnp.asarray(q), ck, cv, jnp.asarray(mask))
     np.testing.assert_allclose(np.asarray(cached), ref, atol=1e-5)
+    for scores in decode.SCORES:  # one query per row (a decode step), each form of the scores
+        one = decode.attend_cache(cfg, jnp.asarray(q[:, -1:]), ck, cv, jnp.asarray(mask[:, -1:]), scores)
+        np.testing.assert_allclose(np.asarray(one), ref[:, -1:], atol=1e-5)
