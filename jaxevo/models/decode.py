@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import F32, decoder_layer, embed, product, rms_norm, softcap
+from jaxevo.models.layers import F32, attend_masked, decoder_layer, embed, product, rms_norm, softcap
 from jaxevo.models.transformer import layer_inputs, lm_head_weight
 
 
@@ -145,9 +145,15 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(tokens.shape[1])  # [N or 1, T]
     ropes, masks = layer_inputs(cfg, positions, visible, query_slots)
     ks, vs = list(cache.k), list(cache.v)
+    # The tokens fill the whole cache (a prompt prefilled in one pass): their own keys and values
+    # are all there is to attend to, in the compute dtype as the training forward has them, which
+    # spares XLA:CPU the f32 copies and transposes of the queries that the cache layout costs.
+    whole = tokens.shape[1] == cache.k[0].shape[-1]
     for i, (w, sliding) in enumerate(zip(weights["layers"], cfg.sliding_layers)):
         def attend(q, k, v, i=i, mask=masks[sliding]):
             ck, cv = write_slots(ks[i], vs[i], k, v, slot)
+            if whole:
+                return attend_masked(cfg, q, k, v, mask), (ck, cv)
             return attend_cache(cfg, q, ck, cv, mask, scores), (ck, cv)
 
         (cos, sin) = ropes[sliding]
