@@ -39,6 +39,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import dense
+from jaxevo.models.transformer import visible_mask
 from jaxevo.runtime import cache_dir
 
 # Per-program XLA:CPU compiler options of each dot path.
@@ -113,15 +114,13 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
     probe_rows = 64
     key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", "scores", _shape_key(cfg),
                     f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
-    store = cache_dir() / "cpu_paths.json"
-    k = _read(store).get(key)
-    if isinstance(k, dict) and k.get("scores") in decode.SCORES:
-        return dataclasses.replace(choice, scores=k["scores"],
-                                   score_seconds=tuple(sorted(k.get("seconds", {}).items())))
-    seconds = probe_scores(cfg, weights, probe_rows, choice.path)
-    best = min(seconds, key=seconds.get)
-    _write(store, key, {"scores": best, "seconds": seconds, "measured": time.time()})
-    return dataclasses.replace(choice, scores=best, score_seconds=tuple(sorted(seconds.items())))
+
+    def measure():
+        seconds = probe_scores(cfg, weights, probe_rows, choice.path)
+        return {"scores": min(seconds, key=seconds.get), "seconds": seconds}
+
+    e, _ = _remembered(key, lambda e: e.get("scores") in decode.SCORES, measure)
+    return dataclasses.replace(choice, scores=e["scores"], score_seconds=tuple(sorted(e.get("seconds", {}).items())))
 
 
 def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: int = 4,
@@ -142,7 +141,7 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
         def step(i, c):
             tokens, cache = c
             slot = PROBE_SLOTS - steps + i
-            visible = valid & (jnp.arange(PROBE_SLOTS) <= slot)
+            visible = visible_mask(valid, jnp.full((rows, 1), slot))[:, 0]
             lg, cache = decode.decode_step(cfg, weights, cache, tokens, plen + slot - 64, slot, visible,
                                            scores=form)
             return jnp.argmax(lg, axis=-1).astype(jnp.int32), cache
@@ -163,20 +162,18 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
     return best
 
 
-@functools.lru_cache(maxsize=None)
 def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...]) -> CpuChoice:
     key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", f"E{hidden} F{inter} {compute}",
                     f"rows {rows}", ",".join(dtypes)])
-    store = cache_dir() / "cpu_paths.json"
-    known = _read(store)
-    k = known.get(key)
-    if isinstance(k, dict) and k.get("path") in PATHS and k.get("matmul_dtype") in dtypes:
-        return CpuChoice(k["path"], k["matmul_dtype"], tuple(sorted(k.get("seconds", {}).items())), "cached")
-    seconds = probe_seconds(hidden, inter, compute, rows, [(p, d) for d in dtypes for p in PATHS])
-    best = min(seconds, key=seconds.get)
-    path, dtype = best.split(":")
-    _write(store, key, {"path": path, "matmul_dtype": dtype, "seconds": seconds, "measured": time.time()})
-    return CpuChoice(path, dtype, tuple(sorted(seconds.items())), "measured")
+
+    def measure():
+        seconds = probe_seconds(hidden, inter, compute, rows, [(p, d) for d in dtypes for p in PATHS])
+        path, dtype = min(seconds, key=seconds.get).split(":")
+        return {"path": path, "matmul_dtype": dtype, "seconds": seconds}
+
+    e, fresh = _remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure)
+    return CpuChoice(e["path"], e["matmul_dtype"], tuple(sorted(e.get("seconds", {}).items())),
+                     "measured" if fresh else "cached")
 
 
 def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: list[tuple[str, str]],
@@ -247,6 +244,30 @@ def _cpu_key() -> str:
     model, flags = _cpuinfo()
     digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
     return f"{model} ({os.cpu_count()} cpus, flags {digest})"
+
+
+_seen: dict[tuple[str, str], dict] = {}  # entries this process has read or measured, by (store, key)
+
+
+def forget() -> None:
+    """Drop what this process remembers of the store (as a new process would start)."""
+    _seen.clear()
+
+
+def _remembered(key: str, ok, measure) -> tuple[dict, bool]:
+    """(entry, measured now) for `key`: this process's, else the store's if `ok(entry)`, else
+    `measure()`'s, written to the store. A sampler made every online step reads no file."""
+    store = cache_dir() / "cpu_paths.json"
+    memo = (str(store), key)
+    if memo not in _seen:
+        entry = _read(store).get(key)
+        if isinstance(entry, dict) and ok(entry):
+            _seen[memo] = entry
+        else:
+            _seen[memo] = entry = {**measure(), "measured": time.time()}
+            _write(store, key, entry)
+            return entry, True
+    return _seen[memo], False
 
 
 def _read(store: Path) -> dict:
