@@ -39,7 +39,8 @@ from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import prepare_weights
 from jaxevo.sampling import loop
-from jaxevo.sampling.params import Completion, RunStats, SamplingParams, batch_bucket, length_bucket
+from jaxevo.sampling.params import (Completion, RunStats, SamplingParams, batch_bucket, cache_segments,
+                                    length_bucket)
 from jaxevo.sampling import cpu_choice
 from jaxevo.sampling.placement import new_cache, rows_sharding
 from jaxevo.sharding import use_mesh
@@ -69,9 +70,11 @@ class Sampler:
     `cpu_choice.choose`, elsewhere the compute dtype). continuous: refill rows
     that finish with waiting prompts while the others decode on (the same completions to float
     rounding; fewer idle rows when completion lengths vary widely; off by default, see
-    docs/benchmarks.md). check_every: decode steps between two looks of the host at the rows, when
-    there are stop strings, end-of-answer patterns or a progress bar (each look costs a copy of the
-    rows' tokens to the host and their detokenisation).
+    docs/benchmarks.md); batch at a time, a batch's cache buffer grows in up to 4 segments
+    (`params.cache_segments`), as transformers' cache grows with the answer. check_every: decode
+    steps between two looks of the host at the rows, when there are stop strings, end-of-answer
+    patterns or a progress bar (each look costs a copy of the rows' tokens to the host and their
+    detokenisation).
     """
 
     def __init__(self, cfg: ModelConfig, params: Any, tokenizer: Any = None, *, mesh=None,
@@ -283,7 +286,8 @@ class Sampler:
         key = jax.random.key(sp.seed)
         for t, queue in self._pools(ids, rows):
             nb = batch_bucket(min(len(queue), self.max_batch), shard, self.max_batch)
-            cache = self._take_cache(nb, t + m)
+            sizes = [t + m] if self.continuous else cache_segments(t, m)
+            cache = self._take_cache(nb, sizes[0])
             with _mesh_ctx(mesh):
                 state = loop.empty_state(nb, m, t + m, cfg=cfg, mode=mode)
             # a refill costs a prefill pass over the weights: batch them
@@ -322,6 +326,10 @@ class Sampler:
                             if owner[r] is not None and out.finish[r] != loop.NOT_RUN]
                 for r, _ in finished:
                     owner[r] = None
+                room = cache.v[0].shape[2]
+                if room < t + m and any(o is not None for o in owner) and t + int(out.lengths.max()) - 1 >= room:
+                    with _mesh_ctx(mesh):  # the next write does not fit: the buffer's next segment
+                        cache = loop.grow(cache, slots=sizes[sizes.index(room) + 1], cfg=cfg, mesh=mesh)
                 yield out, finished, [r for r in range(nb) if owner[r] is not None]
             self._cache = cache
 

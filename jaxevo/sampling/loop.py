@@ -15,6 +15,11 @@ the bucketed max new tokens. `start` runs the P distinct prompts once (in chunks
 tokens, so the attention scores stay small) and copies each prompt's cache into its rows: the n
 samples of a prompt share one prefill. Buffers are donated through every call.
 
+A growing cache. The cache buffer may hold fewer than S slots (at least T + 1): `run` stops
+before a write would fall past it, and the host pads it to more slots with `grow` and runs on.
+A decode step reads every slot of the buffer, so in lockstep a cache that grows in a few segments
+reads about a fifth fewer slots for 128 new tokens (docs/benchmarks.md); the state keeps all S.
+
 Determinism. A row's key at step i is fold_in(fold_in(key, row_id), i), with row_id the global
 sample index, so a completion depends on the seed, its prompt and its index only — not on the
 batch or pool row it ran in, when it started, the bucket sizes or the mesh.
@@ -152,10 +157,10 @@ def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, 
     t = tokens.shape[1]
     pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
 
-    def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to S slots
+    def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to the buffer's slots
         rows = jnp.take(p, row_prompt, axis=0)
         widths = [(0, 0)] * rows.ndim
-        widths[slot_axis] = (0, s - t)
+        widths[slot_axis] = (0, c.shape[slot_axis] - t)
         return c.at[dest].set(jnp.pad(rows, widths), mode="drop")
 
     cache = constrain_cache(Cache(tuple(put(c, p, 3) for c, p in zip(cache.k, pc.k)),
@@ -188,25 +193,39 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
     or for at most `max_steps` steps (int32 scalar: the host looks at the rows that often, for stop
     strings and the progress bar); on the device. lockstep: the rows were started together and
     none is refilled, so the active ones share one cache slot (one write for all rows instead of
-    one per row). scores: how the attention scores are formed (`decode.attend_cache`). Returns
-    (cache, state, decode steps run)."""
+    one per row). scores: how the attention scores are formed (`decode.attend_cache`). A cache
+    buffer of fewer than S slots (see the module doc) also stops the loop before the step whose
+    write would not fit. Returns (cache, state, decode steps run)."""
     n, s = state.kv_valid.shape
     t = s - state.tokens.shape[1]
+    room = cache.k[0].shape[-1]  # slots in the buffer (<= s)
 
     def body(c):  # rows already done recompute a slot and record nothing
         st, cache, i = c
         slot = t + st.step - 1  # the slot of each row's `last`
-        visible = visible_mask(st.kv_valid, slot[:, None])[:, 0]
+        visible = visible_mask(st.kv_valid[:, :room], slot[:, None])[:, 0]
         write = t + jnp.max(st.step) - 1 if lockstep else slot
         lg, cache = decode.decode_step(cfg, weights, cache, st.last, st.plen + st.step - 1, write, visible,
                                        lambda x: constrain_cache(x, cfg, mesh), scores)
         return _pick_and_record(st, lg, stop_ids, mode, knobs), cache, i + 1
 
-    def more(c):
-        return (jnp.sum(c[0].done, dtype=jnp.int32) < jnp.minimum(refill_at, n)) & (c[2] < max_steps)
+    def more(c):  # the next step writes slot t + max(step) - 1 (lockstep) or below it
+        return ((jnp.sum(c[0].done, dtype=jnp.int32) < jnp.minimum(refill_at, n)) & (c[2] < max_steps)
+                & (t + jnp.max(c[0].step) - 1 < room))
 
     state, cache, steps = lax.while_loop(more, body, (state, cache, jnp.int32(0)))
     return cache, state, steps
+
+
+@functools.partial(jax.jit, static_argnames=("slots", "cfg", "mesh"), donate_argnames=("cache",))
+def grow(cache: Cache, *, slots: int, cfg: ModelConfig, mesh=None) -> Cache:
+    """The cache padded with empty slots to `slots` (k [N, K, D, s] and v [N, K, s, D] -> s = slots)."""
+    def pad(x, axis):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, slots - x.shape[axis])
+        return jnp.pad(x, widths)
+
+    return constrain_cache(Cache(tuple(pad(x, 3) for x in cache.k), tuple(pad(x, 2) for x in cache.v)), cfg, mesh)
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))

@@ -132,6 +132,17 @@ def length_bucket(x: int, minimum: int = 16, chunk: int = 256) -> int:
     return b
 
 
+def cache_segments(t: int, m: int, smallest: int = 32, most: int = 4) -> list[int]:
+    """The slot counts a lockstep batch's cache buffer grows through, for T prompt slots and M
+    new tokens: up to `most` equal segments of >= `smallest` slots (a multiple of 16), the last
+    T + M. A decode step reads the whole buffer, so fewer slots early pay for the extra programs
+    (one `run` per size) once the compilation cache holds them."""
+    if m < 2 * smallest:
+        return [t + m]
+    step = max(smallest, -(-m // (16 * most)) * 16)  # ceil(m / most), rounded up to 16
+    return [t + min(m, k * step) for k in range(1, -(-m // step) + 1)]
+
+
 def batch_bucket(x: int, multiple: int = 1, maximum: int | None = None) -> int:
     """Next power of two >= x, a multiple of `multiple` (the batch shard count), capped at the
     `maximum` batch rounded up to that multiple."""

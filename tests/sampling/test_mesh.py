@@ -1,5 +1,5 @@
 """Same seed => same completions on one device and on an 8-device CPU mesh (in a subprocess),
-batch at a time and with continuous batching."""
+batch at a time (the cache buffer growing in two segments) and with continuous batching."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from jaxevo.sampling import Sampler, SamplingParams
 from tests.sampling.helpers import tiny
 
 PROMPTS = [[5, 6, 7], list(range(20, 45)), [9], list(range(60, 72)), [1, 2], [3] * 7]
-SP = dict(max_new_tokens=8, temperature=0.9, top_p=0.95, n=2, seed=4, stop_token_ids=(0, 1, 2, 3))
+SP = dict(max_new_tokens=64, temperature=0.9, top_p=0.95, n=2, seed=4, stop_token_ids=(0, 1, 2, 3))
 
 SCRIPT = """
 import json, sys

@@ -94,3 +94,13 @@ def test_buckets():
     assert [batch_bucket(x) for x in (1, 3, 5, 64)] == [1, 4, 8, 64]
     assert batch_bucket(3, multiple=8) == 8 and batch_bucket(40, maximum=48) == 48
     assert batch_bucket(10, multiple=4, maximum=6) == 12  # never below the rows, a multiple of the shards
+
+
+def test_cache_segments():
+    from jaxevo.sampling.params import cache_segments
+
+    assert cache_segments(96, 128) == [128, 160, 192, 224]  # 4 segments of 32
+    assert cache_segments(16, 96) == [48, 80, 112]  # 32 slots at least
+    assert cache_segments(96, 256) == [160, 224, 288, 352]  # at most 4
+    assert cache_segments(16, 200) == [80, 144, 208, 216]  # ceil(200 / 4) -> 64; the last one T + M
+    assert cache_segments(96, 48) == [144] and cache_segments(8, 16) == [24]  # too short to split

@@ -58,6 +58,37 @@ def test_logprobs_equal_teacher_forced(family):
             assert c.length == len(c.token_logprobs) <= 12
 
 
+@pytest.mark.parametrize("family", ["llama3", "mistral-sw"])
+def test_growing_cache_changes_nothing(monkeypatch, family):
+    """A batch whose cache buffer grows in segments (70 new tokens: 32 + 32 + 32 slots) writes the
+    same tokens with the same log-probs as one whose buffer holds every slot from the start, and
+    those log-probs are the teacher-forced ones; the sliding window (mistral-sw, 16 slots) crosses
+    the segment ends."""
+    import jaxevo.sampling.api as api
+
+    cfg, params = tiny(family)
+    sp = SamplingParams(max_new_tokens=70, temperature=1.0, n=2, seed=1, stop_token_ids=(5,))
+    grown = []
+    real_grow = loop.grow
+    monkeypatch.setattr(loop, "grow", lambda cache, **kw: grown.append(kw["slots"]) or real_grow(cache, **kw))
+    # no progress bar: `run` returns only when the rows are done or the buffer is full
+    segmented = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, sp, progress=False)
+    # two batches (longest prompts first: buckets of 32 and 16 slots), each through all 3 sizes
+    assert grown == [32 + 64, 32 + 96, 16 + 64, 16 + 96]
+    monkeypatch.setattr(api, "cache_segments", lambda t, m: [t + m])
+    whole = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, sp, progress=False)
+    assert len(grown) == 4
+    lengths = []
+    for p, o_seg, o_whole in zip(PROMPTS, segmented, whole):
+        for a, b in zip(o_seg, o_whole):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(a.token_logprobs, teacher_forced_logprobs(params, cfg, p, a.token_ids),
+                                       atol=1e-4, rtol=0)
+            lengths.append(a.length)
+    assert max(lengths) == 70 and min(lengths) < 32  # rows ran into the last segment; some stopped early
+
+
 def test_top_k_one_equals_greedy():
     cfg, params = tiny("llama3")
     s = Sampler(cfg, params)
