@@ -70,7 +70,7 @@ class Sampler:
     `cpu_choice.choose`, elsewhere the compute dtype). continuous: refill rows
     that finish with waiting prompts while the others decode on (the same completions to float
     rounding; fewer idle rows when completion lengths vary widely; off by default, see
-    docs/benchmarks.md); batch at a time, a batch's cache buffer grows in up to 4 segments
+    docs/benchmarks.md); batch at a time on a CPU, a batch's cache buffer grows in up to 4 segments
     (`params.cache_segments`), as transformers' cache grows with the answer. check_every: decode
     steps between two looks of the host at the rows, when there are stop strings, end-of-answer
     patterns or a progress bar (each look costs a copy of the rows' tokens to the host and their
@@ -124,7 +124,7 @@ class Sampler:
         hold a copy of the matrices in `matmul_dtype`. Delete `params` yourself if you no longer
         need them."""
         if self._weights is None:
-            platform = (self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]).platform
+            platform = self._platform()
             if platform == "cpu":
                 self.cpu_choice = cpu_choice.choose(self.cfg, self.max_batch, self.matmul_dtype)
             mm = self.cpu_choice.matmul_dtype if platform == "cpu" else self.matmul_dtype
@@ -223,6 +223,9 @@ class Sampler:
         return results  # type: ignore[return-value]
 
     # ---------------------------------------------------------------- internals
+    def _platform(self) -> str:
+        return (self.mesh.devices.flat[0] if self.mesh is not None else jax.devices()[0]).platform
+
     def _batch_shards(self) -> int:
         return 1 if self.mesh is None else self.mesh.shape["data"] * self.mesh.shape["fsdp"]
 
@@ -286,7 +289,9 @@ class Sampler:
         key = jax.random.key(sp.seed)
         for t, queue in self._pools(ids, rows):
             nb = batch_bucket(min(len(queue), self.max_batch), shard, self.max_batch)
-            sizes = [t + m] if self.continuous else cache_segments(t, m)
+            # Measured on CPUs only; growing briefly holds two buffers, which an accelerator whose
+            # batch was sized to its memory may not have room for.
+            sizes = cache_segments(t, m) if not self.continuous and self._platform() == "cpu" else [t + m]
             cache = self._take_cache(nb, sizes[0])
             with _mesh_ctx(mesh):
                 state = loop.empty_state(nb, m, t + m, cfg=cfg, mode=mode)

@@ -19,6 +19,7 @@ A growing cache. The cache buffer may hold fewer than S slots (at least T + 1): 
 before a write would fall past it, and the host pads it to more slots with `grow` and runs on.
 A decode step reads every slot of the buffer, so in lockstep a cache that grows in a few segments
 reads about a fifth fewer slots for 128 new tokens (docs/benchmarks.md); the state keeps all S.
+The sampler grows it batch at a time on CPUs (`api.Sampler`).
 
 Determinism. A row's key at step i is fold_in(fold_in(key, row_id), i), with row_id the global
 sample index, so a completion depends on the seed, its prompt and its index only — not on the
