@@ -218,9 +218,10 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
     return cache, state, steps
 
 
-@functools.partial(jax.jit, static_argnames=("slots", "cfg", "mesh"), donate_argnames=("cache",))
+@functools.partial(jax.jit, static_argnames=("slots", "cfg", "mesh"))
 def grow(cache: Cache, *, slots: int, cfg: ModelConfig, mesh=None) -> Cache:
-    """The cache padded with empty slots to `slots` (k [N, K, D, s] and v [N, K, s, D] -> s = slots)."""
+    """The cache padded with empty slots to `slots` (k [N, K, D, s] and v [N, K, s, D] -> s = slots).
+    Not donated: a larger output cannot reuse the buffer; the caller drops the old one."""
     def pad(x, axis):
         widths = [(0, 0)] * x.ndim
         widths[axis] = (0, slots - x.shape[axis])
