@@ -159,10 +159,8 @@ def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, 
     pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
 
     def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to the buffer's slots
-        rows = jnp.take(p, row_prompt, axis=0)
-        widths = [(0, 0)] * rows.ndim
-        widths[slot_axis] = (0, c.shape[slot_axis] - t)
-        return c.at[dest].set(jnp.pad(rows, widths), mode="drop")
+        rows = _pad_slots(jnp.take(p, row_prompt, axis=0), slot_axis, c.shape[slot_axis])
+        return c.at[dest].set(rows, mode="drop")
 
     cache = constrain_cache(Cache(tuple(put(c, p, 3) for c, p in zip(cache.k, pc.k)),
                                   tuple(put(c, p, 2) for c, p in zip(cache.v, pc.v))), cfg, mesh)
@@ -222,12 +220,15 @@ def run(weights, cache: Cache, state: State, stop_ids, knobs: Knobs, refill_at, 
 def grow(cache: Cache, *, slots: int, cfg: ModelConfig, mesh=None) -> Cache:
     """The cache padded with empty slots to `slots` (k [N, K, D, s] and v [N, K, s, D] -> s = slots).
     Not donated: a larger output cannot reuse the buffer; the caller drops the old one."""
-    def pad(x, axis):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, slots - x.shape[axis])
-        return jnp.pad(x, widths)
+    return constrain_cache(Cache(tuple(_pad_slots(x, 3, slots) for x in cache.k),
+                                 tuple(_pad_slots(x, 2, slots) for x in cache.v)), cfg, mesh)
 
-    return constrain_cache(Cache(tuple(pad(x, 3) for x in cache.k), tuple(pad(x, 2) for x in cache.v)), cfg, mesh)
+
+def _pad_slots(x, axis: int, slots: int):
+    """x with empty (zero) slots appended on `axis` up to `slots`."""
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, slots - x.shape[axis])
+    return jnp.pad(x, widths)
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
