@@ -42,6 +42,76 @@ def test_value_and_grads_match_naive(chunk, vchunk):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
+def _softcapped_naive(h, w, labels, softcap):
+    """Full-logits reference with Gemma's soft-capping (f32)."""
+    z = jnp.einsum("bte,ev->btv", h.astype(jnp.float32), w.astype(jnp.float32))
+    lp = jax.nn.log_softmax(softcap * jnp.tanh(z / softcap) if softcap else z, axis=-1)
+    picked = jnp.take_along_axis(lp, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
+    return jnp.where(labels >= 0, picked, 0.0)
+
+
+# Rows whose labels start and end anywhere: none at all, from column 0, to the last column, with
+# a gap (packed segments), one label only. The loop runs over the longest row's span only.
+SPANS = [(None, None), (0, 5), (4, 13), (9, 13), (2, 11), (12, 13)]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 4, 16])
+@pytest.mark.parametrize("softcap", [None, 2.0])
+def test_label_spans_match_naive(chunk, softcap):
+    k = jax.random.split(jax.random.PRNGKey(3), 4)
+    b = len(SPANS)
+    hidden = jax.random.normal(k[0], (b, T, E))
+    lm_head = jax.random.normal(k[1], (E, V)) * 0.7
+    labels = np.full((b, T), -100, np.int32)
+    ids = np.asarray(jax.random.randint(k[2], (b, T), 0, V))
+    for i, (lo, hi) in enumerate(SPANS):
+        if lo is not None:
+            labels[i, lo:hi] = ids[i, lo:hi]
+    labels[4, 6:8] = -1  # a gap inside the span
+    labels = jnp.asarray(labels)
+    weights = jax.random.uniform(k[3], (b, T))
+    fn = lambda h, w: token_logprobs(h, w, labels, chunk_size=chunk, softcap=softcap)  # noqa: E731
+    ref = lambda h, w: _softcapped_naive(h, w, labels, softcap)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(hidden, lm_head)),
+                               np.asarray(ref(hidden, lm_head)), rtol=1e-5, atol=1e-5)
+    g = jax.jit(jax.grad(lambda h, w: jnp.sum(fn(h, w) * weights), argnums=(0, 1)))(hidden, lm_head)
+    g_ref = jax.grad(lambda h, w: jnp.sum(ref(h, w) * weights), argnums=(0, 1))(hidden, lm_head)
+    for a, r in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+def test_positions_before_a_rows_labels_are_never_read():
+    """What makes a prompt's positions free: a NaN there reaches neither the log-probs nor the
+    gradients (the full-logits computation spreads it into the LM head's gradient)."""
+    hidden, lm_head, _, weights = _inputs(4)
+    labels = jnp.asarray(np.where(np.arange(T)[None] >= np.array([[5], [8]]), 7, -100), jnp.int32)
+    hidden = hidden.at[0, :5].set(jnp.nan).at[1, :8].set(jnp.nan)
+    fn = lambda h, w: token_logprobs(h, w, labels, chunk_size=4)  # noqa: E731
+    lp = fn(hidden, lm_head)
+    gh, gw = jax.grad(lambda h, w: jnp.sum(fn(h, w) * weights), argnums=(0, 1))(hidden, lm_head)
+    assert np.all(np.isfinite(np.asarray(lp))) and np.all(np.isfinite(np.asarray(gw)))
+    assert np.all(np.asarray(gh)[0, :5] == 0) and np.all(np.isfinite(np.asarray(gh)))
+    clean = jnp.nan_to_num(hidden)
+    np.testing.assert_allclose(np.asarray(lp), np.asarray(naive_token_logprobs(clean, lm_head, labels)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_gradients_near_the_f32_reference():
+    """bf16 operands: the backward's products take bf16 operands (cotangent rounded, as
+    `einsum_f32`'s rule) and the LM head's gradient sums its chunks in f32: within bf16's
+    rounding (2^-8 relative) of the f32 computation on the same bf16 values."""
+    hidden, lm_head, labels, weights = _inputs(5, jnp.bfloat16)
+    fn = lambda h, w: token_logprobs(h, w, labels, chunk_size=4)  # noqa: E731
+    g = jax.grad(lambda h, w: jnp.sum(fn(h, w) * weights), argnums=(0, 1))(hidden, lm_head)
+    f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+    g_ref = jax.grad(lambda h, w: jnp.sum(naive_token_logprobs(h, w, labels) * weights),
+                     argnums=(0, 1))(f32(hidden), f32(lm_head))
+    for a, r in zip(g, g_ref):
+        assert a.dtype == jnp.bfloat16
+        scale = float(jnp.max(jnp.abs(r)))
+        np.testing.assert_allclose(np.asarray(f32(a)), np.asarray(r), rtol=0, atol=2e-2 * scale)
+
+
 def test_naive_matches_log_softmax_gather():
     hidden, lm_head, labels, _ = _inputs(1)
     logits = np.einsum("bte,ev->btv", np.asarray(hidden, np.float64), np.asarray(lm_head, np.float64))
