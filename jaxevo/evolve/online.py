@@ -117,40 +117,60 @@ class _SamplingShare:
         self._bar.set_postfix(phase="sampling", **kw)
 
 
-def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
-    """Sample and score `prompts_per_step` prompts from `pos` (advanced); returns per-prompt
-    (prompt ids, completions, rewards [G]) and the reward-term means. `bar`: a `_SamplingShare`."""
+def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], draws: int = 1,
+          bar=None):
+    """Sample `draws` draws of `prompts_per_step` prompts from `pos` (advanced) in one call and
+    score them; returns per draw ([(prompt ids, completions, rewards [G])] per prompt, the
+    reward-term means), and the sampler's stats. `bar`: a `_SamplingShare`."""
     g, c = ctx.cfg.grpo, ctx.cfg.sample
-    chosen = [items[(pos["prompt"] + i) % len(items)] for i in range(g.prompts_per_step)]
+    p = g.prompts_per_step
+    chosen = [items[(pos["prompt"] + i) % len(items)] for i in range(draws * p)]
     pos["prompt"] += len(chosen)
     ids = sampler.encode([it["prompt"] for it in chosen], chat=ctx.cfg.prompts.chat)
     # Completions are answers: `sample.stop_after` ends them once the answer is written.
     sp = ctx.sampling(c.max_new_tokens, c.temperature, n=g.group_size, salt=pos["draw"], answers=True)
-    pos["draw"] += 1
+    pos["draw"] += 1  # one seed per call
     comps = sampler.generate_ids(ids, sp, progress=False, bar=bar)
-    groups = [{"item": it, "prompt": it["prompt"],
-               "responses": [{"text": cp.text, "length": cp.length, "finish": cp.finish_reason} for cp in cs]}
-              for it, cs in zip(chosen, comps)]
-    rewards, means = score_groups(ctx, groups)
-    rewards = rewards.reshape(len(chosen), g.group_size)
-    return [(ids[i], comps[i], rewards[i]) for i in range(len(chosen))], means, sampler.last_stats
+    out = []
+    for d in range(draws):
+        part = range(d * p, (d + 1) * p)
+        groups = [{"item": chosen[i], "prompt": chosen[i]["prompt"],
+                   "responses": [{"text": cp.text, "length": cp.length, "finish": cp.finish_reason}
+                                 for cp in comps[i]]} for i in part]
+        rewards, means = score_groups(ctx, groups)
+        rewards = rewards.reshape(p, g.group_size)
+        out.append(([(ids[i], comps[i], rewards[j]) for j, i in enumerate(part)], means))
+    return out, sampler.last_stats
 
 
 def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
     """One step's groups: P prompts × G completions, with DAPO's dynamic sampling when on (groups
     whose rewards are all equal are replaced by more draws, at most `max_draws`; short of P, the
-    dropped groups fill the batch so its shape stays fixed). `bar`: see `_SamplingShare`."""
+    dropped groups fill the batch so its shape stays fixed). `bar`: see `_SamplingShare`.
+
+    The draws a step is likely to need are sampled together, in one `generate` call: as many as
+    the last step needed (``pos["ahead"]``, 1 at first), since 3 draws in one batch cost about
+    two-thirds of 3 batches (docs/benchmarks.md). They are read in draw order as if drawn one by
+    one; a draw not needed is dropped unread and its prompts come again in the next step."""
     g = ctx.cfg.grpo
+    limit = g.max_draws if g.dynamic_sampling else 1
     kept, dropped, means, new_tokens, seconds, draws = [], [], {}, 0, 0.0, 0
-    while len(kept) < g.prompts_per_step and draws < (g.max_draws if g.dynamic_sampling else 1):
-        groups, m, st = _draw(ctx, sampler, items, pos, bar)
-        draws += 1
+    while len(kept) < g.prompts_per_step and draws < limit:
+        ahead = min(limit - draws, max(1, pos.get("ahead", 1)))
+        sampled, st = _draw(ctx, sampler, items, pos, ahead, bar)
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
-        means = means or m  # the first draw's terms: the policy's reward before filtering
-        for grp in groups:
-            scored = grp[2][~np.isnan(grp[2])]
-            flat = scored.size == 0 or bool(np.all(scored == scored[0]))  # no advantage but 0
-            (dropped if g.dynamic_sampling and flat else kept).append(grp)
+        for groups, m in sampled:
+            if len(kept) >= g.prompts_per_step:
+                pos["prompt"] -= len(groups)  # not needed: these prompts are drawn again
+                continue
+            draws += 1
+            means = means or m  # the first draw's terms: the policy's reward before filtering
+            for grp in groups:
+                scored = grp[2][~np.isnan(grp[2])]
+                flat = scored.size == 0 or bool(np.all(scored == scored[0]))  # no advantage but 0
+                (dropped if g.dynamic_sampling and flat else kept).append(grp)
+    if g.dynamic_sampling:
+        pos["ahead"] = draws
     groups = (kept + dropped)[: g.prompts_per_step]
     stats = {"draws": draws, "groups_kept": min(len(kept), g.prompts_per_step),
              "sample_tokens": new_tokens, "sample_s": seconds, **means}

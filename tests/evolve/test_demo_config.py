@@ -34,7 +34,7 @@ def test_quick_demo_changes_only_what_it_says():
     stop = r"(?i)the answer is [^\n]*?\d\.(?=\s)"
     assert diff == {
         "run.dir": "runs/grpo_quick", "run.rounds": 1, "prompts.per_round": 120,
-        "sample.max_new_tokens": 96, "grpo.steps": 10, "grpo.prompts_per_step": 4,
+        "sample.max_new_tokens": 96, "sample.batch_size": 96, "grpo.steps": 10, "grpo.prompts_per_step": 4,
         "grpo.dynamic_sampling": True, "grpo.checkpoint_every": 5,
         "grpo.train.optim.lr": 2.0e-5, "eval.stop_after": [stop]}
     # no prompt is drawn twice in a round: steps x prompts per draw x draws

@@ -106,18 +106,21 @@ def test_policy_objective_step_is_policy_loss(tiny_f32, loss_type, level, micro)
 
 
 class _StubSampler:
-    """Draw d returns, for every prompt, the texts of `script[d]`."""
+    """Draw d returns, for every prompt, the texts of `script[d]`; a call for several draws' prompts
+    (`len(script[0])` each) goes through as many entries."""
 
     def __init__(self, script):
-        self.script, self.calls, self.last_stats, self.seen = script, 0, RunStats(), []
+        self.script, self.draws, self.last_stats, self.seen, self.calls = script, 0, RunStats(), [], []
 
     def encode(self, prompts, chat=True):
         return [[1, 2, 3] for _ in prompts]
 
     def generate_ids(self, ids, sp, progress=False, bar=None):
         self.seen.append(sp)
-        texts = self.script[self.calls]
-        self.calls += 1
+        per = len(self.script[0])
+        self.calls.append(len(ids) // per)
+        texts = [self.script[self.draws + p // per][p % per] for p in range(len(ids))]
+        self.draws += len(ids) // per
         self.last_stats = RunStats(new_tokens=len(ids) * sp.n, seconds=1.0)
         return [[Completion(t, (7,), np.zeros(1, np.float32), 0.0, "eos", p, j, 3) for j, t in enumerate(texts[p])]
                 for p in range(len(ids))]
@@ -183,7 +186,7 @@ def test_dynamic_sampling_replaces_flat_groups():
     groups, st = rollout(_ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3"), _StubSampler(script), items, pos)
     assert st["draws"] == 2 and st["groups_kept"] == 2  # one kept per draw; the third draw not needed
     assert [list(g[2]) for g in groups] == [[1.0, 0.0], [0.0, 1.0]]
-    assert pos == {"step": 0, "prompt": 4, "draw": 2}  # the position and seed counter move on
+    assert pos == {"step": 0, "prompt": 4, "draw": 2, "ahead": 2}  # the position and seed counter move on
     # without dynamic sampling the first draw is the batch, flat groups included
     pos = {"step": 0, "prompt": 0, "draw": 0}
     groups, st = rollout(_ctx(), _StubSampler(script), items, pos)
@@ -192,6 +195,34 @@ def test_dynamic_sampling_replaces_flat_groups():
     pos = {"step": 0, "prompt": 0, "draw": 0}
     groups, st = rollout(_ctx("grpo.dynamic_sampling=true", "grpo.max_draws=1"), _StubSampler(script), items, pos)
     assert st["groups_kept"] == 1 and [list(g[2]) for g in groups] == [[1.0, 0.0], [1.0, 1.0]]
+
+
+def test_draws_the_last_step_needed_are_sampled_together():
+    """After a step that needed 2 draws, the next samples 2 in one call and reads them in order:
+    the same groups as drawing one by one; a draw not needed is dropped and its prompts come
+    again (the cursor moves by the draws used); the seed counter moves once per call."""
+    items = [{"id": str(i), "prompt": f"p{i}"} for i in range(12)]
+    script = [[["a", "a"], ["a", "b"]], [["b", "b"], ["b", "a"]], [["a", "b"], ["a", "b"]]]
+    ctx = _ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3")
+    one = _StubSampler(script)
+    want, _ = rollout(ctx, one, items, {"step": 0, "prompt": 0, "draw": 0})
+    two = _StubSampler(script)
+    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 2}
+    got, st = rollout(ctx, two, items, pos)
+    assert one.calls == [1, 1] and two.calls == [2]
+    assert st["draws"] == 2 and pos == {"step": 1, "prompt": 4, "draw": 1, "ahead": 2}
+    assert [list(g[2]) for g in got] == [list(g[2]) for g in want] == [[1.0, 0.0], [0.0, 1.0]]
+    # 3 ahead, 1 needed: two draws dropped unread, their prompts next
+    three = _StubSampler([[["a", "b"], ["b", "a"]]] + script)
+    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 3}
+    got, st = rollout(ctx, three, items, pos)
+    assert three.calls == [3] and st["draws"] == 1 and st["groups_kept"] == 2
+    assert pos == {"step": 1, "prompt": 2, "draw": 1, "ahead": 1}
+    # short of P after the draws ahead: one more call for what is left of max_draws
+    four = _StubSampler([[["a", "a"], ["b", "b"]]] * 3)
+    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 2}
+    got, st = rollout(ctx, four, items, pos)
+    assert four.calls == [2, 1] and st["draws"] == 3 and pos["prompt"] == 6 and pos["draw"] == 2
 
 
 def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model):
