@@ -149,3 +149,19 @@ def test_matmul_benchmark_quick(tmp_path):
     for r in rows:
         for path in ("xla default", "xla ynnpack", "xla xnnpack", "xla onednn"):
             assert isinstance(r[path], float) and r[path] > 0, (r["shape"], r["recipe"], path, r[path])
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_logprobs_benchmark_small(tmp_path):
+    """benchmarks/logprobs.py on two short rows: every arm times (the script itself checks the
+    jaxevo log-probs against the full-logits ones), and the batch is laid out as rollout_batch's."""
+    out = tmp_path / "l.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "logprobs.py", "--rows", "2", "--prompt", "20", "--completion", "16",
+                        "--repeat", "1", "--out", str(out)],
+                       cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    assert len(rec["ms"]) == 3 and all(v > 0 for v in rec["ms"].values())
+    assert rec["T"] == 32 * -(-(max(e for _, e in rec["spans"]) + 1) // 32)
