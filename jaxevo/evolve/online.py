@@ -119,9 +119,9 @@ class _SamplingShare:
 
 def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], draws: int = 1,
           bar=None):
-    """Sample `draws` draws of `prompts_per_step` prompts from `pos` (advanced) in one call and
-    score them; returns per draw ([(prompt ids, completions, rewards [G])] per prompt, the
-    reward-term means), and the sampler's stats. `bar`: a `_SamplingShare`."""
+    """Sample `draws` draws of `prompts_per_step` prompts from `pos` (advanced) in one call;
+    returns per draw its [(item, prompt ids, completions)] per prompt, and the sampler's stats.
+    `bar`: a `_SamplingShare`."""
     g, c = ctx.cfg.grpo, ctx.cfg.sample
     p = g.prompts_per_step
     chosen = [items[(pos["prompt"] + i) % len(items)] for i in range(draws * p)]
@@ -131,16 +131,18 @@ def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str,
     sp = ctx.sampling(c.max_new_tokens, c.temperature, n=g.group_size, salt=pos["draw"], answers=True)
     pos["draw"] += 1  # one seed per call
     comps = sampler.generate_ids(ids, sp, progress=False, bar=bar)
-    out = []
-    for d in range(draws):
-        part = range(d * p, (d + 1) * p)
-        groups = [{"item": chosen[i], "prompt": chosen[i]["prompt"],
-                   "responses": [{"text": cp.text, "length": cp.length, "finish": cp.finish_reason}
-                                 for cp in comps[i]]} for i in part]
-        rewards, means = score_groups(ctx, groups)
-        rewards = rewards.reshape(p, g.group_size)
-        out.append(([(ids[i], comps[i], rewards[j]) for j, i in enumerate(part)], means))
-    return out, sampler.last_stats
+    rows = list(zip(chosen, ids, comps))
+    return [rows[d * p:(d + 1) * p] for d in range(draws)], sampler.last_stats
+
+
+def _scored(ctx: RoundContext, draw: list[tuple]):
+    """One draw's per-prompt (prompt ids, completions, rewards [G]) and its reward-term means."""
+    groups = [{"item": it, "prompt": it["prompt"],
+               "responses": [{"text": cp.text, "length": cp.length, "finish": cp.finish_reason} for cp in cs]}
+              for it, _, cs in draw]
+    rewards, means = score_groups(ctx, groups)
+    rewards = rewards.reshape(len(draw), ctx.cfg.grpo.group_size)
+    return [(ids, cs, r) for (_, ids, cs), r in zip(draw, rewards)], means
 
 
 def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
@@ -151,7 +153,7 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
     The draws a step is likely to need are sampled together, in one `generate` call: as many as
     the last step needed (``pos["ahead"]``, 1 at first), since 3 draws in one batch cost about
     two-thirds of 3 batches (docs/benchmarks.md). They are read in draw order as if drawn one by
-    one; a draw not needed is dropped unread and its prompts come again in the next step."""
+    one; a draw not needed is dropped unscored and its prompts come again in the next step."""
     g = ctx.cfg.grpo
     limit = g.max_draws if g.dynamic_sampling else 1
     kept, dropped, means, new_tokens, seconds, draws = [], [], {}, 0, 0.0, 0
@@ -159,10 +161,11 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
         ahead = min(limit - draws, max(1, pos.get("ahead", 1)))
         sampled, st = _draw(ctx, sampler, items, pos, ahead, bar)
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
-        for groups, m in sampled:
+        for draw in sampled:
             if len(kept) >= g.prompts_per_step:
-                pos["prompt"] -= len(groups)  # not needed: these prompts are drawn again
+                pos["prompt"] -= len(draw)  # not needed (nor scored): these prompts are drawn again
                 continue
+            groups, m = _scored(ctx, draw)
             draws += 1
             means = means or m  # the first draw's terms: the policy's reward before filtering
             for grp in groups:

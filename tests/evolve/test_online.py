@@ -16,6 +16,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.evolve.context import RoundContext
 from jaxevo.evolve.driver import run_evolve
+from jaxevo.evolve import online
 from jaxevo.evolve.online import _SamplingShare, rollout, score_groups
 from jaxevo.evolve.scorers import SCORERS, register_scorer
 from jaxevo.losses import policy_loss
@@ -197,10 +198,10 @@ def test_dynamic_sampling_replaces_flat_groups():
     assert st["groups_kept"] == 1 and [list(g[2]) for g in groups] == [[1.0, 0.0], [1.0, 1.0]]
 
 
-def test_draws_the_last_step_needed_are_sampled_together():
+def test_draws_the_last_step_needed_are_sampled_together(monkeypatch):
     """After a step that needed 2 draws, the next samples 2 in one call and reads them in order:
-    the same groups as drawing one by one; a draw not needed is dropped and its prompts come
-    again (the cursor moves by the draws used); the seed counter moves once per call."""
+    the same groups as drawing one by one; a draw not needed is dropped unscored and its prompts
+    come again (the cursor moves by the draws used); the seed counter moves once per call."""
     items = [{"id": str(i), "prompt": f"p{i}"} for i in range(12)]
     script = [[["a", "a"], ["a", "b"]], [["b", "b"], ["b", "a"]], [["a", "b"], ["a", "b"]]]
     ctx = _ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3")
@@ -212,11 +213,14 @@ def test_draws_the_last_step_needed_are_sampled_together():
     assert one.calls == [1, 1] and two.calls == [2]
     assert st["draws"] == 2 and pos == {"step": 1, "prompt": 4, "draw": 1, "ahead": 2}
     assert [list(g[2]) for g in got] == [list(g[2]) for g in want] == [[1.0, 0.0], [0.0, 1.0]]
-    # 3 ahead, 1 needed: two draws dropped unread, their prompts next
+    # 3 ahead, 1 needed: two draws dropped unscored, their prompts next
+    scored = []
+    monkeypatch.setattr(online, "score_groups", lambda c, groups: scored.append(len(groups))
+                        or score_groups(c, groups))
     three = _StubSampler([[["a", "b"], ["b", "a"]]] + script)
     pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 3}
     got, st = rollout(ctx, three, items, pos)
-    assert three.calls == [3] and st["draws"] == 1 and st["groups_kept"] == 2
+    assert three.calls == [3] and st["draws"] == 1 and st["groups_kept"] == 2 and scored == [2]
     assert pos == {"step": 1, "prompt": 2, "draw": 1, "ahead": 1}
     # short of P after the draws ahead: one more call for what is left of max_draws
     four = _StubSampler([[["a", "a"], ["b", "b"]]] * 3)
