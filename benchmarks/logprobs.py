@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from decode_step import best_of
 from generate_e2e import cpu_facts
 from jaxevo.losses import naive_token_logprobs, token_logprobs
 
@@ -35,12 +35,7 @@ E, V = 576, 49152
 
 def best_ms(fn, repeat: int) -> float:
     fn()  # compile / warm up
-    best = 1e9
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best * 1e3
+    return best_of(fn, repeat) * 1e3
 
 
 def batch(rows: int, prompt: int, completion: int, seed: int = 0):
