@@ -52,6 +52,11 @@ __all__ = ["Completion", "RunStats", "Sampler", "SamplingParams", "batch_bucket"
 
 FINISH = {loop.LENGTH: "length", loop.EOS: "eos", loop.STOP: "stop"}
 MAX_STOP_IDS = 8
+# Narrowing a batch (`Sampler(narrow=True)`): when the running rows fit a quarter of it and at
+# least this many new tokens are left to decode. Each smaller batch is another set of programs,
+# so only a large cut pays for its compilation (docs/benchmarks.md).
+NARROW_SHARE = 4
+NARROW_MIN_STEPS = 32
 
 
 class Sampler:
@@ -74,16 +79,19 @@ class Sampler:
     (`params.cache_segments`), as transformers' cache grows with the answer. check_every: decode
     steps between two looks of the host at the rows, when there are stop strings, end-of-answer
     patterns or a progress bar (each look costs a copy of the rows' tokens to the host and their
-    detokenisation).
+    detokenisation). narrow: batch at a time, when the rows still running fit a quarter of the
+    batch (looked at then, or when the cache grows), decode on with just them (`loop.take_rows`):
+    a step costs about in proportion to its rows, done or not.
     """
 
     def __init__(self, cfg: ModelConfig, params: Any, tokenizer: Any = None, *, mesh=None,
                  max_batch: int = 64, max_length: int | None = None, prefill_chunk: int = 256,
                  min_prompt_bucket: int = 16, matmul_dtype: str | None = None,
                  prompt_buckets: Sequence[int] | None = None, continuous: bool = False,
-                 check_every: int = 16):
+                 check_every: int = 16, narrow: bool = True):
         self.cfg = cfg
         self.continuous = continuous
+        self.narrow = narrow and not continuous
         self.check_every = check_every
         self.params = params
         self.matmul_dtype = matmul_dtype
@@ -116,7 +124,7 @@ class Sampler:
                        max_length=self.max_length, prefill_chunk=self.prefill_chunk,
                        min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype,
                        prompt_buckets=self.prompt_buckets, continuous=self.continuous,
-                       check_every=self.check_every)
+                       check_every=self.check_every, narrow=self.narrow)
 
     @property
     def weights(self):
@@ -298,7 +306,7 @@ class Sampler:
             # a refill costs a prefill pass over the weights: batch them
             refill_at = max(1, nb // 8) if self.continuous else nb
             owner: list = [None] * nb
-            q = 0
+            q, out, narrow = 0, None, self.narrow
             while True:
                 free = [r for r in range(nb) if owner[r] is None]
                 # refill only in batches (a refill is a prefill pass), also between two looks
@@ -316,6 +324,10 @@ class Sampler:
                     stats.batches += 1
                 if all(o is None for o in owner):
                     break
+                if narrow and out is not None and sp.max_new_tokens - int(out.lengths.max()) >= NARROW_MIN_STEPS:
+                    cache, state, owner = self._narrowed(cache, state, owner, stats)
+                    narrow = nb == len(owner)  # once a pool
+                    nb = len(owner)
                 with _mesh_ctx(mesh):
                     cache, state, steps = loop.run(
                         self.weights, cache, state, stop_arr, knobs,
@@ -337,6 +349,22 @@ class Sampler:
                         cache = loop.grow(cache, slots=sizes[sizes.index(room) + 1], cfg=cfg, mesh=mesh)
                 yield out, finished, [r for r in range(nb) if owner[r] is not None]
             self._cache = cache
+
+    def _narrowed(self, cache, state, owner, stats: RunStats):
+        """(cache, state, owner) of the batch cut to the bucket of a NARROW_SHARE-th of its rows
+        (one size per batch size: fewer programs) when its running rows fit there (done rows pad
+        it), else unchanged."""
+        running = [r for r, o in enumerate(owner) if o is not None]
+        shard = self._batch_shards()
+        small = batch_bucket(-(-len(owner) // NARROW_SHARE), shard, self.max_batch)
+        if small >= len(owner) or len(running) > small:
+            return cache, state, owner
+        spare = [r for r, o in enumerate(owner) if o is None]  # done (or never started) rows
+        rows = np.asarray(running + spare[:small - len(running)], np.int32)
+        with _mesh_ctx(self.mesh):
+            cache, state = loop.take_rows(cache, state, self._put(rows), cfg=self.cfg, mesh=self.mesh)
+        stats.narrowed += 1
+        return cache, state, [owner[r] for r in running] + [None] * (small - len(running))
 
     def _end_stopped(self, out, state, owner, sp: SamplingParams):
         """End the running rows whose text so far hits a stop string or an end-of-answer pattern

@@ -21,6 +21,10 @@ A decode step reads every slot of the buffer, so in lockstep a cache that grows 
 reads about a fifth fewer slots for 128 new tokens (docs/benchmarks.md); the state keeps all S.
 The sampler grows it batch at a time on CPUs (`api.Sampler`).
 
+A narrowing batch. A done row still costs its share of every step. Between two `run`s the host
+may keep only the rows still running (`take_rows`, padded with done rows to a bucketed count)
+and decode on with the smaller batch (`api.Sampler`: batch at a time, once they fit a quarter).
+
 Determinism. A row's key at step i is fold_in(fold_in(key, row_id), i), with row_id the global
 sample index, so a completion depends on the seed, its prompt and its index only — not on the
 batch or pool row it ran in, when it started, the bucket sizes or the mesh.
@@ -222,6 +226,18 @@ def grow(cache: Cache, *, slots: int, cfg: ModelConfig, mesh=None) -> Cache:
     Not donated: a larger output cannot reuse the buffer; the caller drops the old one."""
     return constrain_cache(Cache(tuple(_pad_slots(x, 3, slots) for x in cache.k),
                                  tuple(_pad_slots(x, 2, slots) for x in cache.v)), cfg, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "mesh"))
+def take_rows(cache: Cache, state: State, rows, *, cfg: ModelConfig, mesh=None) -> tuple[Cache, State]:
+    """Rows `rows` [n] int32 of the cache and the state, in that order: a batch narrowed to the
+    rows still running (padded with done ones). Not donated: the outputs are smaller; the caller
+    drops the old buffers."""
+    def take(x):
+        return jnp.take(x, rows, axis=0)
+
+    cache = Cache(tuple(map(take, cache.k)), tuple(map(take, cache.v)))
+    return constrain_cache(cache, cfg, mesh), jax.tree.map(lambda x: constrain_rows(take(x), mesh), state)
 
 
 def _pad_slots(x, axis: int, slots: int):

@@ -105,6 +105,7 @@ class RunStats:
     shapes: set = dataclasses.field(default_factory=set)  # distinct (N, P, T, S) compiled shapes
     truncated_prompts: int = 0
     decode_steps: int = 0  # forward passes of the whole batch after prefill
+    narrowed: int = 0  # batches narrowed to their running rows (`Sampler`, batch at a time)
 
     @property
     def tokens_per_second(self) -> float:

@@ -89,6 +89,35 @@ def test_growing_cache_changes_nothing(monkeypatch, family):
     assert max(lengths) == 70 and min(lengths) < 32  # rows ran into the last segment; some stopped early
 
 
+def test_narrowed_batch_changes_nothing(monkeypatch):
+    """A batch cut to its running rows (16 -> 4 once 12 of 16 have stopped, with 40 of 80 new
+    tokens left) writes the same tokens with the same log-probs as the whole batch decoding on,
+    and those log-probs are the teacher-forced ones. The stop ids end 12 rows by step 38 and leave
+    4 running to 74-80 tokens (found by sampling this model without stops)."""
+    cfg, params = tiny("llama3")
+    sp = SamplingParams(max_new_tokens=80, temperature=1.0, n=2, seed=1, stop_token_ids=(212, 245, 155))
+    taken = []
+    real_take = loop.take_rows
+    monkeypatch.setattr(loop, "take_rows", lambda cache, state, rows, **kw: taken.append(
+        state.done.shape[0]) or real_take(cache, state, rows, **kw))
+    # a look every 8 steps (the progress bar's): the host sees 4 rows running after step 40
+    narrowed = Sampler(cfg, params, max_batch=16, check_every=8)
+    got = narrowed.generate_ids(PROMPTS, sp, progress=True)
+    assert taken == [16] and narrowed.last_stats.narrowed == 1
+    whole = Sampler(cfg, params, max_batch=16, check_every=8, narrow=False)
+    ref = whole.generate_ids(PROMPTS, sp, progress=True)
+    assert len(taken) == 1 and whole.last_stats.narrowed == 0
+    lengths = []
+    for p, o_n, o_w in zip(PROMPTS, got, ref):
+        for a, b in zip(o_n, o_w):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(a.token_logprobs, teacher_forced_logprobs(params, cfg, p, a.token_ids),
+                                       atol=1e-4, rtol=0)
+            lengths.append(a.length)
+    assert sum(n > 40 for n in lengths) == 4 and max(lengths) == 80 and min(lengths) < 16
+
+
 def test_top_k_one_equals_greedy():
     cfg, params = tiny("llama3")
     s = Sampler(cfg, params)
