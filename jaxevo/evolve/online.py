@@ -151,14 +151,16 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
     dropped groups fill the batch so its shape stays fixed). `bar`: see `_SamplingShare`.
 
     The draws a step is likely to need are sampled together, in one `generate` call: as many as
-    the last step needed (``pos["ahead"]``, 1 at first), since 3 draws in one batch cost about
-    two-thirds of 3 batches (docs/benchmarks.md). They are read in draw order as if drawn one by
-    one; a draw not needed is dropped unscored and its prompts come again in the next step."""
+    the last step needed (``pos["ahead"]``), since 3 draws in one batch cost about two-thirds of
+    3 batches (docs/benchmarks.md). The first step samples all `max_draws`: a start model's groups
+    are mostly flat (the demo's first steps need them all), and drawing them one by one would also
+    compile a batch size that later steps do not use. They are read in draw order as if drawn one
+    by one; a draw not needed is dropped unscored and its prompts come again in the next step."""
     g = ctx.cfg.grpo
     limit = g.max_draws if g.dynamic_sampling else 1
     kept, dropped, means, new_tokens, seconds, draws = [], [], {}, 0, 0.0, 0
     while len(kept) < g.prompts_per_step and draws < limit:
-        ahead = min(limit - draws, max(1, pos.get("ahead", 1)))
+        ahead = min(limit - draws, max(1, pos.get("ahead", limit)))
         sampled, st = _draw(ctx, sampler, items, pos, ahead, bar)
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
         for draw in sampled:

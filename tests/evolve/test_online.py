@@ -184,10 +184,12 @@ def test_dynamic_sampling_replaces_flat_groups():
     # parity("a") = 1, parity("b") = 0: groups (a, a) are flat, (a, b) are not
     script = [[["a", "a"], ["a", "b"]], [["b", "b"], ["b", "a"]], [["a", "b"], ["a", "b"]]]
     pos = {"step": 0, "prompt": 0, "draw": 0}
-    groups, st = rollout(_ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3"), _StubSampler(script), items, pos)
+    stub = _StubSampler(script)
+    groups, st = rollout(_ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3"), stub, items, pos)
     assert st["draws"] == 2 and st["groups_kept"] == 2  # one kept per draw; the third draw not needed
     assert [list(g[2]) for g in groups] == [[1.0, 0.0], [0.0, 1.0]]
-    assert pos == {"step": 0, "prompt": 4, "draw": 2, "ahead": 2}  # the position and seed counter move on
+    # the first step samples all max_draws in one call; the third's prompts come again next step
+    assert stub.calls == [3] and pos == {"step": 0, "prompt": 4, "draw": 1, "ahead": 2}
     # without dynamic sampling the first draw is the batch, flat groups included
     pos = {"step": 0, "prompt": 0, "draw": 0}
     groups, st = rollout(_ctx(), _StubSampler(script), items, pos)
@@ -206,7 +208,7 @@ def test_draws_the_last_step_needed_are_sampled_together(monkeypatch):
     script = [[["a", "a"], ["a", "b"]], [["b", "b"], ["b", "a"]], [["a", "b"], ["a", "b"]]]
     ctx = _ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3")
     one = _StubSampler(script)
-    want, _ = rollout(ctx, one, items, {"step": 0, "prompt": 0, "draw": 0})
+    want, _ = rollout(ctx, one, items, {"step": 0, "prompt": 0, "draw": 0, "ahead": 1})
     two = _StubSampler(script)
     pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 2}
     got, st = rollout(ctx, two, items, pos)
