@@ -306,7 +306,7 @@ class GRPOSection:
     `scale_rewards`, `beta`, `importance_sampling_level` (sequence = GSPO). `advantage: rloo` uses
     the leave-one-out baseline instead of the group mean. `dynamic_sampling` (DAPO) draws more
     prompts, up to `max_draws` draws per step, in place of groups whose rewards are all equal
-    (as many draws as the last step needed, all at first, are sampled in one batch, `online.rollout`);
+    (as many as the last steps needed, all at first, are sampled in one batch, `online.rollout`);
     `overlong_buffer` > 0 adds DAPO's soft overlong penalty over the last that many tokens of
     `sample.max_new_tokens`. Sampling settings (temperature, top-p, max_new_tokens, batch_size)
     are the `sample:` section's. `train:` holds the model dtypes, optimizer, micro-batch size and

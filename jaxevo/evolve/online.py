@@ -11,7 +11,8 @@ old log-probs recorded once per batch when μ > 1, reference log-probs from the 
 model when β > 0.
 
 Resume: every `checkpoint_every` steps an Orbax checkpoint holds the train state (params,
-optimiser, RNG) and, in its meta, the prompt position and the draw counter that seeds sampling;
+optimiser, RNG) and, in its meta, the prompt position, the draw counter that seeds sampling and
+the draws the last steps needed (how many the next samples at once);
 a killed run restarts at the step after its last checkpoint and draws the same prompts with the
 same seeds, so it ends with the same parameters as an uninterrupted run.
 """
@@ -45,6 +46,8 @@ from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
 from jaxevo.weights.load import load_pretrained
 
+# A step samples at once the most draws that any of the last this many steps needed (`rollout`).
+AHEAD_WINDOW = 3
 
 @dataclasses.dataclass
 class OnlineResult:
@@ -117,7 +120,7 @@ class _SamplingShare:
         self._bar.set_postfix(phase="sampling", **kw)
 
 
-def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], draws: int = 1,
+def _draw(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, Any], draws: int = 1,
           bar=None):
     """Sample `draws` draws of `prompts_per_step` prompts from `pos` (advanced) in one call;
     returns per draw its [(item, prompt ids, completions)] per prompt, and the sampler's stats.
@@ -145,22 +148,24 @@ def _scored(ctx: RoundContext, draw: list[tuple]):
     return [(ids, cs, r) for (_, ids, cs), r in zip(draw, rewards)], means
 
 
-def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, int], bar=None):
+def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[str, Any], bar=None):
     """One step's groups: P prompts × G completions, with DAPO's dynamic sampling when on (groups
     whose rewards are all equal are replaced by more draws, at most `max_draws`; short of P, the
     dropped groups fill the batch so its shape stays fixed). `bar`: see `_SamplingShare`.
 
-    The draws a step is likely to need are sampled together, in one `generate` call: as many as
-    the last step needed (``pos["ahead"]``), since 3 draws in one batch cost about two-thirds of
-    3 batches (docs/benchmarks.md). The first step samples all `max_draws`: a start model's groups
-    are mostly flat (the demo's first steps need them all), and drawing them one by one would also
-    compile a batch size that later steps do not use. They are read in draw order as if drawn one
-    by one; a draw not needed is dropped unscored and its prompts come again in the next step."""
+    The draws a step is likely to need are sampled together, in one `generate` call, since
+    3 draws in one batch cost about two-thirds of 3 batches (docs/benchmarks.md): the most that
+    any of the last `AHEAD_WINDOW` steps needed (``pos["needed"]``), all `max_draws` at first (a
+    start model's groups are mostly flat). Short of P after them, one more call samples all the
+    draws left: each new batch size is another compile, and one by one is the slowest. The draws
+    are read in order as if drawn one by one; a draw not needed is dropped unscored and its
+    prompts come again in the next step."""
     g = ctx.cfg.grpo
     limit = g.max_draws if g.dynamic_sampling else 1
     kept, dropped, means, new_tokens, seconds, draws = [], [], {}, 0, 0.0, 0
+    needed = list(pos.get("needed", []))
     while len(kept) < g.prompts_per_step and draws < limit:
-        ahead = min(limit - draws, max(1, pos.get("ahead", limit)))
+        ahead = min(max(needed, default=limit), limit) if draws == 0 else limit - draws
         sampled, st = _draw(ctx, sampler, items, pos, ahead, bar)
         new_tokens, seconds = new_tokens + st.new_tokens, seconds + st.seconds
         for draw in sampled:
@@ -175,7 +180,7 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
                 flat = scored.size == 0 or bool(np.all(scored == scored[0]))  # no advantage but 0
                 (dropped if g.dynamic_sampling and flat else kept).append(grp)
     if g.dynamic_sampling:
-        pos["ahead"] = draws
+        pos["needed"] = (needed + [draws])[-AHEAD_WINDOW:]
     groups = (kept + dropped)[: g.prompts_per_step]
     stats = {"draws": draws, "groups_kept": min(len(kept), g.prompts_per_step),
              "sample_tokens": new_tokens, "sample_s": seconds, **means}

@@ -189,7 +189,7 @@ def test_dynamic_sampling_replaces_flat_groups():
     assert st["draws"] == 2 and st["groups_kept"] == 2  # one kept per draw; the third draw not needed
     assert [list(g[2]) for g in groups] == [[1.0, 0.0], [0.0, 1.0]]
     # the first step samples all max_draws in one call; the third's prompts come again next step
-    assert stub.calls == [3] and pos == {"step": 0, "prompt": 4, "draw": 1, "ahead": 2}
+    assert stub.calls == [3] and pos == {"step": 0, "prompt": 4, "draw": 1, "needed": [2]}
     # without dynamic sampling the first draw is the batch, flat groups included
     pos = {"step": 0, "prompt": 0, "draw": 0}
     groups, st = rollout(_ctx(), _StubSampler(script), items, pos)
@@ -200,35 +200,37 @@ def test_dynamic_sampling_replaces_flat_groups():
     assert st["groups_kept"] == 1 and [list(g[2]) for g in groups] == [[1.0, 0.0], [1.0, 1.0]]
 
 
-def test_draws_the_last_step_needed_are_sampled_together(monkeypatch):
-    """After a step that needed 2 draws, the next samples 2 in one call and reads them in order:
-    the same groups as drawing one by one; a draw not needed is dropped unscored and its prompts
-    come again (the cursor moves by the draws used); the seed counter moves once per call."""
+def test_draws_the_last_steps_needed_are_sampled_together(monkeypatch):
+    """A step samples at once the most draws any of the last 3 steps needed and reads them in
+    order: the same groups as drawing one by one; a draw not needed is dropped unscored and its
+    prompts come again (the cursor moves by the draws used); the seed counter moves once per call;
+    short of P after them, one more call samples all the draws left."""
     items = [{"id": str(i), "prompt": f"p{i}"} for i in range(12)]
     script = [[["a", "a"], ["a", "b"]], [["b", "b"], ["b", "a"]], [["a", "b"], ["a", "b"]]]
     ctx = _ctx("grpo.dynamic_sampling=true", "grpo.max_draws=3")
     one = _StubSampler(script)
-    want, _ = rollout(ctx, one, items, {"step": 0, "prompt": 0, "draw": 0, "ahead": 1})
+    want, _ = rollout(ctx, one, items, {"step": 0, "prompt": 0, "draw": 0, "needed": [1]})
     two = _StubSampler(script)
-    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 2}
+    pos = {"step": 1, "prompt": 0, "draw": 0, "needed": [1, 2, 1]}
     got, st = rollout(ctx, two, items, pos)
-    assert one.calls == [1, 1] and two.calls == [2]
-    assert st["draws"] == 2 and pos == {"step": 1, "prompt": 4, "draw": 1, "ahead": 2}
+    assert one.calls == [1, 2] and two.calls == [2]  # short after 1: the 2 left in one call
+    assert st["draws"] == 2 and pos == {"step": 1, "prompt": 4, "draw": 1, "needed": [2, 1, 2]}
     assert [list(g[2]) for g in got] == [list(g[2]) for g in want] == [[1.0, 0.0], [0.0, 1.0]]
     # 3 ahead, 1 needed: two draws dropped unscored, their prompts next
     scored = []
     monkeypatch.setattr(online, "score_groups", lambda c, groups: scored.append(len(groups))
                         or score_groups(c, groups))
     three = _StubSampler([[["a", "b"], ["b", "a"]]] + script)
-    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 3}
+    pos = {"step": 1, "prompt": 0, "draw": 0, "needed": [3, 1, 1]}
     got, st = rollout(ctx, three, items, pos)
     assert three.calls == [3] and st["draws"] == 1 and st["groups_kept"] == 2 and scored == [2]
-    assert pos == {"step": 1, "prompt": 2, "draw": 1, "ahead": 1}
+    assert pos == {"step": 1, "prompt": 2, "draw": 1, "needed": [1, 1, 1]}
     # short of P after the draws ahead: one more call for what is left of max_draws
     four = _StubSampler([[["a", "a"], ["b", "b"]]] * 3)
-    pos = {"step": 1, "prompt": 0, "draw": 0, "ahead": 2}
+    pos = {"step": 1, "prompt": 0, "draw": 0, "needed": [2]}
     got, st = rollout(ctx, four, items, pos)
     assert four.calls == [2, 1] and st["draws"] == 3 and pos["prompt"] == 6 and pos["draw"] == 2
+    assert pos["needed"] == [2, 3]
 
 
 def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model):
