@@ -203,7 +203,10 @@ def _batch(ctx: RoundContext, groups, pad_to_multiple: int):
              "frac_reward_zero_std": float(np.mean(np.all(r == r[:, :1], axis=1))),
              "completions/mean_length": float(lengths.mean()),
              "completions/clipped_ratio": float(np.mean([cp.finish_reason == "length"
-                                                         for grp in groups for cp in grp[1]]))}
+                                                         for grp in groups for cp in grp[1]])),
+             # what an update's cost goes with: rows x padded length, and the tokens in them
+             "batch/length": float(batch.views["completion"]["tokens"].shape[1]),
+             "batch/tokens": float(np.count_nonzero(batch.views["completion"]["segments"]))}
     return batch, stats
 
 

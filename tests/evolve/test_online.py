@@ -246,6 +246,10 @@ def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model):
                 "rewards/test_parity/mean", "completions/mean_length", "frac_reward_zero_std"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert rows[-1]["kl"] > 0  # the policy moved away from the reference
+    # 6 rows a step (2 prompts x 3 samples) padded to the longest, rounded up to the multiple
+    pad = cfg.grpo.train.data.pad_to_multiple
+    assert all(r["batch/length"] % pad == 0 and r["batch/length"] - pad < r["batch/tokens"] for r in rows)
+    assert all(r["batch/tokens"] <= 6 * r["batch/length"] for r in rows)
     assert any(f.name.startswith("events.out.tfevents") for f in (stage / "train" / "tensorboard").rglob("*"))
     assert sorted(int(p.name) for p in (stage / "train" / "checkpoints").iterdir() if p.name.isdigit())[-1] == 4
     start = load_pretrained(tiny_model, dtype="float32").params
