@@ -49,6 +49,7 @@ from jaxevo.weights.load import load_pretrained
 # A step samples at once the most draws that any of the last this many steps needed (`rollout`).
 AHEAD_WINDOW = 3
 
+
 @dataclasses.dataclass
 class OnlineResult:
     steps: int  # online steps done

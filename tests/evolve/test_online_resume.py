@@ -20,7 +20,10 @@ from tests.evolve.conftest import ROOT, recipe
 from tests.evolve.test_online import ONLINE, parity
 
 STEPS = 6
-EXTRA = [*ONLINE, f"grpo.steps={STEPS}", "prompts.per_round=6", "grpo.beta=0.04", "grpo.iterations=2"]
+# Dynamic sampling with groups of 2 (half of them flat): the position also holds the draws the
+# last steps needed; resumed without them, a step samples its draws in other calls (other seeds).
+EXTRA = [*ONLINE, f"grpo.steps={STEPS}", "prompts.per_round=6", "grpo.beta=0.04", "grpo.iterations=2",
+         "grpo.dynamic_sampling=true", "grpo.max_draws=3", "grpo.group_size=2", "grpo.micro_batch_size=2"]
 
 # The killed run: a separate process (the same overrides), so the kill is a real SIGKILL.
 CHILD = textwrap.dedent("""
