@@ -274,11 +274,10 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
                     f"finite; the update was skipped and training stopped (last checkpoint in {ckpt.dir}). "
                     "Lower grpo.train.optim.lr or check the rewards")
             t2 = time.perf_counter()
-            train_tokens = int(np.count_nonzero(batch.views["completion"]["segments"]))
             metrics = {k: float(np.mean([x[k] for x in steps])) for k in steps[0]}
             metrics.update(m, **bstats, step_time_s=t2 - t0, train_s=t2 - t1,
                            sample_tokens_per_s=m["sample_tokens"] / max(m["sample_s"], 1e-9),
-                           train_tokens_per_s=g.iterations * train_tokens / max(t2 - t1, 1e-9),
+                           train_tokens_per_s=g.iterations * bstats["batch/tokens"] / max(t2 - t1, 1e-9),
                            tokens_per_s=m["sample_tokens"] / max(t2 - t0, 1e-9))
             pos["step"] = s + 1
             history.append(metrics)

@@ -58,6 +58,20 @@ def test_logprobs_equal_teacher_forced(family):
             assert c.length == len(c.token_logprobs) <= 12
 
 
+def _same_completions(cfg, params, got, ref) -> list[int]:
+    """Assert two samplings of PROMPTS wrote the same tokens and finish reasons with the same
+    log-probs (1e-6), and that those are the teacher-forced ones (1e-4); returns the lengths."""
+    lengths = []
+    for p, outs, refs in zip(PROMPTS, got, ref):
+        for a, b in zip(outs, refs):
+            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(a.token_logprobs, teacher_forced_logprobs(params, cfg, p, a.token_ids),
+                                       atol=1e-4, rtol=0)
+            lengths.append(a.length)
+    return lengths
+
+
 @pytest.mark.parametrize("family", ["llama3", "mistral-sw"])
 def test_growing_cache_changes_nothing(monkeypatch, family):
     """A batch whose cache buffer grows in segments (70 new tokens: 32 + 32 + 32 slots) writes the
@@ -78,14 +92,7 @@ def test_growing_cache_changes_nothing(monkeypatch, family):
     monkeypatch.setattr(api, "cache_segments", lambda t, m: [t + m])
     whole = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, sp, progress=False)
     assert len(grown) == 4
-    lengths = []
-    for p, o_seg, o_whole in zip(PROMPTS, segmented, whole):
-        for a, b in zip(o_seg, o_whole):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-6, rtol=0)
-            np.testing.assert_allclose(a.token_logprobs, teacher_forced_logprobs(params, cfg, p, a.token_ids),
-                                       atol=1e-4, rtol=0)
-            lengths.append(a.length)
+    lengths = _same_completions(cfg, params, segmented, whole)
     assert max(lengths) == 70 and min(lengths) < 32  # rows ran into the last segment; some stopped early
 
 
@@ -107,14 +114,7 @@ def test_narrowed_batch_changes_nothing(monkeypatch):
     whole = Sampler(cfg, params, max_batch=16, check_every=8, narrow=False)
     ref = whole.generate_ids(PROMPTS, sp, progress=True)
     assert len(taken) == 1 and whole.last_stats.narrowed == 0
-    lengths = []
-    for p, o_n, o_w in zip(PROMPTS, got, ref):
-        for a, b in zip(o_n, o_w):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=1e-6, rtol=0)
-            np.testing.assert_allclose(a.token_logprobs, teacher_forced_logprobs(params, cfg, p, a.token_ids),
-                                       atol=1e-4, rtol=0)
-            lengths.append(a.length)
+    lengths = _same_completions(cfg, params, got, ref)
     assert sum(n > 40 for n in lengths) == 4 and max(lengths) == 80 and min(lengths) < 16
 
 
