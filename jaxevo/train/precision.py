@@ -74,8 +74,35 @@ def rounds(path, p) -> bool:
     return p.dtype == jnp.float32 and _leaf_name(path) not in AS_STORED
 
 
+def hashed_bits(shape: tuple[int, ...], key: jax.Array) -> jax.Array:
+    """uint32 ``shape``: a counter-based hash of each element's flat index under two words drawn
+    from ``key``.
+
+    Not `jax.random.bits`: threefry spends ~80 integer operations on every word, and drawing one
+    per weight each step took a third of a small train step on a CPU (docs/benchmarks.md). This
+    is a few multiply-xorshifts fused into the rounding's own loop: the bits are as fixed (the
+    same ``key``, the same bits, on any mesh: the index is global) and distinct elements get
+    distinct words (the mix is a bijection of the index, for leaves below 2^32 elements)."""
+    s = jax.random.bits(key, (2,), jnp.uint32)
+    flat = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for d in reversed(range(len(shape))):
+        flat = flat + jax.lax.broadcasted_iota(jnp.uint32, shape, d) * jnp.uint32(stride)
+        stride *= shape[d]
+    return _mix32(_mix32(flat ^ s[0]) + s[1])
+
+
+def _mix32(x: jax.Array) -> jax.Array:
+    """A bijective 32-bit mix (C. Wellons' "lowbias32", bias 0.17 of an ideal one)."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
 def copy_leaf(p: jax.Array, index: int, key: jax.Array) -> jax.Array:
     """Leaf ``index`` (in flattening order) of `compute_copy`'s stochastic copy, shape of ``p``."""
-    bits = jax.random.bits(jax.random.fold_in(key, index), p.shape, jnp.uint32)
+    bits = hashed_bits(p.shape, jax.random.fold_in(key, index))
     rounded = stochastic_round_bf16(jax.lax.stop_gradient(p), bits)
     return p + jax.lax.stop_gradient(rounded - p)  # exact: |rounded - p| < one bf16 step
