@@ -19,12 +19,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint._src.path.atomicity as atomicity
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train import train
 from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import OptimSection
 from jaxevo.train.optim import make_optimizer
+from jaxevo.train.precision import hashed_bits, rounding_key
 from jaxevo.train.state import abstract_state, state_shardings
 from jaxevo.train.step import finalize_metrics
 from tests.train.helpers import make_step, pref_records, pretrained, sft_records, tiny_cfg
@@ -48,6 +50,11 @@ def mesh_mode(out: Path):
             curve.append(finalize_metrics(jax.device_get(m)))
         spec = str(state.params["layers"]["mlp"]["up_proj"].sharding.spec)
         curves[name] = {"curve": curve, "devices": len(mesh.devices.flat), "up_proj_spec": spec}
+    # the stochastic rounding's bits of a leaf laid out over the 8 devices, against one device
+    sharded = jax.jit(lambda k: hashed_bits((64, 48), k),
+                      out_shardings=NamedSharding(make_mesh((2, 2, 2)), P(("data", "fsdp"), "tensor")))
+    curves["bits_same_on_mesh"] = bool(np.array_equal(np.asarray(sharded(rounding_key(3))),
+                                                      np.asarray(hashed_bits((64, 48), rounding_key(3)))))
     (out / "mesh.json").write_text(json.dumps(curves))
 
 
