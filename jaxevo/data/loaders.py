@@ -6,6 +6,7 @@ seconds and most runs use only one (or neither).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
@@ -87,7 +88,7 @@ def hf_source(spec: Mapping[str, Any]) -> Source:
     """
     if "path" not in spec:
         raise ConfigError("hf source: 'path' is required")
-    import datasets  # deferred: heavy import
+    datasets = _optional("datasets", "hf")
 
     path = str(spec["path"])
     split = spec.get("split", "train")
@@ -136,7 +137,7 @@ def tfds_source(spec: Mapping[str, Any]) -> Source:
     missing data set itself."""
     if "name" not in spec:
         raise ConfigError("tfds source: 'name' is required")
-    import tensorflow_datasets as tfds  # deferred: heavy import
+    tfds = _optional("tensorflow_datasets", "tfds")
 
     name, split = str(spec["name"]), spec.get("split", "train")
     data_dir = spec.get("data_dir")
@@ -158,3 +159,14 @@ def tfds_source(spec: Mapping[str, Any]) -> Source:
         return map_row(ds[i], fields, f"{name}/{split}/{i}", f"tfds {name} ({split}) index {i}")
 
     return Source(f"tfds:{name} ({split})", get, len(ds))
+
+
+def _optional(module: str, source: str):
+    """``module``, imported on first use (heavy, and an optional extra): a `ConfigError` naming
+    the extra when it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"the {source} source needs the {module.replace('_', '-')} package, which "
+                          f"a default install leaves out: pip install \"jaxevo[data]\" ({e})") from None
+

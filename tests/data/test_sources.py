@@ -2,6 +2,7 @@
 array_record (built here, no TensorFlow), field mapping, sharding and error messages."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -85,6 +86,18 @@ def test_hf_builder_with_data_files(tmp_path):
     source = load_source({"type": "hf", "path": "json", "data_files": [str(path)],
                           "cache_dir": str(tmp_path / "cache"), "id_field": "question", **MAPPING})
     assert source[2]["id"] == "What is 2 + 2?"
+
+
+@pytest.mark.parametrize("module, spec", [
+    ("datasets", {"type": "hf", "path": "json", "data_files": []}),
+    ("tensorflow_datasets", {"type": "tfds", "name": "gsm8k"})])
+def test_hf_and_tfds_without_their_extra(monkeypatch, module, spec):
+    """A default install leaves `datasets` and `tensorflow-datasets` out: the source says which
+    extra to install (a ConfigError: exit code 2 on the command line)."""
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"jaxevo\[data\]") as e:
+        load_source(spec)
+    assert module.replace("_", "-") in str(e.value) and f"the {spec['type']} source" in str(e.value)
 
 
 # ---- TFDS ---------------------------------------------------------------------------------------
