@@ -169,4 +169,3 @@ def _optional(module: str, source: str):
     except ImportError as e:
         raise ConfigError(f"the {source} source needs the {module.replace('_', '-')} package, which "
                           f"a default install leaves out: pip install \"jaxevo[data]\" ({e})") from None
-

@@ -93,7 +93,7 @@ def hashed_bits(shape: tuple[int, ...], key: jax.Array) -> jax.Array:
 
 
 def _mix32(x: jax.Array) -> jax.Array:
-    """A bijective 32-bit mix (C. Wellons' "lowbias32", bias 0.17 of an ideal one)."""
+    """A bijective 32-bit mix (C. Wellons' "lowbias32" integer hash)."""
     x = x ^ (x >> 16)
     x = x * jnp.uint32(0x7FEB352D)
     x = x ^ (x >> 15)
