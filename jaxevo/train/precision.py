@@ -84,6 +84,8 @@ def hashed_bits(shape: tuple[int, ...], key: jax.Array) -> jax.Array:
     same ``key``, the same bits, on any mesh: the index is global) and distinct elements get
     distinct words (the mix is a bijection of the index, for leaves below 2^32 elements)."""
     s = jax.random.bits(key, (2,), jnp.uint32)
+    # The flat index from one iota per dimension, not a reshaped 1-D iota: each shard of a sharded
+    # leaf then computes its own indices, with no relayout of an index array.
     flat = jnp.zeros(shape, jnp.uint32)
     stride = 1
     for d in reversed(range(len(shape))):
