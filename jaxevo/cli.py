@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from jaxevo.errors import JaxevoError
+from jaxevo.host_memory import keep_freed_memory
 
 # Order = the command-line contract in DESIGN.md.
 COMMANDS = {
@@ -94,5 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry() -> int:
+    """The `jaxevo` console script: process-wide malloc settings (jaxevo/host_memory.py), taken
+    before JAX starts its threads, then `main`. Tests call `main` in their own process."""
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
