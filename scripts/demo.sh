@@ -8,8 +8,9 @@
 # `run.dir=D` puts the control in D_control. DEMO_CONFIG=configs/grpo.yaml runs the longer recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The demo runs no torch, trl or peft: install jaxevo without its test extra.
-JAXEVO_EXTRAS='' bash scripts/setup.sh
+# The demo runs no torch, trl or peft: install jaxevo without its test extra, and compile only
+# the modules it imports (scripts/setup.sh).
+JAXEVO_EXTRAS='' JAXEVO_PIP_NO_COMPILE=1 bash scripts/setup.sh
 . .venv/bin/activate
 dir=runs/demo
 for arg in "$@"; do
