@@ -12,7 +12,6 @@ neither maps large blocks separately nor trims its top keeps the block mapped be
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -35,8 +34,7 @@ def keep_freed_memory() -> bool:
     if os.environ.get("JAXEVO_MALLOC", "").lower() in OFF or not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library Python itself runs on
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
