@@ -9,8 +9,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
+
+from jaxevo import cli
 
 # In a fresh interpreter: the settings, then a thread that allocates, touches and frees 256 MiB
 # three times; the faults of the last two rounds.
@@ -61,3 +65,13 @@ def test_freed_block_stays_mapped():
     assert default["took"] is False
     # glibc's own behaviour: the block is mapped afresh and every page faults in again.
     assert all(f >= pages for f in default["faults"]), default
+
+
+def test_the_jaxevo_script_sets_malloc_before_main(monkeypatch):
+    """The console script is `cli.entry`, which takes the settings before `main` imports JAX."""
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["jaxevo"] == "jaxevo.cli:entry"
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("malloc"))
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 0)
+    assert cli.entry() == 0 and calls == ["malloc", "main"]
