@@ -11,7 +11,8 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # JAXEVO_PIP_NO_COMPILE=1 (demo.sh): no byte-compiling of the installed packages. The demo imports
-# a small part of them, compiled when first imported; compiling them all took 19 of the 32 s.
+# a small part of them, compiled when first imported; compiling them all was most of the install's
+# time (docs/benchmarks.md, "A step's scratch kept mapped; the install without byte-compiling").
 flags=(-q)
 if [ "${JAXEVO_PIP_NO_COMPILE-}" = 1 ]; then
   flags+=(--no-compile)
