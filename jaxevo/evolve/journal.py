@@ -26,7 +26,8 @@ import numpy as np
 
 from jaxevo import distributed
 from jaxevo.evolve.rundir import atomic_write_text
-from jaxevo.sampling.api import Completion, RunStats, SamplingParams, _progress
+from jaxevo.sampling.api import Completion, RunStats, SamplingParams
+from jaxevo.sampling.progress import progress_bar
 
 
 class JournaledSampler:
@@ -55,7 +56,7 @@ class JournaledSampler:
         stats = RunStats(prompts=len(prompts))
         rows = len(prompts) * sp.n
         show = progress if progress is not None else rows > self._sampler.max_batch
-        bar = _progress(rows, show)
+        bar = progress_bar(rows, show)
         bar.update(len(done) * sp.n)
         try:
             for start in range(len(done), len(prompts), per_chunk):

@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
-from tqdm.auto import tqdm
 
 from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models.config import ModelConfig
@@ -43,6 +42,7 @@ from jaxevo.sampling.params import (Completion, RunStats, SamplingParams, batch_
                                     length_bucket)
 from jaxevo.sampling import cpu_choice
 from jaxevo.sampling.placement import new_cache, rows_sharding
+from jaxevo.sampling.progress import progress_bar
 from jaxevo.sharding import use_mesh
 from jaxevo.tokenizer import chat_prompt, stop_token_ids
 from jaxevo.weights.load import load_pretrained
@@ -107,7 +107,7 @@ class Sampler:
         self.prefill_chunk = prefill_chunk
         self.min_prompt_bucket = min_prompt_bucket
         self.last_stats = RunStats()
-        self._cache = None
+        self._cache_box: list = [None]  # the reusable KV-cache buffer, shared by with_max_batch
 
     @classmethod
     def load(cls, model: str, *, dtype: str = "bfloat16", mesh=None, **kw) -> "Sampler":
@@ -125,6 +125,19 @@ class Sampler:
                        min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype,
                        prompt_buckets=self.prompt_buckets, continuous=self.continuous,
                        check_every=self.check_every, narrow=self.narrow)
+
+    def with_max_batch(self, max_batch: int) -> "Sampler":
+        """The same sampler decoding up to `max_batch` rows a call (e.g. an evaluation set in one
+        batch). It shares this one's prepared weights where the row count does not change their
+        choice (on a CPU: `cpu_choice.same_regime`) and its KV-cache buffer, so the two never hold
+        two buffers."""
+        if max_batch == self.max_batch:
+            return self
+        other = self.with_params(self.params)
+        other.max_batch, other._cache_box = max_batch, self._cache_box
+        if self._platform() != "cpu" or cpu_choice.same_regime(self.max_batch, max_batch):
+            other._weights, other.cpu_choice = self.weights, self.cpu_choice
+        return other
 
     @property
     def weights(self):
@@ -208,7 +221,7 @@ class Sampler:
         stats = RunStats(prompts=len(ids), truncated_prompts=sum(1 for c in cut if c))
         show = bar is not None or (progress if progress is not None else len(rows) > self.max_batch)
         own_bar = bar is None
-        bar = _progress(len(rows), show) if own_bar else bar
+        bar = progress_bar(len(rows), show) if own_bar else bar
         base = bar.n if not own_bar else 0  # rows the caller's bar already counts
         look = self.check_every if (show or sp.stop or sp.stop_after) else None
         t_start = time.perf_counter()
@@ -348,7 +361,7 @@ class Sampler:
                     with _mesh_ctx(mesh):  # the next write does not fit: the buffer's next segment
                         cache = loop.grow(cache, slots=sizes[sizes.index(room) + 1], cfg=cfg, mesh=mesh)
                 yield out, finished, [r for r in range(nb) if owner[r] is not None]
-            self._cache = cache
+            self._cache_box[0] = cache
 
     def _narrowed(self, cache, state, owner, stats: RunStats):
         """(cache, state, owner) of the batch cut to the bucket of a NARROW_SHARE-th of its rows
@@ -383,11 +396,12 @@ class Sampler:
 
     def _take_cache(self, nb: int, s: int):
         """The reusable cache buffer if it has this shape, else a new one (the old one freed first)."""
-        cache = self._cache
+        box = self._cache_box
+        cache = box[0]
         if cache is None or cache.v[0].shape[0] != nb or cache.v[0].shape[2] != s:
-            self._cache = cache = None
+            box[0] = cache = None
             cache = new_cache(self.cfg, nb, s, self.mesh)
-        self._cache = None
+        box[0] = None
         return cache
 
     def _start(self, cache, state, ids, take, free, t, sp, stop_arr, key, mode, knobs, first_index, stats):
@@ -483,18 +497,3 @@ def _to_host(out):
         out = multihost_utils.process_allgather(out, tiled=True)
     return jax.tree.map(np.asarray, jax.device_get(out))
 
-
-class _NoBar:
-    def update(self, *_):
-        pass
-
-    def set_postfix(self, **_):
-        pass
-
-    def close(self):
-        pass
-
-
-def _progress(total: int, show: bool):
-    """A tqdm bar over `total` sequences, or a silent stand-in."""
-    return tqdm(total=total, unit="seq", desc="sampling", dynamic_ncols=True) if show else _NoBar()

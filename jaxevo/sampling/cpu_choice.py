@@ -92,6 +92,12 @@ def choose(cfg: ModelConfig, rows: int, matmul_dtype: str | None = None) -> CpuC
     return _measured(cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.dtype).name, probe_rows, dtypes)
 
 
+def same_regime(rows_a: int, rows_b: int) -> bool:
+    """Do samplers of up to `rows_a` and `rows_b` rows get the same choice (both timed at one row,
+    or both at 64), so that they can share their prepared weights?"""
+    return (rows_a <= SMALL_ROWS) == (rows_b <= SMALL_ROWS)
+
+
 def candidate_dtypes(cfg: ModelConfig) -> tuple[str, ...]:
     dt = jnp.dtype(cfg.dtype).name
     return (dt, "float32") if jnp.dtype(cfg.dtype).itemsize == 2 else (dt,)

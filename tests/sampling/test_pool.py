@@ -51,3 +51,21 @@ def test_continuous_with_text_stops_and_first_index():
     out = Sampler(cfg, params, tok, max_batch=2, continuous=True).generate(prompts, sp, first_index=5)
     _same(ref, out)
     assert any(c.finish_reason == "stop" for o in out for c in o)
+
+
+def test_with_max_batch_shares_weights_and_one_cache_buffer():
+    cfg, params = tiny("llama3")
+    sp = SamplingParams(max_new_tokens=12, temperature=0.9, n=3, seed=2, stop_token_ids=STOPS)
+    s = Sampler(cfg, params, max_batch=12)
+    assert s.with_max_batch(12) is s
+    big = s.with_max_batch(64)
+    assert big.max_batch == 64 and big.weights is s.weights  # both above cpu_choice.SMALL_ROWS
+    out = big.generate_ids(PROMPTS, sp)
+    _same(Sampler(cfg, params, max_batch=64).generate_ids(PROMPTS, sp), out)
+    assert {shape[0] for shape in big.last_stats.shapes} == {64}  # 33 rows in one batch
+    assert s._cache_box is big._cache_box and s._cache_box[0].v[0].shape[0] == 64
+    _same(Sampler(cfg, params, max_batch=12).generate_ids(PROMPTS, sp), s.generate_ids(PROMPTS, sp))
+    assert big._cache_box[0].v[0].shape[0] == 12  # the 64-row buffer was let go, not kept beside it
+    small = s.with_max_batch(2)  # at most SMALL_ROWS rows: its own choice, so its own weights
+    assert small.weights is not s.weights
+    _same(Sampler(cfg, params, max_batch=2).generate_ids(PROMPTS[:3], sp), small.generate_ids(PROMPTS[:3], sp))

@@ -292,17 +292,17 @@ def test_stop_after_pattern_ends_rows_in_the_loop():
 def test_progress_bar_moves_while_rows_decode(monkeypatch):
     """The bar advances every `check_every` steps (by the share of the token budget used), not
     only when a whole batch finishes."""
-    from jaxevo.sampling import api
+    from jaxevo.sampling import api, progress
 
     seen = []
 
-    class Bar(api._NoBar):
+    class Bar(progress._NoBar):
         n = 0.0
 
         def set_postfix(self, **_):
             seen.append(self.n)
 
-    monkeypatch.setattr(api, "_progress", lambda total, show: Bar())
+    monkeypatch.setattr(api, "progress_bar", lambda total, show: Bar())
     cfg, params = tiny("llama3")
     Sampler(cfg, params, byte_tokenizer(), check_every=4).generate_ids(
         PROMPTS[:4], max_new_tokens=32, temperature=0, stop_token_ids=(), progress=True)
@@ -315,7 +315,7 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
     moves while a slice decodes, not only when a slice ends (it stood at 0/150 for a whole eval
     of the demo before)."""
     from jaxevo.evolve import journal
-    from jaxevo.sampling import api
+    from jaxevo.sampling import progress
 
     seen = []
 
@@ -331,7 +331,7 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
         def close(self):
             pass
 
-    monkeypatch.setattr(journal, "_progress", lambda total, show: Bar())
+    monkeypatch.setattr(journal, "progress_bar", lambda total, show: Bar())
     cfg, params = tiny("llama3")
     sampler = Sampler(cfg, params, byte_tokenizer(), check_every=4, max_batch=4)
     js = journal.JournaledSampler(sampler, "tiny", lambda: tmp_path / "samples_00.jsonl", chunk_rows=4)
@@ -342,7 +342,7 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
     assert any(0 < x < 4 for x in seen) and any(4 < x < 8 for x in seen), seen  # inside both slices
     silent = journal.JournaledSampler(sampler, "tiny", lambda: tmp_path / "samples_01.jsonl", chunk_rows=4)
     n_before = len(seen)
-    monkeypatch.setattr(journal, "_progress", lambda total, show: api._NoBar() if not show else Bar())
+    monkeypatch.setattr(journal, "progress_bar", lambda total, show: progress._NoBar() if not show else Bar())
     again = silent.generate(prompts, SamplingParams(max_new_tokens=32, temperature=0, stop_token_ids=()),
                             chat=False, progress=False)
     assert len(seen) == n_before  # no bar: nothing advanced
