@@ -254,7 +254,10 @@ class EvalSection:
         default_factory=lambda: {"type": "arithmetic", "split": "test", "n": 200, "levels": [1, 2]})
     max_new_tokens: int = 192
     stop_after: tuple[str, ...] = ()  # end-of-answer patterns, as `sample.stop_after`
-    batch_size: int = 64
+    # Sequences per sampler call of an evaluation; None: `sample.batch_size`. One batch for a whole
+    # evaluation set decodes its steps once instead of once per batch and compiles one set of
+    # programs (docs/benchmarks.md). Resume-safe.
+    batch_size: int | None = None
     self_refine: bool = False  # also report accuracy after one online self-refinement step
     before: bool = True  # evaluate the start model as round 0
     # Inference strategy of each round's evaluation (jaxevo/strategies.py, `jaxevo eval
@@ -269,6 +272,10 @@ class EvalSection:
     # control/unseen/accuracy). Why: held-out items of the training templates overstate the gain
     # (+13 points there, +5 on unseen phrasings in a demo run). None: off.
     unseen_source: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size={self.batch_size} must be >= 1 (or null: sample.batch_size)")
 
 
 @dataclasses.dataclass(frozen=True)

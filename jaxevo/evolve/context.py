@@ -1,7 +1,7 @@
 """`RoundContext`: what a stage may ask about its run and its round.
 
     ctx.input("groups.jsonl")   the file as the closest earlier stage of the round wrote it
-    ctx.sampler(model)          a cached, journaling sampler (default: the round's start model)
+    ctx.sampler(model[, rows])  a cached, journaling sampler (default: the round's start model)
     ctx.start_model()           the model the round starts from; ctx.latest_model() its newest
     ctx.scoring                 the configured scorer, set up for the round (`scorers.ScorerSetup`)
 
@@ -49,7 +49,8 @@ class RoundContext:
         if cfg.meta.enabled and meta.get("model"):
             self.base_path = str(run.stage_dir(0, "meta") / meta["model"])
         self.progress = cfg.run.progress and distributed.is_main()  # bars on process 0 only
-        self._samplers: dict[str, JournaledSampler] = {}
+        self._samplers: dict[str, dict[int, JournaledSampler]] = {}  # model -> rows a call -> sampler
+        self._last_sampler: JournaledSampler | None = None
         self._pool: list[dict] | None = None
         self._stage: str | None = None  # the running stage
         self._stage_dir: Path | None = None  # its .partial folder (sampling journals)
@@ -114,15 +115,24 @@ class RoundContext:
                 return str(self.output(s.name) / info["model"])
         return self.start_model()
 
-    def sampler(self, model: str | None = None) -> JournaledSampler:
-        """The (cached) sampler of `model` (default: the round's start model), journaling each
-        generate() call into the running stage's folder (see `journal`)."""
+    def sampler(self, model: str | None = None, max_batch: int | None = None) -> JournaledSampler:
+        """The (cached) sampler of `model` (default: the round's start model) decoding up to
+        `max_batch` rows a call (default `sample.batch_size`), journaling each generate() call into
+        the running stage's folder (see `journal`). One model's samplers share its weights."""
         model = model or self.start_model()
+        rows = max_batch or self.cfg.sample.batch_size
         if model not in self._samplers:
             s = Sampler.load(model, dtype=self.cfg.model.sample_dtype, max_batch=self.cfg.sample.batch_size,
                              mesh=self._sampler_mesh(), continuous=self.cfg.sample.continuous)
-            self._samplers = {model: JournaledSampler(s, model, self._next_journal, self.cfg.sample.journal_rows)}
-        return self._samplers[model]
+            self._samplers = {model: {s.max_batch: self._journaled(s, model)}}
+        by_rows = self._samplers[model]
+        if rows not in by_rows:
+            by_rows[rows] = self._journaled(next(iter(by_rows.values())).with_max_batch(rows), model)
+        self._last_sampler = by_rows[rows]
+        return by_rows[rows]
+
+    def _journaled(self, sampler: Sampler, model: str) -> JournaledSampler:
+        return JournaledSampler(sampler, model, self._next_journal, self.cfg.sample.journal_rows)
 
     def _next_journal(self) -> Path | None:
         if self._stage_dir is None or not self.cfg.sample.journal_rows:
@@ -138,7 +148,7 @@ class RoundContext:
     def release_samplers(self) -> None:
         """Drop the cached samplers (their prepared weights and KV cache buffers) before a
         training phase needs the memory."""
-        self._samplers = {}
+        self._samplers, self._last_sampler = {}, None
         gc.collect()
 
     def sampling(self, max_new_tokens: int, temperature: float, n: int = 1, salt: int = 0,
@@ -151,7 +161,7 @@ class RoundContext:
                               seed=self.seed * 7919 + salt, stop_after=c.stop_after if answers else ())
 
     def sampler_stats(self) -> dict[str, Any]:
-        st = next(iter(self._samplers.values())).last_stats
+        st = self._last_sampler.last_stats
         return {"new_tokens": st.new_tokens, "tokens_per_s": round(st.tokens_per_second, 1)}
 
     def evaluate(self, model: str, out: Path, source: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -160,7 +170,7 @@ class RoundContext:
         e = self.cfg.eval
         out.mkdir(parents=True, exist_ok=True)
         items = [dict(r) for r in load_source(source or e.source)]
-        rows, summary = evaluate(self.sampler(model), items, max_new_tokens=e.max_new_tokens,
+        rows, summary = evaluate(self.sampler(model, e.batch_size), items, max_new_tokens=e.max_new_tokens,
                                  chat=self.cfg.prompts.chat, self_refine=e.self_refine and source is None,
                                  stop_after=e.stop_after,
                                  refine_template=self.cfg.refine.template, progress=self.progress,

@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 # a stage writes (only where, how far, how fast, how it looks, and what disk it keeps).
 RESUME_SAFE = ("run.dir", "run.rounds", "run.progress", "run.keep_checkpoints",
                "sft.checkpoint.final", "preference.checkpoint.final", "sample.journal_rows",
-               "sample.continuous")
+               "sample.continuous", "eval.batch_size")
 # Keys that may change on a resume, to recover from a divergence: the stages still to run use the
 # new value, the finished ones keep what they were trained with; the manifest records the change
 # and which stages were finished at that point (`config_changes`).
