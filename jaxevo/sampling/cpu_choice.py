@@ -27,6 +27,7 @@ import functools
 import hashlib
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -55,9 +56,11 @@ PROBE_BYTES = 48 << 20  # weights in the probe chain (bf16): more than a CPU's c
 PROBE_SLOTS = 224  # cache slots of the decode steps timed for the score form
 PROBE_LAYERS = 8  # ... and their layers
 # The score forms sum in different orders, so they can flip a greedy near-tie: the form other than
-# the first (the default) is kept only when it is this much faster, so that two probes of one
-# machine (fresh caches) that time both forms alike do not give runs different completions.
-SCORE_MARGIN = 0.05
+# the first (the default) is kept only when its median time is this much lower, so that two probes
+# of one machine (fresh caches) do not give runs different completions. Medians of many
+# interleaved timings vary far less between probes than the best of a few (docs/benchmarks.md).
+SCORE_MARGIN = 0.02
+SCORE_TIMINGS = 10  # timings of each form, taking turns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +125,7 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
     if choice.source == "env" or jax.process_count() > 1 or rows <= SMALL_ROWS:
         return choice  # at a few rows the attention is a small part of a step: not worth a probe
     probe_rows = 64
-    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", "scores", _shape_key(cfg),
+    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", "scores by median", _shape_key(cfg),
                     f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
 
     def measure():
@@ -134,19 +137,20 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
 
 
 def pick_scores(seconds: dict[str, float]) -> str:
-    """The score form to use from `probe_scores`' times: the fastest, unless the default form
-    (``decode.SCORES[0]``) is within SCORE_MARGIN of it."""
+    """The score form to use from `probe_scores`' median times: the fastest, unless the default
+    form (``decode.SCORES[0]``) is within SCORE_MARGIN of it."""
     default, best = decode.SCORES[0], min(seconds, key=seconds.get)
     return best if seconds[best] < (1 - SCORE_MARGIN) * seconds[default] else default
 
 
 def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: int = 4,
-                 repeats: int = 3) -> dict[str, float]:
-    """{score form: best time per decode step} of `steps` real decode steps (`decode.decode_step`
-    on the prepared `weights` of the first PROBE_LAYERS layers, `rows` rows, a PROBE_SLOTS-slot
-    cache updated in place, masks as the sampler makes them), compiled for `path` with each form.
-    The forms take turns, as in `probe_seconds`. The attention alone does not tell: in a probe of
-    it (constant masks, no projections) both forms took the same time where whole steps differ."""
+                 timings: int = SCORE_TIMINGS) -> dict[str, float]:
+    """{score form: median time per decode step} of `timings` runs of `steps` real decode steps
+    (`decode.decode_step` on the prepared `weights` of the first PROBE_LAYERS layers, `rows` rows,
+    a PROBE_SLOTS-slot cache updated in place, masks as the sampler makes them), compiled for
+    `path` with each form. The forms take turns, so a drift of the machine's speed reaches both.
+    The attention alone does not tell: in a probe of it (constant masks, no projections) both
+    forms took the same time where whole steps differ."""
     # the model's first PROBE_LAYERS layers (compiling all of them would cost seconds more)
     n = min(cfg.num_layers, PROBE_LAYERS)
     cfg, weights = cfg.replace(num_layers=n), {**weights, "layers": weights["layers"][:n]}
@@ -170,13 +174,13 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
         tokens, cache = f(weights, decode.init_cache(cfg, rows, PROBE_SLOTS), jnp.zeros((rows,), jnp.int32),
                           valid, plen)
         runs[form] = [f, cache, tokens]
-    best = dict.fromkeys(runs, float("inf"))
-    for _ in range(repeats):
+    times: dict[str, list[float]] = {form: [] for form in runs}
+    for _ in range(timings):
         for form, r in runs.items():
             t = time.perf_counter()
             r[2], r[1] = jax.block_until_ready(r[0](weights, r[1], r[2], valid, plen))
-            best[form] = min(best[form], (time.perf_counter() - t) / steps)
-    return best
+            times[form].append((time.perf_counter() - t) / steps)
+    return {form: statistics.median(ts) for form, ts in times.items()}
 
 
 def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...]) -> CpuChoice:
