@@ -1,7 +1,7 @@
 """`RoundContext`: what a stage may ask about its run and its round.
 
     ctx.input("groups.jsonl")   the file as the closest earlier stage of the round wrote it
-    ctx.sampler(model[, rows])  a cached, journaling sampler (default: the round's start model)
+    ctx.sampler(model)          a cached, journaling sampler (default: the round's start model)
     ctx.start_model()           the model the round starts from; ctx.latest_model() its newest
     ctx.scoring                 the configured scorer, set up for the round (`scorers.ScorerSetup`)
 
