@@ -11,6 +11,7 @@ import pytest
 from jaxevo.cli import main
 from jaxevo.errors import ConfigError
 from jaxevo.outputs import OutputError, check_writable, storage_cause
+from jaxevo.sampling import Sampler
 from jaxevo.train.batches import read_records
 from tests.sampling.helpers import tiny_model_dir
 
@@ -169,3 +170,16 @@ def test_eval_into_a_folder_another_process_writes_is_refused(tmp_path, monkeypa
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_row_counts_must_be_positive(tmp_path, capsys):
+    """A zero batch size is a usage error naming the flag (it crashed in the sampler before)."""
+    for command in (["generate", "--model", "m", "--prompts", "p.jsonl", "--out", str(tmp_path / "o.jsonl")],
+                    ["eval", "--model", "m", "--task", "arithmetic"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--batch-size", "0"])
+        assert exit_.value.code == 2
+        assert "argument --batch-size: must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="max_batch=0"):
+        Sampler(None, None, max_batch=0)
+

@@ -109,3 +109,30 @@ def test_end_of_answer_patterns_reach_every_sampling_call():
     pattern = r"(?i)the answer is [^\n]*?\d\.(?=\s)"
     evaluate(s, ITEMS, self_refine=True, stop_after=[pattern])
     assert [sp.stop_after for _, sp in s.calls] == [(pattern,), (pattern,)]
+
+
+def test_eval_command_batch_size_sets_the_rows_a_call(tmp_path, tiny_model, monkeypatch):
+    """`jaxevo eval --batch-size N` decodes in batches of up to N rows; the answers do not depend
+    on it (f32)."""
+    from jaxevo.cli import main
+    from jaxevo.sampling import api
+
+    samplers = []
+    load = api.Sampler.load.__func__
+
+    def spy(cls, model, **kw):
+        samplers.append(load(cls, model, **kw))
+        return samplers[-1]
+    monkeypatch.setattr(api.Sampler, "load", classmethod(spy))
+    data = tmp_path / "items.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"What is {i}+1?", "answer": str(i + 1)}) for i in range(3)))
+    answers = []
+    for rows in ("2", "64"):
+        out = tmp_path / f"out{rows}"
+        assert main(["eval", "--model", tiny_model, "--data", str(data), "--max-new-tokens", "4", "--out", str(out),
+                     "--dtype", "float32", "--batch-size", rows]) == 0
+        answers.append([json.loads(x)["completion"] for x in (out / "results.jsonl").read_text().splitlines()])
+    assert [s.max_batch for s in samplers] == [2, 64]
+    assert {shape[0] for shape in samplers[0].last_stats.shapes} == {2, 1}  # 3 items: batches of 2 and 1
+    assert {shape[0] for shape in samplers[1].last_stats.shapes} == {4}  # one batch (3 rows, bucketed)
+    assert answers[0] == answers[1]

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from jaxevo.checkers import check_record_fields, checker_for
+from jaxevo.commands import positive_int
 from jaxevo.commands.score import parse_reward_flags
 from jaxevo.data import load_source
 from jaxevo.dirlock import DirLock
@@ -38,6 +39,8 @@ def add_arguments(p):
                                      "regex, constraints, code, probe); default: each item's own, else number")
     p.add_argument("--limit", type=int, default=200, help="evaluate the first N items (default 200)")
     p.add_argument("--max-new-tokens", type=int, default=192)
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="max rows (item x sample) per batch: the whole set in one batch decodes its steps once")
     p.add_argument("--k", type=int, default=1, help="samples per item (k > 1: pass@k and majority@k)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0)
@@ -144,7 +147,7 @@ def _evaluate_into(args, items, rewards, out: Path, strategy=None) -> int:
     from jaxevo.sampling.api import Sampler
     from jaxevo.scoring import score_rows
 
-    sampler = Sampler.load(args.model, dtype=args.dtype)
+    sampler = Sampler.load(args.model, dtype=args.dtype, max_batch=args.batch_size)
     rows, summary = evaluate(sampler, items, max_new_tokens=args.max_new_tokens, k=args.k,
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
                              self_refine=args.self_refine, progress=True, strategy=strategy,

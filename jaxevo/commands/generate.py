@@ -16,6 +16,7 @@ import json
 import os
 import sys
 
+from jaxevo.commands import positive_int
 from jaxevo.commands.eval import add_strategy_arguments, selectors, strategy_of
 from jaxevo.data.loaders import read_jsonl_rows
 from jaxevo.data.records import chat_of, check_messages
@@ -40,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--no-chat", action="store_true", help="feed prompts as raw text (no chat template)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="compute dtype (bfloat16: fast; float32: exact f32 log-probs)")
-    p.add_argument("--batch-size", type=int, default=64, help="max rows (prompt x sample) per batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="max rows (prompt x sample) per batch")
     p.add_argument("--continuous", action="store_true",
                    help="refill finished rows with waiting prompts instead of decoding batch by batch "
                         "(same completions to float rounding; no faster on the demo's workloads, see "

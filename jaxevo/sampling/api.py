@@ -89,12 +89,10 @@ class Sampler:
                  min_prompt_bucket: int = 16, matmul_dtype: str | None = None,
                  prompt_buckets: Sequence[int] | None = None, continuous: bool = False,
                  check_every: int = 16, narrow: bool = True):
-        self.cfg = cfg
-        self.continuous = continuous
-        self.narrow = narrow and not continuous
-        self.check_every = check_every
-        self.params = params
-        self.matmul_dtype = matmul_dtype
+        if max_batch < 1 or check_every < 1:
+            raise ConfigError(f"max_batch={max_batch} and check_every={check_every} must be >= 1")
+        self.cfg, self.params, self.matmul_dtype = cfg, params, matmul_dtype
+        self.continuous, self.narrow, self.check_every = continuous, narrow and not continuous, check_every
         self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
         self._weights = None
         # The CPU dot path and weight dtype (`cpu_choice`), chosen when the weights are made; off a
