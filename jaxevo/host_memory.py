@@ -3,10 +3,11 @@
 XLA:CPU allocates an executable's scratch buffer (gigabytes for a train step) with malloc on its
 worker threads, and glibc serves a block that large from a fresh `mmap` and `munmap`s it when the
 step ends: every step then faults in and zeroes the same gigabytes again (docs/benchmarks.md,
-"A step's scratch kept mapped"). In a virtual machine that reports free pages to its host (a balloon with free page
-reporting, as on the Firecracker machines this project runs on) each of those pages must also be
-found again by the host, and how long that takes depends on the host's load. One malloc arena that
-neither maps large blocks separately nor trims its top keeps the block mapped between steps.
+"A step's scratch kept mapped"). In a virtual machine that reports free pages to its host (a
+balloon with free page reporting, as on the Firecracker machines this project runs on) each of
+those pages must also be found again by the host, and how long that takes depends on the host's
+load. One malloc arena that neither maps large blocks separately nor trims its top keeps the block
+mapped between steps.
 """
 
 from __future__ import annotations
