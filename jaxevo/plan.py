@@ -344,7 +344,8 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
                          jax.eval_shape(lambda: loop.empty_state(n, m, slots, cfg=mcfg, mode=mode)))
     with use_mesh(mesh):
         # The sampler runs on weights prepared once per params (fused q/k/v, gate/up): plan those.
-        prep = decode.prepare_weights.lower(params, cfg=mcfg, matmul_dtype=s.dtype).compile()
+        prep = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype")).lower(
+            params, cfg=mcfg, matmul_dtype=s.dtype).compile()
         weights = jax.tree.map(lambda x, sh: abstract(x.shape, x.dtype, sh),
                                jax.eval_shape(lambda p_: decode.prepare_weights(p_, mcfg, s.dtype), params),
                                prep.output_shardings)

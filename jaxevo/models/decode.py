@@ -48,7 +48,6 @@ def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if platform == "cpu" else jnp.dtype(cfg.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
 def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     """The decode layout of `params`, made once per params: per layer {"attn_norm", "mlp_norm"
     (and any other norm, as stored), "attn": {"qkv" [(H + 2K) D, E], "qkv_bias" [(H + 2K) D],
@@ -58,29 +57,49 @@ def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     dot prefers; a tied head is then the embedding itself), rounded to the compute dtype and
     stored in `matmul_dtype` (default: the compute dtype). Storing bf16-rounded weights as float32
     gives the same products (bf16 x bf16 is exact in f32, the accumulation is f32 either way)
-    through a different kernel, the faster one at batch 1 on CPUs without native bf16 dots."""
-    dt = jnp.dtype(cfg.dtype)
-    mm = jnp.dtype(matmul_dtype or dt)
+    through a different kernel, the faster one at batch 1 on CPUs without native bf16 dots.
+
+    One small program per layer, called for each layer index, and one for the head: a single
+    program over all layers took seconds to compile, once per params dtype (loaded and trained
+    params differ). Traceable: `jax.jit(prepare_weights, static_argnames=("cfg", "matmul_dtype"))`
+    is the whole layout as one program (`jaxevo plan` lowers it so)."""
+    layers = [_prepare_layer(params["layers"], i, cfg=cfg, matmul_dtype=matmul_dtype)
+              for i in range(cfg.num_layers)]
+    return {"layers": layers, **_prepare_head({k: v for k, v in params.items() if k != "layers"},
+                                              cfg=cfg, matmul_dtype=matmul_dtype)}
+
+
+def _rounded(x, cfg: ModelConfig, matmul_dtype):
+    """x rounded to the compute dtype, stored in `matmul_dtype` (default: the compute dtype)."""
+    return x.astype(cfg.dtype).astype(jnp.dtype(matmul_dtype or cfg.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
+def _prepare_layer(stacked, i, cfg: ModelConfig, matmul_dtype=None) -> dict:
+    """Layer i (int32 scalar) of the stacked layer params, in the decode layout."""
     e = cfg.hidden_size
 
     def w(x):
-        return x.astype(dt).astype(mm)
+        return _rounded(x, cfg, matmul_dtype)
 
-    layers = []
-    for i in range(cfg.num_layers):
-        p = jax.tree.map(lambda a, i=i: a[i], params["layers"])
-        a, m = p["attn"], p["mlp"]
-        attn = {"qkv": jnp.concatenate([w(a[n].reshape(e, -1)) for n in ("q_proj", "k_proj", "v_proj")], 1).T,
-                "o": w(a["o_proj"].reshape(-1, e)).T}
-        if cfg.qkv_bias:
-            attn["qkv_bias"] = jnp.concatenate([a[n].reshape(-1).astype(dt) for n in ("q_bias", "k_bias", "v_bias")])
-        attn |= {n: a[n] for n in ("q_norm", "k_norm") if n in a}
-        norms = {n: v for n, v in p.items() if n.endswith("_norm")}
-        layers.append({**norms, "attn": attn,
-                       "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1).T,
-                               "down": w(m["down_proj"]).T}})
-    return {"layers": layers, "final_norm": params["final_norm"], "embedding": params["embedding"],
-            "lm_head": w(lm_head_weight(params, cfg)).T}
+    p = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), stacked)
+    a, m = p["attn"], p["mlp"]
+    attn = {"qkv": jnp.concatenate([w(a[n].reshape(e, -1)) for n in ("q_proj", "k_proj", "v_proj")], 1).T,
+            "o": w(a["o_proj"].reshape(-1, e)).T}
+    if cfg.qkv_bias:
+        attn["qkv_bias"] = jnp.concatenate([a[n].reshape(-1).astype(cfg.dtype) for n in ("q_bias", "k_bias", "v_bias")])
+    attn |= {n: a[n] for n in ("q_norm", "k_norm") if n in a}
+    norms = {n: v for n, v in p.items() if n.endswith("_norm")}
+    return {**norms, "attn": attn,
+            "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1).T,
+                    "down": w(m["down_proj"]).T}}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
+def _prepare_head(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
+    """The embedding, final norm and lm_head [V, E] in the decode layout (params without "layers")."""
+    return {"final_norm": params["final_norm"], "embedding": params["embedding"],
+            "lm_head": _rounded(lm_head_weight(params, cfg), cfg, matmul_dtype).T}
 
 
 def init_cache(cfg: ModelConfig, n: int, s: int, dtype=None) -> Cache:

@@ -63,6 +63,28 @@ def test_kv_cache_decode_equals_full_forward(family, matmul_dtype):
         np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
 
 
+def test_prepared_weights_one_small_program_for_all_layers():
+    """The decode layout is made by one per-layer program, compiled once for every layer (not a
+    program over all layers: seconds of compile per params dtype on a real model), and equals the
+    whole layout traced as one program (what `jaxevo plan` lowers), bit for bit."""
+    cfg = tiny_cfg("qwen2")  # q/k/v biases: every branch of the layout
+    params = random_params(cfg)
+    assert cfg.num_layers >= 2
+    decode._prepare_layer.clear_cache()
+    w = decode.prepare_weights(params, cfg=cfg, matmul_dtype="float32")
+    assert decode._prepare_layer._cache_size() == 1
+    whole = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype"))(
+        params, cfg=cfg, matmul_dtype="float32")
+    assert jax.tree.structure(w) == jax.tree.structure(whole)
+    for a, b in zip(jax.tree.leaves(w), jax.tree.leaves(whole)):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    layer1 = w["layers"][1]["mlp"]["gate_up"]  # [2F, E]: gate then up of layer 1, transposed
+    ref = np.concatenate([np.asarray(params["layers"]["mlp"]["gate_proj"][1].astype(cfg.dtype)),
+                          np.asarray(params["layers"]["mlp"]["up_proj"][1].astype(cfg.dtype))], 1).T
+    np.testing.assert_array_equal(np.asarray(layer1), ref.astype(np.float32))
+
+
 def test_return_hidden_gives_logits_through_head():
     cfg = tiny_cfg("llama3")
     params = random_params(cfg)
