@@ -182,4 +182,3 @@ def test_row_counts_must_be_positive(tmp_path, capsys):
         assert "argument --batch-size: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="max_batch=0"):
         Sampler(None, None, max_batch=0)
-
