@@ -5,8 +5,9 @@ shapes, in f32 and bf16: which path reaches the CPU's bf16 units (AVX512-BF16, A
     python benchmarks/matmul.py --quick             # two shapes, for a smoke run
     python benchmarks/matmul.py --out benchmarks/results/matmul_<cpu>.json
 
-XLA paths (per-program compiler options, as `jaxevo.sampling.placement` sets them): the default
-emitter; YNNPACK for dots (the sampler's choice); XNNPACK for dots; oneDNN fusions for dots.
+XLA paths (per-program compiler options, as `jaxevo.sampling.placement` sets them): jaxlib's
+default (on jaxlib 0.10.2 each dot is a YNNPACK call of its own); YNNPACK's DOT fusion type; XNNPACK
+for dots; oneDNN fusions for dots.
 Dtype recipes: f32; bf16 inputs with f32 accumulation and output (the sampler's and the train
 step's recipe); bf16 inputs and output. torch runs each shape in f32 and bf16 at its default
 thread count. Best of 7 timings of `--iters` back-to-back calls each; the same operands for every

@@ -1,10 +1,10 @@
 """Which XLA:CPU dot path, decode-weight storage dtype and attention-score form the sampler uses
 on this machine.
 
-No single choice wins on every CPU (docs/benchmarks.md, "CPU matmul paths"): YNNPACK's dots are
-the faster ones for f32 weights on an AVX-512 CPU without bf16 instructions and XLA's own the
-faster for bf16 weights on a CPU with AVX512-BF16, where YNNPACK's bf16 dot runs at a third of
-their speed; at one row, f32 storage can beat bf16. So the first sampler on a machine times each
+No single choice wins on every CPU (docs/benchmarks.md, "CPU matmul paths"): YNNPACK's fused dots
+are the faster ones for f32 weights on an AVX-512 CPU without bf16 instructions and jaxlib's
+default dots the faster for bf16 weights on a CPU with AVX512-BF16, where the fused bf16 dot runs
+at a third of their speed; at one row, f32 storage can beat bf16. So the first sampler on a machine times each
 candidate once, on decode-shaped products of its model's widths (a chain of MLP blocks large enough
 to stream from memory, as a decode step does), and keeps the fastest in jaxevo's cache
 (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime.
@@ -45,8 +45,10 @@ from jaxevo.runtime import cache_dir
 
 # Per-program XLA:CPU compiler options of each dot path.
 PATHS = {
-    "xla": None,  # XLA's own dot emitter (Eigen / its tiled kernels)
-    # YNNPACK for dots and reductions only: its small elementwise fusions cost more than XLA's loops.
+    # jaxlib's default: on 0.10.2 each dot is a YNNPACK call of its own (`ynn_fusion` in the HLO)
+    "xla": None,
+    # YNNPACK fusion types DOT and REDUCE (dots fused with their neighbours; reductions), not
+    # ELTWISE: its small elementwise fusions cost more than XLA's loops.
     "ynnpack": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
 }
 DEFAULT_PATH = "ynnpack"  # where nothing is measured (several processes on one mesh)
