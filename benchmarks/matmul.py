@@ -6,8 +6,8 @@ shapes, in f32 and bf16: which path reaches the CPU's bf16 units (AVX512-BF16, A
     python benchmarks/matmul.py --out benchmarks/results/matmul_<cpu>.json
 
 XLA paths (per-program compiler options, as `jaxevo.sampling.placement` sets them): jaxlib's
-default (on jaxlib 0.10.2 each dot is a YNNPACK call of its own); YNNPACK's DOT fusion type; XNNPACK
-for dots; oneDNN fusions for dots.
+default (on jaxlib 0.10.2 each dot is a YNNPACK call of its own); YNNPACK's DOT and INDIVIDUAL_DOT
+fusion types; no library at all (XLA's own dot); XNNPACK for dots; oneDNN fusions for dots.
 Dtype recipes: f32; bf16 inputs with f32 accumulation and output (the sampler's and the train
 step's recipe); bf16 inputs and output. torch runs each shape in f32 and bf16 at its default
 thread count. Best of 7 timings of `--iters` back-to-back calls each; the same operands for every
@@ -35,6 +35,8 @@ SHAPES = [
 XLA_PATHS = {
     "xla default": None,
     "xla ynnpack": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
+    "xla ynnpack individual": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+    "xla no library": {"xla_cpu_experimental_ynn_fusion_type": ""},
     "xla xnnpack": {"xla_cpu_experimental_xnn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
     "xla onednn": {"xla_cpu_experimental_onednn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
 }

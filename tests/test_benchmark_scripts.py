@@ -147,7 +147,8 @@ def test_matmul_benchmark_quick(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 * 3
     for r in rows:
-        for path in ("xla default", "xla ynnpack", "xla xnnpack", "xla onednn"):
+        for path in ("xla default", "xla ynnpack", "xla ynnpack individual", "xla no library",
+                     "xla xnnpack", "xla onednn"):
             assert isinstance(r[path], float) and r[path] > 0, (r["shape"], r["recipe"], path, r[path])
 
 

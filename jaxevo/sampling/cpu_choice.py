@@ -5,9 +5,9 @@ No single choice wins on every CPU (docs/benchmarks.md, "CPU matmul paths"): YNN
 are the faster ones for f32 weights on an AVX-512 CPU without bf16 instructions and jaxlib's
 default dots the faster for bf16 weights on a CPU with AVX512-BF16, where the fused bf16 dot runs
 at a third of their speed; at one row, f32 storage can beat bf16. So the first sampler on a
-machine times each candidate once, on decode-shaped products of its model's widths (a chain of MLP
-blocks large enough to stream from memory, as a decode step does), and keeps the fastest in jaxevo's cache
-(`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime.
+machine times each candidate once, on decode-shaped products of its model's widths (a chain of
+MLP blocks large enough to stream from memory, as a decode step does), and keeps the fastest in
+jaxevo's cache (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime.
 Then, with the weights made, the form of the decode step's attention scores (`decode.SCORES`:
 batched [G, D] @ [D, S] products, or elementwise products summed over D) is timed on a few real
 decode steps of the model and cached the same way: on an Intel Xeon the second saves 12 % of a
