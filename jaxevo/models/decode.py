@@ -50,14 +50,16 @@ def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
 
 def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     """The decode layout of `params`, made once per params: per layer {"attn_norm", "mlp_norm"
-    (and any other norm, as stored), "attn": {"qkv" [(H + 2K) D, E], "qkv_bias" [(H + 2K) D],
-    "o" [E, H D], "q_norm", "k_norm" [D]},
-    "mlp": {"gate_up" [2F, E], "down" [E, F]}}, plus "embedding" [V, E], "final_norm" and
-    "lm_head" [V, E]. Every matrix is [out, in] (contraction on the minor axis, which XLA:CPU's
-    dot prefers; a tied head is then the embedding itself), rounded to the compute dtype and
-    stored in `matmul_dtype` (default: the compute dtype). Storing bf16-rounded weights as float32
-    gives the same products (bf16 x bf16 is exact in f32, the accumulation is f32 either way)
-    through a different kernel, the faster one at batch 1 on CPUs without native bf16 dots.
+    (and any other norm, as stored), "attn": {"qkv" [E, (H + 2K) D], "qkv_bias" [(H + 2K) D],
+    "o" [H D, E], "q_norm", "k_norm" [D]},
+    "mlp": {"gate_up" [E, 2F], "down" [F, E]}}, plus "embedding" [V, E] (see `_embedding_bits`),
+    "final_norm" and "lm_head" [V, E]. The layers' matrices are [in, out], the layout XLA:CPU's
+    YNNPACK dots read (stored [out, in], every call of a decode program transposed them all again;
+    docs/benchmarks.md); the head stays [V, E], which its dot reads as it is. Matrices are rounded
+    to the compute dtype and stored in `matmul_dtype` (default: the compute dtype). Storing
+    bf16-rounded weights as float32 gives the same products (bf16 x bf16 is exact in f32, the
+    accumulation is f32 either way) through a different kernel, the faster one at batch 1 on CPUs
+    without native bf16 dots.
 
     One small program per layer, called for each layer index, and one for the head: a single
     program over all layers took seconds to compile, once per params dtype (loaded and trained
@@ -84,22 +86,38 @@ def _prepare_layer(stacked, i, cfg: ModelConfig, matmul_dtype=None) -> dict:
 
     p = jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, i, keepdims=False), stacked)
     a, m = p["attn"], p["mlp"]
-    attn = {"qkv": jnp.concatenate([w(a[n].reshape(e, -1)) for n in ("q_proj", "k_proj", "v_proj")], 1).T,
-            "o": w(a["o_proj"].reshape(-1, e)).T}
+    attn = {"qkv": jnp.concatenate([w(a[n].reshape(e, -1)) for n in ("q_proj", "k_proj", "v_proj")], 1),
+            "o": w(a["o_proj"].reshape(-1, e))}
     if cfg.qkv_bias:
         attn["qkv_bias"] = jnp.concatenate([a[n].reshape(-1).astype(cfg.dtype) for n in ("q_bias", "k_bias", "v_bias")])
     attn |= {n: a[n] for n in ("q_norm", "k_norm") if n in a}
     norms = {n: v for n, v in p.items() if n.endswith("_norm")}
     return {**norms, "attn": attn,
-            "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1).T,
-                    "down": w(m["down_proj"]).T}}
+            "mlp": {"gate_up": jnp.concatenate([w(m["gate_proj"]), w(m["up_proj"])], 1),
+                    "down": w(m["down_proj"])}}
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
 def _prepare_head(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     """The embedding, final norm and lm_head [V, E] in the decode layout (params without "layers")."""
-    return {"final_norm": params["final_norm"], "embedding": params["embedding"],
+    return {"final_norm": params["final_norm"], "embedding": _embedding_bits(params["embedding"], cfg),
             "lm_head": _rounded(lm_head_weight(params, cfg), cfg, matmul_dtype).T}
+
+
+def _embedding_bits(table, cfg: ModelConfig):
+    """The embedding as the decode layout keeps it: rounded to the compute dtype (the lookup rounds
+    its rows so anyway) and, when that dtype is 16-bit, stored as its uint16 bit patterns. XLA:CPU
+    gathers rows of a bf16 table by widening the whole table to f32 first, in every call of a
+    decode program; rows of a uint16 table it gathers as they are (and a bitcast of the bf16
+    table inside the program would be a whole copy too)."""
+    table = table.astype(cfg.dtype)
+    return lax.bitcast_convert_type(table, jnp.uint16) if table.dtype.itemsize == 2 else table
+
+
+def _take_rows(table, tokens, axis=0, *, dtype):
+    """Rows of a table made by `_embedding_bits`, in `dtype` (the compute dtype)."""
+    rows = jnp.take(table, tokens, axis=axis)
+    return lax.bitcast_convert_type(rows, dtype) if rows.dtype == jnp.uint16 else rows
 
 
 def init_cache(cfg: ModelConfig, n: int, s: int, dtype=None) -> Cache:
@@ -160,7 +178,8 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
     `prepare_weights`; `constrain(cache)` places the updated cache (sharding); scores: see
     `attend_cache`. Sliding-window layers narrow `visible` to their window themselves."""
-    x = embed(cfg, weights["embedding"], tokens)  # [N, T, E]
+    take = functools.partial(_take_rows, dtype=cfg.dtype)
+    x = embed(cfg, weights["embedding"], tokens, take=take)  # [N, T, E]
     query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(tokens.shape[1])  # [N or 1, T]
     ropes, masks = layer_inputs(cfg, positions, visible, query_slots)
     ks, vs = list(cache.k), list(cache.v)

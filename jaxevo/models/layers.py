@@ -9,8 +9,8 @@ A layer's weights come in one of two layouts, both made from the same params:
   "v_proj" [E, K, D], "o_proj" [H, D, E], "q_bias" ..., "q_norm", "k_norm" [D]}, "mlp_norm",
   "mlp": {"gate_proj", "up_proj" [E, F], "down_proj" [F, E]}, and with sandwich norms
   "attn_post_norm", "mlp_post_norm"};
-* the decode one (`decode.prepare_weights`): "attn": {"qkv" [(H + 2K) D, E], "qkv_bias", "o" [E, H D],
-  "q_norm", "k_norm"}, "mlp": {"gate_up" [2F, E], "down" [E, F]}: fused, stored [out, in].
+* the decode one (`decode.prepare_weights`): "attn": {"qkv" [E, (H + 2K) D], "qkv_bias", "o" [H D, E],
+  "q_norm", "k_norm"}, "mlp": {"gate_up" [E, 2F], "down" [F, E]}: fused, stored [in, out].
 
 Dtype recipe (DESIGN.md): matmul operands in the compute `cfg.dtype` (the weights arrive already
 cast), f32 accumulation (`preferred_element_type`), norms, RoPE and softmax in f32, activations in
@@ -84,10 +84,10 @@ def scaled_norm(cfg: ModelConfig, scale, x) -> jax.Array:
     return (scale.astype(F32) * xf.astype(x.dtype).astype(F32)).astype(cfg.dtype)
 
 
-def embed(cfg: ModelConfig, table, tokens) -> jax.Array:
+def embed(cfg: ModelConfig, table, tokens, take=jnp.take) -> jax.Array:
     """tokens [...] int -> [..., E] in the compute dtype; Gemma multiplies by sqrt(E) rounded to
-    that dtype (as transformers does)."""
-    x = jnp.take(table, tokens, axis=0).astype(cfg.dtype)
+    that dtype (as transformers does). take(table, tokens, axis=0): the row lookup."""
+    x = take(table, tokens, axis=0).astype(cfg.dtype)
     if cfg.scale_embeddings:
         x = x * jnp.asarray(math.sqrt(cfg.hidden_size), cfg.dtype)
     return x
@@ -161,7 +161,7 @@ def project_qkv(cfg: ModelConfig, w, x):
     dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     b, t, _ = x.shape
     if "qkv" in w:
-        qkv = dense(x, w["qkv"], "...i,oi->...o", dt)
+        qkv = dense(x, w["qkv"], "...i,io->...o", dt)
         if cfg.qkv_bias:
             qkv = qkv + w["qkv_bias"]
         return (qkv[..., :h * d].reshape(b, t, h, d), qkv[..., h * d:(h + kh) * d].reshape(b, t, kh, d),
@@ -191,7 +191,7 @@ def attn_out(cfg: ModelConfig, w, out):
     """out [B, T, H, D] -> [B, T, E] through o_proj (either layout)."""
     b, t = out.shape[:2]
     if "o" in w:
-        return dense(out.reshape(b, t, -1), w["o"], "...i,oi->...o", cfg.dtype)
+        return dense(out.reshape(b, t, -1), w["o"], "...i,io->...o", cfg.dtype)
     return dense(out, w["o_proj"], "bthd,hde->bte", cfg.dtype)
 
 
@@ -200,13 +200,13 @@ def mlp(cfg: ModelConfig, w, x, constrain=no_constraint):
     fused)."""
     dt, f = cfg.dtype, cfg.intermediate_size
     if "gate_up" in w:
-        gu = dense(x, w["gate_up"], "...i,oi->...o", dt)
+        gu = dense(x, w["gate_up"], "...i,io->...o", dt)
         g, u = gu[..., :f], gu[..., f:]
     else:
         g, u = dense(x, w["gate_proj"], "bte,ef->btf", dt), dense(x, w["up_proj"], "bte,ef->btf", dt)
     hmid = constrain((activation(cfg, g.astype(F32)) * u.astype(F32)).astype(dt), ("batch", "length", "act_mlp"))
     if "down" in w:
-        return dense(hmid, w["down"], "...i,oi->...o", dt)
+        return dense(hmid, w["down"], "...i,io->...o", dt)
     return dense(hmid, w["down_proj"], "btf,fe->bte", dt)
 
 

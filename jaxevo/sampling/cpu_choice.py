@@ -53,6 +53,9 @@ PATHS = {
 }
 DEFAULT_PATH = "ynnpack"  # where nothing is measured (several processes on one mesh)
 ENV = "JAXEVO_CPU_PATH"
+# Part of every stored choice's key: what the probes time (entries measured with the weights stored
+# [out, in], which the decode programs then transposed on every call, are measured again).
+PROBE_KEY = "weights [in, out]"
 SMALL_ROWS = 8  # samplers of at most this many rows are timed at 1 row, larger ones at 64
 PROBE_BYTES = 48 << 20  # weights in the probe chain (bf16): more than a CPU's caches hold
 PROBE_SLOTS = 224  # cache slots of the decode steps timed for the score form
@@ -127,7 +130,7 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
     if choice.source == "env" or jax.process_count() > 1 or rows <= SMALL_ROWS:
         return choice  # at a few rows the attention is a small part of a step: not worth a probe
     probe_rows = 64
-    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", "scores by median", _shape_key(cfg),
+    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, "scores by median", _shape_key(cfg),
                     f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
 
     def measure():
@@ -186,7 +189,7 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
 
 
 def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...]) -> CpuChoice:
-    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", f"E{hidden} F{inter} {compute}",
+    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, f"E{hidden} F{inter} {compute}",
                     f"rows {rows}", ",".join(dtypes)])
 
     def measure():
@@ -202,19 +205,19 @@ def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[st
 def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: list[tuple[str, str]],
                   repeats: int = 5) -> dict[str, float]:
     """{"path:dtype": best time} of one pass through a chain of L MLP blocks (x [rows, 1, E] ->
-    gate/up [2F, E] -> SiLU-gated -> down [E, F], residual), the weights stored in dtype as the
-    sampler stores them. The candidates take turns, so a burst of load from elsewhere falls on all."""
+    gate/up [E, 2F] -> SiLU-gated -> down [F, E], residual), the weights stored in dtype and laid
+    out as the sampler stores them. The candidates take turns, so a burst of load from elsewhere falls on all."""
     layers = max(1, min(16, PROBE_BYTES // (2 * 3 * hidden * inter)))
     keys = jax.random.split(jax.random.key(0), 2 * layers)
     dt = jnp.dtype(compute)
-    w = [(jax.random.normal(keys[2 * i], (2 * inter, hidden), dt),
-          jax.random.normal(keys[2 * i + 1], (hidden, inter), dt) * 0.02) for i in range(layers)]
+    w = [(jax.random.normal(keys[2 * i], (hidden, 2 * inter), dt),
+          jax.random.normal(keys[2 * i + 1], (inter, hidden), dt) * 0.02) for i in range(layers)]
     x = jnp.full((rows, 1, hidden), 0.1, dt)
 
     def chain(x, w):
         for gu, down in w:
-            g, u = jnp.split(dense(x, gu, "...i,oi->...o", dt), 2, axis=-1)
-            x = x + dense(jax.nn.silu(g) * u, down, "...i,oi->...o", dt)
+            g, u = jnp.split(dense(x, gu, "...i,io->...o", dt), 2, axis=-1)
+            x = x + dense(jax.nn.silu(g) * u, down, "...i,io->...o", dt)
         return x
 
     runs = {}

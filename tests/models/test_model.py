@@ -79,9 +79,9 @@ def test_prepared_weights_one_small_program_for_all_layers():
     for a, b in zip(jax.tree.leaves(w), jax.tree.leaves(whole)):
         assert a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    layer1 = w["layers"][1]["mlp"]["gate_up"]  # [2F, E]: gate then up of layer 1, transposed
+    layer1 = w["layers"][1]["mlp"]["gate_up"]  # [E, 2F]: gate then up of layer 1
     ref = np.concatenate([np.asarray(params["layers"]["mlp"]["gate_proj"][1].astype(cfg.dtype)),
-                          np.asarray(params["layers"]["mlp"]["up_proj"][1].astype(cfg.dtype))], 1).T
+                          np.asarray(params["layers"]["mlp"]["up_proj"][1].astype(cfg.dtype))], 1)
     np.testing.assert_array_equal(np.asarray(layer1), ref.astype(np.float32))
 
 
