@@ -344,10 +344,11 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
                          jax.eval_shape(lambda: loop.empty_state(n, m, slots, cfg=mcfg, mode=mode)))
     with use_mesh(mesh):
         # The sampler runs on weights prepared once per params (fused q/k/v, gate/up): plan those.
-        prep = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype")).lower(
-            params, cfg=mcfg, matmul_dtype=s.dtype).compile()
+        bits = mesh.devices.flat[0].platform == "cpu"  # the embedding's form there (as the Sampler's)
+        prep = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype", "embedding_bits")).lower(
+            params, cfg=mcfg, matmul_dtype=s.dtype, embedding_bits=bits).compile()
         weights = jax.tree.map(lambda x, sh: abstract(x.shape, x.dtype, sh),
-                               jax.eval_shape(lambda p_: decode.prepare_weights(p_, mcfg, s.dtype), params),
+                               jax.eval_shape(lambda p_: decode.prepare_weights(p_, mcfg, s.dtype, bits), params),
                                prep.output_shardings)
         # eval_shape: no concrete array may be created under jax.set_mesh of compile-only devices.
         knobs = jax.tree.map(lambda x: abstract(x.shape, x.dtype, rep), jax.eval_shape(sp.knobs))

@@ -48,11 +48,12 @@ def storage_dtype(cfg: ModelConfig, platform: str | None = None) -> jnp.dtype:
     return jnp.dtype(jnp.float32) if platform == "cpu" else jnp.dtype(cfg.dtype)
 
 
-def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
+def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None, embedding_bits: bool | None = None) -> dict:
     """The decode layout of `params`, made once per params: per layer {"attn_norm", "mlp_norm"
     (and any other norm, as stored), "attn": {"qkv" [E, (H + 2K) D], "qkv_bias" [(H + 2K) D],
     "o" [H D, E], "q_norm", "k_norm" [D]},
-    "mlp": {"gate_up" [E, 2F], "down" [F, E]}}, plus "embedding" [V, E] (see `_embedding_bits`),
+    "mlp": {"gate_up" [E, 2F], "down" [F, E]}}, plus "embedding" [V, E] (as its bit patterns with
+    `embedding_bits`, by default where JAX's default backend is the CPU; see `_embedding_bits`),
     "final_norm" and "lm_head" [V, E]. The layers' matrices are [in, out], the layout XLA:CPU's
     YNNPACK dots read (stored [out, in], every call of a decode program transposed them all again;
     docs/benchmarks.md); the head stays [V, E], which its dot reads as it is. Matrices are rounded
@@ -67,8 +68,9 @@ def prepare_weights(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
     is the whole layout as one program (`jaxevo plan` lowers it so)."""
     layers = [_prepare_layer(params["layers"], i, cfg=cfg, matmul_dtype=matmul_dtype)
               for i in range(cfg.num_layers)]
+    bits = jax.default_backend() == "cpu" if embedding_bits is None else embedding_bits
     return {"layers": layers, **_prepare_head({k: v for k, v in params.items() if k != "layers"},
-                                              cfg=cfg, matmul_dtype=matmul_dtype)}
+                                              cfg=cfg, matmul_dtype=matmul_dtype, bits=bits)}
 
 
 def _rounded(x, cfg: ModelConfig, matmul_dtype):
@@ -97,10 +99,11 @@ def _prepare_layer(stacked, i, cfg: ModelConfig, matmul_dtype=None) -> dict:
                     "down": w(m["down_proj"])}}
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype"))
-def _prepare_head(params, cfg: ModelConfig, matmul_dtype=None) -> dict:
+@functools.partial(jax.jit, static_argnames=("cfg", "matmul_dtype", "bits"))
+def _prepare_head(params, cfg: ModelConfig, matmul_dtype=None, bits: bool = True) -> dict:
     """The embedding, final norm and lm_head [V, E] in the decode layout (params without "layers")."""
-    return {"final_norm": params["final_norm"], "embedding": _embedding_bits(params["embedding"], cfg),
+    embedding = _embedding_bits(params["embedding"], cfg) if bits else params["embedding"]
+    return {"final_norm": params["final_norm"], "embedding": embedding,
             "lm_head": _rounded(lm_head_weight(params, cfg), cfg, matmul_dtype).T}
 
 
@@ -109,7 +112,8 @@ def _embedding_bits(table, cfg: ModelConfig):
     its rows so anyway) and, when that dtype is 16-bit, stored as its uint16 bit patterns. XLA:CPU
     gathers rows of a bf16 table by widening the whole table to f32 first, in every call of a
     decode program; rows of a uint16 table it gathers as they are (and a bitcast of the bf16
-    table inside the program would be a whole copy too)."""
+    table inside the program would be a whole copy too). Accelerators gather bf16 rows as they
+    are, and there the params' own table needs no second copy."""
     table = table.astype(cfg.dtype)
     return lax.bitcast_convert_type(table, jnp.uint16) if table.dtype.itemsize == 2 else table
 

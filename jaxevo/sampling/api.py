@@ -148,7 +148,8 @@ class Sampler:
                 self.cpu_choice = cpu_choice.choose(self.cfg, self.max_batch, self.matmul_dtype)
             mm = self.cpu_choice.matmul_dtype if platform == "cpu" else self.matmul_dtype
             with _mesh_ctx(self.mesh):
-                self._weights = prepare_weights(self.params, cfg=self.cfg, matmul_dtype=mm)
+                self._weights = prepare_weights(self.params, cfg=self.cfg, matmul_dtype=mm,
+                                                embedding_bits=platform == "cpu")
             if platform == "cpu" and self.mesh is None:
                 self.cpu_choice = cpu_choice.choose_scores(self.cfg, self._weights, self.max_batch, self.cpu_choice)
         return self._weights

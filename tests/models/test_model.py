@@ -63,6 +63,27 @@ def test_kv_cache_decode_equals_full_forward(family, matmul_dtype):
         np.testing.assert_allclose(logits, full[:, t], atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["llama3", "gemma3"])  # gemma3: embeddings scaled by sqrt(E)
+def test_embedding_kept_as_bits_gives_the_same_rows(family):
+    """In bf16 the decode layout may keep the embedding as its uint16 bit patterns (on CPUs, where
+    XLA would otherwise widen the whole table to f32 in every decode call): the table is the
+    params' own, rounded to the compute dtype, and a prefill's hidden states are the same bits."""
+    cfg = tiny_cfg(family, dtype="bfloat16")
+    params = random_params(cfg)
+    bits = decode.prepare_weights(params, cfg=cfg, embedding_bits=True)
+    plain = decode.prepare_weights(params, cfg=cfg, embedding_bits=False)
+    assert bits["embedding"].dtype == jnp.uint16 and plain["embedding"].dtype == params["embedding"].dtype
+    np.testing.assert_array_equal(
+        np.asarray(jax.lax.bitcast_convert_type(bits["embedding"], jnp.bfloat16).astype(jnp.float32)),
+        np.asarray(params["embedding"].astype(jnp.bfloat16).astype(jnp.float32)))
+    tok = jnp.asarray(np.random.RandomState(2).randint(0, cfg.vocab_size, (2, 6)))
+    pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    visible = visible_mask(jnp.ones((2, 6), bool), pos)
+    outs = [decode.forward(cfg, w, decode.init_cache(cfg, 2, 6), tok, pos, jnp.int32(0), visible)[0]
+            for w in (bits, plain)]
+    np.testing.assert_array_equal(np.asarray(outs[0].astype(jnp.float32)), np.asarray(outs[1].astype(jnp.float32)))
+
+
 def test_prepared_weights_one_small_program_for_all_layers():
     """The decode layout is made by one per-layer program, compiled once for every layer (not a
     program over all layers: seconds of compile per params dtype on a real model), and equals the
