@@ -122,7 +122,7 @@ def _weights_pass(s, rows: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxevo.models.layers import dense
+    from jaxevo.models.layers import FUSED, dense
 
     w = s.weights
     # the layers' matrices are stored [in, out], the head [out, in] (the decode layout)
@@ -134,7 +134,7 @@ def _weights_pass(s, rows: int) -> dict:
 
     @jax.jit
     def one_pass(xs, mats, head):  # independent products: only the matmuls, each weight read once
-        return (sum(dense(xs[str(m.shape[0])], m, "...i,io->...o", s.cfg.dtype)[0, 0, 0] for m in mats)
+        return (sum(dense(xs[str(m.shape[0])], m, FUSED, s.cfg.dtype)[0, 0, 0] for m in mats)
                 + dense(xs[str(head.shape[1])], head, "...i,oi->...o", s.cfg.dtype)[0, 0, 0])
 
     one_pass(xs, mats, head).block_until_ready()

@@ -345,8 +345,8 @@ def plan_sampler(cfg: PlanConfig, mcfg_train, mesh) -> dict[str, Any]:
     with use_mesh(mesh):
         # The sampler runs on weights prepared once per params (fused q/k/v, gate/up): plan those.
         bits = mesh.devices.flat[0].platform == "cpu"  # the embedding's form there (as the Sampler's)
-        prep = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype", "embedding_bits")).lower(
-            params, cfg=mcfg, matmul_dtype=s.dtype, embedding_bits=bits).compile()
+        prep = jax.jit(decode.prepare_weights, static_argnames=("cfg", "matmul_dtype", "embedding_bits"))
+        prep = prep.lower(params, cfg=mcfg, matmul_dtype=s.dtype, embedding_bits=bits).compile()
         weights = jax.tree.map(lambda x, sh: abstract(x.shape, x.dtype, sh),
                                jax.eval_shape(lambda p_: decode.prepare_weights(p_, mcfg, s.dtype, bits), params),
                                prep.output_shardings)

@@ -51,6 +51,11 @@ def gathered(w, axes, dtype):
     return nn.with_logical_constraint(w.astype(dtype), tuple(None if a == "embed" else a for a in axes))
 
 
+# The product of the decode layout's fused matrices, stored [in, out] (`decode.prepare_weights`);
+# the CPU path probe (`sampling/cpu_choice.py`) times the same form.
+FUSED = "...i,io->...o"
+
+
 def product(x, w, spec: str, dt) -> jax.Array:
     """einsum(spec, x, w) -> f32: x cast to the compute dtype `dt` (then to w's storage dtype, see
     `decode.prepare_weights`), w as given, f32 accumulation."""
@@ -161,7 +166,7 @@ def project_qkv(cfg: ModelConfig, w, x):
     dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     b, t, _ = x.shape
     if "qkv" in w:
-        qkv = dense(x, w["qkv"], "...i,io->...o", dt)
+        qkv = dense(x, w["qkv"], FUSED, dt)
         if cfg.qkv_bias:
             qkv = qkv + w["qkv_bias"]
         return (qkv[..., :h * d].reshape(b, t, h, d), qkv[..., h * d:(h + kh) * d].reshape(b, t, kh, d),
@@ -191,7 +196,7 @@ def attn_out(cfg: ModelConfig, w, out):
     """out [B, T, H, D] -> [B, T, E] through o_proj (either layout)."""
     b, t = out.shape[:2]
     if "o" in w:
-        return dense(out.reshape(b, t, -1), w["o"], "...i,io->...o", cfg.dtype)
+        return dense(out.reshape(b, t, -1), w["o"], FUSED, cfg.dtype)
     return dense(out, w["o_proj"], "bthd,hde->bte", cfg.dtype)
 
 
@@ -200,13 +205,13 @@ def mlp(cfg: ModelConfig, w, x, constrain=no_constraint):
     fused)."""
     dt, f = cfg.dtype, cfg.intermediate_size
     if "gate_up" in w:
-        gu = dense(x, w["gate_up"], "...i,io->...o", dt)
+        gu = dense(x, w["gate_up"], FUSED, dt)
         g, u = gu[..., :f], gu[..., f:]
     else:
         g, u = dense(x, w["gate_proj"], "bte,ef->btf", dt), dense(x, w["up_proj"], "bte,ef->btf", dt)
     hmid = constrain((activation(cfg, g.astype(F32)) * u.astype(F32)).astype(dt), ("batch", "length", "act_mlp"))
     if "down" in w:
-        return dense(hmid, w["down"], "...i,io->...o", dt)
+        return dense(hmid, w["down"], FUSED, dt)
     return dense(hmid, w["down_proj"], "btf,fe->bte", dt)
 
 

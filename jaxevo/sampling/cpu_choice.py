@@ -39,7 +39,7 @@ from jax import lax
 from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.layers import dense
+from jaxevo.models.layers import FUSED, dense
 from jaxevo.models.transformer import visible_mask
 from jaxevo.runtime import cache_dir
 
@@ -206,7 +206,8 @@ def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: 
                   repeats: int = 5) -> dict[str, float]:
     """{"path:dtype": best time} of one pass through a chain of L MLP blocks (x [rows, 1, E] ->
     gate/up [E, 2F] -> SiLU-gated -> down [F, E], residual), the weights stored in dtype and laid
-    out as the sampler stores them. The candidates take turns, so a burst of load from elsewhere falls on all."""
+    out as the sampler stores them. The candidates take turns, so a burst of load from elsewhere
+    falls on all."""
     layers = max(1, min(16, PROBE_BYTES // (2 * 3 * hidden * inter)))
     keys = jax.random.split(jax.random.key(0), 2 * layers)
     dt = jnp.dtype(compute)
@@ -216,8 +217,8 @@ def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: 
 
     def chain(x, w):
         for gu, down in w:
-            g, u = jnp.split(dense(x, gu, "...i,io->...o", dt), 2, axis=-1)
-            x = x + dense(jax.nn.silu(g) * u, down, "...i,io->...o", dt)
+            g, u = jnp.split(dense(x, gu, FUSED, dt), 2, axis=-1)
+            x = x + dense(jax.nn.silu(g) * u, down, FUSED, dt)
         return x
 
     runs = {}
