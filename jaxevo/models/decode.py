@@ -10,7 +10,8 @@ Here instead:
   that buffer and nothing else is copied;
 * keys are stored [N, K, D, S] (slots minor) and values [N, K, S, D]: both attention products
   become plain batched matrix products;
-* q/k/v and gate/up are fused into one matrix each (fewer, larger matmuls), stored [out, in];
+* q/k/v and gate/up are fused into one matrix each (fewer, larger matmuls), stored [in, out] (the
+  head [V, E]), the layout XLA:CPU's dots read without a transpose (`prepare_weights`);
 * on CPU the cache is float32 (`storage_dtype`): XLA:CPU upcasts a bf16 dynamic-update-slice to
   f32 and copies the whole buffer twice per write.
 """
