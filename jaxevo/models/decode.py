@@ -196,7 +196,7 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
         def attend(q, k, v, i=i, mask=masks[sliding]):
             ck, cv = write_slots(ks[i], vs[i], k, v, slot)
             if whole:
-                return attend_masked(cfg, q, k, v, mask), (ck, cv)
+                return attend_masked(cfg, q, k, v, mask, heads_first=True), (ck, cv)
             return attend_cache(cfg, q, ck, cv, mask, scores), (ck, cv)
 
         (cos, sin) = ropes[sliding]

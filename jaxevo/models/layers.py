@@ -148,7 +148,18 @@ def rope_cos_sin(positions: jax.Array, cfg: ModelConfig, local: bool = False):
         scale = rs["attention_factor"]
     freqs = positions.astype(F32)[..., None] * inv
     emb = jnp.concatenate([freqs, freqs], axis=-1)
-    return jnp.cos(emb) * scale, jnp.sin(emb) * scale
+    return computed_once(lambda e: (jnp.cos(e) * scale, jnp.sin(e) * scale), emb)
+
+
+def computed_once(f, x):
+    """f(x), made a buffer of its own on CPUs. XLA:CPU fuses an elementwise producer into each of
+    its consumers, so the cos and sin of an unrolled decode forward were computed again for every
+    head of every layer (`lax.optimization_barrier` does not stop it: XLA:CPU drops barriers). A
+    conditional's result is a buffer; both branches are f, and the predicate is there only to be
+    unknown at compile time. On accelerators plain f(x)."""
+    if jax.default_backend() != "cpu":
+        return f(x)
+    return jax.lax.cond(jnp.isfinite(x.reshape(-1)[0]), f, f, x)
 
 
 def apply_rope(x, cos, sin):
@@ -177,18 +188,29 @@ def project_qkv(cfg: ModelConfig, w, x):
     return q, k, v
 
 
-def attend_masked(cfg: ModelConfig, q, k, v, mask):
+def attend_masked(cfg: ModelConfig, q, k, v, mask, heads_first: bool = False):
     """Grouped-query softmax attention of T queries over S keys given in full (teacher forcing).
     q [B, T, H, D] (RoPE applied), k, v [B, S, K, D], mask [B, T, S] bool -> [B, T, H, D].
-    Logits and softmax in f32; G = H / K query heads share a KV head."""
+    Logits and softmax in f32; G = H / K query heads share a KV head. heads_first: the heads
+    moved before the tokens first ([B, K, G, T, D], [B, K, S, D]); the same values, to the order
+    of the products' sums. XLA:CPU then copies rows of D where the plain form lays the queries out
+    with G minor (docs/benchmarks.md); the decode forward uses it. Training keeps the plain form:
+    in a gradient the backward of this one was not faster, and it rounds bf16 gradients otherwise.
+    """
     dt, h, kh, d = cfg.dtype, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     b, t = q.shape[:2]
     qg = (q.reshape(b, t, kh, h // kh, d).astype(F32) * cfg.attn_scale).astype(dt)
-    logits = einsum_f32("btkgd,bskd->bkgts", qg, k)
+    if heads_first:
+        logits = einsum_f32("bkgtd,bksd->bkgts", qg.transpose(0, 2, 3, 1, 4), k.transpose(0, 2, 1, 3))
+    else:
+        logits = einsum_f32("btkgd,bskd->bkgts", qg, k)
     logits = softcap(logits, cfg.attn_logit_softcap)
     logits = jnp.where(mask[:, None, None], logits, jnp.finfo(F32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    out = einsum_f32("bkgts,bskd->btkgd", probs, v)
+    if heads_first:
+        out = einsum_f32("bkgts,bksd->bkgtd", probs, v.transpose(0, 2, 1, 3)).transpose(0, 3, 1, 2, 4)
+    else:
+        out = einsum_f32("bkgts,bskd->btkgd", probs, v)
     return out.astype(dt).reshape(b, t, h, d)
 
 

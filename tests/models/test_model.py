@@ -10,6 +10,7 @@ import pytest
 from jaxevo.errors import UnsupportedModelError, WeightsError
 from jaxevo.models.config import ModelConfig
 from jaxevo.models import decode
+from jaxevo.models.layers import attend_masked
 from jaxevo.models.transformer import (Transformer, causal_mask, lm_head_weight, logits_from_hidden,
                                        positions_from_valid, visible_mask)
 from jaxevo.weights.convert import load_params
@@ -82,6 +83,50 @@ def test_embedding_kept_as_bits_gives_the_same_rows(family):
     outs = [decode.forward(cfg, w, decode.init_cache(cfg, 2, 6), tok, pos, jnp.int32(0), visible)[0]
             for w in (bits, plain)]
     np.testing.assert_array_equal(np.asarray(outs[0].astype(jnp.float32)), np.asarray(outs[1].astype(jnp.float32)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_heads_first_attention_gives_the_same_bits(family, dtype):
+    """The decode forward's prefill attends with the heads moved before the tokens
+    (`attend_masked(heads_first=True)`, faster on XLA:CPU); its outputs equal the training
+    forward's form, padding rows and sliding windows included."""
+    cfg = tiny_cfg(family, dtype=dtype)
+    rng = np.random.RandomState(3)
+    b, t = 2, 9
+    q = jnp.asarray(rng.normal(size=(b, t, cfg.num_heads, cfg.head_dim)), cfg.dtype)
+    k, v = (jnp.asarray(rng.normal(size=(b, t, cfg.num_kv_heads, cfg.head_dim)), cfg.dtype) for _ in range(2))
+    mask = causal_mask(jnp.ones((b, t), jnp.int32).at[0, :3].set(0), sliding_window=cfg.sliding_window)
+    plain, first = (np.asarray(attend_masked(cfg, q, k, v, mask, heads_first=h).astype(jnp.float32))
+                    for h in (False, True))
+    # the same values to the products' summation order: 1e-6 in f32 (outputs are O(1)), one
+    # rounding in bf16
+    if dtype == "float32":
+        np.testing.assert_allclose(first, plain, rtol=0, atol=1e-6)
+    else:
+        np.testing.assert_allclose(first, plain, rtol=2.0 ** -8, atol=0)
+
+
+def test_decode_forward_computes_rope_once():
+    """XLA:CPU fuses an elementwise producer into each of its consumers: without
+    `layers.computed_once` an unrolled decode forward computed RoPE's cos and sin again for the
+    queries and the keys of every layer (docs/benchmarks.md). In the compiled prefill the cosines
+    do not grow with the depth (Gemma 3: a local and a global RoPE)."""
+    for family in ("llama3", "gemma3"):
+        counts = []
+        for depth in (1, 2):
+            hf = dict(TINY_HF[family])
+            hf["num_hidden_layers"] *= depth
+            hf["layer_types"] = hf.get("layer_types", []) * depth or None
+            cfg = ModelConfig.from_hf(hf, dtype="bfloat16")
+            w = decode.prepare_weights(random_params(cfg), cfg=cfg)
+            tok = jnp.zeros((2, 6), jnp.int32)
+            pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+            visible = visible_mask(jnp.ones((2, 6), bool), pos)
+
+            def prefill(w, tok, pos, visible, cfg=cfg):
+                return decode.forward(cfg, w, decode.init_cache(cfg, 2, 6), tok, pos, jnp.int32(0), visible)[0]
+            counts.append(jax.jit(prefill).lower(w, tok, pos, visible).compile().as_text().count(" cosine("))
+        assert counts[0] == counts[1], (family, counts)
 
 
 def test_prepared_weights_one_small_program_for_all_layers():
