@@ -193,15 +193,24 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     # spares XLA:CPU the f32 copies and transposes of the queries that the cache layout costs.
     whole = tokens.shape[1] == cache.k[0].shape[-1]
     for i, (w, sliding) in enumerate(zip(weights["layers"], cfg.sliding_layers)):
-        def attend(q, k, v, i=i, mask=masks[sliding]):
-            ck, cv = write_slots(ks[i], vs[i], k, v, slot)
-            if whole:
-                return attend_masked(cfg, q, k, v, mask, heads_first=True), (ck, cv)
-            return attend_cache(cfg, q, ck, cv, mask, scores), (ck, cv)
-
-        (cos, sin) = ropes[sliding]
-        x, (ks[i], vs[i]) = decoder_layer(cfg, w, x, cos, sin, attend)
+        x, ks[i], vs[i] = _layer(cfg, w, x, *ropes[sliding], ks[i], vs[i], slot, masks[sliding],
+                                 whole=whole, scores=scores)
     return rms_norm(cfg, weights["final_norm"], x), constrain(Cache(tuple(ks), tuple(vs)))
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("whole", "scores"))
+def _layer(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, mask, *, whole: bool, scores: str):
+    """One layer of `forward`: (x, ck, cv) after it. A program of its own, inlined by XLA into the
+    caller: tracing it once for all the layers of a forward (they share shapes) takes a fraction
+    of the Python time of tracing each, which every process paid for every decode program."""
+    def attend(q, k, v):
+        ck2, cv2 = write_slots(ck, cv, k, v, slot)
+        if whole:
+            return attend_masked(cfg, q, k, v, mask, heads_first=True), (ck2, cv2)
+        return attend_cache(cfg, q, ck2, cv2, mask, scores), (ck2, cv2)
+
+    x, (ck, cv) = decoder_layer(cfg, w, x, cos, sin, attend)
+    return x, ck, cv
 
 
 def logits(cfg: ModelConfig, weights: dict, hidden):

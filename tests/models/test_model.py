@@ -129,6 +129,20 @@ def test_decode_forward_computes_rope_once():
         assert counts[0] == counts[1], (family, counts)
 
 
+def test_decode_forward_traces_one_layer_program_for_all_layers():
+    """The decode forward's layers share one traced program (`decode._layer`, inlined by XLA):
+    tracing each of a real model's unrolled layers took seconds of Python in every process's
+    first decode calls. Gemma 3's local and global layers share it too."""
+    cfg = tiny_cfg("gemma3", dtype="bfloat16")
+    assert cfg.num_layers >= 3 and len(set(cfg.sliding_layers)) == 2
+    w = decode.prepare_weights(random_params(cfg), cfg=cfg)
+    pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
+    decode._layer.clear_cache()
+    decode.forward(cfg, w, decode.init_cache(cfg, 2, 6), jnp.zeros((2, 6), jnp.int32), pos, jnp.int32(0),
+                   visible_mask(jnp.ones((2, 6), bool), pos))
+    assert decode._layer._cache_size() == 1
+
+
 def test_prepared_weights_one_small_program_for_all_layers():
     """The decode layout is made by one per-layer program, compiled once for every layer (not a
     program over all layers: seconds of compile per params dtype on a real model), and equals the
