@@ -7,7 +7,8 @@ Here instead:
 
 * the layers are unrolled over per-layer weights prepared once per params (`prepare_weights`), and
   each layer's cache is its own loop-carried buffer, so writing one slot is an in-place update of
-  that buffer and nothing else is copied;
+  that buffer and nothing else is copied (one traced layer program, `_layer`, called per layer and
+  inlined by XLA);
 * keys are stored [N, K, D, S] (slots minor) and values [N, K, S, D]: both attention products
   become plain batched matrix products;
 * q/k/v and gate/up are fused into one matrix each (fewer, larger matmuls), stored [in, out] (the

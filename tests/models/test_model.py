@@ -86,7 +86,7 @@ def test_embedding_kept_as_bits_gives_the_same_rows(family):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_heads_first_attention_gives_the_same_bits(family, dtype):
+def test_heads_first_attention_gives_the_same_values(family, dtype):
     """The decode forward's prefill attends with the heads moved before the tokens
     (`attend_masked(heads_first=True)`, faster on XLA:CPU); its outputs equal the training
     forward's form, padding rows and sliding windows included."""
