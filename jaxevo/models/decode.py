@@ -178,37 +178,61 @@ def attend_cache(cfg: ModelConfig, q, ck, cv, visible, scores: str = "dot"):
 
 
 def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, slot, visible,
-            constrain=lambda c: c, scores: str = "dot"):
+            constrain=lambda c: c, scores: str = "dot", pack=None):
     """tokens, positions [N, T] int32 -> (final-normed hidden [N, T, E], cache). The tokens'
     keys/values go to slots [slot, slot + T) (slot: int32 scalar, or [N] per row); visible
     [N, T, S] bool marks what each query attends to (its own slot included). `weights` from
     `prepare_weights`; `constrain(cache)` places the updated cache (sharding); scores: see
-    `attend_cache`. Sliding-window layers narrow `visible` to their window themselves."""
+    `attend_cache`. Sliding-window layers narrow `visible` to their window themselves.
+
+    pack [P] int32 (a prompt prefilled whole, T = S): the flat indices into N x T of the real
+    tokens (padded with N * T). The per-token work (projections, MLP, norms) then runs on those P
+    rows only, not on the padding; the attention, over [N, T] as before. Returns hidden [R, P / R,
+    E] in that order (R = N where it divides P, else 1; padding entries repeat the last token) and the cache, its padding slots holding some real
+    token's keys and values (they are masked, as the padding tokens' own were)."""
     take = functools.partial(_take_rows, dtype=cfg.dtype)
-    x = embed(cfg, weights["embedding"], tokens, take=take)  # [N, T, E]
-    query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(tokens.shape[1])  # [N or 1, T]
+    unpack_at = None
+    if pack is not None:  # gathers both ways: XLA:CPU's scatters run row by row
+        # [N, P / N]: YNNPACK's dots (norms fused in) split their work over the leading dim
+        rows = tokens.shape[0] if pack.shape[0] % tokens.shape[0] == 0 else 1
+        tokens, positions = (jnp.take(a.reshape(-1), pack, mode="clip").reshape(rows, -1) for a in (tokens, positions))
+        unpack_at = jnp.zeros(visible.shape[0] * visible.shape[1], jnp.int32).at[pack].set(
+            jnp.arange(pack.shape[0], dtype=jnp.int32), mode="drop")
+    x = embed(cfg, weights["embedding"], tokens, take=take)  # [N, T, E] ([R, P / R, E] packed)
+    query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(visible.shape[1])  # [N or 1, T]
     ropes, masks = layer_inputs(cfg, positions, visible, query_slots)
     ks, vs = list(cache.k), list(cache.v)
     # The tokens fill the whole cache (a prompt prefilled in one pass): their own keys and values
     # are all there is to attend to, in the compute dtype as the training forward has them, which
     # spares XLA:CPU the f32 copies and transposes of the queries that the cache layout costs.
-    whole = tokens.shape[1] == cache.k[0].shape[-1]
+    whole = visible.shape[1] == cache.k[0].shape[-1]
     for i, (w, sliding) in enumerate(zip(weights["layers"], cfg.sliding_layers)):
-        x, ks[i], vs[i] = _layer(cfg, w, x, *ropes[sliding], ks[i], vs[i], slot, masks[sliding],
-                                 whole=whole, scores=scores)
+        x, ks[i], vs[i] = _layer(cfg, w, x, *ropes[sliding], ks[i], vs[i], slot, masks[sliding], pack,
+                                 unpack_at, whole=whole, scores=scores)
     return rms_norm(cfg, weights["final_norm"], x), constrain(Cache(tuple(ks), tuple(vs)))
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("whole", "scores"))
-def _layer(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, mask, *, whole: bool, scores: str):
+def _layer(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, mask, pack, unpack_at, *, whole: bool,
+           scores: str):
     """One layer of `forward`: (x, ck, cv) after it. A program of its own, inlined by XLA into the
     caller: tracing it once for all the layers of a forward (they share shapes) takes a fraction
     of the Python time of tracing each, which every process paid for every decode program."""
+    n, t = mask.shape[:2]
+
+    def unpack(a):  # [R, P / R, ...] -> [N, T, ...]; the padding slots get some real row (masked)
+        return jnp.take(a.reshape(-1, *a.shape[2:]), unpack_at, axis=0, mode="clip").reshape(n, t, *a.shape[2:])
+
     def attend(q, k, v):
+        if pack is not None:
+            q, k, v = unpack(q), unpack(k), unpack(v)
         ck2, cv2 = write_slots(ck, cv, k, v, slot)
-        if whole:
-            return attend_masked(cfg, q, k, v, mask, heads_first=True), (ck2, cv2)
-        return attend_cache(cfg, q, ck2, cv2, mask, scores), (ck2, cv2)
+        if not whole:
+            return attend_cache(cfg, q, ck2, cv2, mask, scores), (ck2, cv2)
+        out = attend_masked(cfg, q, k, v, mask, heads_first=True)
+        if pack is not None:
+            out = jnp.take(out.reshape(n * t, *out.shape[2:]), pack, axis=0, mode="clip").reshape(x.shape[:2] + out.shape[2:])
+        return out, (ck2, cv2)
 
     x, (ck, cv) = decoder_layer(cfg, w, x, cos, sin, attend)
     return x, ck, cv

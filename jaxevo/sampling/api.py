@@ -39,7 +39,7 @@ from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import prepare_weights
 from jaxevo.sampling import loop
 from jaxevo.sampling.params import (Completion, RunStats, SamplingParams, batch_bucket, cache_segments,
-                                    length_bucket)
+                                    length_bucket, packed_rows)
 from jaxevo.sampling import cpu_choice
 from jaxevo.sampling.placement import new_cache, rows_sharding
 from jaxevo.sampling.progress import progress_bar
@@ -421,12 +421,14 @@ class Sampler:
         for j, ((p, smp), r) in enumerate(zip(take, free)):
             dest[j], row_prompt[j], row_ids[j] = r, where[p], (first_index + p) * sp.n + smp
         stats.shapes.add((nb, pb, t, state.kv_valid.shape[1]))
+        # the prefill's per-token work on the real tokens only (not on a mesh: rows are sharded)
+        packed = packed_rows(int(valid.sum()), pb * t) if self.mesh is None and t <= self.prefill_chunk else 0
         put = self._put
         with _mesh_ctx(self.mesh):
             return loop.start(self.weights, cache, state, put(tokens), put(valid), put(dest),
                               put(row_prompt), put(row_ids), put(np.full(rb, sp.max_new_tokens, np.int32)),
                               stop_arr, key, knobs, cfg=self.cfg, mode=mode, mesh=self.mesh,
-                              chunk=self.prefill_chunk, cpu_path=self.cpu_choice.path)
+                              chunk=self.prefill_chunk, packed=packed, cpu_path=self.cpu_choice.path)
 
     def _prompt_bucket(self, length: int) -> int:
         if self.prompt_buckets:

@@ -126,14 +126,24 @@ def _pick_and_record(st: State, lg, stop_ids, mode: Mode, knobs: Knobs) -> State
                        done=st.done | is_stop | at_limit, presence=presence)
 
 
-def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
+def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, packed: int = 0):
     """The P left-padded prompts [P, T] through the model, in chunks of <= `chunk` tokens.
-    Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token)."""
+    Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token).
+    packed > 0 (one chunk): the per-token work runs on `packed` rows (>= the real tokens), not on
+    the P x T padded ones (`decode.forward`'s pack), to the rounding of the products."""
     p, t = tokens.shape
     c = t if t <= chunk else chunk
     assert t % c == 0, (t, c)
     positions = positions_from_valid(valid)
     pc = constrain_cache(decode.init_cache(cfg, p, t, dtype=dtype), cfg, mesh)
+    if packed and t == c:
+        flat = valid.reshape(-1).astype(bool)
+        pack = jnp.nonzero(flat, size=packed, fill_value=p * t)[0].astype(jnp.int32)
+        h, pc = decode.forward(cfg, weights, pc, tokens, positions, 0, visible_mask(valid, jnp.arange(t)[None]),
+                               lambda x: constrain_cache(x, cfg, mesh), pack=pack)
+        # each prompt's last token (slot T - 1 of a left-padded row) among the packed rows
+        last = jnp.maximum(jnp.cumsum(flat, dtype=jnp.int32).reshape(p, t)[:, -1] - 1, 0)
+        return pc, decode.logits(cfg, weights, jnp.take(h.reshape(-1, h.shape[-1]), last, axis=0))
 
     def run_chunk(i, pc):
         start = i * c
@@ -151,16 +161,17 @@ def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype):
     return pc, decode.logits(cfg, weights, last)
 
 
-@platform_jit(static_argnames=("cfg", "mode", "mesh", "chunk"), donate_argnames=("cache", "state"))
+@platform_jit(static_argnames=("cfg", "mode", "mesh", "chunk", "packed"), donate_argnames=("cache", "state"))
 def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, row_ids, limit,
-          stop_ids, key, knobs: Knobs, *, cfg: ModelConfig, mode: Mode, mesh=None, chunk: int = 256):
+          stop_ids, key, knobs: Knobs, *, cfg: ModelConfig, mode: Mode, mesh=None, chunk: int = 256,
+          packed: int = 0):
     """Start R new rows: prefill the P prompts tokens, valid [P, T] (left-padded), copy prompt
     row_prompt[j]'s cache into row dest[j] (dest[j] = N: a padding entry, ignored), and record each
     new row's first token. row_ids [R]: global sample indices (random streams); limit [R]: max new
-    tokens; stop_ids [E] int32 (padded with -1). Returns (cache, state)."""
+    tokens; stop_ids [E] int32 (padded with -1); packed: see `prefill`. Returns (cache, state)."""
     s = state.kv_valid.shape[1]
     t = tokens.shape[1]
-    pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype)
+    pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype, packed)
 
     def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to the buffer's slots
         rows = _pad_slots(jnp.take(p, row_prompt, axis=0), slot_axis, c.shape[slot_axis])

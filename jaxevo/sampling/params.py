@@ -133,6 +133,16 @@ def length_bucket(x: int, minimum: int = 16, chunk: int = 256) -> int:
     return b
 
 
+def packed_rows(real: int, total: int, parts: int = 4) -> int:
+    """The rows a prefill of `total` padded prompt tokens, `real` of them real, runs its per-token
+    work on (`loop.prefill`'s packed): the next multiple of total / parts, so that a prompt shape
+    has at most `parts` programs; 0 (no packing) when that is all of them."""
+    if total % parts:
+        return 0
+    rows = -(-real // (total // parts)) * (total // parts)
+    return rows if rows < total else 0
+
+
 def cache_segments(t: int, m: int, smallest: int = 32, most: int = 4) -> list[int]:
     """The slot counts a lockstep batch's cache buffer grows through, for T prompt slots and M
     new tokens: up to `most` equal segments of >= `smallest` slots (a multiple of 16), the last

@@ -96,6 +96,15 @@ def test_buckets():
     assert batch_bucket(10, multiple=4, maximum=6) == 12  # never below the rows, a multiple of the shards
 
 
+def test_packed_rows():
+    from jaxevo.sampling.params import packed_rows
+
+    # 64 prompts x 96 slots holding 4,531 real tokens (the benchmark's first batch): 3/4 of them
+    assert packed_rows(4531, 64 * 96) == 4608 and packed_rows(1536, 64 * 96) == 1536
+    assert packed_rows(4609, 64 * 96) == 0  # above 3/4: all of them, unpacked
+    assert packed_rows(99, 8 * 32) == 128 and packed_rows(10, 30) == 0  # 30 slots: not in quarters
+
+
 def test_cache_segments():
     from jaxevo.sampling.params import cache_segments
 
