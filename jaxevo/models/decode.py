@@ -185,11 +185,12 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     `prepare_weights`; `constrain(cache)` places the updated cache (sharding); scores: see
     `attend_cache`. Sliding-window layers narrow `visible` to their window themselves.
 
-    pack [P] int32 (a prompt prefilled whole, T = S): the flat indices into N x T of the real
+    pack [P] int32 (prompts prefilled whole, T = S): the flat indices into N x T of the real
     tokens (padded with N * T). The per-token work (projections, MLP, norms) then runs on those P
-    rows only, not on the padding; the attention, over [N, T] as before. Returns hidden [R, P / R,
-    E] in that order (R = N where it divides P, else 1; padding entries repeat the last token) and the cache, its padding slots holding some real
-    token's keys and values (they are masked, as the padding tokens' own were)."""
+    rows only, not on the padding; the attention over [N, T] as before. Returns hidden [R, P / R,
+    E] in that order (R = N where it divides P, else 1; padding entries repeat the last token)
+    and the cache, whose padding slots hold some real token's keys and values (masked, as the
+    padding tokens' own were)."""
     take = functools.partial(_take_rows, dtype=cfg.dtype)
     unpack_at = None
     if pack is not None:  # gathers both ways: XLA:CPU's scatters run row by row
@@ -231,7 +232,8 @@ def _layer(cfg: ModelConfig, w, x, cos, sin, ck, cv, slot, mask, pack, unpack_at
             return attend_cache(cfg, q, ck2, cv2, mask, scores), (ck2, cv2)
         out = attend_masked(cfg, q, k, v, mask, heads_first=True)
         if pack is not None:
-            out = jnp.take(out.reshape(n * t, *out.shape[2:]), pack, axis=0, mode="clip").reshape(x.shape[:2] + out.shape[2:])
+            out = jnp.take(out.reshape(n * t, *out.shape[2:]), pack, axis=0, mode="clip")
+            out = out.reshape(x.shape[:2] + out.shape[1:])
         return out, (ck2, cv2)
 
     x, (ck, cv) = decoder_layer(cfg, w, x, cos, sin, attend)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxevo.errors import ConfigError, JaxevoError
+from jaxevo.models import decode
 from jaxevo.sampling import Sampler, SamplingParams, loop, teacher_forced_logprobs
+from jaxevo.sampling.params import packed_rows
 from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
 
 # Prompts of varied lengths (ids < 256), one padded batch.
@@ -355,10 +358,6 @@ def test_packed_prefill_equals_the_padded_one(family, dtype):
     logits and the real slots' keys and values of the padded prefill: to the products' summation
     order in f32 (2e-6 on O(1) values; 3e-7 seen), to a few bf16 roundings in bf16 (the same bits
     seen on these models)."""
-    import jax.numpy as jnp
-    from jaxevo.models import decode
-    from jaxevo.sampling.params import packed_rows
-
     cfg, params = tiny(family, dtype=dtype)
     w = decode.prepare_weights(params, cfg)
     p, t = len(PROMPTS), 32
@@ -367,8 +366,8 @@ def test_packed_prefill_equals_the_padded_one(family, dtype):
         tokens[j, t - len(ids):], valid[j, t - len(ids):] = ids, True
     packed = packed_rows(int(valid.sum()), p * t)
     assert 0 < packed < p * t, packed
-    (pc, lg), (pc2, lg2) = (loop.prefill(w, jnp.asarray(tokens), jnp.asarray(valid), cfg, None, 256, jnp.float32,
-                                         packed=n) for n in (0, packed))
+    args = (w, jnp.asarray(tokens), jnp.asarray(valid), cfg, None, 256, jnp.float32)
+    (pc, lg), (pc2, lg2) = (loop.prefill(*args, packed=n) for n in (0, packed))
     tol = dict(rtol=0, atol=2e-6) if dtype == "float32" else dict(rtol=0, atol=2.0 ** -6)
     np.testing.assert_allclose(np.asarray(lg2), np.asarray(lg), **tol)
     for a, b in zip(pc.k + pc.v, pc2.k + pc2.v):  # k [P, K, D, T], v [P, K, T, D]
