@@ -13,6 +13,7 @@ from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models import decode
 from jaxevo.sampling import Sampler, SamplingParams, loop, teacher_forced_logprobs
 from jaxevo.sampling.params import packed_rows
+from tests.conftest import TINY_HF
 from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
 
 # Prompts of varied lengths (ids < 256), one padded batch.
@@ -352,12 +353,14 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
     assert [[c.token_ids for c in o] for o in again] == [[c.token_ids for c in o] for o in out]
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("family, dtype", [(f, "float32") for f in sorted(TINY_HF)]
+                         + [(f, "bfloat16") for f in ("llama3", "gemma3", "qwen3")])
 def test_packed_prefill_equals_the_padded_one(family, dtype):
     """The prefill's per-token work on the real tokens only (`loop.prefill(packed=...)`) gives the
     logits and the real slots' keys and values of the padded prefill: to the products' summation
     order in f32 (2e-6 on O(1) values; 3e-7 seen), to a few bf16 roundings in bf16 (the same bits
-    seen on these models)."""
+    seen on these models; three families in bf16, a plain one, Gemma 3's sliding windows and
+    Qwen 3's q/k norms, to keep the suite's time)."""
     cfg, params = tiny(family, dtype=dtype)
     w = decode.prepare_weights(params, cfg)
     p, t = len(PROMPTS), 32
