@@ -136,25 +136,23 @@ def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, p
     assert t % c == 0, (t, c)
     positions = positions_from_valid(valid)
     pc = constrain_cache(decode.init_cache(cfg, p, t, dtype=dtype), cfg, mesh)
-    if packed and t == c:
-        flat = valid.reshape(-1).astype(bool)
-        pack = jnp.nonzero(flat, size=packed, fill_value=p * t)[0].astype(jnp.int32)
-        h, pc = decode.forward(cfg, weights, pc, tokens, positions, 0, visible_mask(valid, jnp.arange(t)[None]),
-                               lambda x: constrain_cache(x, cfg, mesh), pack=pack)
-        # each prompt's last token (slot T - 1 of a left-padded row) among the packed rows
-        last = jnp.maximum(jnp.cumsum(flat, dtype=jnp.int32).reshape(p, t)[:, -1] - 1, 0)
-        return pc, decode.logits(cfg, weights, jnp.take(h.reshape(-1, h.shape[-1]), last, axis=0))
 
-    def run_chunk(i, pc):
+    def run_chunk(i, pc, pack=None):
         start = i * c
         tk = lax.dynamic_slice_in_dim(tokens, start, c, axis=1)
         ps = lax.dynamic_slice_in_dim(positions, start, c, axis=1)
         visible = visible_mask(valid, start + jnp.arange(c)[None])  # [P, c, T]
-        h, pc = decode.forward(cfg, weights, pc, tk, ps, start, visible, lambda x: constrain_cache(x, cfg, mesh))
-        return pc, h[:, -1]
+        h, pc = decode.forward(cfg, weights, pc, tk, ps, start, visible, lambda x: constrain_cache(x, cfg, mesh),
+                               pack=pack)
+        if pack is None:
+            return pc, h[:, -1]
+        # each prompt's last token (slot T - 1 of a left-padded row) among the packed rows
+        last = jnp.maximum(jnp.cumsum(valid.reshape(-1), dtype=jnp.int32).reshape(p, t)[:, -1] - 1, 0)
+        return pc, jnp.take(h.reshape(-1, h.shape[-1]), last, axis=0)
 
     if t == c:
-        pc, last = run_chunk(0, pc)
+        pack = jnp.nonzero(valid.reshape(-1), size=packed, fill_value=p * t)[0].astype(jnp.int32) if packed else None
+        pc, last = run_chunk(0, pc, pack)
     else:
         pc = lax.fori_loop(0, t // c - 1, lambda i, pc: run_chunk(i, pc)[0], pc)
         pc, last = run_chunk(t // c - 1, pc)
