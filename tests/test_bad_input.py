@@ -94,7 +94,7 @@ def test_eval_and_export_check_out_before_loading(tmp_path, monkeypatch, capsys)
     assert rc == 2 and f"cannot write {blocker / 'x'}" in capsys.readouterr().err
 
 
-def test_storage_errors_are_recognised_through_wrappers():
+def test_storage_errors_are_recognised_through_wrappers(tmp_path):
     import errno
 
     inner = OSError(errno.ENOSPC, "No space left on device", "/d/x")
@@ -108,7 +108,7 @@ def test_storage_errors_are_recognised_through_wrappers():
     assert storage_cause(RuntimeError("INTERNAL: ... Read-only file system ...")) == \
         "read-only file system"
     assert storage_cause(ValueError("shape mismatch")) is None
-    assert check_writable(Path("/tmp") / "jaxevo-ok" / "f.jsonl").name == "f.jsonl"
+    assert check_writable(tmp_path / "new" / "f.jsonl").name == "f.jsonl"
     with pytest.raises(OutputError, match="it is a directory"):
         check_writable("/tmp")
 
