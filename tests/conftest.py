@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import flax.linen as nn
@@ -15,11 +16,21 @@ from jaxevo.models.config import ModelConfig
 from jaxevo.runtime import enable_compilation_cache
 
 # Same programs recompile across tests (every train phase builds its step anew): cache them, in a
-# folder of this run's own (shared with the subprocesses it starts) unless JAXEVO_XLA_CACHE names
-# one: a machine's long-lived cache can hold entries this run must not load (one such entry
-# aborted a run in `deserialize_executable`).
-os.environ.setdefault("JAXEVO_XLA_CACHE", tempfile.mkdtemp(prefix="jaxevo-test-xla-"))
+# folder of this run's own (shared with its xdist workers and the subprocesses it starts, which
+# inherit the variable) unless JAXEVO_XLA_CACHE names one: a machine's long-lived cache can hold
+# entries this run must not load (one such entry aborted a run in `deserialize_executable`).
+_OWN_CACHE = None
+if not os.environ.get("JAXEVO_XLA_CACHE"):
+    _OWN_CACHE = os.environ["JAXEVO_XLA_CACHE"] = tempfile.mkdtemp(prefix="jaxevo-test-xla-")
 enable_compilation_cache()
+# Most of the suite's time is XLA compiling small programs, each once. JAX's switch for that
+# (LLVM at -O0 without its expensive passes; the HLO passes and the dot libraries stay those of a
+# user's run) takes a third off the suite. The subprocesses the tests start inherit it. Some
+# modules compile as a user's run does (`_compile_mode`); JAX_DISABLE_MOST_OPTIMIZATIONS=0 runs the
+# whole suite so.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+FAST_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "yes", "on")
+jax.config.update("jax_disable_most_optimizations", FAST_COMPILE)
 from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
 
 COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -98,6 +109,32 @@ def _memory_maps() -> int | None:
             return sum(1 for _ in f)
     except OSError:  # not Linux: no count, so always release
         return None
+
+
+def pytest_unconfigure(config):
+    """The process that made this run's cache folder removes it (an xdist worker inherits the
+    folder and leaves it to the controller, which ends last)."""
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+# Compiled as a user's run is: bit-for-bit equalities of two different programs (which hold as the
+# compiler's default optimizations build them), and the opt-in runs of minutes, where the compiler's
+# share is small and whose figures were taken so.
+OPTIMIZED_COMPILE = ("optimized_compile", "heavy", "real_model")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compile_mode(request):
+    """A module, and the processes its tests start, compile with the compiler's default
+    optimizations when a test of it selected in this run carries one of OPTIMIZED_COMPILE's markers."""
+    mine = (i for i in request.session.items if getattr(i, "module", None) is request.module)
+    fast = FAST_COMPILE and not any(i.get_closest_marker(m) for i in mine for m in OPTIMIZED_COMPILE)
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"  # for its subprocesses
+    if jax.config.values["jax_disable_most_optimizations"] != fast:
+        jax.clear_caches()  # a compiled program is reused whatever the switch: drop them
+        jax.config.update("jax_disable_most_optimizations", fast)
+    yield
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,6 +15,9 @@ from jaxevo.models.lowrank import Adapted, LoraSpec, adapter_product, adapter_sp
 from jaxevo.models.transformer import LORA_DROPOUT, Transformer, causal_mask, positions_from_valid
 from tests.conftest import forward, random_params, tiny_cfg
 
+# Bit-for-bit equalities of two programs, as the default compile builds them (tests/conftest.py).
+pytestmark = pytest.mark.optimized_compile
+
 
 def _factorised(cfg, params, adapters, lcfg, toks, key=None):
     valid = jnp.ones(toks.shape, jnp.int32)

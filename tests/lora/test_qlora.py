@@ -17,6 +17,9 @@ from tests.lora.test_train_lora import _run, frozen_base, lora_config
 from tests.train.helpers import pref_records, sft_records
 from jaxevo.train.builder import build
 
+# Bit-for-bit equalities of two programs, as the default compile builds them (tests/conftest.py).
+pytestmark = pytest.mark.optimized_compile
+
 # Appendix E of Dettmers et al. 2023 (QLoRA), as printed there.
 PAPER_NF4 = [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
              -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,

@@ -358,7 +358,8 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
 def test_packed_prefill_equals_the_padded_one(family, dtype):
     """The prefill's per-token work on the real tokens only (`loop.prefill(packed=...)`) gives the
     logits and the real slots' keys and values of the padded prefill: to the products' summation
-    order in f32 (2e-6 on O(1) values; 3e-7 seen), to a few bf16 roundings in bf16 (the same bits
+    order in f32 (5e-6 on O(1) values; 3e-7 seen compiled as a user's run is, 2.6e-6 with most
+    optimizations off, as the suite compiles), to a few bf16 roundings in bf16 (the same bits
     seen on these models; three families in bf16, a plain one, Gemma 3's sliding windows and
     Qwen 3's q/k norms, to keep the suite's time)."""
     cfg, params = tiny(family, dtype=dtype)
@@ -371,7 +372,7 @@ def test_packed_prefill_equals_the_padded_one(family, dtype):
     assert 0 < packed < p * t, packed
     args = (w, jnp.asarray(tokens), jnp.asarray(valid), cfg, None, 256, jnp.float32)
     (pc, lg), (pc2, lg2) = (loop.prefill(*args, packed=n) for n in (0, packed))
-    tol = dict(rtol=0, atol=2e-6) if dtype == "float32" else dict(rtol=0, atol=2.0 ** -6)
+    tol = dict(rtol=0, atol=5e-6) if dtype == "float32" else dict(rtol=0, atol=2.0 ** -6)
     np.testing.assert_allclose(np.asarray(lg2), np.asarray(lg), **tol)
     for a, b in zip(pc.k + pc.v, pc2.k + pc2.v):  # k [P, K, D, T], v [P, K, T, D]
         a, b = np.asarray(a), np.asarray(b)
