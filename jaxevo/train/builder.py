@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import gc
 import logging
 import math
 import time
@@ -341,10 +340,6 @@ def _restore(cfg: TrainConfig, ckpt: Checkpointer, abstract_params,
             f"out_dir; if their files were damaged, restore them from a copy, or start over with "
             f"checkpoint.resume=false (this discards them)")
     if skipped:
-        # A failed restore leaves Orbax's other reads of it as coroutines in reference cycles. Freed
-        # now they close quietly; freed at some later collection, once their event loop is gone,
-        # each one prints "Exception ignored in: <coroutine ...>" with a traceback.
-        gc.collect()
         moved = ckpt.set_aside([s for s, _ in skipped], Path(cfg.out_dir) / "checkpoints_damaged")
         for s, why in skipped:
             log.warning("checkpoint step %d in %s does not restore (%s); moved to %s", s, ckpt.dir,
