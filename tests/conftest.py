@@ -119,8 +119,8 @@ def pytest_unconfigure(config):
 
 
 # Compiled as a user's run is: bit-for-bit equalities of two different programs (which hold as the
-# compiler's default optimizations build them), and the opt-in runs of minutes, where the compiler's
-# share is small and whose figures were taken so.
+# compiler's default optimizations build them), and the opt-in tests of minutes, where compiling is
+# a small share.
 OPTIMIZED_COMPILE = ("optimized_compile", "heavy", "real_model")
 
 
