@@ -130,8 +130,9 @@ def test_resume_refuses_a_changed_config_and_records_an_allowed_change(tmp_path,
 
 # ----------------------------------------------------------------------------- damaged checkpoints
 # Orbax's failed read of the damaged checkpoint can leave a callback for its closed event loop
-# (pyproject.toml's filterwarnings has the rest of that noise).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# ("Exception ignored in: None ... Event loop is closed"; pyproject.toml's filterwarnings has the
+# rest of that noise).
+@pytest.mark.filterwarnings("ignore:Exception ignored in. None:pytest.PytestUnraisableExceptionWarning")
 def test_damaged_checkpoints_fall_back_to_the_newest_good_one(tmp_path, caplog):
     """Checkpoints 2, 4, 6 on disk; 6 lost a data file, 4 its metadata: the rerun resumes from 2,
     says why, and ends bitwise where an uninterrupted run ends (metrics without duplicates)."""
