@@ -40,7 +40,7 @@ from jaxevo.train.builder import build_step
 from jaxevo.train.checkpoint import Checkpointer, export_model
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError
-from jaxevo.train.rollout import rollout_batch, token_logps_fn, with_extras
+from jaxevo.train.rollout import micro_order, rollout_batch, token_logps_fn, with_extras
 from jaxevo.train.state import abstract_state, init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
@@ -188,16 +188,21 @@ def rollout(ctx: RoundContext, sampler: Sampler, items: list[dict], pos: dict[st
     return groups, stats
 
 
-def _batch(ctx: RoundContext, groups, pad_to_multiple: int):
+def _batch(ctx: RoundContext, groups, pad_to_multiple: int, num_micro: int = 1):
     g = ctx.cfg.grpo
     rewards = np.concatenate([grp[2] for grp in groups])
     if g.advantage == "rloo":
         adv = rloo_advantages(rewards, g.group_size)
     else:
         adv = group_advantages(rewards, g.group_size, scale=g.scale_rewards)
+    adv = np.asarray(adv)
     prompts = [grp[0] for grp in groups for _ in range(g.group_size)]
     comps = [list(cp.token_ids) for grp in groups for cp in grp[1]]
-    batch = rollout_batch(prompts, comps, np.asarray(adv), pad_to_multiple=pad_to_multiple)
+    # Rows without advantage (the flat groups that fill a dynamic-sampling batch) go together into
+    # the last micro-batches, whose forward and backward the step skips (no KL term: no gradient).
+    order = np.arange(len(comps)) if g.beta else micro_order(adv != 0, num_micro)
+    batch = rollout_batch([prompts[i] for i in order], [comps[i] for i in order], adv[order],
+                          pad_to_multiple=pad_to_multiple)
     r = rewards.reshape(-1, g.group_size)
     lengths = np.asarray([len(cp) for cp in comps], np.float32)
     stats = {"reward": float(np.nanmean(rewards)), "reward_std": float(np.nanstd(rewards, ddof=1)),
@@ -255,7 +260,7 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
             shared = None if bar is None else _SamplingShare(bar, s, g.prompts_per_step * g.group_size, share)
             groups, m = rollout(ctx, sampler, items, pos, shared)
             del sampler  # its prepared weights go before the (donating) update
-            batch, bstats = _batch(ctx, groups, tc.data.pad_to_multiple)
+            batch, bstats = _batch(ctx, groups, tc.data.pad_to_multiple, tc.num_micro)
             gb = to_global(batch, mesh)
             if g.beta:
                 gb = with_extras(gb, ref_token_lp=logps(ref_params, gb))

@@ -80,6 +80,12 @@ class Objective:
     # Whether its loss reads only the per-view sums (``logps``, ``ref``), so that
     # ``objective.token_alpha`` (ω-weighted sums for policy and reference) means what it says.
     token_weights: bool = False
+    # ``inert(extras, hp)``: a traced bool, True when a micro-batch's loss has zero gradient
+    # whatever the parameters (policy rows whose advantages are all 0, with no KL term), or None
+    # when it never is under ``hp``. The step then skips that micro-batch's forward and backward
+    # and takes its loss and metrics from log-probs of 0 (`train.step`): they must come out the
+    # same as the computed ones.
+    inert: Callable[[Mapping[str, Array], Any], Array | None] | None = None
 
     @property
     def view_names(self) -> tuple[str, ...]:

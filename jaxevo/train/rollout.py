@@ -9,7 +9,9 @@ tokens only, so ``labels >= 0`` is TRL's ``completion_mask``), and the extras ``
 optionally ``old_token_lp`` / ``ref_token_lp`` [B, T] aligned with the labels. The completion
 tokens are the sampler's own ids (never re-tokenised text), as TRL trains on ``completion_ids``.
 The `policy` objective (registered here) is `jaxevo.losses.policy_loss` on that batch; it goes
-through the one train step (`train/step.py`) like every other objective.
+through the one train step (`train/step.py`) like every other objective. Rows whose advantages
+are all 0 have no gradient without a KL term: `micro_order` gathers them into the last
+micro-batches and the step skips those (`Objective.inert`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,34 @@ def _policy(inp: LossInputs, hp) -> tuple[jax.Array, Metrics]:
     return loss, metrics
 
 
+def _inert(extras, hp) -> jax.Array | None:
+    """Rows whose advantages are all 0 have a zero policy gradient (every clipped term is
+    0 · ratio) unless a KL term pulls them to the reference."""
+    if hp.beta or "advantage" not in extras:
+        return None
+    return jnp.all(extras["advantage"] == 0)
+
+
+def micro_order(active: Sequence[bool] | np.ndarray, num_micro: int) -> np.ndarray:
+    """A row order for a batch split into `num_micro` strided micro-batches (micro-batch j = rows
+    j, j + n, j + 2n, ...; `train.step`) that gathers the rows that are not `active` (a zero
+    advantage) into the last micro-batches, which the step then skips (`Objective.inert`).
+
+    Returns ``perm`` [B]: batch row i holds row ``perm[i]``. The identity when every row is active
+    or none is, or with one micro-batch: nothing to gather.
+    """
+    active = np.asarray(active, bool)
+    b = active.size
+    if num_micro <= 1 or b % num_micro or active.all() or not active.any():
+        return np.arange(b)
+    mb = b // num_micro
+    ordered = np.concatenate([np.flatnonzero(active), np.flatnonzero(~active)])
+    k = np.arange(b)
+    perm = np.empty(b, np.int64)
+    perm[(k % mb) * num_micro + k // mb] = ordered  # the k-th goes to micro-batch k // mb
+    return perm
+
+
 register_objective(Objective(
     name="policy",
     fields=("prompt", "completion"),
@@ -128,4 +158,5 @@ register_objective(Objective(
     loss=_policy,
     token_level=False,
     optional_fields=("advantage",),
+    inert=_inert,
 ))

@@ -12,6 +12,8 @@
    the global loss plus (sum, count) metrics; reference log-probs come from the batch
    (``ref/<view>``, precomputed once) unless the step was built with a reference forward. With
    ``objective.token_alpha`` every sum is ω-weighted (ω: the step's replicated argument).
+   A micro-batch the objective calls inert (`Objective.inert`: its gradient is 0 whatever the
+   parameters, e.g. rollouts whose advantages are all 0) skips its forward and backward.
 4. AdamW update; if the loss, the gradient norm or the new parameters are not finite the update is
    *skipped* (state returned unchanged) and ``metrics["finite"]`` is 0 — the loop raises.
 
@@ -86,6 +88,18 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
         s = slice(i * b, (i + 1) * b)
         out[v] = (tlp[s], lmask[s], sums[s], counts[s])
     return out
+
+
+def idle_inputs(micro, names: tuple[str, ...], norm) -> LossInputs:
+    """The `LossInputs` of a micro-batch whose forward is skipped: every log-prob 0, the masks
+    and counts of its labels (an inert micro-batch's loss and metrics; `Objective.inert`)."""
+    masks = {v: micro.views[v]["labels"] >= 0 for v in names}
+    return LossInputs(
+        logps={v: jnp.zeros(m.shape[:1], jnp.float32) for v, m in masks.items()},
+        counts={v: jnp.sum(m, axis=-1).astype(jnp.float32) for v, m in masks.items()},
+        token_lp={v: jnp.zeros(m.shape, jnp.float32) for v, m in masks.items()},
+        masks=masks, ref={},
+        extras={k: x for k, x in micro.extras.items() if not k.startswith("ref/")}, norm=norm)
 
 
 def _split_micro(x: jax.Array, n: int, constrain: NamedSharding | None) -> jax.Array:
@@ -179,6 +193,8 @@ def make_train_step(
         return loss, metrics
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    # an inert micro-batch's loss is taken from log-probs of 0: only where nothing else is read
+    can_skip = objective.reads == "logprobs" and not needs_ref and not weighted
 
     def step(state: TrainState, batch, ref_params=None, base_params=None, omega=None):
         if weighted and omega is None:  # at trace time: every caller (train, plan) must pass ω
@@ -194,9 +210,22 @@ def make_train_step(
         # LoRA dropout's key: the step's RNG (checkpointed: resume is bitwise), per micro-batch.
         step_key = jax.random.wrap_key_data(state.rng)
         drop_key = lambda j: jax.random.fold_in(jax.random.fold_in(step_key, _DROPOUT_SALT), j)  # noqa: E731
+
+        def micro_grad(params, mbatch, j):
+            """((loss part, metrics), grads) of one micro-batch; an inert one (see
+            `Objective.inert`) skips the forward and backward: its gradient is exactly 0."""
+            inert = (objective.inert(mbatch.extras, hp)
+                     if objective.inert is not None and can_skip else None)
+            computed = lambda _: grad_fn(params, mbatch, norm, ref_params, base_params,  # noqa: E731
+                                         drop_key(j), omega)
+            if inert is None:
+                return computed(None)
+            skipped = lambda _: (objective.loss(idle_inputs(mbatch, names, norm), hp),  # noqa: E731
+                                 jax.tree.map(jnp.zeros_like, params))
+            return jax.lax.cond(inert, skipped, computed, None)
+
         if num_micro == 1:
-            (loss, metrics), grads = grad_fn(params, batch, norm, ref_params, base_params,
-                                             drop_key(0), omega)
+            (loss, metrics), grads = micro_grad(params, batch, 0)
             grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         else:
             mb = b // num_micro
@@ -211,8 +240,7 @@ def make_train_step(
             def body(carry, xs):
                 g_acc, l_acc, m_acc = carry
                 mbatch, j = xs
-                (l, m), g = grad_fn(params, mbatch, norm, ref_params, base_params, drop_key(j),
-                                    omega)
+                (l, m), g = micro_grad(params, mbatch, j)
                 g_acc = jax.tree.map(lambda a, x: a + x.astype(jnp.float32), g_acc, g)
                 m_acc = jax.tree.map(jnp.add, m_acc, m)
                 return (g_acc, l_acc + l, m_acc), None
