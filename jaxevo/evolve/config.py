@@ -318,7 +318,11 @@ class GRPOSection:
     `sample.max_new_tokens`. Sampling settings (temperature, top-p, max_new_tokens, batch_size)
     are the `sample:` section's. `train:` holds the model dtypes, optimizer, micro-batch size and
     log-prob chunking of the trainer; its batch is one step's prompts_per_step x group_size
-    sequences, split into micro-batches of `micro_batch_size` (gradient accumulation; None = one)."""
+    sequences, split into micro-batches of `micro_batch_size` (gradient accumulation; None = one).
+    `share_prompt` K > 1: a row of the update holds a prompt once and K of its completions
+    (`train.rollout.group_batch`: the same loss and gradient from fewer tokens, the attention over
+    the whole row); K divides `group_size` and `micro_batch_size`; not for models with
+    sliding-window layers. 1: a row per completion."""
 
     steps: int = 16  # online steps per round
     prompts_per_step: int = 8
@@ -338,6 +342,7 @@ class GRPOSection:
     max_draws: int = 3
     overlong_buffer: int = 0
     micro_batch_size: int | None = None
+    share_prompt: int = 1
     checkpoint_every: int = 4  # Orbax train state + prompt position + draw counter every k steps
     keep: int = 2
     train: TrainConfig = TrainConfig(objective=ObjectiveSection(name="policy"))
@@ -357,6 +362,10 @@ class GRPOSection:
         if (self.prompts_per_step * self.group_size) % mb:
             raise ConfigError(f"grpo.micro_batch_size={mb} must divide prompts_per_step x group_size "
                               f"= {self.prompts_per_step * self.group_size}")
+        k = self.share_prompt
+        if k < 1 or self.group_size % k or mb % k:
+            raise ConfigError(f"grpo.share_prompt={k} (completions per row) must be >= 1 and divide "
+                              f"group_size={self.group_size} and micro_batch_size={mb}")
         if not self.rewards:
             raise ConfigError("grpo.rewards is empty: give at least one scorer, e.g. {verifier: 1.0}")
         if self.beta < 0 or self.overlong_buffer < 0:

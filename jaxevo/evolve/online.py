@@ -40,7 +40,7 @@ from jaxevo.train.builder import build_step
 from jaxevo.train.checkpoint import Checkpointer, export_model
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError
-from jaxevo.train.rollout import micro_order, rollout_batch, token_logps_fn, with_extras
+from jaxevo.train.rollout import group_batch, micro_order, rollout_batch, token_logps_fn, with_extras
 from jaxevo.train.state import abstract_state, init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
@@ -67,9 +67,11 @@ def train_config(ctx: RoundContext, out: Path) -> TrainConfig:
           "use_bias_correction_kl": g.use_bias_correction_kl,
           "max_completion_length": ctx.cfg.sample.max_new_tokens}
     tc = g.train
+    rows, micro = g.prompts_per_step * g.group_size, g.micro_batch_size
+    if g.share_prompt > 1:  # K completions a row (`group_batch`)
+        rows, micro = rows // g.share_prompt, None if micro is None else micro // g.share_prompt
     return tc.replace(
-        out_dir=str(out / "train"), batch_size=g.prompts_per_step * g.group_size,
-        micro_batch_size=g.micro_batch_size, seed=ctx.seed,
+        out_dir=str(out / "train"), batch_size=rows, micro_batch_size=micro, seed=ctx.seed,
         objective=dataclasses.replace(tc.objective, name="policy", loss_type=g.loss_type, beta=g.beta,
                                       hparams=hp),
         log=dataclasses.replace(tc.log, progress=ctx.progress))
@@ -196,13 +198,21 @@ def _batch(ctx: RoundContext, groups, pad_to_multiple: int, num_micro: int = 1):
     else:
         adv = group_advantages(rewards, g.group_size, scale=g.scale_rewards)
     adv = np.asarray(adv)
-    prompts = [grp[0] for grp in groups for _ in range(g.group_size)]
     comps = [list(cp.token_ids) for grp in groups for cp in grp[1]]
     # Rows without advantage (the flat groups that fill a dynamic-sampling batch) go together into
     # the last micro-batches, whose forward and backward the step skips (no KL term: no gradient).
-    order = np.arange(len(comps)) if g.beta else micro_order(adv != 0, num_micro)
-    batch = rollout_batch([prompts[i] for i in order], [comps[i] for i in order], adv[order],
-                          pad_to_multiple=pad_to_multiple)
+    k = g.share_prompt
+    if k > 1:  # rows of one prompt and K of its completions
+        order = np.arange(len(comps) // k) if g.beta else micro_order(
+            np.any(adv.reshape(-1, k) != 0, axis=1), num_micro)
+        prompts = [grp[0] for grp in groups for _ in range(g.group_size // k)]
+        batch = group_batch([prompts[j] for j in order], [comps[j * k + i] for j in order for i in range(k)],
+                            adv.reshape(-1, k)[order].reshape(-1), k, pad_to_multiple=pad_to_multiple)
+    else:
+        prompts = [grp[0] for grp in groups for _ in range(g.group_size)]
+        order = np.arange(len(comps)) if g.beta else micro_order(adv != 0, num_micro)
+        batch = rollout_batch([prompts[i] for i in order], [comps[i] for i in order], adv[order],
+                              pad_to_multiple=pad_to_multiple)
     r = rewards.reshape(-1, g.group_size)
     lengths = np.asarray([len(cp) for cp in comps], np.float32)
     stats = {"reward": float(np.nanmean(rewards)), "reward_std": float(np.nanstd(rewards, ddof=1)),
@@ -229,6 +239,9 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
     pre = load_pretrained(start_model, dtype=tc.model.dtype, param_dtype=tc.model.param_dtype,
                           remat=tc.model.remat, mesh=mesh)
     mcfg, tok = pre.cfg, pre.tokenizer
+    if g.share_prompt > 1 and mcfg.sliding_window and any(mcfg.sliding_layers):
+        raise ConfigError(f"grpo.share_prompt: {start_model} has sliding-window layers, whose window "
+                          "a row of several completions would not keep; set grpo.share_prompt: 1")
     params = jax.device_put(pre.params, param_shardings(mcfg, mesh))
     del pre
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)

@@ -201,14 +201,16 @@ def windowed(mask, query_slots, window: int) -> jax.Array:
 
 def causal_mask(valid: jax.Array, segment_ids: jax.Array | None = None,
                 sliding_window: int | None = None) -> jax.Array:
-    """valid [B, T] (1 = real token) -> [B, T, T] bool: causal, real keys only, same segment.
+    """valid [B, T] (1 = real token) -> [B, T, T] bool: causal, real keys only, same segment; a
+    negative segment id marks a shared prefix that every later token of its row sees (one prompt
+    for several completions: `train.rollout.group_batch`).
 
     Rows of padding queries may be all False; the softmax then sees finfo.min everywhere and stays
     finite (their outputs are never used).
     """
     m = visible_mask(valid, jnp.arange(valid.shape[1])[None], sliding_window)
     if segment_ids is not None:
-        m &= segment_ids[:, :, None] == segment_ids[:, None, :]
+        m &= (segment_ids[:, :, None] == segment_ids[:, None, :]) | (segment_ids[:, None, :] < 0)
     return m
 
 

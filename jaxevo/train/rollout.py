@@ -69,6 +69,78 @@ def rollout_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[
     return Batch(views={VIEW: view}, extras={"advantage": np.asarray(advantages, np.float32).reshape(b)})
 
 
+def group_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                advantages: Any, per_row: int, *, pad_to_multiple: int = 64) -> Batch:
+    """A host `Batch` of R rows, each one prompt and `per_row` (K) of its completions: the prompt
+    is run once for K completions instead of K times (`grpo.share_prompt`).
+
+    A row holds the prompt but its last token (segment -1: every later token of the row sees it),
+    then for each completion i (segment i + 1) the prompt's last token and the completion, at the
+    positions that follow the prompt's; labels on the completion tokens. A completion sees the
+    prompt and itself only (`models.transformer.causal_mask`), so its log-probs are those of the
+    row prompt ⊕ completion of `rollout_batch`; the attention runs over the whole row, though
+    (W² scores a layer against K·T²): worth it while completions are short.
+
+    Args:
+      prompt_ids: R prompt token lists, one per row.
+      completion_ids: R·K completion token lists, row after row.
+      advantages: [R·K] one advantage per completion.
+      per_row: K.
+      pad_to_multiple: the row length W and the completion length C are rounded up to this.
+
+    Returns: view ``completion`` [R, W]; extras ``advantage`` [R, K] f32 and ``columns``
+    [R, K, C] int32, the row column holding completion i's j-th label (-1 past its end), which
+    the `policy` objective reads the token log-probs at.
+    """
+    g, p_n = int(per_row), len(prompt_ids)
+    if g < 1 or len(completion_ids) != p_n * g:
+        raise ValueError(f"group_batch: {len(completion_ids)} completions for {p_n} prompts x {g}")
+    m = max(1, int(pad_to_multiple))
+    up = lambda n: -(-max(n, 1) // m) * m  # noqa: E731
+    lens = [len(p) + sum(1 + len(c) for c in completion_ids[k * g:(k + 1) * g]) - 1
+            for k, p in enumerate(prompt_ids)]
+    w, c_len = up(max(lens, default=1)), up(max((len(c) for c in completion_ids), default=1))
+    tokens = np.zeros((p_n, w), np.int32)
+    labels = np.full((p_n, w), -1, np.int32)
+    segments = np.zeros((p_n, w), np.int32)
+    positions = np.zeros((p_n, w), np.int32)
+    columns = np.full((p_n, g, c_len), -1, np.int32)
+    for k, p in enumerate(prompt_ids):
+        if not p:
+            raise ValueError(f"group_batch: row {k} has an empty prompt (the first completion token needs one)")
+        n = len(p) - 1
+        tokens[k, :n], segments[k, :n], positions[k, :n] = p[:-1], -1, np.arange(n)
+        at = n
+        for i, c in enumerate(completion_ids[k * g:(k + 1) * g]):
+            seq = [p[-1], *c]
+            span = slice(at, at + len(seq))
+            tokens[k, span], segments[k, span] = seq, i + 1
+            positions[k, span] = np.arange(n, n + len(seq))
+            labels[k, at:at + len(c)] = c  # the token at column t predicts the one at t + 1
+            columns[k, i, :len(c)] = np.arange(at, at + len(c))
+            at += len(seq)
+    view = {"tokens": tokens, "labels": labels, "segments": segments, "positions": positions}
+    adv = np.asarray(advantages, np.float32).reshape(p_n, g)
+    return Batch(views={VIEW: view}, extras={"advantage": adv, "columns": columns})
+
+
+def per_completion(inp: LossInputs) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None, jax.Array]:
+    """(token log-probs, mask, old, reference [b, C], advantage [b]) of a micro-batch's
+    completions: its rows as they are, or a `group_batch`'s rows [r, W] read at their
+    ``columns`` [r, K, C] (b = r·K)."""
+    lp, mask = inp.token_lp[VIEW], inp.masks[VIEW]
+    old, ref = inp.extras.get("old_token_lp"), inp.extras.get("ref_token_lp")
+    adv = inp.extras["advantage"]
+    cols = inp.extras.get("columns")
+    if cols is None:
+        return lp, mask, old, ref, adv
+    r, g, c = cols.shape
+    at = jnp.maximum(cols, 0).reshape(r, g * c)
+    read = lambda x: None if x is None else jnp.where(  # noqa: E731
+        cols >= 0, jnp.take_along_axis(x, at, axis=1).reshape(r, g, c), 0.0).reshape(r * g, c)
+    return read(lp), (cols >= 0).reshape(r * g, c), read(old), read(ref), adv.reshape(r * g)
+
+
 def token_logps_fn(cfg: ModelConfig, mesh, *, chunk: int = 128, vocab_chunk: int | None = None):
     """``fn(params, batch) -> [B, T] f32`` token log-probs of the ``completion`` view (0 off the
     completion), laid out like the batch: what `policy` reads as old or reference log-probs."""
@@ -99,14 +171,15 @@ def _policy(inp: LossInputs, hp) -> tuple[jax.Array, Metrics]:
     if "advantage" not in inp.extras:
         raise ConfigError("objective `policy` needs a numeric `advantage` on every record (the online "
                           "stage `grpo` computes them; a JSONL for `jaxevo train` must carry them)")
-    lp, mask = inp.token_lp[VIEW], inp.masks[VIEW].astype(jnp.float32)
+    lp, mask, old, ref, adv = per_completion(inp)
+    mask = mask.astype(jnp.float32)
     kw = {k: v for k, v in hp.hparams.items() if k in POLICY_HPARAMS}
-    old = inp.extras.get("old_token_lp")
-    ref = inp.extras.get("ref_token_lp")
     b = lp.shape[0]
-    n_tokens, n_seq = inp.norm[f"tokens/{VIEW}"], inp.norm["examples"]
+    # a `group_batch` row holds K completions: the global number of sequences is rows x K
+    per_row = b // inp.token_lp[VIEW].shape[0]
+    n_tokens, n_seq = inp.norm[f"tokens/{VIEW}"], inp.norm["examples"] * per_row
     local_tokens = jnp.sum(mask)
-    loss, m = policy_loss(hp.loss_type, lp, old, ref, inp.extras["advantage"], mask, beta=hp.beta,
+    loss, m = policy_loss(hp.loss_type, lp, old, ref, adv, mask, beta=hp.beta,
                           num_items_in_batch=n_tokens, **kw)
     if hp.loss_type in ("grpo", "dr_grpo"):
         loss = loss * b / n_seq

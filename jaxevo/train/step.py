@@ -68,7 +68,7 @@ def forward_views(params, cfg: ModelConfig, views: dict[str, dict[str, jax.Array
     cat = {k: jnp.concatenate([views[v][k] for v in names], axis=0)
            for k in ("tokens", "labels", "segments", "positions")}
     seg = cat["segments"]
-    mask = causal_mask(seg > 0, seg)  # each layer applies its own sliding window
+    mask = causal_mask(seg != 0, seg)  # each layer applies its own sliding window
     spec, adapters, key = lora if lora is not None else (None, None, None)
     rngs = {LORA_DROPOUT: key} if key is not None else {}
     hidden, _ = Transformer(cfg, spec).apply(model_variables(params, adapters), cat["tokens"],

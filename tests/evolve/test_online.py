@@ -233,9 +233,10 @@ def test_draws_the_last_steps_needed_are_sampled_together(monkeypatch):
     assert pos["needed"] == [2, 3]
 
 
-def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model):
+@pytest.mark.parametrize("share", [1, 3])  # 3: a row per group, its prompt run once (group_batch)
+def test_grpo_round_trains_logs_and_checkpoints(tmp_path, tiny_model, share):
     cfg, raw = recipe("grpo", tmp_path / "run", tiny_model, *ONLINE, "grpo.beta=0.04", "grpo.iterations=2",
-                      "run.keep_checkpoints=true")
+                      "run.keep_checkpoints=true", f"grpo.share_prompt={share}")
     m = run_evolve(cfg, raw)
     info = m["rounds"]["1"]["stages"]["grpo"]
     assert info["steps"] == 4 and info["completions"] == 4 * 2 * 3 and m["rounds"]["1"]["done"]
@@ -271,6 +272,9 @@ def test_grpo_settings_are_checked():
         load_config(EvolveConfig, None, ["stages=[prompts, grpo, eval]"])
     with pytest.raises(ConfigError, match="scale_rewards"):
         _ctx("grpo.scale_rewards=global")
+    with pytest.raises(ConfigError, match=r"share_prompt=3 \(completions per row\) must be >= 1 and divide "
+                                          "group_size=2"):
+        _ctx("grpo.share_prompt=3")
 
 
 def test_rewards_weighted_sum_with_unscored_completions():

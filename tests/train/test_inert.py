@@ -50,7 +50,7 @@ def test_micro_order_gathers_rows_without_advantage_in_the_last_micro_batches():
 
 def test_online_batch_puts_a_flat_group_in_the_last_micro_batch():
     """The online loop's batch: a flat group (advantage 0, no KL) fills the last micro-batch."""
-    g = SimpleNamespace(advantage="grpo", group_size=2, scale_rewards="group", beta=0.0)
+    g = SimpleNamespace(advantage="grpo", group_size=2, scale_rewards="group", beta=0.0, share_prompt=1)
     ctx = SimpleNamespace(cfg=SimpleNamespace(grpo=g))
     comp = lambda t: Completion("x", tuple(t), np.zeros(len(t), np.float32), 0.0, "eos", 0, 0, 1)  # noqa: E731
     groups = [([1, 2], [comp([3]), comp([4, 5])], np.array([1.0, 0.0])),
