@@ -37,7 +37,7 @@ def test_quick_demo_changes_only_what_it_says():
         "sample.max_new_tokens": 96, "sample.batch_size": 96, "grpo.steps": 10, "grpo.prompts_per_step": 4,
         "grpo.dynamic_sampling": True, "grpo.checkpoint_every": 5,
         "grpo.train.optim.lr": 2.0e-5, "eval.stop_after": [stop],
-        "grpo.train.data.pad_to_multiple": 32, "grpo.share_prompt": 4, "eval.batch_size": 150}
+        "grpo.share_prompt": 4, "eval.batch_size": 150}
     # no prompt is drawn twice in a round: steps x prompts per draw x draws
     assert quick["prompts.per_round"] == quick["grpo.steps"] * quick["grpo.prompts_per_step"] * quick["grpo.max_draws"]
 
