@@ -8,7 +8,9 @@ completions are scored by the weighted `grpo.rewards` scorers (the scorer regist
 are computed per group (`jaxevo.losses.group_advantages` / `rloo_advantages`), and `iterations`
 optimiser steps of the one train step (`train/step.py`, objective `policy`) run on that batch —
 old log-probs recorded once per batch when μ > 1, reference log-probs from the round's start
-model when β > 0.
+model when β > 0. With β = 0 the rows without advantage (dynamic sampling's filler groups) are
+gathered into the last micro-batches, which the step skips; `share_prompt` K > 1 runs a prompt
+once for K of its completions (`train.rollout.group_batch`).
 
 Resume: every `checkpoint_every` steps an Orbax checkpoint holds the train state (params,
 optimiser, RNG) and, in its meta, the prompt position, the draw counter that seeds sampling and
