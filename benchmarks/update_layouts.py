@@ -1,7 +1,7 @@
 """The demo's online update in the rollout layouts the `grpo` stage can use, timed in turns.
 
     python benchmarks/update_layouts.py [--steps 4] [--share 1 4 8] [--flat 0] [--pad 32]
-                                        [--out benchmarks/results/update_layouts.json]
+                                        [--model M] [--out benchmarks/results/update_layouts.json]
 
 The update of `configs/grpo_quick.yaml` (SmolLM2-135M-Instruct, bf16 compute on f32 master
 weights, stochastic rounding, `dots_no_batch` remat, DAPO loss, β = 0, micro-batches of 8
@@ -12,7 +12,7 @@ the flat groups' rows gathered into the last micro-batches, which the step skips
 ``--share K``, rows of a prompt run once and K of its completions (`grpo.share_prompt`). Each
 layout's step is compiled first, then the layouts take turns, ``--steps`` timed steps each; the
 best and the median seconds are printed with the ratio to ``--share 1``, with the machine's CPU
-model and whether it has AMX.
+model and whether it has AMX. ``--model`` (default the demo's) takes any model `jaxevo` loads.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main():
     ap.add_argument("--share", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--flat", type=int, default=0, help="groups with advantage 0 (of 4)")
     ap.add_argument("--pad", type=int, default=32)
+    ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cfg = load_config(EvolveConfig, ROOT / "configs" / "grpo_quick.yaml", [])
@@ -84,7 +85,7 @@ def main():
                                        "max_completion_length": cfg.sample.max_new_tokens})
     mesh = make_mesh(g.train.mesh)
     tm = g.train.model
-    pre = load_pretrained("smollm2-135m-instruct", dtype=tm.dtype, param_dtype=tm.param_dtype, remat=tm.remat,
+    pre = load_pretrained(args.model, dtype=tm.dtype, param_dtype=tm.param_dtype, remat=tm.remat,
                           mesh=mesh)
     params = jax.device_put(pre.params, param_shardings(pre.cfg, mesh))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
@@ -110,7 +111,7 @@ def main():
             jax.block_until_ready(raw)
             a["times"].append(time.perf_counter() - t)
     base = statistics.median(arms[args.share[0]]["times"])
-    out = {"machine": cpu_facts(), "flat_groups": args.flat, "pad": args.pad, "arms": {}}
+    out = {"machine": cpu_facts(), "model": args.model, "flat_groups": args.flat, "pad": args.pad, "arms": {}}
     print(f"{out['machine']}\nflat groups: {args.flat} of {PROMPTS}; rows padded to {args.pad}")
     for k, a in arms.items():
         med = statistics.median(a["times"])

@@ -166,3 +166,23 @@ def test_logprobs_benchmark_small(tmp_path):
     rec = json.loads(out.read_text())
     assert len(rec["ms"]) == 3 and all(v > 0 for v in rec["ms"].values())
     assert rec["T"] == 32 * -(-(max(e for _, e in rec["spans"]) + 1) // 32)
+
+
+@pytest.mark.slow
+def test_update_layouts_benchmark_tiny(tmp_path, tiny_model):
+    """benchmarks/update_layouts.py on a tiny model: every layout steps, with the rows and lengths
+    of its layout, and the first loss is the same in all (with the ratio at 1 it depends only on
+    the advantages and the completion tokens, not on the layout)."""
+    out = tmp_path / "u.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "update_layouts.py", "--model", tiny_model, "--steps", "1",
+                        "--share", "1", "4", "8", "--flat", "1", "--out", str(out)],
+                       cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    arms = json.loads(out.read_text())["arms"]
+    assert [arms[k]["shape"][0] for k in ("1", "4", "8")] == [32, 8, 4]
+    assert all(len(a["times"]) == 1 and a["times"][0] > 0 for a in arms.values())
+    assert arms["4"]["tokens"] < arms["1"]["tokens"]
+    for k in ("4", "8"):
+        assert arms[k]["loss"] == pytest.approx(arms["1"]["loss"], rel=1e-6)
+    assert "x share_prompt=1" in p.stdout
