@@ -63,7 +63,7 @@ def test_a_completion_sees_its_prompt_and_itself_only(tiny_f32):
         for i in range(G):
             c = comps[k * G + i]
             at = np.flatnonzero(labels[k * G + i] >= 0)
-            assert list(cols[k, i, :len(c)]) == list(grouped.extras["columns"][k, i, :len(c)])
+            assert len(at) == len(c)
             np.testing.assert_allclose(got[k, cols[k, i, :len(c)]], want[k * G + i, at], rtol=0, atol=2e-6)
 
 
