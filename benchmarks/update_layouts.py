@@ -33,7 +33,7 @@ from jaxevo.config import load_config
 from jaxevo.evolve.config import EvolveConfig
 from jaxevo.sharding import make_mesh, param_shardings
 from jaxevo.train.builder import build_step
-from jaxevo.train.rollout import group_batch, micro_order, rollout_batch
+from jaxevo.train.rollout import update_batch
 from jaxevo.train.state import init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.weights.load import load_pretrained
@@ -57,15 +57,8 @@ def rollouts(flat: int, seed: int = 0):
 def layout(k: int, prompts, comps, adv, pad: int):
     """The batch the `grpo` stage builds with share_prompt=k, and its rows and micro-batch rows."""
     rows, micro = PROMPTS * GROUP // k, MICRO // k
-    active = np.any(adv.reshape(rows, k) != 0, axis=1)
-    order = micro_order(active, rows // micro)
-    if k == 1:
-        batch = rollout_batch([prompts[i // GROUP] for i in order], [comps[i] for i in order], adv[order],
-                              pad_to_multiple=pad)
-    else:
-        per = GROUP // k
-        batch = group_batch([prompts[r // per] for r in order], [comps[r * k + i] for r in order for i in range(k)],
-                            adv.reshape(rows, k)[order].reshape(-1), k, pad_to_multiple=pad)
+    batch = update_batch([prompts[i // GROUP] for i in range(len(comps))], comps, adv, per_row=k,
+                         num_micro=rows // micro, pad_to_multiple=pad)
     return batch, rows, micro
 
 

@@ -42,7 +42,7 @@ from jaxevo.train.builder import build_step
 from jaxevo.train.checkpoint import Checkpointer, export_model
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError
-from jaxevo.train.rollout import group_batch, micro_order, rollout_batch, token_logps_fn, with_extras
+from jaxevo.train.rollout import token_logps_fn, update_batch, with_extras
 from jaxevo.train.state import abstract_state, init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
@@ -199,22 +199,12 @@ def _batch(ctx: RoundContext, groups, pad_to_multiple: int, num_micro: int = 1):
         adv = rloo_advantages(rewards, g.group_size)
     else:
         adv = group_advantages(rewards, g.group_size, scale=g.scale_rewards)
-    adv = np.asarray(adv)
+    prompts = [grp[0] for grp in groups for _ in range(g.group_size)]
     comps = [list(cp.token_ids) for grp in groups for cp in grp[1]]
     # Rows without advantage (the flat groups that fill a dynamic-sampling batch) go together into
     # the last micro-batches, whose forward and backward the step skips (no KL term: no gradient).
-    k = g.share_prompt
-    if k > 1:  # rows of one prompt and K of its completions
-        order = np.arange(len(comps) // k) if g.beta else micro_order(
-            np.any(adv.reshape(-1, k) != 0, axis=1), num_micro)
-        prompts = [grp[0] for grp in groups for _ in range(g.group_size // k)]
-        batch = group_batch([prompts[j] for j in order], [comps[j * k + i] for j in order for i in range(k)],
-                            adv.reshape(-1, k)[order].reshape(-1), k, pad_to_multiple=pad_to_multiple)
-    else:
-        prompts = [grp[0] for grp in groups for _ in range(g.group_size)]
-        order = np.arange(len(comps)) if g.beta else micro_order(adv != 0, num_micro)
-        batch = rollout_batch([prompts[i] for i in order], [comps[i] for i in order], adv[order],
-                              pad_to_multiple=pad_to_multiple)
+    batch = update_batch(prompts, comps, adv, per_row=g.share_prompt, num_micro=num_micro,
+                         gather_inert=not g.beta, pad_to_multiple=pad_to_multiple)
     r = rewards.reshape(-1, g.group_size)
     lengths = np.asarray([len(cp) for cp in comps], np.float32)
     stats = {"reward": float(np.nanmean(rewards)), "reward_std": float(np.nanstd(rewards, ddof=1)),

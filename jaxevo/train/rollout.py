@@ -124,6 +124,28 @@ def group_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Se
     return Batch(views={VIEW: view}, extras={"advantage": adv, "columns": columns})
 
 
+def update_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
+                 advantages: Any, *, per_row: int = 1, num_micro: int = 1, gather_inert: bool = True,
+                 pad_to_multiple: int = 64) -> Batch:
+    """An online update's host `Batch`: `rollout_batch` rows (``per_row`` 1) or `group_batch`
+    rows of one prompt and ``per_row`` of its completions, in the order of `micro_order` when
+    ``gather_inert`` (rows whose advantages are all 0 in the last micro-batches, which the step
+    skips; only right without a KL term).
+
+    prompt_ids: B prompt token lists, one per completion (the ``per_row`` completions of a row
+    share theirs); completion_ids: B; advantages: [B].
+    """
+    k = int(per_row)
+    adv = np.asarray(advantages, np.float32).reshape(-1, k)
+    order = (micro_order(np.any(adv != 0, axis=1), num_micro) if gather_inert
+             else np.arange(adv.shape[0]))
+    comps = [completion_ids[j * k + i] for j in order for i in range(k)]
+    prompts = [prompt_ids[j * k] for j in order]
+    if k == 1:
+        return rollout_batch(prompts, comps, adv[order, 0], pad_to_multiple=pad_to_multiple)
+    return group_batch(prompts, comps, adv[order].reshape(-1), k, pad_to_multiple=pad_to_multiple)
+
+
 def per_completion(inp: LossInputs) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None, jax.Array]:
     """(token log-probs, mask, old, reference [b, C], advantage [b]) of a micro-batch's
     completions: its rows as they are, or a `group_batch`'s rows [r, W] read at their

@@ -194,7 +194,8 @@ def make_train_step(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     # an inert micro-batch's loss is taken from log-probs of 0: only where nothing else is read
-    can_skip = objective.reads == "logprobs" and not needs_ref and not weighted
+    can_skip = (objective.inert is not None and objective.reads == "logprobs" and not needs_ref
+                and not weighted)
 
     def step(state: TrainState, batch, ref_params=None, base_params=None, omega=None):
         if weighted and omega is None:  # at trace time: every caller (train, plan) must pass ω
@@ -214,8 +215,7 @@ def make_train_step(
         def micro_grad(params, mbatch, j):
             """((loss part, metrics), grads) of one micro-batch; an inert one (see
             `Objective.inert`) skips the forward and backward: its gradient is exactly 0."""
-            inert = (objective.inert(mbatch.extras, hp)
-                     if objective.inert is not None and can_skip else None)
+            inert = objective.inert(mbatch.extras, hp) if can_skip else None
             computed = lambda _: grad_fn(params, mbatch, norm, ref_params, base_params,  # noqa: E731
                                          drop_key(j), omega)
             if inert is None:
