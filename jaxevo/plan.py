@@ -36,7 +36,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.lora.quantize import abstract_frozen_base
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
-from jaxevo.plan_online import colocated, needs_logps_forward, policy_extras
+from jaxevo.plan_online import colocated, needs_logps_forward, policy_extras, policy_rows
 from jaxevo.sampling import loop, placement
 from jaxevo.sampling.api import SamplingParams, length_bucket
 from jaxevo.sharding import make_mesh, param_shardings, use_mesh
@@ -129,6 +129,9 @@ class PlanConfig:
     sample: SampleSection = SampleSection()
     target: TargetSection = TargetSection()
     seq_len: int | None = None  # padded train sequence length (default train.data.max_length)
+    # objective `policy`: completions a train row holds (`grpo.share_prompt`); with K > 1,
+    # train.batch_size counts completions and the row length follows from `sample`'s lengths
+    share_prompt: int = 1
     notes: str = ""  # free text printed with the plan (why this mesh/batch/remat)
 
 
@@ -249,12 +252,14 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     """Lower + compile the train step `train` would build (`build_step`) for one global batch on
     abstract params of ``mcfg``; memory, FLOPs, analytic counts."""
     t = cfg.train
-    mb = t.micro_batch_size or t.batch_size
+    rows = policy_rows(t, cfg.seq_len or t.data.max_length, cfg.share_prompt if t.objective.name == "policy" else 1,
+                       cfg.sample.prompt_length, cfg.sample.max_new_tokens, mcfg)
+    t = t.replace(batch_size=rows.rows, micro_batch_size=rows.micro)  # as `online.train_config`
+    mb, seq = rows.micro, rows.width
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]
     if mb % n_batch_dev:
-        raise ConfigError(f"train.micro_batch_size={mb} must be a multiple of data x fsdp = "
+        raise ConfigError(f"train.micro_batch_size={mb} rows must be a multiple of data x fsdp = "
                           f"{n_batch_dev} of mesh {dict(mesh.shape)}")
-    seq = cfg.seq_len or t.data.max_length
     p_sh, shapes = param_shardings(mcfg, mesh), abstract_param_shapes(mcfg)
     if get_objective(t.objective.name).reads == "score":  # a reward model: decoder + score head
         mcfg = decoder_config(mcfg, mcfg.pad_token_id)
@@ -270,7 +275,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     extras = {f"ref/{v}": abstract((b,), jnp.float32, bsh) for v in obj.view_names} if (
         parts.needs_reference and not ref_forward) else {}
     if obj.name == "policy":  # online RL: advantages (+ old / reference token log-probs)
-        extras = policy_extras(t.objective, b, seq, bsh)
+        extras = policy_extras(t.objective, rows, bsh)
     batch = Batch(views=views, extras=extras)
     bp = abstract_frozen_base(t.lora, mcfg, mesh, ap) if t.lora.enabled else ap  # QLoRA: quantised
     ref = (ap if t.model.reference else bp) if ref_forward else None
@@ -290,7 +295,7 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     recompute = 1.0 if mcfg.remat == "full" else (0.0 if mcfg.remat == "none" else 0.5)
     hw_factor = (6 + 2 * recompute + (2 if ref_forward else 0)) / 6
     return {
-        "objective": obj.name, "views": list(obj.view_names), "global_batch": b,
+        "objective": obj.name, "views": list(obj.view_names), "global_batch": b, "per_row": rows.per_row,
         "micro_batch": mb, "seq_len": seq, "tokens_per_step": tokens, "remat": mcfg.remat,
         "params": n_params, "ref_forward": ref_forward,
         "state_bytes": {"params": per_device_bytes(state.params),
@@ -436,62 +441,3 @@ def make_plan(cfg: PlanConfig, *, base: Path | None = None) -> dict[str, Any]:
         plan["online"] = colocated(plan, chip.hbm_bytes, t.objective.beta)
     plan["estimate"] = estimate(plan, chip, len(devs), dict(mesh.shape))
     return plan
-
-
-def _g(x: float) -> str:
-    return f"{x / GiB:7.2f} GiB"
-
-
-def format_plan(plan: dict[str, Any]) -> str:
-    """Human-readable report (per device unless noted)."""
-    chip = plan["chip"]
-    tr = plan["train"]
-    est = plan["estimate"]["train"]
-    L = [f"model {plan['model']}: {plan['params'] / 1e9:.2f} B params",
-         f"target {plan['accelerator']}: {plan['devices']} x {chip['name']} "
-         f"({chip['hbm_bytes'] / GiB:.1f} GiB HBM, {chip['peak_bf16_flops'] / 1e12:.0f} TFLOP/s bf16)",
-         f"compiled for: {plan['compiled_for']}", f"mesh {plan['mesh']}"]
-    if plan["platform"] != "tpu":
-        L.append("  NOTE: CPU compile — argument sizes are exact, temp/peak memory is XLA-CPU's "
-                 "estimate (TPU fuses and schedules differently)")
-    mem = tr["memory"]
-    sb = tr["state_bytes"]
-    tr.setdefault("cost", {}).setdefault("flops", 0.0)
-    L += ["", f"train step ({tr['objective']}, views {tr['views']}): global batch {tr['global_batch']} "
-          f"(micro {tr['micro_batch']}) x {tr['seq_len']} tokens = {tr['tokens_per_step']} tokens, "
-          f"remat={tr['remat']}",
-          f"  params (f32 master)   {_g(sb['params'])}",
-          f"  optimizer state       {_g(sb['opt_state'])}",
-          f"  batch                 {_g(sb['batch'])}",
-          f"  temp (activations...) {_g(mem.get('temp', 0))}",
-          *([f"  DOES NOT FIT: {tr['does_not_fit'].splitlines()[0][:400]}"] if tr.get("does_not_fit") else []),
-          f"  peak estimate         {_g(mem.get('peak_estimate', 0))}  of {_g(chip['hbm_bytes'])} HBM "
-          f"({100 * mem.get('peak_estimate', 0) / chip['hbm_bytes']:.0f} %)",
-          f"  FLOPs/step/device: XLA {tr['cost']['flops'] / 1e12:.2f} T (scan body counted once), model (6N·tok + attn) "
-          f"{tr['model_flops_per_device'] / 1e12:.2f} T, x{tr['hardware_flops_factor']:.2f} with recompute",
-          f"  bounds: compute {est['t_compute_s']:.3f} s, FSDP all-gather/reduce-scatter "
-          f"{est['t_fsdp_comm_s']:.3f} s (overlappable) -> MFU <= "
-          f"{100 * est['mfu_upper_bound']:.0f} %, <= {est['tokens_per_s_at_bound']:.0f} tok/s"]
-    if "sample" in plan:
-        sm = plan["sample"]
-        d = plan["estimate"]["decode"]
-        L += ["", f"sampler ({sm['dtype']}, mesh {sm['mesh']}): {sm['batch']} rows, prompt bucket "
-              f"{sm['prompt_bucket']}, {sm['new_tokens_bucket']} new tokens",
-              f"  params {_g(sm['params_bytes_per_device'])}, KV cache {_g(sm['kv_cache_bytes_per_device'])}",
-              f"  prefill: temp {_g(sm['prefill']['memory'].get('temp', 0))}, peak "
-              f"{_g(sm['prefill']['memory'].get('peak_estimate', 0))}, XLA FLOPs "
-              f"{sm['prefill']['cost']['flops'] / 1e12:.2f} T",
-              f"  decode:  temp {_g(sm['decode']['memory'].get('temp', 0))}, peak "
-              f"{_g(sm['decode']['memory'].get('peak_estimate', 0))}",
-              f"  decode step bound: HBM {d['t_hbm_s'] * 1e3:.2f} ms, compute "
-              f"{d['t_compute_s'] * 1e3:.2f} ms -> <= {d['tokens_per_s_bound']:.0f} tok/s (whole slice)"]
-    if "online" in plan:
-        on = plan["online"]
-        L += ["", "online step (sampler and trainer colocated on the same devices):",
-              *(f"  {k:<22}{_g(v)}" for k, v in on["resident"].items()),
-              f"  + largest temp ({max(on['temps'], key=on['temps'].get)}) {_g(max(on['temps'].values()))}",
-              f"  peak estimate         {_g(on['peak_estimate'])}  of {_g(on['hbm_bytes'])} HBM"
-              f"{'' if on['fits'] else '  DOES NOT FIT colocated'}"]
-    if plan.get("notes"):
-        L += ["", plan["notes"].strip()]
-    return "\n".join(L)

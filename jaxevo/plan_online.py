@@ -1,4 +1,5 @@
-"""What `jaxevo plan` adds for an online (GRPO-family) recipe: the `policy` objective's batch, the
+"""What `jaxevo plan` adds for an online (GRPO-family) recipe: the `policy` objective's batch (a row
+per completion, or a prompt and K of its completions a row: `grpo.share_prompt`), the
 old/reference log-prob forward, and the colocated peak of sampling and training on one mesh.
 
 An online step holds, on the same devices, the train state (f32 params + Adam moments), the
@@ -9,12 +10,48 @@ their temporaries never coexist: the step's peak is the resident bytes plus the 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from jaxevo.train.config import ObjectiveSection
+from jaxevo.errors import ConfigError
+from jaxevo.train.config import ObjectiveSection, TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRows:
+    """The shape of an online update's batch: ``rows`` x ``width`` tokens, micro-batches of
+    ``micro`` rows, ``per_row`` completions a row, each read back at ``completion`` columns
+    (``rollout.group_batch``; 0 for a row per completion)."""
+
+    rows: int
+    micro: int
+    width: int
+    per_row: int = 1
+    completion: int = 0
+
+
+def policy_rows(t: TrainConfig, seq: int, share: int, prompt_len: int, new_tokens: int, mcfg) -> PolicyRows:
+    """The update's rows as the `grpo` stage lays them out (`online.train_config`): with
+    ``share`` K > 1, ``t.batch_size`` completions (as `grpo`'s prompts x group size) make
+    batch / K rows of the prompt's ``prompt_len`` - 1 tokens and K x (1 + C) more, C the
+    completion length (``max_completion_length`` or ``new_tokens``), both rounded up to
+    ``t.data.pad_to_multiple``; ``seq`` is the row length otherwise."""
+    micro = t.micro_batch_size or t.batch_size
+    if share == 1:
+        return PolicyRows(t.batch_size, micro, seq)
+    if share < 1 or t.batch_size % share or micro % share:
+        raise ConfigError(f"share_prompt={share} (completions a row) must be >= 1 and divide "
+                          f"train.batch_size={t.batch_size} and train.micro_batch_size={micro}")
+    if mcfg.sliding_window and any(mcfg.sliding_layers):
+        raise ConfigError("share_prompt: this model has sliding-window layers, whose window a row of "
+                          "several completions would not keep; set share_prompt: 1")
+    m = max(1, t.data.pad_to_multiple)
+    up = lambda n: -(-n // m) * m  # noqa: E731
+    c = int(t.objective.hparams.get("max_completion_length", new_tokens))
+    return PolicyRows(t.batch_size // share, micro // share, up(prompt_len - 1 + share * (1 + c)), share, up(c))
 
 
 def needs_logps_forward(hp: ObjectiveSection) -> bool:
@@ -23,11 +60,15 @@ def needs_logps_forward(hp: ObjectiveSection) -> bool:
     return hp.name == "policy" and (hp.beta != 0 or int(hp.hparams.get("iterations", 1)) > 1)
 
 
-def policy_extras(hp: ObjectiveSection, b: int, seq: int, sharding) -> dict[str, Any]:
-    """Abstract extras of a rollout batch: ``advantage`` [b], and [b, seq] old / reference token
-    log-probs when the settings need them (see `jaxevo.train.rollout`)."""
-    sds = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)  # noqa: E731
+def policy_extras(hp: ObjectiveSection, rows: PolicyRows, sharding) -> dict[str, Any]:
+    """Abstract extras of a rollout batch (see `jaxevo.train.rollout`): ``advantage`` [b] (or
+    [b, K] and the completions' ``columns`` [b, K, C] when a row holds K), and [b, width] old /
+    reference token log-probs when the settings need them."""
+    b, seq, k = rows.rows, rows.width, rows.per_row
+    sds = lambda shape, dt=jnp.float32: jax.ShapeDtypeStruct(shape, dt, sharding=sharding)  # noqa: E731
     extras = {"advantage": sds((b,))}
+    if k > 1:
+        extras = {"advantage": sds((b, k)), "columns": sds((b, k, rows.completion), jnp.int32)}
     if hp.beta != 0:
         extras["ref_token_lp"] = sds((b, seq))
     if int(hp.hparams.get("iterations", 1)) > 1:

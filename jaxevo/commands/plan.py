@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from jaxevo.config import load_config
-from jaxevo.plan import PlanConfig, format_plan, make_plan, parse_accelerator
+from jaxevo.plan import PlanConfig, make_plan, parse_accelerator
+from jaxevo.plan_report import format_plan
 
 
 def add_arguments(p):
