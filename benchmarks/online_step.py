@@ -1,7 +1,8 @@
 """One online RL step (sample G x P completions, score, one update): jaxevo vs TRL's GRPOTrainer.
 
     python benchmarks/online_step.py [--steps 3] [--prompts 4] [--group 4] [--max-new 64]
-                                     [--dtype float32] [--out benchmarks/results/online_step.json]
+                                     [--dtype float32] [--share-prompt 1 [4 ...]]
+                                     [--out benchmarks/results/online_step.json]
 
 * Model: SmolLM2-135M-Instruct (the embedded default; TRL reads the same converted HF directory).
 * Task: the demo's arithmetic word problems (the same prompts, chat template on both sides),
@@ -10,7 +11,9 @@
   temperature 0.8, DAPO loss (ε 0.2 / 0.28), β = 0, μ = 1, AdamW lr 1e-5, one optimiser step
   per generation batch, ``--dtype`` for weights and compute. TRL generates with transformers'
   ``generate`` (no vLLM); jaxevo with its sampler on the train state's parameters
-  (`jaxevo.evolve.online.run_online`, what the `grpo` stage runs).
+  (`jaxevo.evolve.online.run_online`, what the `grpo` stage runs), its update with a prompt and
+  K of its completions a row (`grpo.share_prompt`; 1: a row per completion), one jaxevo run per K
+  of ``--share-prompt``.
 * Each framework runs in its own subprocess; s/step is the best (min) of ``--steps`` steps after
   one warm-up step (compilation for jaxevo), the median too. Completions are random, so their
   lengths differ between the two: tokens/s (sampled tokens / step time) is reported beside s/step.
@@ -123,7 +126,8 @@ def jax_worker(args) -> dict:
         f"grpo.steps={args.steps + 1}", f"grpo.prompts_per_step={args.prompts}", f"grpo.group_size={args.group}",
         "grpo.micro_batch_size=null", "grpo.checkpoint_every=0", "grpo.rewards={bench_verifier: 1.0}",
         f"sample.max_new_tokens={args.max_new}", f"sample.batch_size={args.prompts * args.group}",
-        f"grpo.train.model.dtype={args.dtype}", "grpo.train.data.pad_to_multiple=32"])
+        f"grpo.train.model.dtype={args.dtype}", "grpo.train.data.pad_to_multiple=32",
+        f"grpo.share_prompt={args.share_prompt[0]}"])
     mesh = make_mesh((1, -1, 1))
     c = cfg.sample
     ctx = SimpleNamespace(
@@ -156,6 +160,8 @@ def main():
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--share-prompt", type=int, nargs="+", default=[1],
+                    help="jaxevo: completions a row of the update; one jaxevo run per value")
     ap.add_argument("--out", default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -170,10 +176,11 @@ def main():
               "--max-new", str(args.max_new), "--dtype", args.dtype]
     t0 = time.time()
     trl = _run("trl", common)
-    jx = _run("jax", common)
-    report = {"config": {k: getattr(args, k) for k in ("steps", "prompts", "group", "max_new", "dtype")},
+    arms = {k: _run("jax", common + ["--share-prompt", str(k)]) for k in args.share_prompt}
+    jx = arms[args.share_prompt[0]]
+    report = {"config": {k: getattr(args, k) for k in ("steps", "prompts", "group", "max_new", "dtype", "share_prompt")},
               "machine": cpu_facts(),  # model name and bf16 flags: the ratio depends on them
-              "trl": trl, "jaxevo": jx,
+              "trl": trl, "jaxevo": jx, "jaxevo_by_share_prompt": arms,
               "speedup": trl["s_per_step"] / jx["s_per_step"],
               "tokens_per_s_ratio": jx["tokens_per_s"] / trl["tokens_per_s"],
               "memory_ratio": jx["peak_rss_mb"] / trl["peak_rss_mb"], "wall_s": time.time() - t0}
@@ -184,8 +191,11 @@ def main():
     print(text)
     print(f"\nonline step, {args.prompts} prompts x {args.group} completions x <= {args.max_new} tokens, "
           f"{args.dtype}: TRL {trl['s_per_step']:.2f} s/step ({trl['tokens_per_s']:.0f} tok/s, "
-          f"{trl['peak_rss_mb']:.0f} MB peak), jaxevo {jx['s_per_step']:.2f} s/step ({jx['tokens_per_s']:.0f} tok/s, "
-          f"{jx['peak_rss_mb']:.0f} MB); speedup {report['speedup']:.2f}x, tokens/s {report['tokens_per_s_ratio']:.2f}x")
+          f"{trl['peak_rss_mb']:.0f} MB peak)")
+    for k, r in arms.items():
+        print(f"  jaxevo, share_prompt {k}: {r['s_per_step']:.2f} s/step ({r['tokens_per_s']:.0f} tok/s, "
+              f"{r['peak_rss_mb']:.0f} MB); speedup {trl['s_per_step'] / r['s_per_step']:.2f}x, "
+              f"tokens/s {r['tokens_per_s'] / trl['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":
