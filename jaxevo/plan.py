@@ -252,8 +252,8 @@ def plan_train(cfg: PlanConfig, mcfg, mesh) -> dict[str, Any]:
     """Lower + compile the train step `train` would build (`build_step`) for one global batch on
     abstract params of ``mcfg``; memory, FLOPs, analytic counts."""
     t = cfg.train
-    rows = policy_rows(t, cfg.seq_len or t.data.max_length, cfg.share_prompt if t.objective.name == "policy" else 1,
-                       cfg.sample.prompt_length, cfg.sample.max_new_tokens, mcfg)
+    rows = policy_rows(t, cfg.seq_len or t.data.max_length, cfg.share_prompt, cfg.sample.prompt_length,
+                       cfg.sample.max_new_tokens, mcfg)
     t = t.replace(batch_size=rows.rows, micro_batch_size=rows.micro)  # as `online.train_config`
     mb, seq = rows.micro, rows.width
     n_batch_dev = mesh.shape["data"] * mesh.shape["fsdp"]

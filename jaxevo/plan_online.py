@@ -42,6 +42,9 @@ def policy_rows(t: TrainConfig, seq: int, share: int, prompt_len: int, new_token
     micro = t.micro_batch_size or t.batch_size
     if share == 1:
         return PolicyRows(t.batch_size, micro, seq)
+    if t.objective.name != "policy":
+        raise ConfigError(f"share_prompt={share}: only the online objective `policy` lays completions "
+                          f"out several a row, not {t.objective.name!r}; set share_prompt: 1")
     if share < 1 or t.batch_size % share or micro % share:
         raise ConfigError(f"share_prompt={share} (completions a row) must be >= 1 and divide "
                           f"train.batch_size={t.batch_size} and train.micro_batch_size={micro}")

@@ -5,6 +5,7 @@ with `share_prompt` the planned batch is the one `rollout.update_batch` builds f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from jaxevo.errors import ConfigError
 from jaxevo.plan_online import policy_rows
-from jaxevo.train.config import TrainConfig
+from jaxevo.train.config import ObjectiveSection, TrainConfig
 from jaxevo.train.rollout import update_batch
 from tests.conftest import TINY_HF, tiny_cfg
 
@@ -82,8 +83,11 @@ def test_plan_refuses_shared_prompts_that_do_not_fit_the_batch(tmp_path):
     assert p.returncode == 2 and "share_prompt=3" in p.stderr and "divide" in p.stderr, p.stderr[-2000:]
 
 
-def test_policy_rows_refuses_sliding_windows():
-    t = TrainConfig(batch_size=8, micro_batch_size=4)
+def test_policy_rows_refuses_sliding_windows_and_other_objectives():
+    t = TrainConfig(batch_size=8, micro_batch_size=4, objective=ObjectiveSection(name="policy"))
     assert policy_rows(t, 64, 2, 32, 16, tiny_cfg("llama3")).rows == 4
     with pytest.raises(ConfigError, match="sliding-window"):
         policy_rows(t, 64, 2, 32, 16, tiny_cfg("gemma3"))
+    with pytest.raises(ConfigError, match="only the online objective"):
+        policy_rows(t.replace(objective=dataclasses.replace(t.objective, name="sft")), 64, 2, 32, 16,
+                    tiny_cfg("llama3"))
