@@ -185,20 +185,21 @@ def forward(cfg: ModelConfig, weights: dict, cache: Cache, tokens, positions, sl
     `prepare_weights`; `constrain(cache)` places the updated cache (sharding); scores: see
     `attend_cache`. Sliding-window layers narrow `visible` to their window themselves.
 
-    pack [P] int32 (prompts prefilled whole, T = S): the flat indices into N x T of the real
-    tokens (padded with N * T). The per-token work (projections, MLP, norms) then runs on those P
-    rows only, not on the padding; the attention over [N, T] as before. Returns hidden [R, P / R,
-    E] in that order (R = N where it divides P, else 1; padding entries repeat the last token)
-    and the cache, whose padding slots hold some real token's keys and values (masked, as the
-    padding tokens' own were)."""
+    pack (prompts prefilled whole, T = S): (pack [P] int32, unpack_at [N x T] int32) of
+    `sampling.prefill_pack`: the flat indices into N x T of the tokens to run (padded with
+    N x T), and for each slot the entry of pack holding its token. The per-token work
+    (projections, MLP, norms) then runs on those P rows only, not on the padding nor on a prefix
+    two prompts share; the attention over [N, T] as before. Returns hidden [R, P / R, E] in pack's
+    order (R = N where it divides P, else 1; padding entries repeat the last token) and the
+    cache, whose padding slots hold some real token's keys and values (masked, as the padding
+    tokens' own were)."""
     take = functools.partial(_take_rows, dtype=cfg.dtype)
     unpack_at = None
     if pack is not None:  # gathers both ways: XLA:CPU's scatters run row by row
+        pack, unpack_at = pack
         # [N, P / N]: YNNPACK's dots (norms fused in) split their work over the leading dim
         rows = tokens.shape[0] if pack.shape[0] % tokens.shape[0] == 0 else 1
         tokens, positions = (jnp.take(a.reshape(-1), pack, mode="clip").reshape(rows, -1) for a in (tokens, positions))
-        unpack_at = jnp.zeros(visible.shape[0] * visible.shape[1], jnp.int32).at[pack].set(
-            jnp.arange(pack.shape[0], dtype=jnp.int32), mode="drop")
     x = embed(cfg, weights["embedding"], tokens, take=take)  # [N, T, E] ([R, P / R, E] packed)
     query_slots = jnp.reshape(slot, (-1, 1)) + jnp.arange(visible.shape[1])  # [N or 1, T]
     ropes, masks = layer_inputs(cfg, positions, visible, query_slots)

@@ -37,10 +37,10 @@ from jax.experimental import multihost_utils
 from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import prepare_weights
-from jaxevo.sampling import loop
+from jaxevo.sampling import cpu_choice, loop
 from jaxevo.sampling.params import (Completion, RunStats, SamplingParams, batch_bucket, cache_segments,
-                                    length_bucket, packed_rows)
-from jaxevo.sampling import cpu_choice
+                                    length_bucket)
+from jaxevo.sampling.prefill_pack import prefill_pack
 from jaxevo.sampling.placement import new_cache, rows_sharding
 from jaxevo.sampling.progress import progress_bar
 from jaxevo.sharding import use_mesh
@@ -421,14 +421,14 @@ class Sampler:
         for j, ((p, smp), r) in enumerate(zip(take, free)):
             dest[j], row_prompt[j], row_ids[j] = r, where[p], (first_index + p) * sp.n + smp
         stats.shapes.add((nb, pb, t, state.kv_valid.shape[1]))
-        # the prefill's per-token work on the real tokens only (not on a mesh: rows are sharded)
-        packed = packed_rows(int(valid.sum()), pb * t) if self.mesh is None and t <= self.prefill_chunk else 0
+        # the prefill's per-token work on real tokens, a shared prefix once (no mesh: rows are sharded)
+        pack = prefill_pack(tokens, valid) if self.mesh is None and t <= self.prefill_chunk else None
         put = self._put
         with _mesh_ctx(self.mesh):
             return loop.start(self.weights, cache, state, put(tokens), put(valid), put(dest),
                               put(row_prompt), put(row_ids), put(np.full(rb, sp.max_new_tokens, np.int32)),
-                              stop_arr, key, knobs, cfg=self.cfg, mode=mode, mesh=self.mesh,
-                              chunk=self.prefill_chunk, packed=packed, cpu_path=self.cpu_choice.path)
+                              stop_arr, key, knobs, None if pack is None else tuple(map(jnp.asarray, pack)), cfg=self.cfg,
+                              mode=mode, mesh=self.mesh, chunk=self.prefill_chunk, cpu_path=self.cpu_choice.path)
 
     def _prompt_bucket(self, length: int) -> int:
         if self.prompt_buckets:

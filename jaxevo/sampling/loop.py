@@ -126,11 +126,12 @@ def _pick_and_record(st: State, lg, stop_ids, mode: Mode, knobs: Knobs) -> State
                        done=st.done | is_stop | at_limit, presence=presence)
 
 
-def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, packed: int = 0):
+def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, pack=None):
     """The P left-padded prompts [P, T] through the model, in chunks of <= `chunk` tokens.
     Returns (their own cache, T slots, in `dtype`; logits [P, V] f32 of each next token).
-    packed > 0 (one chunk): the per-token work runs on `packed` rows (>= the real tokens), not on
-    the P x T padded ones (`decode.forward`'s pack), to the rounding of the products."""
+    pack (one chunk): (pack, unpack_at) of `sampling.prefill_pack`: the per-token work runs on
+    the real tokens, a shared prefix once, not on the P x T padded ones (`decode.forward`'s
+    pack), to the rounding of the products."""
     p, t = tokens.shape
     c = t if t <= chunk else chunk
     assert t % c == 0, (t, c)
@@ -147,11 +148,10 @@ def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, p
         if pack is None:
             return pc, h[:, -1]
         # each prompt's last token (slot T - 1 of a left-padded row) among the packed rows
-        last = jnp.maximum(jnp.cumsum(valid.reshape(-1), dtype=jnp.int32).reshape(p, t)[:, -1] - 1, 0)
+        last = jnp.take(pack[1], jnp.arange(p) * t + t - 1)
         return pc, jnp.take(h.reshape(-1, h.shape[-1]), last, axis=0)
 
     if t == c:
-        pack = jnp.nonzero(valid.reshape(-1), size=packed, fill_value=p * t)[0].astype(jnp.int32) if packed else None
         pc, last = run_chunk(0, pc, pack)
     else:
         pc = lax.fori_loop(0, t // c - 1, lambda i, pc: run_chunk(i, pc)[0], pc)
@@ -159,17 +159,16 @@ def prefill(weights, tokens, valid, cfg: ModelConfig, mesh, chunk: int, dtype, p
     return pc, decode.logits(cfg, weights, last)
 
 
-@platform_jit(static_argnames=("cfg", "mode", "mesh", "chunk", "packed"), donate_argnames=("cache", "state"))
+@platform_jit(static_argnames=("cfg", "mode", "mesh", "chunk"), donate_argnames=("cache", "state"))
 def start(weights, cache: Cache, state: State, tokens, valid, dest, row_prompt, row_ids, limit,
-          stop_ids, key, knobs: Knobs, *, cfg: ModelConfig, mode: Mode, mesh=None, chunk: int = 256,
-          packed: int = 0):
+          stop_ids, key, knobs: Knobs, pack=None, *, cfg: ModelConfig, mode: Mode, mesh=None, chunk: int = 256):
     """Start R new rows: prefill the P prompts tokens, valid [P, T] (left-padded), copy prompt
     row_prompt[j]'s cache into row dest[j] (dest[j] = N: a padding entry, ignored), and record each
     new row's first token. row_ids [R]: global sample indices (random streams); limit [R]: max new
-    tokens; stop_ids [E] int32 (padded with -1); packed: see `prefill`. Returns (cache, state)."""
+    tokens; stop_ids [E] int32 (padded with -1); pack: see `prefill`. Returns (cache, state)."""
     s = state.kv_valid.shape[1]
     t = tokens.shape[1]
-    pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype, packed)
+    pc, logits = prefill(weights, tokens, valid, cfg, mesh, chunk, cache.k[0].dtype, pack)
 
     def put(c, p, slot_axis):  # rows dest of c [N, ..] <- p[row_prompt] padded to the buffer's slots
         rows = _pad_slots(jnp.take(p, row_prompt, axis=0), slot_axis, c.shape[slot_axis])

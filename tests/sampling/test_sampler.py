@@ -13,6 +13,7 @@ from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models import decode
 from jaxevo.sampling import Sampler, SamplingParams, loop, teacher_forced_logprobs
 from jaxevo.sampling.params import packed_rows
+from jaxevo.sampling.prefill_pack import prefill_pack
 from tests.conftest import TINY_HF
 from tests.sampling.helpers import IM_END, byte_tokenizer, tiny, tiny_model_dir
 
@@ -353,25 +354,44 @@ def test_journaled_sampling_moves_one_bar_during_each_slice(monkeypatch, tmp_pat
     assert [[c.token_ids for c in o] for o in again] == [[c.token_ids for c in o] for o in out]
 
 
+def test_prefill_pack_by_hand():
+    """Three left-padded prompts: [5 6 7], [5 6] (all of it the first's prefix) and [5 6 8 9]."""
+    tokens = np.array([[0, 5, 6, 7], [0, 0, 5, 6], [5, 6, 8, 9]], np.int32)
+    pack, unpack_at = prefill_pack(tokens, tokens > 0)
+    # runs: the first prompt's three tokens, then the third's 8 and 9; padded to 6 (a quarter of 12)
+    assert pack.tolist() == [1, 2, 3, 10, 11, 12]
+    assert unpack_at.tolist() == [0, 0, 1, 2, 0, 0, 0, 1, 0, 1, 3, 4]
+    assert prefill_pack(tokens[2:], tokens[2:] > 0) is None  # nothing to leave out: no packing
+
+
+# Prompts that begin as others do: a prefix of 20 tokens, a whole prompt's first 10, a whole
+# prompt and 3 more tokens (a chat template's system prompt is such a shared beginning).
+SHARED = PROMPTS + [PROMPTS[4][:20] + [7, 8], PROMPTS[2][:10], PROMPTS[3] + [1, 2, 3]]
+
+
 @pytest.mark.parametrize("family, dtype", [(f, "float32") for f in sorted(TINY_HF)]
                          + [(f, "bfloat16") for f in ("llama3", "gemma3", "qwen3")])
 def test_packed_prefill_equals_the_padded_one(family, dtype):
-    """The prefill's per-token work on the real tokens only (`loop.prefill(packed=...)`) gives the
-    logits and the real slots' keys and values of the padded prefill: to the products' summation
-    order in f32 (5e-6 on O(1) values; 3e-7 seen compiled as a user's run is, 2.6e-6 with most
-    optimizations off, as the suite compiles), to a few bf16 roundings in bf16 (the same bits
-    seen on these models; three families in bf16, a plain one, Gemma 3's sliding windows and
-    Qwen 3's q/k norms, to keep the suite's time)."""
+    """The prefill's per-token work on the real tokens only, each shared beginning once
+    (`loop.prefill(pack=prefill_pack(...))`), gives the logits and the real slots' keys and
+    values of the padded prefill: to the products' summation order in f32 (5e-6 on O(1) values;
+    3e-7 seen compiled as a user's run is, 2.6e-6 with most optimizations off, as the suite
+    compiles), to a few bf16 roundings in bf16 (the same bits seen on these models; three
+    families in bf16, a plain one, Gemma 3's sliding windows and Qwen 3's q/k norms, to keep the
+    suite's time)."""
     cfg, params = tiny(family, dtype=dtype)
     w = decode.prepare_weights(params, cfg)
-    p, t = len(PROMPTS), 32
+    p, t = len(SHARED), 32
     tokens, valid = np.zeros((p, t), np.int32), np.zeros((p, t), bool)
-    for j, ids in enumerate(PROMPTS):
+    for j, ids in enumerate(SHARED):
         tokens[j, t - len(ids):], valid[j, t - len(ids):] = ids, True
-    packed = packed_rows(int(valid.sum()), p * t)
-    assert 0 < packed < p * t, packed
+    pack, unpack_at = prefill_pack(tokens, valid)
+    # the distinct prompt beginnings: each token once per distinct prefix ending at it
+    distinct = len({tuple(ids[:i + 1]) for ids in SHARED for i in range(len(ids))})
+    assert distinct < valid.sum() and int(np.sum(pack < p * t)) == distinct
+    assert len(pack) == packed_rows(distinct, p * t) < p * t
     args = (w, jnp.asarray(tokens), jnp.asarray(valid), cfg, None, 256, jnp.float32)
-    (pc, lg), (pc2, lg2) = (loop.prefill(*args, packed=n) for n in (0, packed))
+    (pc, lg), (pc2, lg2) = (loop.prefill(*args, pack=x) for x in (None, (jnp.asarray(pack), jnp.asarray(unpack_at))))
     tol = dict(rtol=0, atol=5e-6) if dtype == "float32" else dict(rtol=0, atol=2.0 ** -6)
     np.testing.assert_allclose(np.asarray(lg2), np.asarray(lg), **tol)
     for a, b in zip(pc.k + pc.v, pc2.k + pc2.v):  # k [P, K, D, T], v [P, K, T, D]
