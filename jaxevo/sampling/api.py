@@ -427,7 +427,7 @@ class Sampler:
         with _mesh_ctx(self.mesh):
             return loop.start(self.weights, cache, state, put(tokens), put(valid), put(dest),
                               put(row_prompt), put(row_ids), put(np.full(rb, sp.max_new_tokens, np.int32)),
-                              stop_arr, key, knobs, None if pack is None else tuple(map(jnp.asarray, pack)), cfg=self.cfg,
+                              stop_arr, key, knobs, None if pack is None else tuple(map(put, pack)), cfg=self.cfg,
                               mode=mode, mesh=self.mesh, chunk=self.prefill_chunk, cpu_path=self.cpu_choice.path)
 
     def _prompt_bucket(self, length: int) -> int:

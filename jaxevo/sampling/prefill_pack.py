@@ -6,8 +6,8 @@ A token's keys, values and hidden states depend only on the tokens up to it and 
 (causal attention; a left-padded row's positions count its real tokens from 0). So where prompts
 j and i begin with the same tokens up to slot s, prompt j's token there is prompt i's: the
 projections and the MLP run on it once, and the attention, which runs per prompt over the padded
-[P, T] layout, reads it for both (`decode.forward`'s ``pack``). In the sampler benchmark's chat
-prompts 42% of the real tokens are such repeats (docs/benchmarks.md).
+[P, T] layout, reads it for both (`decode.forward`'s ``pack``). How many tokens that leaves out
+of chat prompts, and the time it saves: docs/benchmarks.md.
 """
 
 from __future__ import annotations
