@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxevo.errors import ConfigError
 from jaxevo.train.config import ObjectiveSection, TrainConfig
+from jaxevo.train.rollout import refuse_windowed_rows
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +49,7 @@ def policy_rows(t: TrainConfig, seq: int, share: int, prompt_len: int, new_token
     if share < 1 or t.batch_size % share or micro % share:
         raise ConfigError(f"share_prompt={share} (completions a row) must be >= 1 and divide "
                           f"train.batch_size={t.batch_size} and train.micro_batch_size={micro}")
-    if mcfg.sliding_window and any(mcfg.sliding_layers):
-        raise ConfigError("share_prompt: this model has sliding-window layers, whose window a row of "
-                          "several completions would not keep; set share_prompt: 1")
+    refuse_windowed_rows(mcfg, share, "share_prompt")
     m = max(1, t.data.pad_to_multiple)
     up = lambda n: -(-n // m) * m  # noqa: E731
     c = int(t.objective.hparams.get("max_completion_length", new_tokens))

@@ -42,7 +42,7 @@ from jaxevo.train.builder import build_step
 from jaxevo.train.checkpoint import Checkpointer, export_model
 from jaxevo.train.config import TrainConfig
 from jaxevo.train.loop import TrainingDivergedError
-from jaxevo.train.rollout import token_logps_fn, update_batch, with_extras
+from jaxevo.train.rollout import refuse_windowed_rows, token_logps_fn, update_batch, with_extras
 from jaxevo.train.state import abstract_state, init_state
 from jaxevo.train.step import fetch, finalize_metrics, to_global
 from jaxevo.train.tblog import MetricsLogger
@@ -231,9 +231,7 @@ def run_online(ctx: RoundContext, out: Path, items: list[dict], start_model: str
     pre = load_pretrained(start_model, dtype=tc.model.dtype, param_dtype=tc.model.param_dtype,
                           remat=tc.model.remat, mesh=mesh)
     mcfg, tok = pre.cfg, pre.tokenizer
-    if g.share_prompt > 1 and mcfg.sliding_window and any(mcfg.sliding_layers):
-        raise ConfigError(f"grpo.share_prompt: {start_model} has sliding-window layers, whose window "
-                          "a row of several completions would not keep; set grpo.share_prompt: 1")
+    refuse_windowed_rows(mcfg, g.share_prompt, "grpo.share_prompt")
     params = jax.device_put(pre.params, param_shardings(mcfg, mesh))
     del pre
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)

@@ -124,6 +124,15 @@ def group_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Se
     return Batch(views={VIEW: view}, extras={"advantage": adv, "columns": columns})
 
 
+def refuse_windowed_rows(cfg: ModelConfig, per_row: int, key: str) -> None:
+    """ConfigError (naming the setting ``key``) when rows of ``per_row`` > 1 completions
+    (`group_batch`) meet sliding-window layers: their window is counted in a row's slots, so it
+    would reach across the row's other completions instead of back into the prompt."""
+    if per_row > 1 and cfg.sliding_window and any(cfg.sliding_layers):
+        raise ConfigError(f"{key}={per_row}: the model has sliding-window layers, whose window a row of "
+                          f"several completions would not keep; set {key}: 1")
+
+
 def update_batch(prompt_ids: Sequence[Sequence[int]], completion_ids: Sequence[Sequence[int]],
                  advantages: Any, *, per_row: int = 1, num_micro: int = 1, gather_inert: bool = True,
                  pad_to_multiple: int = 64) -> Batch:
