@@ -41,7 +41,10 @@ def add_arguments(p):
     p.add_argument("--no-chat", action="store_true", help="feed prompts as raw text (no chat template)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="compute dtype (bfloat16: fast; float32: exact f32 log-probs)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="max rows (prompt x sample) per batch")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="max rows (prompt x sample) in flight")
+    p.add_argument("--lanes", type=positive_int, default=None,
+                   help="batches decoded at once by host threads, each of batch-size/lanes rows (default: 2 "
+                        "on a CPU when the rows fill more than one batch, else 1; see docs/benchmarks.md)")
     p.add_argument("--continuous", action="store_true",
                    help="refill finished rows with waiting prompts instead of decoding batch by batch "
                         "(same completions to float rounding; no faster on the demo's workloads, see "
@@ -109,7 +112,7 @@ def run(args) -> int:
             raise JaxevoError(f"--mesh {args.mesh!r}: give three integers, e.g. 1,-1,1") from None
         mesh = make_mesh(shape)
     sampler = Sampler.load(args.model, dtype=args.dtype, mesh=mesh, max_batch=args.batch_size,
-                           max_length=args.max_length, continuous=args.continuous)
+                           max_length=args.max_length, continuous=args.continuous, lanes=args.lanes)
     outs = sampler.generate(inputs, sp, chat=chat, truncate=args.truncate)
     chains = chosen = None
     if strategy.active:  # refine each sample, keep one (jaxevo/strategies.py)

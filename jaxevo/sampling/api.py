@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import time
 import warnings
 from typing import Any, Sequence
@@ -38,8 +37,9 @@ from jaxevo.errors import ConfigError, JaxevoError
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.decode import prepare_weights
 from jaxevo.sampling import cpu_choice, loop
+from jaxevo.sampling.lanes import interleave, lane_count, shared
 from jaxevo.sampling.params import (Completion, RunStats, SamplingParams, batch_bucket, cache_segments,
-                                    length_bucket)
+                                    length_bucket, stop_hit, stop_prefix_len)
 from jaxevo.sampling.prefill_pack import prefill_pack
 from jaxevo.sampling.placement import new_cache, rows_sharding
 from jaxevo.sampling.progress import progress_bar
@@ -66,7 +66,9 @@ class Sampler:
 
     cfg, params, tokenizer: as returned by `load_pretrained` (`Sampler.load(M)` does that).
     mesh: a `jaxevo.sharding.make_mesh` mesh (params already sharded for it), or None.
-    max_batch: rows (prompt x sample) per decode call. max_length: context limit for prompt + new
+    max_batch: rows (prompt x sample) in flight. lanes: batches decoded at once by host threads
+    (`lanes.py`): None picks two on a CPU when the rows fill more than one batch (each lane's
+    batches then hold half of max_batch), one elsewhere. max_length: context limit for prompt + new
     tokens (default cfg.max_position_embeddings). prefill_chunk: prompt tokens per prefill pass.
     min_prompt_bucket / prompt_buckets: prompt lengths are padded to the next of
     {2^k, 3 * 2^(k-1)} >= min_prompt_bucket (multiples of prefill_chunk above it), or to the next of
@@ -88,9 +90,11 @@ class Sampler:
                  max_batch: int = 64, max_length: int | None = None, prefill_chunk: int = 256,
                  min_prompt_bucket: int = 16, matmul_dtype: str | None = None,
                  prompt_buckets: Sequence[int] | None = None, continuous: bool = False,
-                 check_every: int = 16, narrow: bool = True):
-        if max_batch < 1 or check_every < 1:
-            raise ConfigError(f"max_batch={max_batch} and check_every={check_every} must be >= 1")
+                 check_every: int = 16, narrow: bool = True, lanes: int | None = None):
+        if max_batch < 1 or check_every < 1 or (lanes is not None and lanes < 1):
+            raise ConfigError(f"max_batch={max_batch}, check_every={check_every} and lanes={lanes} must be >= 1")
+        if (lanes or 1) > 1 and (mesh is not None or continuous):
+            raise ConfigError(f"lanes={lanes}: several lanes need continuous=False and no mesh")
         self.cfg, self.params, self.matmul_dtype = cfg, params, matmul_dtype
         self.continuous, self.narrow, self.check_every = continuous, narrow and not continuous, check_every
         self.prompt_buckets = tuple(sorted(prompt_buckets)) if prompt_buckets else None
@@ -98,14 +102,13 @@ class Sampler:
         # The CPU dot path and weight dtype (`cpu_choice`), chosen when the weights are made; off a
         # CPU only its (ignored) path is passed to the programs.
         self.cpu_choice = cpu_choice.CpuChoice(cpu_choice.DEFAULT_PATH, matmul_dtype or "")
-        self.tokenizer = tokenizer
-        self.mesh = mesh
-        self.max_batch = max_batch
+        self.tokenizer, self.mesh = tokenizer, mesh
+        self.max_batch, self.lanes = max_batch, lanes
         self.max_length = max_length or cfg.max_position_embeddings
-        self.prefill_chunk = prefill_chunk
-        self.min_prompt_bucket = min_prompt_bucket
+        self.prefill_chunk, self.min_prompt_bucket = prefill_chunk, min_prompt_bucket
         self.last_stats = RunStats()
-        self._cache_box: list = [None]  # the reusable KV-cache buffer, shared by with_max_batch
+        # the reusable KV-cache buffers (one a lane), shared by with_max_batch
+        self._cache_box, self._lane_boxes = [None], []
 
     @classmethod
     def load(cls, model: str, *, dtype: str = "bfloat16", mesh=None, **kw) -> "Sampler":
@@ -122,7 +125,7 @@ class Sampler:
                        max_length=self.max_length, prefill_chunk=self.prefill_chunk,
                        min_prompt_bucket=self.min_prompt_bucket, matmul_dtype=self.matmul_dtype,
                        prompt_buckets=self.prompt_buckets, continuous=self.continuous,
-                       check_every=self.check_every, narrow=self.narrow)
+                       check_every=self.check_every, narrow=self.narrow, lanes=self.lanes)
 
     def with_max_batch(self, max_batch: int) -> "Sampler":
         """The same sampler decoding up to `max_batch` rows a call (e.g. an evaluation set in one
@@ -132,7 +135,7 @@ class Sampler:
         if max_batch == self.max_batch:
             return self
         other = self.with_params(self.params)
-        other.max_batch, other._cache_box = max_batch, self._cache_box
+        other.max_batch, other._cache_box, other._lane_boxes = max_batch, self._cache_box, self._lane_boxes
         if self._platform() != "cpu" or cpu_choice.same_regime(self.max_batch, max_batch):
             other._weights, other.cpu_choice = self.weights, self.cpu_choice
         return other
@@ -223,16 +226,17 @@ class Sampler:
         bar = progress_bar(len(rows), show) if own_bar else bar
         base = bar.n if not own_bar else 0  # rows the caller's bar already counts
         look = self.check_every if (show or sp.stop or sp.stop_after) else None
-        t_start = time.perf_counter()
+        t_start, partials = time.perf_counter(), {}  # lane -> its running rows' tokens
         try:
-            for out, done, active in self._decode(ids, rows, sp, stop_ids, first_index, stats, look):
+            for lane, (out, done, active) in self._decode(ids, rows, sp, stop_ids, first_index, stats, look):
                 for r, (p, s) in done:
                     results[p][s] = self._completion(out, r, p, s, len(ids[p]), cut[p], sp)
                     stats.new_tokens += int(out.lengths[r])
                 stats.completions += len(done)
                 # rows in flight count by the share of their token budget used: the bar moves
                 # every `check_every` steps, not only when a whole batch ends
-                partial = sum(int(out.lengths[r]) for r in active)
+                partials[lane] = sum(int(out.lengths[r]) for r in active)
+                partial = sum(partials.values())
                 bar.n = round(base + stats.completions + partial / sp.max_new_tokens, 1)
                 bar.set_postfix(tok_s=f"{(stats.new_tokens + partial) / (time.perf_counter() - t_start):.0f}")
         finally:
@@ -279,13 +283,13 @@ class Sampler:
                           f"(see Completion.truncated_tokens)", stacklevel=3)
         return ids, cut
 
-    def _pools(self, ids, rows):
+    def _pools(self, ids, rows, max_rows: int):
         """[(prompt slots T, [(prompt, sample), ...]), ...]: the rows decoded in one cache buffer.
-        Batch at a time: `max_batch` rows each, T fitting the longest. Continuous: rows come longest
+        Batch at a time: `max_rows` rows each, T fitting the longest. Continuous: rows come longest
         first, and a new pool starts only where at least `max_batch` remaining rows fit half of T:
         each pool ends with a drain (rows finish, none come in), which costs more than attending
         over up to 2x padded prompt slots (docs/benchmarks.md)."""
-        max_rows = max(self.max_batch, self._batch_shards())
+        max_rows = max(max_rows, self._batch_shards())
         if not self.continuous:
             groups = [rows[g:g + max_rows] for g in range(0, len(rows), max_rows)]
             return [(self._prompt_bucket(max(len(ids[p]) for p, _ in g)), g) for g in groups]
@@ -299,20 +303,40 @@ class Sampler:
 
     def _decode(self, ids, rows, sp: SamplingParams, stop_ids, first_index: int, stats: RunStats,
                 look: int | None):
-        """Decode `rows` [(prompt, sample)]; yields (host loop.Output, [(row, (prompt, sample))]
-        finished, [rows still running]) each time rows finish, or every `look` decode steps (when
-        not None: rows whose text hits a stop string or end-of-answer pattern are ended then)."""
+        """Decode `rows` [(prompt, sample)]; yields (lane, (host loop.Output, [(row, (prompt,
+        sample))] finished, [rows still running])) each time rows finish in a lane, or every `look`
+        decode steps (when not None: rows whose text hits a stop string or end-of-answer pattern
+        are ended then)."""
+        n = self.lanes or lane_count(self._platform(), self.mesh, len(rows), self.max_batch, self.continuous)
+        pools = self._pools(ids, rows, -(-self.max_batch // n))
+        args = (ids, sp, stop_ids, first_index, look)
+        if n == 1 or len(pools) == 1:
+            yield from ((0, item) for item in self._decode_pools(pools, *args, stats, self._cache_box))
+            return
+        take, lane_stats = shared(pools), [RunStats() for _ in range(n)]
+        assert self.weights is not None  # made (and the CPU path chosen) before the lanes start
+        self._lane_boxes.extend([None] for _ in range(n - 1 - len(self._lane_boxes)))
+        try:
+            yield from interleave([self._decode_pools(take(), *args, st, box) for st, box in
+                                   zip(lane_stats, [self._cache_box] + self._lane_boxes[:n - 1])])
+        finally:
+            for st in lane_stats:
+                stats.add(st)
+
+    def _decode_pools(self, pools, ids, sp: SamplingParams, stop_ids, first_index: int,
+                      look: int | None, stats: RunStats, box: list):
+        """`_decode`'s items for `pools` decoded one after the other in the cache buffer of `box`."""
         cfg, shard, mesh = self.cfg, self._batch_shards(), self.mesh
         m = length_bucket(sp.max_new_tokens, minimum=8, chunk=1 << 30)
         mode, knobs = sp.mode(cfg.vocab_size), sp.knobs()
         stop_arr = jnp.asarray(list(stop_ids) + [-1] * (MAX_STOP_IDS - len(stop_ids)), jnp.int32)
         key = jax.random.key(sp.seed)
-        for t, queue in self._pools(ids, rows):
+        for t, queue in pools:
             nb = batch_bucket(min(len(queue), self.max_batch), shard, self.max_batch)
             # Measured on CPUs only; growing briefly holds two buffers, which an accelerator whose
             # batch was sized to its memory may not have room for.
             sizes = cache_segments(t, m) if not self.continuous and self._platform() == "cpu" else [t + m]
-            cache = self._take_cache(nb, sizes[0])
+            cache = self._take_cache(nb, sizes[0], box)
             with _mesh_ctx(mesh):
                 state = loop.empty_state(nb, m, t + m, cfg=cfg, mode=mode)
             # a refill costs a prefill pass over the weights: batch them
@@ -360,7 +384,7 @@ class Sampler:
                     with _mesh_ctx(mesh):  # the next write does not fit: the buffer's next segment
                         cache = loop.grow(cache, slots=sizes[sizes.index(room) + 1], cfg=cfg, mesh=mesh)
                 yield out, finished, [r for r in range(nb) if owner[r] is not None]
-            self._cache_box[0] = cache
+            box[0] = cache
 
     def _narrowed(self, cache, state, owner, stats: RunStats):
         """(cache, state, owner) of the batch cut to the bucket of a NARROW_SHARE-th of its rows
@@ -382,7 +406,7 @@ class Sampler:
         """End the running rows whose text so far hits a stop string or an end-of-answer pattern
         (finish code STOP); returns the host output and the state with those rows done."""
         hit = [r for r, o in enumerate(owner) if o is not None and out.finish[r] == loop.NOT_RUN
-               and _stop_hit(self._decode_text(out.tokens[r, :out.lengths[r]]), sp) is not None]
+               and stop_hit(self._decode_text(out.tokens[r, :out.lengths[r]]), sp) is not None]
         if not hit:
             return out, state
         rows = np.zeros(len(owner), bool)
@@ -393,9 +417,8 @@ class Sampler:
         finish[hit] = loop.STOP
         return out._replace(finish=finish), state
 
-    def _take_cache(self, nb: int, s: int):
-        """The reusable cache buffer if it has this shape, else a new one (the old one freed first)."""
-        box = self._cache_box
+    def _take_cache(self, nb: int, s: int, box: list):
+        """The reusable cache buffer of `box` if it has this shape, else a new one (the old one freed first)."""
         cache = box[0]
         if cache is None or cache.v[0].shape[0] != nb or cache.v[0].shape[2] != s:
             box[0] = cache = None
@@ -410,14 +433,12 @@ class Sampler:
         where = {p: j for j, p in enumerate(prompts)}
         pb = batch_bucket(len(prompts), shard, self.max_batch)
         rb = batch_bucket(len(take), shard, self.max_batch)
-        tokens = np.full((pb, t), loop.pad_id(self.cfg), np.int32)  # left-padded to t slots
-        valid = np.zeros((pb, t), bool)
+        tokens, valid = np.full((pb, t), loop.pad_id(self.cfg), np.int32), np.zeros((pb, t), bool)  # left-padded
         for j, p in enumerate(prompts):
             tokens[j, t - len(ids[p]):] = ids[p]
             valid[j, t - len(ids[p]):] = True
         dest = np.full(rb, nb, np.int32)  # nb: padding entry, dropped
-        row_prompt = np.zeros(rb, np.int32)
-        row_ids = np.zeros(rb, np.int32)
+        row_prompt, row_ids = np.zeros(rb, np.int32), np.zeros(rb, np.int32)
         for j, ((p, smp), r) in enumerate(zip(take, free)):
             dest[j], row_prompt[j], row_ids[j] = r, where[p], (first_index + p) * sp.n + smp
         stats.shapes.add((nb, pb, t, state.kv_valid.shape[1]))
@@ -437,7 +458,7 @@ class Sampler:
                     return b
         return length_bucket(length, self.min_prompt_bucket, self.prefill_chunk)
 
-    def _put(self, x: np.ndarray):
+    def _put(self, x: np.ndarray):  # rows sharded over the mesh's batch axes
         return jnp.asarray(x) if self.mesh is None else jax.device_put(x, rows_sharding(self.mesh, x.shape))
 
     def _completion(self, out, r, p, s, plen, cut, sp: SamplingParams) -> Completion:
@@ -449,10 +470,10 @@ class Sampler:
         finish = FINISH.get(int(out.finish[r]), "length")
         body = toks[:-1] if finish == "eos" else toks
         text = self._decode_text(body)
-        if (sp.stop or sp.stop_after) and self.tokenizer is not None and _stop_hit(text, sp) is not None:
-            k = _stop_prefix_len(self._decode_text, body, sp)
+        if (sp.stop or sp.stop_after) and self.tokenizer is not None and stop_hit(text, sp) is not None:
+            k = stop_prefix_len(self._decode_text, body, sp)
             head = self._decode_text(body[:k])
-            toks, lps, text, finish = body[:k], lps[:k], head[:_stop_hit(head, sp)], "stop"
+            toks, lps, text, finish = body[:k], lps[:k], head[:stop_hit(head, sp)], "stop"
         return Completion(text=text, token_ids=tuple(toks), token_logprobs=lps,
                           logprob=float(np.sum(lps, dtype=np.float64)), finish_reason=finish,
                           prompt_index=p, sample_index=s, prompt_tokens=plen, truncated_tokens=cut)
@@ -468,27 +489,6 @@ def generate(model: str | Sampler, prompts, sampling: SamplingParams | None = No
 
 
 # ------------------------------------------------------------------------------ helpers
-def _stop_hit(text: str, sp: SamplingParams) -> int | None:
-    """Where `text` is cut: before its first stop string or after its first end-of-answer match
-    (the earlier of the two); None when neither occurs."""
-    hits = [i for i in (text.find(s) for s in sp.stop) if i >= 0]
-    hits += [m.end() for m in (re.search(p, text) for p in sp.stop_after) if m is not None]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(decode, ids, sp: SamplingParams) -> int:
-    """Fewest leading tokens whose text contains a stop string or an end-of-answer match
-    (binary search)."""
-    lo, hi = 1, len(ids)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _stop_hit(decode(ids[:mid]), sp) is not None:
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
-
-
 def _mesh_ctx(mesh):
     return contextlib.nullcontext() if mesh is None else use_mesh(mesh)
 

@@ -162,3 +162,24 @@ def batch_bucket(x: int, multiple: int = 1, maximum: int | None = None) -> int:
     if maximum is not None:
         b = min(b, -(-maximum // multiple) * multiple)
     return max(b, -(-x // multiple) * multiple)
+
+
+def stop_hit(text: str, sp: SamplingParams) -> int | None:
+    """Where `text` is cut: before its first stop string or after its first end-of-answer match
+    (the earlier of the two); None when neither occurs."""
+    hits = [i for i in (text.find(s) for s in sp.stop) if i >= 0]
+    hits += [m.end() for m in (re.search(p, text) for p in sp.stop_after) if m is not None]
+    return min(hits) if hits else None
+
+
+def stop_prefix_len(decode, ids, sp: SamplingParams) -> int:
+    """Fewest leading tokens whose text contains a stop string or an end-of-answer match
+    (binary search)."""
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if stop_hit(decode(ids[:mid]), sp) is not None:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

@@ -52,3 +52,17 @@ def test_generate_clear_errors(tmp_path, model_dir, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "bad.jsonl:2" in err and 'no "prompt" field' in err
     assert not dst.exists()
+
+
+def test_generate_lanes_write_what_one_lane_writes(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.jsonl"
+    _write(src, [{"prompt": f"What is {i}+{i}?"} for i in range(5)])
+    args = ["generate", "--model", str(model_dir), "--prompts", str(src), "--max-new-tokens", "6",
+            "--temperature", "0.8", "--n", "2", "--seed", "4", "--dtype", "float32"]
+    # 10 rows: two lanes of batches of 2 (--batch-size 4) write what one lane of batches of 2 writes
+    assert main(args + ["--out", str(tmp_path / "two.jsonl"), "--batch-size", "4", "--lanes", "2"]) == 0
+    assert main(args + ["--out", str(tmp_path / "one.jsonl"), "--batch-size", "2", "--lanes", "1"]) == 0
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+    rc = main(args + ["--out", str(tmp_path / "x.jsonl"), "--lanes", "2", "--continuous"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "lanes=2" in err and "continuous=False" in err and not (tmp_path / "x.jsonl").exists()

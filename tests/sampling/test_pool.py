@@ -56,7 +56,7 @@ def test_continuous_with_text_stops_and_first_index():
 def test_with_max_batch_shares_weights_and_one_cache_buffer():
     cfg, params = tiny("llama3")
     sp = SamplingParams(max_new_tokens=12, temperature=0.9, n=3, seed=2, stop_token_ids=STOPS)
-    s = Sampler(cfg, params, max_batch=12)
+    s = Sampler(cfg, params, max_batch=12, lanes=1)
     assert s.with_max_batch(12) is s
     big = s.with_max_batch(64)
     assert big.max_batch == 64 and big.weights is s.weights  # both above cpu_choice.SMALL_ROWS

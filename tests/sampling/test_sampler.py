@@ -91,11 +91,11 @@ def test_growing_cache_changes_nothing(monkeypatch, family):
     real_grow = loop.grow
     monkeypatch.setattr(loop, "grow", lambda cache, **kw: grown.append(kw["slots"]) or real_grow(cache, **kw))
     # no progress bar: `run` returns only when the rows are done or the buffer is full
-    segmented = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, sp, progress=False)
+    segmented = Sampler(cfg, params, max_batch=8, lanes=1).generate_ids(PROMPTS, sp, progress=False)
     # two batches (longest prompts first: buckets of 32 and 16 slots), each through all 3 sizes
     assert grown == [32 + 64, 32 + 96, 16 + 64, 16 + 96]
     monkeypatch.setattr(api, "cache_segments", lambda t, m: [t + m])
-    whole = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, sp, progress=False)
+    whole = Sampler(cfg, params, max_batch=8, lanes=1).generate_ids(PROMPTS, sp, progress=False)
     assert len(grown) == 4
     lengths = _same_completions(cfg, params, segmented, whole)
     assert max(lengths) == 70 and min(lengths) < 32  # rows ran into the last segment; some stopped early
@@ -214,7 +214,7 @@ def test_stop_ids_and_stop_strings():
 
 def test_buckets_bound_compilations():
     cfg, params = tiny("mistral")
-    s = Sampler(cfg, params, max_batch=4)
+    s = Sampler(cfg, params, max_batch=4, lanes=1)  # one lane: the batches in turn
     prompts = [list(range(1, 2 + i * 3)) for i in range(11)]  # lengths 1..31
     before = loop.run._cache_size()
     s.generate_ids(prompts, max_new_tokens=5, temperature=0.5, stop_token_ids=())
