@@ -314,7 +314,7 @@ class Sampler:
             yield from ((0, item) for item in self._decode_pools(pools, *args, stats, self._cache_box))
             return
         take, lane_stats = shared(pools), [RunStats() for _ in range(n)]
-        assert self.weights is not None  # made (and the CPU path chosen) before the lanes start
+        _ = self.weights  # made (and the CPU path chosen) here, before the lanes start
         self._lane_boxes.extend([None] for _ in range(n - 1 - len(self._lane_boxes)))
         try:
             yield from interleave([self._decode_pools(take(), *args, st, box) for st, box in

@@ -5,12 +5,18 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
+
 from jaxevo.models.config import ModelConfig
 from tests.conftest import TINY_HF, random_params
 
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 VOCAB = 256 + len(SPECIALS)  # bytes, then the specials
 PAD, IM_START, IM_END = 256, 257, 258
+# Varied prompt lengths (4 prompt buckets) and, with 8 stop ids, varied completion lengths.
+MIXED_PROMPTS = [list(np.random.RandomState(i).randint(0, 256, size=n))
+                 for i, n in enumerate([5, 1, 17, 9, 30, 2, 12, 23, 40, 3, 7])]
+MIXED_STOPS = tuple(range(10, 18))
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -65,3 +71,13 @@ def tiny_model_dir(tmp: Path, family: str = "llama3", seed: int = 0) -> Path:
 
     cfg, params = tiny(family, seed)
     return export_hf(params, cfg, Path(tmp) / f"tiny-{family}", tokenizer=byte_tokenizer())
+
+
+def assert_same_completions(a, b):
+    """Two generate results hold the same tokens, texts, finishes and (to 1e-6) log-probs."""
+    for o_a, o_b in zip(a, b, strict=True):
+        for x, y in zip(o_a, o_b, strict=True):
+            assert x.token_ids == y.token_ids
+            assert x.finish_reason == y.finish_reason and x.text == y.text
+            np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, rtol=0, atol=1e-6)
+            assert (x.prompt_index, x.sample_index) == (y.prompt_index, y.sample_index)

@@ -4,25 +4,13 @@ started (in bf16 a different prompt padding can change float rounding)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from jaxevo.sampling import Sampler, SamplingParams
+from tests.sampling.helpers import MIXED_PROMPTS as PROMPTS
+from tests.sampling.helpers import MIXED_STOPS as STOPS
+from tests.sampling.helpers import assert_same_completions as _same
 from tests.sampling.helpers import byte_tokenizer, tiny
-
-# Varied prompt lengths (4 prompt buckets) and, with 8 stop ids, varied completion lengths (1..40).
-PROMPTS = [list(np.random.RandomState(i).randint(0, 256, size=n))
-           for i, n in enumerate([5, 1, 17, 9, 30, 2, 12, 23, 40, 3, 7])]
-STOPS = tuple(range(10, 18))
-
-
-def _same(a, b):
-    for o_a, o_b in zip(a, b, strict=True):
-        for x, y in zip(o_a, o_b, strict=True):
-            assert x.token_ids == y.token_ids
-            assert x.finish_reason == y.finish_reason and x.text == y.text
-            np.testing.assert_allclose(x.token_logprobs, y.token_logprobs, rtol=0, atol=1e-6)
-            assert (x.prompt_index, x.sample_index) == (y.prompt_index, y.sample_index)
 
 
 @pytest.mark.parametrize("knobs", [dict(temperature=0.9), dict(temperature=0.0),
