@@ -4,6 +4,7 @@ exceptions and early stops across threads."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -18,7 +19,8 @@ from tests.sampling.helpers import byte_tokenizer, tiny
 
 
 @pytest.mark.parametrize("knobs", [dict(temperature=0.9), dict(temperature=0.0)], ids=["sample", "greedy"])
-def test_two_lanes_write_what_one_lane_writes(knobs):
+def test_two_lanes_write_what_one_lane_writes(knobs, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # the default rule as on a 2-core machine
     cfg, params = tiny("llama3")
     sp = SamplingParams(max_new_tokens=24, n=3, seed=11, stop_token_ids=STOPS, **knobs)
     ref = Sampler(cfg, params, max_batch=4, lanes=1)  # batches of 4, one after the other
@@ -47,13 +49,16 @@ def test_lanes_with_text_stops_and_a_run_that_fits_one_batch():
     assert whole.last_stats.batches == 1
 
 
-def test_lane_count_rule():
+def test_lane_count_rule(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert lane_count("cpu", None, rows=65, max_batch=64, continuous=False) == 2
     assert lane_count("cpu", None, rows=64, max_batch=64, continuous=False) == 1  # one batch
     assert lane_count("gpu", None, rows=256, max_batch=64, continuous=False) == 1
     assert lane_count("cpu", object(), rows=256, max_batch=64, continuous=False) == 1  # a mesh
     assert lane_count("cpu", None, rows=256, max_batch=64, continuous=True) == 1
     assert lane_count("cpu", None, rows=256, max_batch=2, continuous=False) == 1  # batches too small to halve
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert lane_count("cpu", None, rows=256, max_batch=64, continuous=False) == 1  # one core: nothing to overlap
 
 
 def test_bad_lanes_are_config_errors():
