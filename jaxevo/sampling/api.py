@@ -289,7 +289,6 @@ class Sampler:
         first, and a new pool starts only where at least `max_batch` remaining rows fit half of T:
         each pool ends with a drain (rows finish, none come in), which costs more than attending
         over up to 2x padded prompt slots (docs/benchmarks.md)."""
-        max_rows = max(max_rows, self._batch_shards())
         if not self.continuous:
             groups = [rows[g:g + max_rows] for g in range(0, len(rows), max_rows)]
             return [(self._prompt_bucket(max(len(ids[p]) for p, _ in g)), g) for g in groups]
@@ -308,31 +307,32 @@ class Sampler:
         decode steps (when not None: rows whose text hits a stop string or end-of-answer pattern
         are ended then)."""
         n = self.lanes or lane_count(self._platform(), self.mesh, len(rows), self.max_batch, self.continuous)
-        pools = self._pools(ids, rows, -(-self.max_batch // n))
+        per = max(-(-self.max_batch // n), self._batch_shards())  # a lane's rows: batches padded to <= per
+        pools = self._pools(ids, rows, per)
         args = (ids, sp, stop_ids, first_index, look)
         if n == 1 or len(pools) == 1:
-            yield from ((0, item) for item in self._decode_pools(pools, *args, stats, self._cache_box))
+            yield from ((0, item) for item in self._decode_pools(pools, *args, stats, self._cache_box, per))
             return
         take, lane_stats = shared(pools), [RunStats() for _ in range(n)]
         _ = self.weights  # made (and the CPU path chosen) here, before the lanes start
         self._lane_boxes.extend([None] for _ in range(n - 1 - len(self._lane_boxes)))
         try:
-            yield from interleave([self._decode_pools(take(), *args, st, box) for st, box in
+            yield from interleave([self._decode_pools(take(), *args, st, box, per) for st, box in
                                    zip(lane_stats, [self._cache_box] + self._lane_boxes[:n - 1])])
         finally:
             for st in lane_stats:
                 stats.add(st)
 
     def _decode_pools(self, pools, ids, sp: SamplingParams, stop_ids, first_index: int,
-                      look: int | None, stats: RunStats, box: list):
-        """`_decode`'s items for `pools` decoded one after the other in the cache buffer of `box`."""
+                      look: int | None, stats: RunStats, box: list, max_rows: int):
+        """`_decode`'s items for `pools`, decoded one by one in `box`'s cache, batches of <= `max_rows` rows."""
         cfg, shard, mesh = self.cfg, self._batch_shards(), self.mesh
         m = length_bucket(sp.max_new_tokens, minimum=8, chunk=1 << 30)
         mode, knobs = sp.mode(cfg.vocab_size), sp.knobs()
         stop_arr = jnp.asarray(list(stop_ids) + [-1] * (MAX_STOP_IDS - len(stop_ids)), jnp.int32)
         key = jax.random.key(sp.seed)
         for t, queue in pools:
-            nb = batch_bucket(min(len(queue), self.max_batch), shard, self.max_batch)
+            nb = batch_bucket(min(len(queue), max_rows), shard, max_rows)
             # Measured on CPUs only; growing briefly holds two buffers, which an accelerator whose
             # batch was sized to its memory may not have room for.
             sizes = cache_segments(t, m) if not self.continuous and self._platform() == "cpu" else [t + m]
@@ -431,8 +431,8 @@ class Sampler:
         shard, nb = self._batch_shards(), state.done.shape[0]
         prompts = list(dict.fromkeys(p for p, _ in take))
         where = {p: j for j, p in enumerate(prompts)}
-        pb = batch_bucket(len(prompts), shard, self.max_batch)
-        rb = batch_bucket(len(take), shard, self.max_batch)
+        pb = batch_bucket(len(prompts), shard, nb)
+        rb = batch_bucket(len(take), shard, nb)
         tokens, valid = np.full((pb, t), loop.pad_id(self.cfg), np.int32), np.zeros((pb, t), bool)  # left-padded
         for j, p in enumerate(prompts):
             tokens[j, t - len(ids[p]):] = ids[p]

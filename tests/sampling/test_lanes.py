@@ -35,6 +35,18 @@ def test_two_lanes_write_what_one_lane_writes(knobs, monkeypatch):
     _same(b, two.generate_ids(PROMPTS, sp, first_index=2))
 
 
+def test_a_lane_pads_its_batches_to_its_share_of_max_batch_only():
+    # max_batch 6 in two lanes: batches of 3 rows, not 3 rows padded to the power of two 4 (at
+    # max_batch 96 that padding made each lane decode 64 rows for 48, 25-40% slower than one lane)
+    cfg, params = tiny("llama3")
+    sp = SamplingParams(max_new_tokens=16, n=3, seed=5, temperature=0.9, stop_token_ids=STOPS)
+    ref = Sampler(cfg, params, max_batch=3, lanes=1)
+    two = Sampler(cfg, params, max_batch=6, lanes=2)
+    _same(ref.generate_ids(PROMPTS, sp), two.generate_ids(PROMPTS, sp))
+    assert {sh[0] for sh in two.last_stats.shapes} == {sh[0] for sh in ref.last_stats.shapes} == {3}
+    assert {sh[1] for sh in two.last_stats.shapes} == {1}  # a batch's prompt rows: one prompt's 3 samples
+
+
 def test_lanes_with_text_stops_and_a_run_that_fits_one_batch():
     cfg, params = tiny("llama3")
     tok = byte_tokenizer()
