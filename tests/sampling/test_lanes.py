@@ -37,7 +37,7 @@ def test_two_lanes_write_what_one_lane_writes(knobs, monkeypatch):
 
 def test_a_lane_pads_its_batches_to_its_share_of_max_batch_only():
     # max_batch 6 in two lanes: batches of 3 rows, not 3 rows padded to the power of two 4 (at
-    # max_batch 96 that padding made each lane decode 64 rows for 48, 25-40% slower than one lane)
+    # max_batch 96 that padding made each lane decode 64 rows for 48, 26-43% slower than one lane)
     cfg, params = tiny("llama3")
     sp = SamplingParams(max_new_tokens=16, n=3, seed=5, temperature=0.9, stop_token_ids=STOPS)
     ref = Sampler(cfg, params, max_batch=3, lanes=1)
