@@ -24,24 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import jaxlib
 from jax import lax
 
+from jaxevo.cpu_store import cpu_has_native_bf16, cpu_key, remembered
 from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
 from jaxevo.models.layers import FUSED, dense
 from jaxevo.models.transformer import visible_mask
-from jaxevo.runtime import cache_dir
 
 # Per-program XLA:CPU compiler options of each dot path.
 PATHS = {
@@ -130,14 +127,14 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
     if choice.source == "env" or jax.process_count() > 1 or rows <= SMALL_ROWS:
         return choice  # at a few rows the attention is a small part of a step: not worth a probe
     probe_rows = 64
-    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, "scores by median", _shape_key(cfg),
+    key = "|".join([cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, "scores by median", _shape_key(cfg),
                     f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
 
     def measure():
         seconds = probe_scores(cfg, weights, probe_rows, choice.path)
         return {"scores": pick_scores(seconds), "seconds": seconds}
 
-    e, _ = _remembered(key, lambda e: e.get("scores") in decode.SCORES, measure)
+    e, _ = remembered(key, lambda e: e.get("scores") in decode.SCORES, measure)
     return dataclasses.replace(choice, scores=e["scores"], score_seconds=tuple(sorted(e.get("seconds", {}).items())))
 
 
@@ -189,7 +186,7 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
 
 
 def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...]) -> CpuChoice:
-    key = "|".join([_cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, f"E{hidden} F{inter} {compute}",
+    key = "|".join([cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, f"E{hidden} F{inter} {compute}",
                     f"rows {rows}", ",".join(dtypes)])
 
     def measure():
@@ -197,7 +194,7 @@ def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[st
         path, dtype = min(seconds, key=seconds.get).split(":")
         return {"path": path, "matmul_dtype": dtype, "seconds": seconds}
 
-    e, fresh = _remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure)
+    e, fresh = remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure)
     return CpuChoice(e["path"], e["matmul_dtype"], tuple(sorted(e.get("seconds", {}).items())),
                      "measured" if fresh else "cached")
 
@@ -239,79 +236,6 @@ def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: 
     return best
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16() -> bool:
-    """True if the host CPU advertises bf16 dot-product instructions (x86 AVX512_BF16 / AMX-BF16,
-    Arm BF16). Read from /proc/cpuinfo; False where that is unavailable."""
-    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-@functools.lru_cache(maxsize=None)
-def _cpuinfo() -> tuple[str, frozenset[str]]:
-    """(model name, flags) from /proc/cpuinfo; ("unknown cpu", {}) where it cannot be read."""
-    model, flags = "unknown cpu", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown cpu":
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith(("flags", "Features")):
-                    flags |= set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, frozenset(flags)
-
-
 def _shape_key(cfg: ModelConfig) -> str:
     return (f"L{cfg.num_layers} E{cfg.hidden_size} F{cfg.intermediate_size} H{cfg.num_heads} "
             f"K{cfg.num_kv_heads} D{cfg.head_dim} V{cfg.vocab_size} {jnp.dtype(cfg.dtype).name}")
-
-
-def _cpu_key() -> str:
-    model, flags = _cpuinfo()
-    digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
-    return f"{model} ({os.cpu_count()} cpus, flags {digest})"
-
-
-_seen: dict[tuple[str, str], dict] = {}  # entries this process has read or measured, by (store, key)
-
-
-def forget() -> None:
-    """Drop what this process remembers of the store (as a new process would start)."""
-    _seen.clear()
-
-
-def _remembered(key: str, ok, measure) -> tuple[dict, bool]:
-    """(entry, measured now) for `key`: this process's, else the store's if `ok(entry)`, else
-    `measure()`'s, written to the store. A sampler made every online step reads no file."""
-    store = cache_dir() / "cpu_paths.json"
-    memo = (str(store), key)
-    if memo not in _seen:
-        entry = _read(store).get(key)
-        if isinstance(entry, dict) and ok(entry):
-            _seen[memo] = entry
-        else:
-            _seen[memo] = entry = {**measure(), "measured": time.time()}
-            _write(store, key, entry)
-            return entry, True
-    return _seen[memo], False
-
-
-def _read(store: Path) -> dict:
-    try:
-        data = json.loads(store.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # absent or damaged: measure again and rewrite it
-        return {}
-
-
-def _write(store: Path, key: str, entry: dict) -> None:
-    try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        data = _read(store)
-        data[key] = entry
-        tmp = store.with_name(f"{store.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, store)
-    except OSError:  # a read-only cache: the choice still holds for this process
-        pass

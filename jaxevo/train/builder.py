@@ -32,7 +32,7 @@ from jaxevo.lora.peft import load_start
 from jaxevo.lora.quantize import dequantize_base, frozen_base_shardings, quantize_base
 from jaxevo.models.config import ModelConfig
 from jaxevo.sharding import make_mesh, param_shardings
-from jaxevo.train import score_head
+from jaxevo.train import cpu_dots, score_head
 from jaxevo.train.batches import BatchStream, TokenizedData, pack, read_records, tokenize_views
 from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.config import TrainConfig
@@ -100,7 +100,9 @@ def build_step(cfg: TrainConfig, model_cfg: ModelConfig, mesh, abstract_params, 
         model_cfg, objective, cfg.objective, tx, schedule, mesh=mesh, state_shardings=st_sh,
         num_micro=cfg.num_micro, chunk=cfg.logprob_chunk, vocab_chunk=cfg.vocab_chunk,
         ref_forward=ref_forward, ref_cfg=ref_cfg, ref_shardings=ref_sh,
-        lora=cfg.lora, base_shardings=base_sh, rounding=cfg.model.rounding, seed=cfg.seed)
+        lora=cfg.lora, base_shardings=base_sh, rounding=cfg.model.rounding, seed=cfg.seed,
+        compiler_options=cpu_dots.compiler_options(mesh, model_cfg.hidden_size, model_cfg.intermediate_size,
+                                                   model_cfg.dtype))
     return StepParts(objective, needs_ref, ref_forward, tx, schedule, st_sh, step, trainable)
 
 

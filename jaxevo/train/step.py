@@ -130,6 +130,7 @@ def make_train_step(
     base_shardings: Any = None,
     rounding: str = "nearest",
     seed: int = 0,
+    compiler_options: dict | None = None,
 ):
     """Build the jitted step ``step(state, batch[, ref_params, base_params, omega]) -> (state, metrics)``.
 
@@ -147,6 +148,7 @@ def make_train_step(
     model is held. ``hp.token_alpha`` set: the step takes ``omega`` [V] f32 (replicated; computed
     once from the whole training set by the builder, so micro-batching cannot change it) and
     every view's log-prob sum, policy and reference forward alike, is ω-weighted.
+    ``compiler_options``: the jit's (`cpu_dots.compiler_options`: the CPU dot path).
     """
     names = objective.view_names
     weighted = getattr(hp, "token_alpha", None) is not None
@@ -282,7 +284,7 @@ def make_train_step(
     in_sh = (state_shardings, bsh, ref_shardings if ref_forward else None,
              base_shardings if lora is not None else None, rep if weighted else None)
     jitted = jax.jit(step, in_shardings=in_sh, out_shardings=(state_shardings, rep),
-                     donate_argnums=(0,))
+                     donate_argnums=(0,), compiler_options=compiler_options)
 
     def call(state, batch, ref_params=None, base_params=None, omega=None):
         with use_mesh(mesh):

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from jaxevo import cpu_store
 from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.sampling import Sampler, cpu_choice, loop, teacher_forced_logprobs
@@ -21,9 +22,9 @@ def fresh(tmp_path, monkeypatch):
     """An empty jaxevo cache and no remembered measurement."""
     monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
     monkeypatch.delenv(cpu_choice.ENV, raising=False)
-    cpu_choice.forget()
+    cpu_store.forget()
     yield tmp_path / "cpu_paths.json"
-    cpu_choice.forget()
+    cpu_store.forget()
 
 
 def test_measured_once_then_read_from_the_cache(fresh):
@@ -36,7 +37,7 @@ def test_measured_once_then_read_from_the_cache(fresh):
     stored = json.loads(fresh.read_text())
     assert len(stored) == 1 and list(stored.values())[0]["path"] == first.path
 
-    cpu_choice.forget()  # a new process: read, not measured again
+    cpu_store.forget()  # a new process: read, not measured again
     again = cpu_choice.choose(cfg, rows=64)
     assert (again.source, again.path, again.matmul_dtype) == ("cached", first.path, first.matmul_dtype)
     # Another row regime, or an explicit weight dtype, is its own measurement.
@@ -56,7 +57,7 @@ def test_a_damaged_cache_is_measured_again_and_rewritten(fresh):
     # An entry naming a path this version does not have (edited, or from another version): measured again.
     key = next(iter(stored))
     fresh.write_text(json.dumps({key: {"path": "onednn", "matmul_dtype": "float32"}}))
-    cpu_choice.forget()
+    cpu_store.forget()
     assert cpu_choice.choose(cfg, rows=64).source == "measured"
     assert json.loads(fresh.read_text())[key]["path"] in cpu_choice.PATHS
 
@@ -89,7 +90,7 @@ def test_score_form_measured_on_decode_steps_once_then_cached(fresh):
     entries = [v for k, v in json.loads(fresh.read_text()).items() if "|scores by median|" in k]
     assert len(entries) == 1 and entries[0]["scores"] == s.cpu_choice.scores
 
-    cpu_choice.forget()
+    cpu_store.forget()
     again = Sampler(cfg, params, max_batch=64)
     assert again.weights is not None and again.cpu_choice.scores == s.cpu_choice.scores
     assert dict(again.cpu_choice.score_seconds) == times  # read back, not timed again
