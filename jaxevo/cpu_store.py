@@ -39,6 +39,7 @@ def cpuinfo() -> tuple[str, frozenset[str]]:
 
 
 def cpu_key() -> str:
+    """This CPU's part of every entry's key: model name, core count and a digest of its flags."""
     model, flags = cpuinfo()
     digest = hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12]
     return f"{model} ({os.cpu_count()} cpus, flags {digest})"

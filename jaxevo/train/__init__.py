@@ -6,6 +6,7 @@
 * :mod:`~jaxevo.train.optim` — AdamW with decay mask, schedules, clipping
 * :mod:`~jaxevo.train.state` — `TrainState` and its shardings
 * :mod:`~jaxevo.train.step` — the one jitted step (micro-batch scan, chunked log-probs, NaN guard)
+* :mod:`~jaxevo.train.cpu_dots` — the step's XLA:CPU dot path, measured once per machine
 * :mod:`~jaxevo.train.reference` — reference log-probs computed once
 * :mod:`~jaxevo.train.checkpoint` — Orbax `Checkpointer`, `export_model` (jaxevo checkpoint dir)
 * :mod:`~jaxevo.train.builder` — `build_step` (objective, optimizer, step; from shapes, so `plan`
