@@ -3,6 +3,7 @@ shapes, in f32 and bf16: which path reaches the CPU's bf16 units (AVX512-BF16, A
 
     python benchmarks/matmul.py                     # every shape, path and dtype recipe
     python benchmarks/matmul.py --quick             # two shapes, for a smoke run
+    python benchmarks/matmul.py --quick --no-torch  # XLA's paths only
     python benchmarks/matmul.py --out benchmarks/results/matmul_<cpu>.json
 
 XLA paths (per-program compiler options, as `jaxevo.sampling.placement` sets them): jaxlib's
@@ -83,24 +84,31 @@ def torch_gflops(m: int, k: int, n: int, recipe: str, iters: int) -> float | str
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-torch", action="store_true",
+                   help="XLA's paths only (torch's bf16 matmul runs at ~1 GFLOP/s on a CPU without bf16 instructions)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", default=None)
     args = p.parse_args()
     shapes = SHAPES[:1] + SHAPES[3:4] if args.quick else SHAPES
-    import torch
+    columns = (*XLA_PATHS,) if args.no_torch else (*XLA_PATHS, "torch")
+    threads = None
+    if not args.no_torch:
+        import torch
 
-    res = {"machine": cpu_facts(), "torch_threads": torch.get_num_threads(), "rows": []}
-    print(json.dumps(res["machine"]), f"torch threads {res['torch_threads']}")
+        threads = torch.get_num_threads()
+    res = {"machine": cpu_facts(), "torch_threads": threads, "rows": []}
+    print(json.dumps(res["machine"]), f"torch threads {threads}")
     for name, m, k, n in shapes:
         iters = max(1, args.iters if m * k * n < 1e9 else args.iters // 5)
         for recipe in RECIPES:
             row = {"shape": name, "mkn": [m, k, n], "recipe": recipe}
             for path, opts in XLA_PATHS.items():
                 row[path] = xla_gflops(m, k, n, recipe, opts, iters)
-            row["torch"] = torch_gflops(m, k, n, recipe, iters)
+            if not args.no_torch:
+                row["torch"] = torch_gflops(m, k, n, recipe, iters)
             res["rows"].append(row)
             cells = "  ".join(f"{c}: {row[c]:6.1f}" if isinstance(row[c], float) else f"{c}: {row[c]}"
-                              for c in (*XLA_PATHS, "torch"))
+                              for c in columns)
             print(f"{name:40s} {recipe:18s} {cells}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

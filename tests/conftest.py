@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxevo import cpu_store
 from jaxevo.models.config import ModelConfig
 from jaxevo.runtime import enable_compilation_cache
 
@@ -147,6 +148,18 @@ def _release_compiled_programs():
     n = _memory_maps()
     if n is None or n > 20_000:
         jax.clear_caches()
+
+
+@pytest.fixture
+def cpu_store_file(tmp_path, monkeypatch):
+    """An empty jaxevo cache, nothing remembered of the per-machine measurements
+    (`jaxevo.cpu_store`) and no choice set by the environment; yields the store's path."""
+    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
+    for env in ("JAXEVO_CPU_PATH", "JAXEVO_TRAIN_CPU_PATH"):
+        monkeypatch.delenv(env, raising=False)
+    cpu_store.forget()
+    yield tmp_path / "cpu_paths.json"
+    cpu_store.forget()
 
 
 @pytest.fixture(params=sorted(TINY_HF))

@@ -17,24 +17,14 @@ from tests.sampling.helpers import tiny
 from tests.sampling.test_sampler import PROMPTS
 
 
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """An empty jaxevo cache and no remembered measurement."""
-    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
-    monkeypatch.delenv(cpu_choice.ENV, raising=False)
-    cpu_store.forget()
-    yield tmp_path / "cpu_paths.json"
-    cpu_store.forget()
-
-
-def test_measured_once_then_read_from_the_cache(fresh):
+def test_measured_once_then_read_from_the_cache(cpu_store_file):
     cfg, _ = tiny("llama3", dtype="bfloat16")
     first = cpu_choice.choose(cfg, rows=64)
     assert first.source == "measured"
     times = dict(first.seconds)
     assert set(times) == {f"{p}:{d}" for p in cpu_choice.PATHS for d in ("bfloat16", "float32")}
     assert first.path + ":" + first.matmul_dtype == min(times, key=times.get)  # the fastest wins
-    stored = json.loads(fresh.read_text())
+    stored = json.loads(cpu_store_file.read_text())
     assert len(stored) == 1 and list(stored.values())[0]["path"] == first.path
 
     cpu_store.forget()  # a new process: read, not measured again
@@ -44,25 +34,25 @@ def test_measured_once_then_read_from_the_cache(fresh):
     assert cpu_choice.choose(cfg, rows=1).source == "measured"
     fixed = cpu_choice.choose(cfg, rows=64, matmul_dtype="float32")
     assert fixed.matmul_dtype == "float32" and {k.split(":")[1] for k, _ in fixed.seconds} == {"float32"}
-    assert len(json.loads(fresh.read_text())) == 3
+    assert len(json.loads(cpu_store_file.read_text())) == 3
 
 
-def test_a_damaged_cache_is_measured_again_and_rewritten(fresh):
-    fresh.write_text("{not json")
+def test_a_damaged_cache_is_measured_again_and_rewritten(cpu_store_file):
+    cpu_store_file.write_text("{not json")
     cfg, _ = tiny("llama3")  # f32 weights: only the path is chosen
     c = cpu_choice.choose(cfg, rows=64)
     assert c.source == "measured" and c.matmul_dtype == "float32" and len(c.seconds) == len(cpu_choice.PATHS)
-    stored = json.loads(fresh.read_text())
+    stored = json.loads(cpu_store_file.read_text())
     assert len(stored) == 1
     # An entry naming a path this version does not have (edited, or from another version): measured again.
     key = next(iter(stored))
-    fresh.write_text(json.dumps({key: {"path": "onednn", "matmul_dtype": "float32"}}))
+    cpu_store_file.write_text(json.dumps({key: {"path": "onednn", "matmul_dtype": "float32"}}))
     cpu_store.forget()
     assert cpu_choice.choose(cfg, rows=64).source == "measured"
-    assert json.loads(fresh.read_text())[key]["path"] in cpu_choice.PATHS
+    assert json.loads(cpu_store_file.read_text())[key]["path"] in cpu_choice.PATHS
 
 
-def test_the_environment_sets_the_choice(fresh, monkeypatch):
+def test_the_environment_sets_the_choice(cpu_store_file, monkeypatch):
     cfg, _ = tiny("llama3", dtype="bfloat16")
     monkeypatch.setenv(cpu_choice.ENV, "xla:float32")
     assert cpu_choice.choose(cfg, 64) == cpu_choice.CpuChoice("xla", "float32", source="env")
@@ -72,14 +62,14 @@ def test_the_environment_sets_the_choice(fresh, monkeypatch):
     assert cpu_choice.choose(cfg, 64) == cpu_choice.CpuChoice("xla", "bfloat16", source="env", scores="reduce")
     s = Sampler(cfg, tiny("llama3", dtype="bfloat16")[1], max_batch=64)
     assert s.weights is not None and s.cpu_choice.scores == "reduce"  # not measured
-    assert not fresh.exists()  # nothing measured
+    assert not cpu_store_file.exists()  # nothing measured
     for bad in ("onednn:bfloat16", "xla:int8", "xla:bfloat16:fast"):
         monkeypatch.setenv(cpu_choice.ENV, bad)
         with pytest.raises(ConfigError, match=cpu_choice.ENV):
             cpu_choice.choose(cfg, 64)
 
 
-def test_score_form_measured_on_decode_steps_once_then_cached(fresh):
+def test_score_form_measured_on_decode_steps_once_then_cached(cpu_store_file):
     """A sampler of more than SMALL_ROWS rows times each attention-score form on real decode
     steps once, keeps the faster and reads it back in a new process; a small one times nothing."""
     cfg, params = tiny("llama3", dtype="bfloat16")
@@ -87,7 +77,7 @@ def test_score_form_measured_on_decode_steps_once_then_cached(fresh):
     assert s.weights is not None
     times = dict(s.cpu_choice.score_seconds)
     assert set(times) == set(decode.SCORES) and s.cpu_choice.scores == cpu_choice.pick_scores(times)
-    entries = [v for k, v in json.loads(fresh.read_text()).items() if "|scores by median|" in k]
+    entries = [v for k, v in json.loads(cpu_store_file.read_text()).items() if "|scores by median|" in k]
     assert len(entries) == 1 and entries[0]["scores"] == s.cpu_choice.scores
 
     cpu_store.forget()
@@ -100,7 +90,7 @@ def test_score_form_measured_on_decode_steps_once_then_cached(fresh):
 
 def test_score_form_near_tie_keeps_the_default():
     """The other form wins only by more than SCORE_MARGIN (2 % of the median times): a tie timed
-    either way on one machine gives every fresh cache the same form, so the same greedy
+    either way on one machine gives every cpu_store_file cache the same form, so the same greedy
     completions."""
     assert decode.SCORES[0] == "dot" and cpu_choice.SCORE_MARGIN == 0.02
     assert cpu_choice.pick_scores({"dot": 0.0500, "reduce": 0.0499}) == "dot"
@@ -109,7 +99,7 @@ def test_score_form_near_tie_keeps_the_default():
     assert cpu_choice.pick_scores({"dot": 0.0400, "reduce": 0.0500}) == "dot"
 
 
-def test_every_candidate_decodes_what_the_model_computes(fresh, monkeypatch):
+def test_every_candidate_decodes_what_the_model_computes(cpu_store_file, monkeypatch):
     """Each (path, storage) candidate: the sampler compiles with that path's options, and its
     log-probs equal a teacher-forced pass of the model over its own tokens. bf16 compute: both
     storage dtypes give the same tokens; the two paths differ in summation order, which can flip

@@ -19,16 +19,6 @@ from jaxevo.train.step import finalize_metrics
 from tests.train.helpers import make_step, sft_records
 
 
-@pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """An empty jaxevo cache, no remembered measurement, no path from the environment."""
-    monkeypatch.setenv("JAXEVO_CACHE", str(tmp_path))
-    monkeypatch.delenv(cpu_dots.ENV, raising=False)
-    cpu_store.forget()
-    yield tmp_path / "cpu_paths.json"
-    cpu_store.forget()
-
-
 def test_the_default_path_stays_unless_another_is_faster_by_the_margin():
     assert cpu_dots.MARGIN == 0.05
     assert cpu_dots.pick({"xla": 1.0, "ynnpack_dot": 0.96}) == "xla"  # 4 % faster: a near-tie
@@ -36,40 +26,40 @@ def test_the_default_path_stays_unless_another_is_faster_by_the_margin():
     assert cpu_dots.pick({"xla": 0.5, "ynnpack_dot": 1.0}) == "xla"
 
 
-def test_measured_once_then_read_from_the_cache(fresh, monkeypatch):
+def test_measured_once_then_read_from_the_cache(cpu_store_file, monkeypatch):
     probes = []
     probe = cpu_dots.probe_seconds
     monkeypatch.setattr(cpu_dots, "probe_seconds", lambda *a: probes.append(a) or probe(*a))
     first = cpu_dots.choose(32, 64, "float32")
-    (entry,) = json.loads(fresh.read_text()).values()
+    (entry,) = json.loads(cpu_store_file.read_text()).values()
     assert set(entry["seconds"]) == set(cpu_dots.PATHS) and all(s > 0 for s in entry["seconds"].values())
     assert first == entry["path"] == cpu_dots.pick(entry["seconds"])
     cpu_store.forget()  # a new process: read, not measured again
     assert cpu_dots.choose(32, 64, "float32") == first and len(probes) == 1
     cpu_dots.choose(32, 64, "bfloat16")  # another compute dtype is its own measurement
-    assert len(probes) == 2 and len(json.loads(fresh.read_text())) == 2
+    assert len(probes) == 2 and len(json.loads(cpu_store_file.read_text())) == 2
     # An entry naming a path this version does not have is measured again.
-    key = next(iter(json.loads(fresh.read_text())))
-    fresh.write_text(json.dumps({key: {"path": "onednn"}}))
+    key = next(iter(json.loads(cpu_store_file.read_text())))
+    cpu_store_file.write_text(json.dumps({key: {"path": "onednn"}}))
     cpu_store.forget()
     assert cpu_dots.choose(32, 64, "float32") in cpu_dots.PATHS and len(probes) == 3
 
 
-def test_the_environment_sets_the_path(fresh, monkeypatch):
+def test_the_environment_sets_the_path(cpu_store_file, monkeypatch):
     monkeypatch.setenv(cpu_dots.ENV, "ynnpack_dot")
     assert cpu_dots.choose(32, 64, "bfloat16") == "ynnpack_dot"
     mesh = make_mesh((1, -1, 1))
     assert cpu_dots.compiler_options(mesh, 32, 64, "bfloat16") == cpu_dots.PATHS["ynnpack_dot"]
     monkeypatch.setenv(cpu_dots.ENV, "xla")
     assert cpu_dots.compiler_options(mesh, 32, 64, "bfloat16") is None
-    assert not fresh.exists()  # nothing measured
+    assert not cpu_store_file.exists()  # nothing measured
     monkeypatch.setenv(cpu_dots.ENV, "onednn")
     with pytest.raises(ConfigError, match=cpu_dots.ENV):
         cpu_dots.choose(32, 64, "bfloat16")
 
 
 @pytest.mark.parametrize("dtype,loss_tol,param_tol", [("float32", 1e-6, 1e-6), ("bfloat16", 1e-3, 1e-2)])
-def test_either_path_gives_the_same_update(fresh, monkeypatch, dtype, loss_tol, param_tol):
+def test_either_path_gives_the_same_update(cpu_store_file, monkeypatch, dtype, loss_tol, param_tol):
     """Two SFT steps (lr 1e-2) on a tiny model with each path, from programs the option did
     change: the same losses and parameters to the paths' summation order (seen: f32 equal losses,
     parameters within 1e-7; bf16 compute, whose roundings that order can flip: losses within
