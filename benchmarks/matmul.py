@@ -85,7 +85,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-torch", action="store_true",
-                   help="XLA's paths only (torch's bf16 matmul runs at ~1 GFLOP/s on a CPU without bf16 instructions)")
+                   help="XLA's paths only (torch's bf16 matmul can run at ~1 GFLOP/s on a CPU without bf16)")
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--out", default=None)
     args = p.parse_args()

@@ -1,14 +1,14 @@
 """Which XLA:CPU dot path the train step compiles with on this machine.
 
-No single path wins on every CPU (docs/benchmarks.md, "The train step's dot path"): on a CPU with
-AVX512-BF16, XLA's own bf16 dots run at two to three times YNNPACK's; on a CPU with neither
-AVX-512 nor bf16 instructions (AVX2 only), jaxlib's default dots took the demo's bf16 update 50 s
-and YNNPACK's dot fusions 34 s. So the first train step on a machine times a forward and
-backward of a few MLP blocks in the step's compute recipe (bf16 or f32 inputs, f32 accumulation)
-on each path and keeps the result in jaxevo's cache (`$JAXEVO_CACHE/cpu_paths.json`), keyed by
-CPU, flags, jaxlib, widths and compute dtype (a few seconds, once). The default path stays
-unless another is `MARGIN` faster: the paths sum in different orders, so two probes of one machine that split a
-near-tie differently would train differently. `JAXEVO_TRAIN_CPU_PATH=PATH` sets the path instead.
+No single path wins on every CPU (docs/benchmarks.md, "A CPU with AVX2 only"): on a CPU with
+AVX512-BF16, XLA's own bf16 dots are the fast ones; on a CPU with neither AVX-512 nor bf16
+instructions, YNNPACK's dot fusions run the demo's bf16 update about a third faster than jaxlib's
+default. So the first train step on a machine times a forward and backward of a few MLP blocks in
+the step's compute recipe (bf16 or f32 inputs, f32 accumulation) on each path and keeps the
+result in jaxevo's cache (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and
+compute dtype (a few seconds, once). The default path stays unless another is `MARGIN` faster:
+the paths sum in different orders, so two probes of one machine that split a near-tie
+differently would train differently. `JAXEVO_TRAIN_CPU_PATH=PATH` sets the path instead.
 """
 
 from __future__ import annotations
