@@ -31,7 +31,7 @@ PATHS = {
     # YNNPACK's dot fusions (dots fused with their neighbours)
     "ynnpack_dot": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"},
 }
-DEFAULT = "xla"
+DEFAULT = next(iter(PATHS))
 ENV = "JAXEVO_TRAIN_CPU_PATH"
 MARGIN = 0.05
 PROBE_TOKENS = 512  # rows of the probe's products: a micro-batch's tokens, in order of magnitude
