@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import flax.linen as nn
@@ -104,6 +106,40 @@ def forward(cfg, params, tokens, valid=None):
     return np.asarray(logits)
 
 
+# XLA:CPU's fusion emitters (MLIR, on by default) compile a small program more slowly than its
+# older LLVM ones: the suite's programs are small and mostly compiled once each, so its processes
+# use the older ones (docs/benchmarks.md, "The older fusion emitters in the suite's compiles"). A
+# user's run keeps the default: there the older emitters made the train step slower. XLA reads
+# XLA_FLAGS once per process, so this is set for the whole run, before anything compiles, and not
+# per module; a run that selects the opt-in markers (`-m heavy`, `-m real_model`) keeps the default.
+OLD_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(OLD_EMITTERS, "").strip()
+
+
+def _xla_takes(flag: str) -> bool:
+    """Whether this jaxlib knows the flag (an unknown one in XLA_FLAGS ends the process)."""
+    env = dict(os.environ, XLA_FLAGS=f"{_USER_XLA_FLAGS} {flag}".strip(), JAX_PLATFORMS="cpu")
+    probe = "import jax.numpy as jnp; jnp.ones(2).block_until_ready()"
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
+
+
+def pytest_configure(config):
+    """The older fusion emitters for this run and the processes it starts (xdist's workers inherit
+    the variable from the process that starts the run, which checks the flag once)."""
+    global _SUITE_XLA_FLAGS
+    markexpr = config.option.markexpr.replace("not heavy", "").replace("not real_model", "")
+    opt_in = "heavy" in markexpr or "real_model" in markexpr
+    inherited = OLD_EMITTERS in os.environ.get("XLA_FLAGS", "")
+    if not inherited and FAST_COMPILE and not opt_in and "xla_cpu_use_fusion_emitters" not in _USER_XLA_FLAGS \
+            and _xla_takes(OLD_EMITTERS):
+        os.environ["XLA_FLAGS"] = f"{_USER_XLA_FLAGS} {OLD_EMITTERS}".strip()
+    if OLD_EMITTERS in os.environ.get("XLA_FLAGS", ""):
+        _SUITE_XLA_FLAGS = os.environ["XLA_FLAGS"]
+
+
+_SUITE_XLA_FLAGS = None  # XLA_FLAGS with the older emitters, when this process compiles with them
+
+
 def _memory_maps() -> int | None:
     try:
         with open("/proc/self/maps") as f:
@@ -132,6 +168,8 @@ def _compile_mode(request):
     mine = (i for i in request.session.items if getattr(i, "module", None) is request.module)
     fast = FAST_COMPILE and not any(i.get_closest_marker(m) for i in mine for m in OPTIMIZED_COMPILE)
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1" if fast else "0"  # for its subprocesses
+    if _SUITE_XLA_FLAGS is not None:  # its subprocesses compile as a user's run, or as the suite
+        os.environ["XLA_FLAGS"] = _SUITE_XLA_FLAGS if fast else _USER_XLA_FLAGS
     if jax.config.values["jax_disable_most_optimizations"] != fast:
         jax.clear_caches()  # a compiled program is reused whatever the switch: drop them
         jax.config.update("jax_disable_most_optimizations", fast)
