@@ -102,7 +102,10 @@ def test_inert_micro_batches_give_the_computed_update(tiny_f32, computed_policy,
     assert 0 < m_all["clip_ratio/region_mean"] < 1
     for k in m_all:
         np.testing.assert_allclose(m_skip[k], m_all[k], rtol=1e-6, atol=1e-9, err_msg=k)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-7), p_skip, p_all)
+    # Adam's first step is lr * g / (|g| + eps): a gradient element near eps turns the two programs'
+    # rounding into up to 2e-7 (seen once in 4096 with XLA:CPU's older fusion emitters); a wrong
+    # gradient moves elements by up to lr (1e-3).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6), p_skip, p_all)
 
 
 def test_an_inert_micro_batch_is_not_run(tiny_f32, computed_policy):
