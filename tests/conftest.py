@@ -123,6 +123,9 @@ def _xla_takes(flag: str) -> bool:
     return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True).returncode == 0
 
 
+_SUITE_XLA_FLAGS = None  # XLA_FLAGS with the older emitters, when this process compiles with them
+
+
 def pytest_configure(config):
     """The older fusion emitters for this run and the processes it starts (xdist's workers inherit
     the variable from the process that starts the run, which checks the flag once)."""
@@ -135,9 +138,6 @@ def pytest_configure(config):
         os.environ["XLA_FLAGS"] = f"{_USER_XLA_FLAGS} {OLD_EMITTERS}".strip()
     if OLD_EMITTERS in os.environ.get("XLA_FLAGS", ""):
         _SUITE_XLA_FLAGS = os.environ["XLA_FLAGS"]
-
-
-_SUITE_XLA_FLAGS = None  # XLA_FLAGS with the older emitters, when this process compiles with them
 
 
 def _memory_maps() -> int | None:
