@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -174,6 +176,24 @@ def _compile_mode(request):
         jax.clear_caches()  # a compiled program is reused whatever the switch: drop them
         jax.config.update("jax_disable_most_optimizations", fast)
     yield
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=\S*")
+
+
+def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a process a test starts: this one's, so it compiles as the calling module
+    does (`_compile_mode`: the switch and the XLA flags), on the CPU, with the repository
+    importable, `devices` host CPU devices (None: as many as the process asks for itself) and
+    `extra` on top."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), **extra)
+    flags = _DEVICE_COUNT.sub("", env.pop("XLA_FLAGS", "")).split()
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    if flags:
+        env["XLA_FLAGS"] = " ".join(flags)
+    return env
 
 
 @pytest.fixture(autouse=True, scope="module")

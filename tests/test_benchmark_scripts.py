@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests._require import require_executable
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "benchmarks" / "mfu.py"
@@ -41,7 +41,7 @@ def load_mfu(monkeypatch):
 
 def run_mfu(tmp_path, *args) -> dict:
     out = tmp_path / "mfu.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     p = subprocess.run([sys.executable, str(SCRIPT), "--preset", "tiny", "--length", "32",
                         "--steps", "2", "--out", str(out), *args],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
@@ -119,7 +119,7 @@ def test_generate_e2e_runs_both_sides_on_the_same_work(tmp_path):
 
     model = tiny_model_dir(tmp_path)
     out = tmp_path / "e2e.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "generate_e2e.py"), "--model", str(model),
                         "--prompts", "6", "--new-tokens", "8", "--batch-size", "4", "--jaxevo-dtype", "float32",
                         "--skip", "transformers-bf16", "--out", str(out)],
@@ -141,7 +141,7 @@ def test_matmul_benchmark_quick(tmp_path):
     string: each path's compiler option is one this jaxlib takes). Without torch: its bf16 matmul
     runs at ~1 GFLOP/s on a CPU without bf16 instructions, where this test took 127 s with it."""
     out = tmp_path / "m.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     p = subprocess.run([sys.executable, "matmul.py", "--quick", "--no-torch", "--iters", "1", "--out", str(out)],
                        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -160,7 +160,7 @@ def test_logprobs_benchmark_small(tmp_path):
     """benchmarks/logprobs.py on two short rows: every arm times (the script itself checks the
     jaxevo log-probs against the full-logits ones), and the batch is laid out as rollout_batch's."""
     out = tmp_path / "l.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     p = subprocess.run([sys.executable, "logprobs.py", "--rows", "2", "--prompt", "20", "--completion", "16",
                         "--repeat", "1", "--out", str(out)],
                        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
@@ -176,7 +176,7 @@ def test_update_layouts_benchmark_tiny(tmp_path, tiny_model):
     of its layout, and the first loss is the same in all (with the ratio at 1 it depends only on
     the advantages and the completion tokens, not on the layout)."""
     out = tmp_path / "u.json"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     p = subprocess.run([sys.executable, "update_layouts.py", "--model", tiny_model, "--steps", "1",
                         "--share", "1", "4", "8", "--flat", "1", "--out", str(out)],
                        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)

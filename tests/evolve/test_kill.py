@@ -6,7 +6,6 @@ started on the run directory while the first works is refused, naming the first.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,11 +17,10 @@ import numpy as np
 import pytest
 
 from jaxevo.weights.safetensors_io import SafetensorsFile
+from tests.conftest import subprocess_env
 from tests.evolve.conftest import SHRINK
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-           XLA_FLAGS="--xla_force_host_platform_device_count=1")
 # As tests/evolve/test_resume.py: every kind of stage, 1 round; f32 sampling and 3 journal chunks.
 EXTRA = ["run.rounds=1", "eval.before=false", "sft.batch_size=2", "preference.batch_size=2",
          "sft.checkpoint.every=1", "select.pairs=rule", "select.min_margin=0.0",
@@ -37,8 +35,8 @@ def command(run_dir: Path, model: str) -> list[str]:
 def start(run_dir: Path, model: str, point: str, mark: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.evolve._kill_worker", str(mark), point, "--",
-         *command(run_dir, model)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+         *command(run_dir, model)], cwd=ROOT, env=subprocess_env(devices=1),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def wait_for(mark: Path, p: subprocess.Popen, timeout: float = 600) -> None:
@@ -65,7 +63,8 @@ def test_killed_three_ways_then_rerun_matches_and_a_second_writer_is_refused(tmp
     assert len(journal.read_text().splitlines()) == 2  # header + the first chunk
     # A second writer while the first samples: refused, with the holder named; nothing touched.
     second = subprocess.run([sys.executable, "-m", "jaxevo.cli", *command(run, tiny_model)],
-                            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, env=subprocess_env(devices=1), capture_output=True, text=True,
+                            timeout=300)
     assert second.returncode == 2, second.stderr[-3000:]
     assert f"in use by PID {p.pid} on host {socket.gethostname()} (jaxevo evolve" in second.stderr
     assert len(journal.read_text().splitlines()) == 2

@@ -16,6 +16,7 @@ import pytest
 from jaxevo.evolve.driver import run_evolve
 from jaxevo.evolve.scorers import SCORERS, register_scorer
 from jaxevo.weights.safetensors_io import SafetensorsFile
+from tests.conftest import subprocess_env
 from tests.evolve.conftest import ROOT, recipe
 from tests.evolve.test_online import ONLINE, parity
 
@@ -58,7 +59,7 @@ def _params(run_dir):
 def test_sigkilled_grpo_run_resumes_bitwise(tmp_path, tiny_model):
     killed = tmp_path / "killed"
     code = CHILD.format(root=str(ROOT), run=str(killed), model=tiny_model, extra=EXTRA)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env()
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
     ckpts = killed / "round_001" / "grpo.partial" / "train" / "checkpoints"

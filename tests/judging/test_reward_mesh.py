@@ -4,7 +4,6 @@ data axes; the same scores as on one device."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.judging.reward_model import RewardModel, export_reward_hf
-from tests.conftest import random_params, tiny_cfg
+from tests.conftest import random_params, subprocess_env, tiny_cfg
 from tests.sampling.helpers import PAD, byte_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +36,7 @@ def test_mesh_2x2x2_scores_equal_one_device(tmp_path):
               "score": jnp.asarray(np.random.RandomState(2).randn(cfg.hidden_size, 1).astype(np.float32))}
     d = export_reward_hf(params, cfg, tmp_path / "rm", byte_tokenizer())
     seqs = [[int(t) for t in s] for s in SEQS]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = subprocess_env(devices=8)
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(d), json.dumps(seqs)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

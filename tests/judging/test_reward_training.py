@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from jaxevo.train.config import (CheckpointSection, DataSection, LogSection, Mod
 from jaxevo.train.loop import train
 from jaxevo.train.score_head import score_model
 from jaxevo.weights.load import Pretrained
+from tests.conftest import subprocess_env
 from tests.sampling.helpers import PAD, byte_tokenizer, tiny
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -159,8 +159,7 @@ print(json.dumps(out))
 def test_mesh_2x2x2_trains_as_one_device(tmp_path):
     """4 steps of 2 micro-batches on the (2, 2, 2) CPU mesh (decoder sharded over fsdp x tensor,
     pairs over data x fsdp): the loss curve and metrics equal one device's."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
+    env = subprocess_env(devices=8)
     r = subprocess.run([sys.executable, "-c", MESH_SCRIPT, str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -4,19 +4,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from tests.conftest import subprocess_env
+
 ROOT = Path(__file__).parents[2]
 
 
 def test_lora_dpo_mesh_invariance(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env(devices=8)
     proc = subprocess.run([sys.executable, "-m", "tests.lora._mesh_worker", str(tmp_path)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

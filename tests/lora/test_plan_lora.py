@@ -4,7 +4,6 @@ base is a frozen argument; compiled on the 8-device CPU mesh."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from jaxevo.lora import LoraSection, num_adapter_params
 from jaxevo.models.config import ModelConfig
-from tests.conftest import TINY_HF
+from tests.conftest import TINY_HF, subprocess_env
 
 ROOT = Path(__file__).parents[2]
 
@@ -29,8 +28,7 @@ def test_plan_reports_lora_state(tmp_path, quantize):
         "sample": {"batch": 8, "prompt_length": 32, "max_new_tokens": 16},
         "target": {"accelerator": "v5p-16", "platform": "cpu"}}))
     (tmp_path / "config.json").write_text(json.dumps(TINY_HF["llama3"]))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    env = subprocess_env()  # the command asks for its devices itself
     p = subprocess.run([sys.executable, "-m", "jaxevo.cli", "plan", "--config", str(cfg),
                         "--json", str(tmp_path / "plan.json")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

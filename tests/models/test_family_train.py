@@ -6,7 +6,6 @@ own log-softmax."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from jaxevo.models.transformer import _all_logprobs
 from jaxevo.train.step import forward_views
-from tests.conftest import GOLDEN_TOKENS, random_params, tiny_cfg
+from tests.conftest import GOLDEN_TOKENS, random_params, subprocess_env, tiny_cfg
 
 ROOT = Path(__file__).parents[2]
 # The families whose layers differ from the Llama the trainer tests already cover.
@@ -28,8 +27,7 @@ FAMILIES = ["gemma3", "llama32", "mistral-sw", "phi3", "qwen3"]
 @pytest.mark.heavy  # a subprocess per family, 1 and 8 devices: minutes; `pytest -m heavy`
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sft_and_dpo_steps_equal_on_one_device_and_a_mesh(family, tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(ROOT))
+    env = subprocess_env(devices=8)
     proc = subprocess.run([sys.executable, "-m", "tests.models._family_train_worker", str(tmp_path), family],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -2,14 +2,13 @@
 sharding constraints in the compiled program."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import GOLDEN_TOKENS, GOLDEN_VALID
+from tests.conftest import GOLDEN_TOKENS, GOLDEN_VALID, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +44,7 @@ def test_mesh_2x2x2_equals_one_device(family):
     from jaxevo.weights.source import DictSource
     from tests.conftest import forward, numpy_hf_weights, tiny_cfg
 
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = subprocess_env(devices=8)
     r = subprocess.run([sys.executable, "-c", SCRIPT, family], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -4,7 +4,6 @@ batch at a time (the cache buffer growing in two segments) and with continuous b
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxevo.sampling import Sampler, SamplingParams
+from tests.conftest import subprocess_env
 from tests.sampling.helpers import tiny
 
 PROMPTS = [[5, 6, 7], list(range(20, 45)), [9], list(range(60, 72)), [1, 2], [3] * 7]
@@ -44,7 +44,7 @@ print("RESULT" + json.dumps(res))
 def test_same_samples_on_one_device_and_8_device_mesh():
     cfg, params = tiny("llama3", dtype="float32")
     ref = Sampler(cfg, params, max_batch=8).generate_ids(PROMPTS, SamplingParams(**SP))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = subprocess_env(devices=8)
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True,
                           text=True, timeout=900)

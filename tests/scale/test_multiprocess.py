@@ -9,7 +9,6 @@ processes* is restored in this (single) process.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import subprocess_env
 
 # Two real processes with a shared coordinator: minutes on 2 cores (`bash scripts/test.sh -m heavy`).
 pytestmark = pytest.mark.heavy
@@ -32,8 +33,7 @@ def free_port() -> int:
 
 
 def env(devices: int, **extra) -> dict:
-    e = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    e = subprocess_env(devices)
     for k in ("JAXEVO_COORDINATOR", "JAXEVO_NUM_PROCESSES", "JAXEVO_PROCESS_ID"):
         e.pop(k, None)
     e.update({k: str(v) for k, v in extra.items()})

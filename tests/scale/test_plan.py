@@ -4,7 +4,6 @@ must be set before JAX starts), presets vs the shipped JSONs, accelerator parsin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from jaxevo.errors import ConfigError
 from jaxevo.models.config import ModelConfig
 from jaxevo.plan import PRESETS, parse_accelerator, topology_name
-from tests.conftest import TINY_HF
+from tests.conftest import TINY_HF, subprocess_env
 
 ROOT = Path(__file__).parents[2]
 
@@ -42,8 +41,7 @@ def test_plan_tiny_on_cpu_mesh(tmp_path):
         "sample": {"batch": 8, "prompt_length": 32, "max_new_tokens": 16},
         "target": {"accelerator": "v5p-16", "platform": "cpu"}}))
     (tmp_path / "config.json").write_text(json.dumps(TINY_HF["llama3"]))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)  # the command asks for the 8 devices itself
+    env = subprocess_env()  # the command asks for the 8 devices itself
     p = subprocess.run([sys.executable, "-m", "jaxevo.cli", "plan", "--config", str(cfg),
                         "--json", str(tmp_path / "plan.json")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)

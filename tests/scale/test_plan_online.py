@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from jaxevo.errors import ConfigError
 from jaxevo.plan_online import policy_rows
 from jaxevo.train.config import ObjectiveSection, TrainConfig
 from jaxevo.train.rollout import update_batch
-from tests.conftest import TINY_HF, tiny_cfg
+from tests.conftest import TINY_HF, subprocess_env, tiny_cfg
 
 ROOT = Path(__file__).parents[2]
 
@@ -29,8 +28,7 @@ def _plan(tmp_path, cfg: dict, family: str = "llama3"):
     path.write_text(json.dumps({"model_config": str(tmp_path / "config.json"), **cfg,
                                 "target": {"accelerator": "v5p-8", "platform": "cpu"}}))
     (tmp_path / "config.json").write_text(json.dumps(TINY_HF[family]))
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-    env.pop("XLA_FLAGS", None)
+    env = subprocess_env()  # the command asks for its devices itself
     return subprocess.run([sys.executable, "-m", "jaxevo.cli", "plan", "--config", str(path),
                            "--json", str(tmp_path / "plan.json")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

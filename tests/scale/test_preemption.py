@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxevo import preemption
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).parents[2]
 
 
 def worker(run_dir: Path, *args: str) -> subprocess.Popen:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-               XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env = subprocess_env(devices=1)
     return subprocess.Popen([sys.executable, "-m", "tests.scale._preempt_worker", str(run_dir), *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

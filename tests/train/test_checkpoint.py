@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +20,7 @@ from jaxevo.train.config import OptimSection
 from jaxevo.train.optim import make_optimizer
 from jaxevo.train.state import abstract_state, state_shardings
 from jaxevo.weights.load import load_pretrained
+from tests.conftest import subprocess_env
 from tests.train.helpers import (pref_records, pretrained, sft_records, tiny_cfg, write_jsonl,
                                  write_tiny_model)
 from tests.train.test_mesh import ROOT, run_worker
@@ -84,7 +83,7 @@ def test_interrupted_save_keeps_last_good_checkpoint(tmp_path):
 
 
 def _cli(*args, cwd=ROOT):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    env = subprocess_env()
     return subprocess.run([sys.executable, "-m", "jaxevo.cli", "train", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+
+from tests.conftest import subprocess_env
 
 ROOT = Path(__file__).parents[2]
 
 
 def run_worker(mode: str, out: Path, *args: str, devices: int = 8, check: bool = True):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    env = subprocess_env(devices)
     proc = subprocess.run([sys.executable, "-m", "tests.train._worker", mode, str(out), *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:

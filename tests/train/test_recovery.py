@@ -24,11 +24,10 @@ from jaxevo.errors import ConfigError
 from jaxevo.train import TrainConfig, train
 from jaxevo.train.checkpoint import Checkpointer
 from jaxevo.train.loop import _diverged, _GrowthWatch
+from tests.conftest import subprocess_env
 from tests.train.helpers import pretrained, sft_records, write_jsonl, write_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
-           XLA_FLAGS="--xla_force_host_platform_device_count=1")
 
 
 def cfg_for(out, *extra) -> TrainConfig:
@@ -54,8 +53,8 @@ def hold_lock(directory: Path) -> subprocess.Popen:
     code = ("import sys, time; from jaxevo.dirlock import DirLock; "
             f"DirLock({str(directory)!r}, 'test holder').acquire(); print('held', flush=True); "
             "time.sleep(600)")
-    p = subprocess.Popen([sys.executable, "-c", code], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(devices=1), cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "held"
     return p
 
@@ -70,7 +69,7 @@ def test_second_writer_is_refused_with_the_holder_then_a_dead_holder_is_taken_ov
             [sys.executable, "-m", "jaxevo.cli", "train", "--config",
              str(ROOT / "configs" / "train_sft_demo.yaml"), f"model.path={model}",
              f"data.path={data}", f"out_dir={out}", "data.chat_template=false"],
-            env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=300)
+            env=subprocess_env(devices=1), cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr[-3000:]
         assert f"in use by PID {holder.pid} on host {socket.gethostname()}" in proc.stderr
         assert "test holder" in proc.stderr and "Traceback" not in proc.stderr
@@ -191,7 +190,7 @@ try:
 except JaxevoError as e:
     print("ERROR:", e); sys.exit(2)
 """
-    env = dict(ENV, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jcache"))
+    env = subprocess_env(devices=1, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jcache"))
     p = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=300)
     assert p.returncode == 2, (p.stdout + p.stderr)[-3000:]
@@ -207,8 +206,8 @@ except JaxevoError as e:
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "r"
     p = subprocess.Popen([sys.executable, "-m", "tests.scale._preempt_worker", str(run_dir), "slow"],
-                         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         text=True)
+                         cwd=ROOT, env=subprocess_env(devices=1), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not (run_dir / "steps.txt").exists() or len((run_dir / "steps.txt").read_text().split()) < 3:
         assert p.poll() is None and time.time() < deadline, p.communicate()[0][-3000:]
