@@ -1,6 +1,7 @@
 """The evaluation harness (pass@k, majority@k, self-refinement, probes, Wilson CI) and `jaxevo eval`."""
 
 import json
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -93,6 +94,9 @@ def test_eval_command_on_a_jsonl_file(tmp_path, tiny_model):
     assert "accuracy 0.0% (0/3" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 3 and len((out / "results.jsonl").read_text().splitlines()) == 3
+    # the CPU paths the sampler ran on, measured once per machine or read back
+    (dots,) = [v for k, v in summary["cpu_paths"].items() if k.startswith("sampler dots and weights (E32 F64 ")]
+    assert re.fullmatch(r"(xla|ynnpack):float32 \((measured|cached)\)", dots)
 
 
 def test_eval_command_rejects_items_without_answers(tmp_path, tiny_model):

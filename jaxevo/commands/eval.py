@@ -143,6 +143,7 @@ def run(args) -> int:
 
 def _evaluate_into(args, items, rewards, out: Path, strategy=None) -> int:
     """Sample, check and write `out`/results.jsonl and summary.json (the folder is locked)."""
+    from jaxevo import cpu_store
     from jaxevo.evaluate import evaluate
     from jaxevo.sampling.api import Sampler
     from jaxevo.scoring import score_rows
@@ -152,7 +153,9 @@ def _evaluate_into(args, items, rewards, out: Path, strategy=None) -> int:
                              temperature=args.temperature, seed=args.seed, chat=not args.no_chat,
                              self_refine=args.self_refine, progress=True, strategy=strategy,
                              **selectors(args, strategy))
-    summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit)
+    # the CPU paths it ran on (measured once per machine): paths sum in different orders
+    summary.update(model=args.model, task=args.task, data=args.data, limit=args.limit,
+                   cpu_paths=cpu_store.used_summary())
     if rewards:  # the first completion of each item, as `accuracy` counts it
         scored, rs = score_rows([dict(it, completions=[r["completion"]]) for it, r in zip(items, rows)],
                                 rewards=rewards)

@@ -85,6 +85,8 @@ def read_prompts(path: str) -> list[dict]:
 def run(args) -> int:
     # Here, not at the top: the sampler and the mesh import jax, which `jaxevo generate --help`
     # needs neither (docs/benchmarks.md, CLI start-up).
+    import jax
+
     from jaxevo.sampling import Sampler, SamplingParams
     from jaxevo.sharding import make_mesh
 
@@ -137,6 +139,7 @@ def run(args) -> int:
     st = sampler.last_stats
     print(f"jaxevo generate: {len(rows)} prompts x {sp.n} -> {out} ({st.new_tokens} tokens in "
           f"{st.seconds:.1f}s, {st.tokens_per_second:.0f} tok/s"
+          + (f"; CPU path {sampler.cpu_choice.label}" if jax.devices()[0].platform == "cpu" else "")
           + (f"; {st.truncated_prompts} prompts truncated" if st.truncated_prompts else "") + ")",
           file=sys.stderr)
     return 0

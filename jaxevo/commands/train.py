@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from jaxevo import cpu_store
 from jaxevo.config import load_config, to_dict
 from jaxevo.outputs import check_writable
 from jaxevo.plugins import load_plugins
@@ -34,6 +35,8 @@ def run(args) -> int:
     summary = {"steps": res.steps, "out_dir": str(res.out_dir),
                "export_dir": str(res.export_dir) if res.export_dir else None,
                "final_metrics": {k: v for k, v in last.items() if k != "tokens"},
-               "data": res.stats}
+               "data": res.stats,
+               # the CPU dot path the step ran on (measured once per machine): paths sum differently
+               "cpu_paths": cpu_store.used_summary()}
     print(json.dumps(summary, indent=2, default=str))
     return 0

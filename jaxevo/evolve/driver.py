@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from jaxevo import distributed
+from jaxevo import cpu_store, distributed
 from jaxevo.config import to_dict
 from jaxevo.dirlock import DirLock
 from jaxevo.evolve import stages as _builtin  # noqa: F401  (registers the built-in stages)
@@ -58,6 +58,7 @@ def run_evolve(cfg: EvolveConfig, raw: dict[str, Any], *, stop_after: tuple[int,
 
 def _run(cfg: EvolveConfig, raw: dict[str, Any], stages, stop_after, stop_at_step, mesh) -> dict[str, Any]:
     run = RunDir(cfg.run.dir, raw, defaults=to_dict(EvolveConfig())).open()
+    cpu_store.forget_used()  # the manifest's `cpu_paths` lists what this run chose
     distributed.main_only(_say_where)(run, cfg.run.rounds)
     mesh = mesh if mesh is not None else make_mesh(cfg.model.mesh)
     if cfg.meta.enabled and not run.is_done(0, "meta"):
@@ -72,6 +73,7 @@ def _run(cfg: EvolveConfig, raw: dict[str, Any], stages, stop_after, stop_at_ste
         t0 = time.time()
         info = {"model": cfg.model.path, **ctx.evaluate_held_out(cfg.model.path, tmp)}
         run.finish_stage(0, "eval", dict(info, seconds=round(time.time() - t0, 2)))
+        _record_cpu_paths(run, "0/eval")
         distributed.main_only(print_round)(run, 0)
         distributed.main_only(_log_round)(run, 0)
     for r in range(1, cfg.run.rounds + 1):
@@ -119,8 +121,23 @@ def _run_stage(ctx: RoundContext, st: Stage) -> None:
     info = st(ctx, tmp)
     info["seconds"] = round(time.time() - t0, 2)
     ctx.run.finish_stage(ctx.round, st.name, info)
+    _record_cpu_paths(ctx.run, f"{ctx.round}/{st.name}")
     log.info("round %d %s: %s", ctx.round, st.name,
              {k: v for k, v in info.items() if k not in ("topic_stats", "final")})
+
+
+def _record_cpu_paths(run: RunDir, stage: str) -> None:
+    """Add the CPU paths this process has chosen so far (`cpu_store.used`) to the manifest's
+    `cpu_paths`, each with the stage ("round/name") that first ran on it. A choice made again
+    differently (a resume on another machine, or after the cache was emptied) is added beside the
+    first, so runs that sum in different orders can be told apart afterwards. On several
+    processes, process 0's."""
+    rec = run.manifest().get("cpu_paths", [])
+    ident = lambda e: (e["machine"], e["what"], e["choice"], e["measured"])  # noqa: E731
+    new = [dict(e, stage=stage) for e in cpu_store.used().values()
+           if ident(e) not in {ident(x) for x in rec}]
+    if distributed.broadcast(bool(new)):  # all processes write (a barrier), or none
+        run.set_info(cpu_paths=rec + new)
 
 
 def _relative(run: RunDir, model: str) -> str:

@@ -5,6 +5,7 @@ Everything is read back from the manifest, so a report can be rebuilt from any r
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from jaxevo.evolve.rundir import RunDir, atomic_write_text
@@ -168,6 +169,20 @@ def _meta_lines(m: dict[str, Any]) -> list[str]:
             f"model scores {acc}. Rounds 1+ start from it.", ""]
 
 
+def _cpu_lines(m: dict[str, Any]) -> list[str]:
+    """The CPU paths the run's stages ran on (`cpu_paths` in the manifest), by machine: runs whose
+    choices differ sum in different orders and can differ in their greedy completions."""
+    by_machine: dict[str, list[str]] = {}
+    for e in m.get("cpu_paths", []):
+        when = "" if e["measured"] is None else time.strftime(" %Y-%m-%d %H:%M UTC", time.gmtime(e["measured"]))
+        by_machine.setdefault(e["machine"], []).append(f"{e['what']} `{e['choice']}` ({e['source']}{when})")
+    if not by_machine:
+        return []
+    return ["CPU paths (chosen once per machine and kept in `$JAXEVO_CACHE/cpu_paths.json`; `cpu_paths` "
+            "in manifest.json says which stage first ran on each):",
+            *(f"- {machine}: {'; '.join(choices)}" for machine, choices in by_machine.items()), ""]
+
+
 def _spec(spec: dict[str, Any]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in spec.items())
 
@@ -221,6 +236,7 @@ def write_report(run: RunDir, cfg) -> str:
              "`rounds.gate` against the kept model's; a rejected round's model is dropped and the "
              "next round starts from the kept one (labels choose models, never training data).", ""]
             if cfg.rounds.gate else []),
+          *_cpu_lines(m),
           f"Final model (Hugging Face format): `{run.root / 'final_model'}`"]
     text = "\n".join(md) + "\n"
     atomic_write_text(run.root / "report.md", text)

@@ -2,7 +2,8 @@
 
     runs/NAME/
       config.yaml            the resolved config of the run (what `evolve` was started with)
-      manifest.json          config hash, per-round and per-stage status, timings, metrics
+      manifest.json          config hash, per-round and per-stage status, timings, metrics, the
+                             CPU paths the stages ran on (`cpu_paths`)
       round_001/
         generate/...         one folder per stage, named by stage, written to a tmp name then renamed
         ...                  (a training stage's folder holds its exported model, train/final)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import jaxlib
 from jax import lax
 
-from jaxevo.cpu_store import cpu_has_native_bf16, cpu_key, remembered
+from jaxevo.cpu_store import cpu_has_native_bf16, cpu_key, note, remembered
 from jaxevo.errors import ConfigError
 from jaxevo.models import decode
 from jaxevo.models.config import ModelConfig
@@ -74,6 +74,12 @@ class CpuChoice:
     scores: str = "dot"  # the decode attention's score form, one of decode.SCORES
     score_seconds: tuple[tuple[str, float], ...] = ()  # score form -> decode-step time, when measured
 
+    @property
+    def label(self) -> str:
+        """E.g. "ynnpack:float32, scores reduce (cached)": paths sum in different orders, so runs
+        on different ones can differ in their completions."""
+        return f"{self.path}:{self.matmul_dtype}, scores {self.scores} ({self.source})"
+
 
 def static_choice(cfg: ModelConfig, matmul_dtype: str | None = None) -> CpuChoice:
     """The rule used without a measurement: YNNPACK dots; f32 storage of 16-bit weights on a CPU
@@ -89,12 +95,15 @@ def choose(cfg: ModelConfig, rows: int, matmul_dtype: str | None = None) -> CpuC
     time (`matmul_dtype` given: only the path is chosen). Measured once per machine and cached."""
     dtypes = (matmul_dtype,) if matmul_dtype else candidate_dtypes(cfg)
     env = os.environ.get(ENV, "").strip()
-    if env:
-        return _from_env(env, dtypes)
-    if jax.process_count() > 1:  # every process must decode with the same weights: no local timing
-        return static_choice(cfg, matmul_dtype)
     probe_rows = 1 if rows <= SMALL_ROWS else 64
-    return _measured(cfg.hidden_size, cfg.intermediate_size, jnp.dtype(cfg.dtype).name, probe_rows, dtypes)
+    compute = jnp.dtype(cfg.dtype).name
+    if env or jax.process_count() > 1:  # several processes decode with the same weights: no local timing
+        c = _from_env(env, dtypes) if env else static_choice(cfg, matmul_dtype)
+        what = _what(cfg.hidden_size, cfg.intermediate_size, compute, probe_rows)
+        note(f"{cpu_key()}|{what}|{env}", what, f"{c.path}:{c.matmul_dtype}" + (f", scores {c.scores}" if env else ""),
+             c.source)
+        return c
+    return _measured(cfg.hidden_size, cfg.intermediate_size, compute, probe_rows, dtypes)
 
 
 def same_regime(rows_a: int, rows_b: int) -> bool:
@@ -124,9 +133,16 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
     prepared `weights`: measured once per machine, model shape and dot path, and cached; set by
     the environment, or "dot" on several processes or for at most SMALL_ROWS rows, where nothing
     is timed. Costs two compilations of a decode step, once."""
-    if choice.source == "env" or jax.process_count() > 1 or rows <= SMALL_ROWS:
-        return choice  # at a few rows the attention is a small part of a step: not worth a probe
+    if choice.source == "env":
+        return choice
     probe_rows = 64
+    shape = f"{_shape_key(cfg)}, {choice.path}:{choice.matmul_dtype}"
+    if jax.process_count() > 1 or rows <= SMALL_ROWS:
+        # at a few rows the attention is a small part of a step: not worth a probe
+        regime = "1 row" if rows <= SMALL_ROWS else "several processes"
+        note(f"{cpu_key()}|default scores|{shape}|{regime}", f"attention scores ({shape}, {regime})",
+             choice.scores, "default")
+        return choice
     key = "|".join([cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, "scores by median", _shape_key(cfg),
                     f"{choice.path}:{choice.matmul_dtype}", f"rows {probe_rows}"])
 
@@ -134,7 +150,8 @@ def choose_scores(cfg: ModelConfig, weights: dict, rows: int, choice: CpuChoice)
         seconds = probe_scores(cfg, weights, probe_rows, choice.path)
         return {"scores": pick_scores(seconds), "seconds": seconds}
 
-    e, _ = remembered(key, lambda e: e.get("scores") in decode.SCORES, measure)
+    e, _ = remembered(key, lambda e: e.get("scores") in decode.SCORES, measure,
+                      f"attention scores ({shape}, {probe_rows} rows)", lambda e: e["scores"])
     return dataclasses.replace(choice, scores=e["scores"], score_seconds=tuple(sorted(e.get("seconds", {}).items())))
 
 
@@ -194,7 +211,8 @@ def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[st
         path, dtype = min(seconds, key=seconds.get).split(":")
         return {"path": path, "matmul_dtype": dtype, "seconds": seconds}
 
-    e, fresh = remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure)
+    e, fresh = remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure,
+                          _what(hidden, inter, compute, rows), lambda e: f"{e['path']}:{e['matmul_dtype']}")
     return CpuChoice(e["path"], e["matmul_dtype"], tuple(sorted(e.get("seconds", {}).items())),
                      "measured" if fresh else "cached")
 
@@ -234,6 +252,10 @@ def probe_seconds(hidden: int, inter: int, compute: str, rows: int, candidates: 
             r.block_until_ready()
             best[name] = min(best[name], (time.perf_counter() - t) / iters)
     return best
+
+
+def _what(hidden: int, inter: int, compute: str, rows: int) -> str:
+    return f"sampler dots and weights (E{hidden} F{inter} {compute}, {'1 row' if rows == 1 else f'{rows} rows'})"
 
 
 def _shape_key(cfg: ModelConfig) -> str:

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import jaxlib
 
-from jaxevo.cpu_store import cpu_key, remembered
+from jaxevo.cpu_store import cpu_key, note, remembered
 from jaxevo.errors import ConfigError
 from jaxevo.models.layers import dense
 
@@ -55,12 +55,12 @@ def choose(hidden: int, inter: int, compute: str) -> str:
     environment's, the default on several processes (each would time its own), else measured
     once per machine and cached."""
     env = os.environ.get(ENV, "").strip()
-    if env:
-        if env not in PATHS:
-            raise ConfigError(f"{ENV}={env!r}: choose one of {sorted(PATHS)}")
-        return env
-    if jax.process_count() > 1:  # every process must compile the same program
-        return DEFAULT
+    what = f"train step dots (E{hidden} F{inter} {compute})"
+    if env and env not in PATHS:
+        raise ConfigError(f"{ENV}={env!r}: choose one of {sorted(PATHS)}")
+    if env or jax.process_count() > 1:  # several processes must compile the same program
+        note(f"{cpu_key()}|{what}|{env or DEFAULT}", what, env or DEFAULT, "env" if env else "default")
+        return env or DEFAULT
     key = "|".join([cpu_key(), f"jaxlib {jaxlib.__version__}", "train step", f"E{hidden} F{inter} {compute}",
                     f"probe {PROBE_TOKENS} tokens"])
 
@@ -68,7 +68,7 @@ def choose(hidden: int, inter: int, compute: str) -> str:
         seconds = probe_seconds(hidden, inter, compute)
         return {"path": pick(seconds), "seconds": seconds}
 
-    entry, _ = remembered(key, lambda e: e.get("path") in PATHS, measure)
+    entry, _ = remembered(key, lambda e: e.get("path") in PATHS, measure, what, lambda e: e["path"])
     return entry["path"]
 
 

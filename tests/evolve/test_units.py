@@ -2,10 +2,15 @@
 
 import json
 
+import jaxlib
 import pytest
 
+from jaxevo import cpu_store
 from jaxevo.errors import ConfigError
 from jaxevo.evolve import censor, select
+from jaxevo.evolve.config import EvolveConfig
+from jaxevo.evolve.driver import _record_cpu_paths
+from jaxevo.evolve.report import write_report
 from jaxevo.evolve.rundir import RunDir, config_hash
 from jaxevo.evolve.scorers import SCORERS
 from jaxevo.evolve.stages.evaluation import win_rate
@@ -229,6 +234,34 @@ def test_report_does_not_show_round_one_as_the_start_when_the_start_was_not_eval
     run.begin_stage(0, "eval")
     run.finish_stage(0, "eval", {"accuracy": 0.07, "ci95_low": 0.04, "ci95_high": 0.12, "n": 150})
     assert "held-out items: 7.0% (4.0%-12.0%) at the start." in write_report(run, EvolveConfig())
+
+
+def test_the_run_records_each_cpu_path_it_ran_on_once_and_a_changed_one_beside_it(tmp_path):
+    """A resume that chooses differently (another machine, an emptied cache) is told apart in the
+    manifest and the report; choosing the same again adds nothing."""
+    run = RunDir(tmp_path / "run", {"a": 1}).open()
+    cpu_store.forget()
+    try:
+        cpu_store.note("k1", "train step dots (E8 F16 bfloat16)", "xla", "measured", 100.0)
+        _record_cpu_paths(run, "1/sft")
+        cpu_store.forget()  # the resumed process reads the same choice back
+        cpu_store.note("k1", "train step dots (E8 F16 bfloat16)", "xla", "cached", 100.0)
+        _record_cpu_paths(run, "1/grpo")
+        assert [(e["choice"], e["source"], e["stage"]) for e in run.manifest()["cpu_paths"]] == [
+            ("xla", "measured", "1/sft")]
+        cpu_store.forget()  # ... or measures again and chooses the other path
+        cpu_store.note("k1", "train step dots (E8 F16 bfloat16)", "ynnpack_dot", "measured", 200.0)
+        _record_cpu_paths(run, "2/sft")
+        rec = run.manifest()["cpu_paths"]
+        assert [(e["choice"], e["measured"], e["stage"]) for e in rec] == [
+            ("xla", 100.0, "1/sft"), ("ynnpack_dot", 200.0, "2/sft")]
+        machine = rec[0]["machine"]
+        assert machine == f"{cpu_store.cpu_key()}, jaxlib {jaxlib.__version__}"
+        assert (f"- {machine}: train step dots (E8 F16 bfloat16) `xla` (measured 1970-01-01 00:01 UTC); "
+                f"train step dots (E8 F16 bfloat16) `ynnpack_dot` (measured 1970-01-01 00:03 UTC)\n"
+                ) in write_report(run, EvolveConfig())
+    finally:
+        cpu_store.forget()
 
 
 def test_scorer_setup_hooks_carry_what_a_scorer_asks_of_the_round():

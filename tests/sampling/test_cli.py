@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -19,7 +20,7 @@ def _write(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_generate_writes_completions_and_keeps_fields(tmp_path, model_dir):
+def test_generate_writes_completions_and_keeps_fields(tmp_path, model_dir, capsys):
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write(src, [{"prompt": "What is 2+2?", "id": 7, "answer": "4"},
                  {"prompt": [{"role": "user", "content": "hi"}], "id": 8}])
@@ -29,6 +30,9 @@ def test_generate_writes_completions_and_keeps_fields(tmp_path, model_dir):
     assert rc == 0
     lines = [json.loads(x) for x in dst.read_text().splitlines()]
     assert [r["id"] for r in lines] == [7, 8] and lines[0]["answer"] == "4"
+    # The summary names the CPU path it decoded on (measured once per machine, or cached).
+    assert re.search(r" tok/s; CPU path (xla|ynnpack):float32, scores (dot|reduce) \((measured|cached)\)\)$",
+                     capsys.readouterr().err, re.M)
     for r in lines:
         assert len(r["completions"]) == 3 and all(isinstance(c, str) for c in r["completions"])
         assert len(r["logprobs"]) == 3 and all(lp <= 0 for lp in r["logprobs"])

@@ -26,10 +26,15 @@ def test_measured_once_then_read_from_the_cache(cpu_store_file):
     assert first.path + ":" + first.matmul_dtype == min(times, key=times.get)  # the fastest wins
     stored = json.loads(cpu_store_file.read_text())
     assert len(stored) == 1 and list(stored.values())[0]["path"] == first.path
+    (noted,) = cpu_store.used().values()  # what a run records of the choice
+    assert noted["what"] == f"sampler dots and weights (E{cfg.hidden_size} F{cfg.intermediate_size} bfloat16, 64 rows)"
+    assert (noted["choice"], noted["source"]) == (f"{first.path}:{first.matmul_dtype}", "measured")
 
     cpu_store.forget()  # a new process: read, not measured again
     again = cpu_choice.choose(cfg, rows=64)
     assert (again.source, again.path, again.matmul_dtype) == ("cached", first.path, first.matmul_dtype)
+    (noted_again,) = cpu_store.used().values()
+    assert noted_again == dict(noted, source="cached")
     # Another row regime, or an explicit weight dtype, is its own measurement.
     assert cpu_choice.choose(cfg, rows=1).source == "measured"
     fixed = cpu_choice.choose(cfg, rows=64, matmul_dtype="float32")
@@ -63,6 +68,9 @@ def test_the_environment_sets_the_choice(cpu_store_file, monkeypatch):
     s = Sampler(cfg, tiny("llama3", dtype="bfloat16")[1], max_batch=64)
     assert s.weights is not None and s.cpu_choice.scores == "reduce"  # not measured
     assert not cpu_store_file.exists()  # nothing measured
+    assert {(e["choice"], e["source"]) for e in cpu_store.used().values()} == {
+        ("xla:float32, scores dot", "env"), ("ynnpack:bfloat16, scores dot", "env"),
+        ("xla:bfloat16, scores reduce", "env")}
     for bad in ("onednn:bfloat16", "xla:int8", "xla:bfloat16:fast"):
         monkeypatch.setenv(cpu_choice.ENV, bad)
         with pytest.raises(ConfigError, match=cpu_choice.ENV):
@@ -79,6 +87,9 @@ def test_score_form_measured_on_decode_steps_once_then_cached(cpu_store_file):
     assert set(times) == set(decode.SCORES) and s.cpu_choice.scores == cpu_choice.pick_scores(times)
     entries = [v for k, v in json.loads(cpu_store_file.read_text()).items() if "|scores by median|" in k]
     assert len(entries) == 1 and entries[0]["scores"] == s.cpu_choice.scores
+    noted = [e for e in cpu_store.used().values() if e["what"].startswith("attention scores")]
+    assert [(e["choice"], e["source"], e["what"].endswith("64 rows)")) for e in noted] == [
+        (s.cpu_choice.scores, "measured", True)]
 
     cpu_store.forget()
     again = Sampler(cfg, params, max_batch=64)
@@ -86,6 +97,9 @@ def test_score_form_measured_on_decode_steps_once_then_cached(cpu_store_file):
     assert dict(again.cpu_choice.score_seconds) == times  # read back, not timed again
     small = Sampler(cfg, params, max_batch=8)
     assert small.weights is not None and (small.cpu_choice.scores, small.cpu_choice.score_seconds) == ("dot", ())
+    noted = [(e["choice"], e["source"], e["what"].endswith("1 row)")) for e in cpu_store.used().values()
+             if e["what"].startswith("attention scores")]
+    assert noted == [(s.cpu_choice.scores, "cached", False), ("dot", "default", True)]
 
 
 def test_score_form_near_tie_keeps_the_default():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -103,6 +104,8 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["steps"] == 4 and summary["final_metrics"]["rewards/accuracies"] >= 0.5
+    path = summary["cpu_paths"]["train step dots (E32 F64 float32)"]  # what the step ran on
+    assert re.fullmatch(r"(xla|ynnpack_dot) \((measured|cached)\)", path)
     assert "train preference" in proc.stderr  # tqdm bar
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]

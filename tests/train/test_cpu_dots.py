@@ -34,8 +34,13 @@ def test_measured_once_then_read_from_the_cache(cpu_store_file, monkeypatch):
     (entry,) = json.loads(cpu_store_file.read_text()).values()
     assert set(entry["seconds"]) == set(cpu_dots.PATHS) and all(s > 0 for s in entry["seconds"].values())
     assert first == entry["path"] == cpu_dots.pick(entry["seconds"])
+    (noted,) = cpu_store.used().values()  # what a run records of the choice
+    assert noted["what"] == "train step dots (E32 F64 float32)" and noted["choice"] == first
+    assert noted["source"] == "measured" and noted["measured"] == entry["measured"]
     cpu_store.forget()  # a new process: read, not measured again
     assert cpu_dots.choose(32, 64, "float32") == first and len(probes) == 1
+    (noted,) = cpu_store.used().values()
+    assert (noted["choice"], noted["source"], noted["measured"]) == (first, "cached", entry["measured"])
     cpu_dots.choose(32, 64, "bfloat16")  # another compute dtype is its own measurement
     assert len(probes) == 2 and len(json.loads(cpu_store_file.read_text())) == 2
     # An entry naming a path this version does not have is measured again.
@@ -53,6 +58,8 @@ def test_the_environment_sets_the_path(cpu_store_file, monkeypatch):
     monkeypatch.setenv(cpu_dots.ENV, "xla")
     assert cpu_dots.compiler_options(mesh, 32, 64, "bfloat16") is None
     assert not cpu_store_file.exists()  # nothing measured
+    assert sorted((e["choice"], e["source"]) for e in cpu_store.used().values()) == [
+        ("xla", "env"), ("ynnpack_dot", "env")]
     monkeypatch.setenv(cpu_dots.ENV, "onednn")
     with pytest.raises(ConfigError, match=cpu_dots.ENV):
         cpu_dots.choose(32, 64, "bfloat16")
