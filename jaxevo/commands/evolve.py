@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from jaxevo.commands import setup_logging
+
 
 def add_arguments(p):
     p.add_argument("--config", required=True, help="a recipe config, e.g. configs/demo.yaml")
@@ -23,8 +25,7 @@ def run(args) -> int:
     from jaxevo.plugins import load_plugins
 
     main = distributed.is_main()  # on a pod, process 0 speaks for all
-    logging.basicConfig(level=logging.INFO if main else logging.WARNING, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging(logging.INFO if main else logging.WARNING, "%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cfg = load_config(EvolveConfig, args.config, args.overrides)
     # Relative plugin paths may be relative to the config file (run_evolve loads them again: a no-op).
     load_plugins(cfg.run.plugins, "run.plugins", base_dir=Path(args.config).parent)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from jaxevo import cpu_store
+from jaxevo.commands import setup_logging
 from jaxevo.config import load_config, to_dict
 from jaxevo.outputs import check_writable
 from jaxevo.plugins import load_plugins
@@ -26,9 +27,7 @@ def run(args) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src", "orbax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     check_writable(cfg.out_dir, is_dir=True)
     res = train(cfg)
     last = res.history[-1] if res.history else {}

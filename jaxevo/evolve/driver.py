@@ -122,8 +122,13 @@ def _run_stage(ctx: RoundContext, st: Stage) -> None:
     info["seconds"] = round(time.time() - t0, 2)
     ctx.run.finish_stage(ctx.round, st.name, info)
     _record_cpu_paths(ctx.run, f"{ctx.round}/{st.name}")
-    log.info("round %d %s: %s", ctx.round, st.name,
-             {k: v for k, v in info.items() if k not in ("topic_stats", "final")})
+    log.info("round %d %s: %s", ctx.round, st.name, _scalars(info))
+
+
+def _scalars(info: dict[str, Any]) -> str:
+    """A stage's info for its log line: the scalars (the rest is in the manifest)."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items()
+                    if isinstance(v, (str, int, float, bool)) or v is None)
 
 
 def _record_cpu_paths(run: RunDir, stage: str) -> None:

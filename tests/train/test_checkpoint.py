@@ -107,6 +107,7 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
     path = summary["cpu_paths"]["train step dots (E32 F64 float32)"]  # what the step ran on
     assert re.fullmatch(r"(xla|ynnpack_dot) \((measured|cached)\)", path)
     assert "train preference" in proc.stderr  # tqdm bar
+    assert "INFO jaxevo.train.builder: data: {'examples': 8, " in proc.stderr  # the command's INFO lines
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert {"loss", "rewards/accuracies", "rewards/margins", "logps/chosen", "tokens_per_s", "lr",
