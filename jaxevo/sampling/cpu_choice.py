@@ -7,7 +7,8 @@ default dots the faster for bf16 weights on a CPU with AVX512-BF16, where the fu
 at a third of their speed; at one row, f32 storage can beat bf16. So the first sampler on a
 machine times each candidate once, on decode-shaped products of its model's widths (a chain of
 MLP blocks large enough to stream from memory, as a decode step does), and keeps the fastest in
-jaxevo's cache (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime.
+jaxevo's cache (`$JAXEVO_CACHE/cpu_paths.json`), keyed by CPU, flags, jaxlib, widths and row regime
+(the static choice unless another is PATH_MARGIN faster: near-ties must not flip between probes).
 Then, with the weights made, the form of the decode step's attention scores (`decode.SCORES`:
 batched [G, D] @ [D, S] products, or elementwise products summed over D) is timed on a few real
 decode steps of the model and cached the same way: on an Intel Xeon the second saves 12 % of a
@@ -62,6 +63,9 @@ PROBE_LAYERS = 8  # ... and their layers
 # of one machine (fresh caches) do not give runs different completions. Medians of many
 # interleaved timings vary far less between probes than the best of a few (docs/benchmarks.md).
 SCORE_MARGIN = 0.02
+# Likewise the dot path and weight dtype: the static choice (`static_choice`) stays unless another
+# candidate's best time is this much lower (on an AVX2-only EPYC two of them were 2% apart).
+PATH_MARGIN = 0.05
 SCORE_TIMINGS = 10  # timings of each form, taking turns
 
 
@@ -103,7 +107,9 @@ def choose(cfg: ModelConfig, rows: int, matmul_dtype: str | None = None) -> CpuC
         note(f"{cpu_key()}|{what}|{env}", what, f"{c.path}:{c.matmul_dtype}" + (f", scores {c.scores}" if env else ""),
              c.source)
         return c
-    return _measured(cfg.hidden_size, cfg.intermediate_size, compute, probe_rows, dtypes)
+    default = static_choice(cfg, matmul_dtype)
+    return _measured(cfg.hidden_size, cfg.intermediate_size, compute, probe_rows, dtypes,
+                     f"{default.path}:{default.matmul_dtype}")
 
 
 def same_regime(rows_a: int, rows_b: int) -> bool:
@@ -202,13 +208,20 @@ def probe_scores(cfg: ModelConfig, weights: dict, rows: int, path: str, steps: i
     return {form: statistics.median(ts) for form, ts in times.items()}
 
 
-def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...]) -> CpuChoice:
+def pick_path(seconds: dict[str, float], default: str) -> str:
+    """The "path:dtype" to use from `probe_seconds`' times: the fastest, unless `default` (the
+    static choice) is within PATH_MARGIN of it."""
+    best = min(seconds, key=seconds.get)
+    return best if seconds[best] < (1 - PATH_MARGIN) * seconds[default] else default
+
+
+def _measured(hidden: int, inter: int, compute: str, rows: int, dtypes: tuple[str, ...], default: str) -> CpuChoice:
     key = "|".join([cpu_key(), f"jaxlib {jaxlib.__version__}", PROBE_KEY, f"E{hidden} F{inter} {compute}",
-                    f"rows {rows}", ",".join(dtypes)])
+                    f"rows {rows}", ",".join(dtypes), f"margin {PATH_MARGIN} over {default}"])
 
     def measure():
         seconds = probe_seconds(hidden, inter, compute, rows, [(p, d) for d in dtypes for p in PATHS])
-        path, dtype = min(seconds, key=seconds.get).split(":")
+        path, dtype = pick_path(seconds, default).split(":")
         return {"path": path, "matmul_dtype": dtype, "seconds": seconds}
 
     e, fresh = remembered(key, lambda e: e.get("path") in PATHS and e.get("matmul_dtype") in dtypes, measure,
