@@ -105,13 +105,17 @@ def test_score_form_measured_on_decode_steps_once_then_cached(cpu_store_file):
 
 
 def test_path_near_tie_keeps_the_static_choice():
-    """Another path or weight dtype wins only by more than PATH_MARGIN (5 % of the best times), so
+    """Another path or weight dtype wins only by more than PATH_MARGIN (20 % of the best times), so
     two probes of one machine that split a near-tie differently give runs the same sums."""
-    assert cpu_choice.PATH_MARGIN == 0.05
-    times = {"xla:float32": 0.0304, "ynnpack:float32": 0.0310, "xla:bfloat16": 0.0388}  # an AVX2 EPYC's
-    assert cpu_choice.pick_path(times, "ynnpack:float32") == "ynnpack:float32"  # 2 % apart: a near-tie
-    assert cpu_choice.pick_path(dict(times, **{"xla:float32": 0.0290}), "ynnpack:float32") == "xla:float32"
-    assert cpu_choice.pick_path(times, "xla:bfloat16") == "xla:float32"  # 22 % faster
+    assert cpu_choice.PATH_MARGIN == 0.2
+    # two probes of one AVX2-only EPYC, an hour apart, where whole calls took the same time
+    for times in ({"xla:float32": 0.0303, "ynnpack:float32": 0.0301, "ynnpack:bfloat16": 0.0298},
+                  {"xla:float32": 0.0262, "ynnpack:float32": 0.0303, "ynnpack:bfloat16": 0.0287}):
+        assert cpu_choice.pick_path(times, "ynnpack:float32") == "ynnpack:float32"
+    # an EPYC with AVX512-BF16 at 64 rows (ms; docs/benchmarks.md: 11.9 against 16.4-18.6 for the
+    # others): XLA's bf16 dots stay the choice
+    times = {"xla:bfloat16": 11.9, "ynnpack:bfloat16": 16.4, "xla:float32": 18.6, "ynnpack:float32": 17.5}
+    assert cpu_choice.pick_path(times, "ynnpack:bfloat16") == "xla:bfloat16"
 
 
 def test_score_form_near_tie_keeps_the_default():
