@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -10,7 +11,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,6 +37,7 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 FAST_COMPILE = os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "yes", "on")
 jax.config.update("jax_disable_most_optimizations", FAST_COMPILE)
 from jaxevo.models.transformer import Transformer, causal_mask, positions_from_valid
+from tests.model_params import random_params  # noqa: E402,F401  (tests import it from here)
 
 COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -86,26 +87,17 @@ def tiny_cfg(family: str = "llama3", **runtime) -> ModelConfig:
     return ModelConfig.from_hf(TINY_HF[family], **runtime)
 
 
-def random_params(cfg: ModelConfig, seed: int = 0):
-    """Random params with non-trivial norms and biases (so their mapping is tested too)."""
-    tok = jnp.zeros((1, 1), jnp.int32)
-    params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(seed), tok, tok, jnp.ones((1, 1, 1), bool))["params"])
-    rng = np.random.RandomState(seed)
-
-    def jitter(path, x):
-        name = jax.tree_util.keystr(path)
-        if "scale" in name or "bias" in name:
-            return x + jnp.asarray(rng.normal(0, 0.1, x.shape), x.dtype)
-        return x
-    return jax.tree_util.tree_map_with_path(jitter, params)
-
-
 def forward(cfg, params, tokens, valid=None):
     tokens = jnp.asarray(tokens)
     valid = jnp.ones(tokens.shape, jnp.int32) if valid is None else jnp.asarray(valid)
-    logits, _ = jax.jit(Transformer(cfg).apply)({"params": params}, tokens,
-                                                positions_from_valid(valid), causal_mask(valid))
+    logits, _ = _apply(cfg)({"params": params}, tokens, positions_from_valid(valid), causal_mask(valid))
     return np.asarray(logits)
+
+
+@functools.lru_cache(maxsize=None)
+def _apply(cfg: ModelConfig):
+    """cfg's jitted forward, one per process (a new jit each call would trace and compile anew)."""
+    return jax.jit(Transformer(cfg).apply)
 
 
 # XLA:CPU's fusion emitters (MLIR, on by default) compile a small program more slowly than its

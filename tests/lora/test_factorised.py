@@ -3,6 +3,8 @@ weights' forward, exactly the base's with B = 0, and its dropout unbiased."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,11 +22,16 @@ pytestmark = pytest.mark.optimized_compile
 
 
 def _factorised(cfg, params, adapters, lcfg, toks, key=None):
+    spec = LoraSpec(lcfg.scale, lcfg.dropout)
+    return np.asarray(_factorised_logits(cfg, spec, model_variables(params, adapters), jnp.asarray(toks), key))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _factorised_logits(cfg, spec, variables, toks, key):
     valid = jnp.ones(toks.shape, jnp.int32)
-    logits, _ = Transformer(cfg, LoraSpec(lcfg.scale, lcfg.dropout)).apply(
-        model_variables(params, adapters), jnp.asarray(toks), positions_from_valid(valid),
-        causal_mask(valid), rngs={LORA_DROPOUT: key} if key is not None else {})
-    return np.asarray(logits)
+    logits, _ = Transformer(cfg, spec).apply(variables, toks, positions_from_valid(valid), causal_mask(valid),
+                                             rngs={LORA_DROPOUT: key} if key is not None else {})
+    return logits
 
 
 def _random_adapters(lcfg, cfg, seed=1):

@@ -7,7 +7,6 @@ import json
 import string
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from tokenizers import Tokenizer, models
@@ -23,6 +22,7 @@ from jaxevo.train.reference import attach_reference, compute_reference_logps
 from jaxevo.train.state import init_state
 from jaxevo.weights.hf import export_hf
 from jaxevo.weights.load import Pretrained
+from tests.model_params import init_params
 
 CHARS = string.ascii_letters + string.digits + " .,:;!?+-*/=()\n'\"#<>|_"
 SPECIAL = ["<pad>", "<eos>", "<unk>"]
@@ -46,9 +46,7 @@ def tiny_cfg(**runtime) -> ModelConfig:
 
 
 def tiny_params(cfg: ModelConfig, seed: int = 0):
-    tok = jnp.zeros((1, 1), jnp.int32)
-    return nn.meta.unbox(Transformer(cfg).init(jax.random.key(seed), tok, tok,
-                                               jnp.ones((1, 1, 1), bool))["params"])
+    return init_params(cfg, seed)
 
 
 def write_tiny_model(directory: Path, seed: int = 0) -> Path:
