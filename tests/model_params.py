@@ -1,29 +1,30 @@
-"""Random params of tiny models, made once per process: Flax's unjitted init compiles its layer
-scan anew on every call (about a second on 2 cores), and a hundred tests ask for the same few
-models. Each call returns fresh device arrays, so a test that donates them leaves the next one's
-intact. No side effects on import (the processes tests start import it too)."""
+"""Random params of tiny models, drawn with numpy, once per process. Flax's init compiled its
+layer scan anew for every model (1.5-4 s on 2 cores, in each process and compile mode) and
+rounded differently in the two compile modes; numpy's draw compiles nothing and gives the same
+values in every process. Each call returns fresh device arrays, so a test that donates them leaves
+the next one's intact. No side effects on import (the processes tests start import it too)."""
 
 from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxevo.models.config import ModelConfig
-from jaxevo.models.transformer import Transformer
+from jaxevo.weights.convert import abstract_params
 
 
 def init_params(cfg: ModelConfig, seed: int = 0):
-    """Flax's initial params of `cfg`'s Transformer from key `seed` (fresh device arrays)."""
-    return _fresh(_host_params(cfg, seed, jax.config.values["jax_disable_most_optimizations"], False))
+    """`cfg`'s params as the model's initializers make them (`layer_param_specs`: matrices and
+    embeddings N(0, 0.02), norm scales 1 — 0 with Gemma's unit offset —, biases 0), drawn from
+    numpy's RandomState(seed) (fresh device arrays)."""
+    return _fresh(_host_params(cfg, seed, False))
 
 
 def random_params(cfg: ModelConfig, seed: int = 0):
-    """Random params with non-trivial norms and biases (so their mapping is tested too)."""
-    return _fresh(_host_params(cfg, seed, jax.config.values["jax_disable_most_optimizations"], True))
+    """init_params with N(0, 0.1) added to the norm scales and biases (so their mapping is tested too)."""
+    return _fresh(_host_params(cfg, seed, True))
 
 
 def _fresh(tree):
@@ -31,16 +32,20 @@ def _fresh(tree):
 
 
 @functools.lru_cache(maxsize=None)
-def _host_params(cfg: ModelConfig, seed: int, fast_compile: bool, jitter_norms: bool):
-    """init_params (or random_params: jitter_norms) as numpy arrays, once per process and
-    compile mode (fast_compile only keys the cache: the modes' eager ops may round differently)."""
-    tok = jnp.zeros((1, 1), jnp.int32)
-    params = nn.meta.unbox(Transformer(cfg).init(jax.random.key(seed), tok, tok, jnp.ones((1, 1, 1), bool))["params"])
-    rng = np.random.RandomState(seed)
+def _host_params(cfg: ModelConfig, seed: int, jitter: bool):
+    """init_params (or random_params: jitter) as numpy arrays, in the params tree's leaf order."""
+    rng, jitters = np.random.RandomState(seed), np.random.RandomState([seed, 1])  # same draws in both
+    unit = 0.0 if cfg.norm_unit_offset else 1.0
 
-    def jitter(path, x):
+    def draw(path, leaf):
         name = jax.tree_util.keystr(path)
-        if jitter_norms and ("scale" in name or "bias" in name):
-            x = x + jnp.asarray(rng.normal(0, 0.1, x.shape), x.dtype)
-        return np.asarray(x)
-    return jax.tree_util.tree_map_with_path(jitter, params)
+        if "scale" in name or name.endswith("_norm']"):  # q_norm / k_norm are bare scales
+            x = np.full(leaf.shape, unit, np.float32)
+        elif "bias" in name:
+            x = np.zeros(leaf.shape, np.float32)
+        else:
+            return rng.normal(0, 0.02, leaf.shape).astype(leaf.dtype)
+        if jitter and ("scale" in name or "bias" in name):
+            x = x + jitters.normal(0, 0.1, leaf.shape)
+        return x.astype(leaf.dtype)
+    return jax.tree_util.tree_map_with_path(draw, abstract_params(cfg))

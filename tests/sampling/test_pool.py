@@ -34,7 +34,7 @@ def test_continuous_with_text_stops_and_first_index():
     cfg, params = tiny("llama3")
     tok = byte_tokenizer()
     prompts = ["hello there", "a much longer prompt about nothing at all, really", "x"]
-    sp = SamplingParams(max_new_tokens=24, temperature=0.8, n=2, seed=3, stop=("e",), stop_token_ids=STOPS)
+    sp = SamplingParams(max_new_tokens=24, temperature=0.8, n=2, seed=3, stop=tuple("aeiou"), stop_token_ids=STOPS)
     ref = Sampler(cfg, params, tok, max_batch=2).generate(prompts, sp, first_index=5)
     out = Sampler(cfg, params, tok, max_batch=2, continuous=True).generate(prompts, sp, first_index=5)
     _same(ref, out)

@@ -104,10 +104,10 @@ def test_growing_cache_changes_nothing(monkeypatch, family):
 def test_narrowed_batch_changes_nothing(monkeypatch):
     """A batch cut to its running rows (16 -> 4 once 12 of 16 have stopped, with 40 of 80 new
     tokens left) writes the same tokens with the same log-probs as the whole batch decoding on,
-    and those log-probs are the teacher-forced ones. The stop ids end 12 rows by step 38 and leave
-    4 running to 74-80 tokens (found by sampling this model without stops)."""
+    and those log-probs are the teacher-forced ones. The stop ids end 12 rows by step 32 and leave
+    4 running to 80 tokens (found by sampling this model without stops)."""
     cfg, params = tiny("llama3")
-    sp = SamplingParams(max_new_tokens=80, temperature=1.0, n=2, seed=1, stop_token_ids=(212, 245, 155))
+    sp = SamplingParams(max_new_tokens=80, temperature=1.0, n=2, seed=1, stop_token_ids=(0, 42, 200))
     taken = []
     real_take = loop.take_rows
     monkeypatch.setattr(loop, "take_rows", lambda cache, state, rows, **kw: taken.append(
