@@ -44,9 +44,9 @@ def test_two_rounds(name, tmp_path, tiny_model):
     # The CPU paths the stages ran on, each with the first stage that used it, and in the report.
     noted = {e["what"].split(" (")[0]: e for e in m["cpu_paths"]}
     assert {"sampler dots and weights", "train step dots"} <= set(noted)
-    first = "0/meta" if cfg.meta.enabled else None  # SELF's meta-skill stage samples and trains first
-    assert noted["sampler dots and weights"]["stage"] == (first or "0/eval")
-    assert noted["train step dots"]["stage"] == (first or "1/sft")
+    meta = cfg.meta.enabled  # SELF's meta-skill stage (round 0) samples and trains first
+    assert noted["sampler dots and weights"]["stage"] == ("0/meta" if meta else "0/eval")
+    assert noted["train step dots"]["stage"] == ("0/meta" if meta else "1/sft")
     assert all(f"{e['what']} `{e['choice']}`" in (root / "report.md").read_text() for e in m["cpu_paths"])
     n_eval = m["rounds"]["0"]["stages"]["eval"]["n"]
     assert n_eval == len(read_jsonl(root / "round_000" / "eval" / "results.jsonl")) > 0
