@@ -4,6 +4,7 @@ shapes, in f32 and bf16: which path reaches the CPU's bf16 units (AVX512-BF16, A
     python benchmarks/matmul.py                     # every shape, path and dtype recipe
     python benchmarks/matmul.py --quick             # two shapes, for a smoke run
     python benchmarks/matmul.py --quick --no-torch  # XLA's paths only
+    python benchmarks/matmul.py --repeats 7         # the default: the best of 7 timed runs
     python benchmarks/matmul.py --out benchmarks/results/matmul_<cpu>.json
 
 XLA paths (per-program compiler options, as `jaxevo.sampling.placement` sets them): jaxlib's
@@ -44,10 +45,11 @@ XLA_PATHS = {
 RECIPES = ("f32", "bf16 in, f32 out", "bf16 in, bf16 out")
 
 
-def best_seconds(fn, iters: int) -> float:
+def best_seconds(fn, iters: int, repeats: int) -> float:
+    """The best of `repeats` timed runs of `iters` calls, per call, after one untimed call."""
     fn()
     best = 1e9
-    for _ in range(7):
+    for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(iters):
             r = fn()
@@ -56,7 +58,7 @@ def best_seconds(fn, iters: int) -> float:
     return best
 
 
-def xla_gflops(m: int, k: int, n: int, recipe: str, options, iters: int) -> float | str:
+def xla_gflops(m: int, k: int, n: int, recipe: str, options, iters: int, repeats: int) -> float | str:
     import jax
     import jax.numpy as jnp
 
@@ -66,19 +68,19 @@ def xla_gflops(m: int, k: int, n: int, recipe: str, options, iters: int) -> floa
     w = jax.random.normal(jax.random.key(1), (k, n), jnp.float32).astype(dt)
     f = jax.jit(lambda a, w: jnp.dot(a, w, preferred_element_type=out), compiler_options=options)
     try:
-        return 2 * m * k * n / best_seconds(lambda: f(a, w), iters) / 1e9
+        return 2 * m * k * n / best_seconds(lambda: f(a, w), iters, repeats) / 1e9
     except Exception as e:  # an option this jaxlib does not take: say so in the table
         return f"error: {str(e).splitlines()[0][:80]}"
 
 
-def torch_gflops(m: int, k: int, n: int, recipe: str, iters: int) -> float | str:
+def torch_gflops(m: int, k: int, n: int, recipe: str, iters: int, repeats: int) -> float | str:
     import torch
 
     if recipe == "bf16 in, f32 out":
         return "n/a"  # torch's bf16 matmul accumulates in f32 and returns bf16: the next row
     dt = torch.float32 if recipe == "f32" else torch.bfloat16
     a, w = torch.randn(m, k).to(dt), torch.randn(k, n).to(dt)
-    return 2 * m * k * n / best_seconds(lambda: a @ w, iters) / 1e9
+    return 2 * m * k * n / best_seconds(lambda: a @ w, iters, repeats) / 1e9
 
 
 def main() -> None:
@@ -87,6 +89,7 @@ def main() -> None:
     p.add_argument("--no-torch", action="store_true",
                    help="XLA's paths only (torch's bf16 matmul can run at ~1 GFLOP/s on a CPU without bf16)")
     p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=7, help="timed runs of --iters calls, the best kept")
     p.add_argument("--out", default=None)
     args = p.parse_args()
     shapes = SHAPES[:1] + SHAPES[3:4] if args.quick else SHAPES
@@ -103,9 +106,9 @@ def main() -> None:
         for recipe in RECIPES:
             row = {"shape": name, "mkn": [m, k, n], "recipe": recipe}
             for path, opts in XLA_PATHS.items():
-                row[path] = xla_gflops(m, k, n, recipe, opts, iters)
+                row[path] = xla_gflops(m, k, n, recipe, opts, iters, args.repeats)
             if not args.no_torch:
-                row["torch"] = torch_gflops(m, k, n, recipe, iters)
+                row["torch"] = torch_gflops(m, k, n, recipe, iters, args.repeats)
             res["rows"].append(row)
             cells = "  ".join(f"{c}: {row[c]:6.1f}" if isinstance(row[c], float) else f"{c}: {row[c]}"
                               for c in columns)

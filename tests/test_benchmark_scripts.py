@@ -142,7 +142,8 @@ def test_matmul_benchmark_quick(tmp_path):
     runs at ~1 GFLOP/s on a CPU without bf16 instructions, where this test took 127 s with it."""
     out = tmp_path / "m.json"
     env = subprocess_env()
-    p = subprocess.run([sys.executable, "matmul.py", "--quick", "--no-torch", "--iters", "1", "--out", str(out)],
+    p = subprocess.run([sys.executable, "matmul.py", "--quick", "--no-torch", "--iters", "1", "--repeats", "1",
+                        "--out", str(out)],
                        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
