@@ -35,7 +35,7 @@ def setup():
         lp = jax.nn.log_softmax(logits[:, PROMPT - 1 : -1].astype(jnp.float32), axis=-1)
         return jnp.take_along_axis(lp, tokens[:, PROMPT:, None], axis=-1)[..., 0]
 
-    jac = jax.jacrev(logps)(params)  # each leaf [B, T, *param_shape]
+    jac = jax.jit(jax.jacrev(logps))(params)  # each leaf [B, T, *param_shape]; jitted: one program
     return params, logps, jac, mask, adv, lengths
 
 
@@ -57,7 +57,7 @@ def test_on_policy_gradient_is_policy_gradient(setup, loss_type, level):
         return policy_loss(loss_type, logps(p), None, None, adv, mask, max_completion_length=L_MAX,
                            importance_sampling_level=level, epsilon_high=eps_high)[0]
 
-    grad = jax.grad(loss)(params)
+    grad = jax.jit(jax.grad(loss))(params)
     w = -_weights(loss_type, np.asarray(mask), lengths) * np.asarray(adv)[:, None]  # [B, T]
     expected = jax.tree.map(lambda j: jnp.tensordot(jnp.asarray(w, jnp.float32), j, axes=2), jac)
     flat_g, flat_e = jax.tree.leaves(grad), jax.tree.leaves(expected)

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxevo.models.transformer import Transformer
 from jaxevo.sharding import make_mesh
 from jaxevo.templates import REFINE_TEMPLATE
 from jaxevo.train.batches import BatchStream, tokenize_views
@@ -17,6 +16,7 @@ from jaxevo.train.builder import build_step
 from jaxevo.train.config import ObjectiveSection, OptimSection, TrainConfig
 from jaxevo.train.state import init_state
 from jaxevo.train.step import finalize_metrics
+from tests.conftest import forward
 from tests.train.helpers import pref_records, pretrained
 
 BETA = 2.0
@@ -29,9 +29,7 @@ def _logps(params, cfg, seqs: list[tuple[list[int], list[int]]]) -> np.ndarray:
     tokens = np.zeros((len(seqs), t), np.int32)
     for i, (c, r) in enumerate(seqs):
         tokens[i, :len(c) + len(r)] = c + r
-    mask = jnp.tril(jnp.ones((t, t), bool))[None]
-    logits, _ = Transformer(cfg).apply({"params": params}, jnp.asarray(tokens), jnp.arange(t)[None], mask)
-    lp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32), -1))
+    lp = np.asarray(jax.nn.log_softmax(jnp.asarray(forward(cfg, params, tokens), jnp.float32), -1))
     return np.array([sum(lp[i, len(c) - 1 + j, tok] for j, tok in enumerate(r)) for i, (c, r) in enumerate(seqs)])
 
 
