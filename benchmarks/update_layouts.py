@@ -42,13 +42,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMPTS, GROUP, MICRO = 4, 8, 8
 
 
-def rollouts(flat: int, seed: int = 0):
-    """P prompts, P·G completions (group after group), advantages with `flat` groups at 0."""
+def rollouts(flat: int, vocab: int, seed: int = 0):
+    """P prompts, P·G completions (group after group), advantages with `flat` groups at 0; token
+    ids from [100, 40000), or from the whole vocabulary of a model with fewer (a test's tiny one)."""
     rng = np.random.default_rng(seed)
+    lo, hi = (100, 40000) if vocab >= 40000 else (0, vocab)
     prompts, comps = [], []
     for _ in range(PROMPTS):
-        prompts.append(list(rng.integers(100, 40000, rng.integers(55, 77))))
-        comps += [list(rng.integers(100, 40000, rng.integers(20, 97))) for _ in range(GROUP)]
+        prompts.append(list(rng.integers(lo, hi, rng.integers(55, 77))))
+        comps += [list(rng.integers(lo, hi, rng.integers(20, 97))) for _ in range(GROUP)]
     adv = rng.normal(size=PROMPTS * GROUP).astype(np.float32)
     adv[(PROMPTS - flat) * GROUP:] = 0.0
     return prompts, comps, adv
@@ -82,7 +84,7 @@ def main():
                           mesh=mesh)
     params = jax.device_put(pre.params, param_shardings(pre.cfg, mesh))
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
-    prompts, comps, adv = rollouts(args.flat)
+    prompts, comps, adv = rollouts(args.flat, pre.cfg.vocab_size)
     arms = {}
     for k in args.share:
         batch, rows, micro = layout(k, prompts, comps, adv, args.pad)
