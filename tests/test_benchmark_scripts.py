@@ -158,11 +158,12 @@ def test_matmul_benchmark_quick(tmp_path):
 @pytest.mark.torch
 def test_logprobs_benchmark_small(tmp_path):
     """benchmarks/logprobs.py on two short rows: every arm times (the script itself checks the
-    jaxevo log-probs against the full-logits ones), and the batch is laid out as rollout_batch's."""
+    jaxevo log-probs against the full-logits ones), and the batch is laid out as rollout_batch's.
+    In f32: torch's bf16 matmuls crawl on a CPU without bf16 instructions."""
     out = tmp_path / "l.json"
     env = subprocess_env()
     p = subprocess.run([sys.executable, "logprobs.py", "--rows", "2", "--prompt", "20", "--completion", "16",
-                        "--repeat", "1", "--out", str(out)],
+                        "--repeat", "1", "--dtype", "float32", "--out", str(out)],
                        cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     rec = json.loads(out.read_text())
