@@ -16,9 +16,9 @@ from jaxevo.lora.adapters import adapter_specs
 from jaxevo.lora.quantize import model_variables
 from jaxevo.models.lowrank import Adapted, LoraSpec, adapter_product, adapter_specs as einsums
 from jaxevo.models.transformer import LORA_DROPOUT, Transformer, causal_mask, positions_from_valid
-from tests.conftest import forward, random_params, tiny_cfg
+from tests.conftest import COMMON, forward, random_params, tiny_cfg
 
-TOKENS = (np.arange(16, dtype=np.int32)[None] * 5) % 128  # [1, 16], tiny_cfg's vocabulary
+TOKENS = (np.arange(16, dtype=np.int32)[None] * 5) % COMMON["vocab_size"]  # [1, 16]
 
 
 def _factorised(cfg, params, adapters, lcfg, toks, key=None):
