@@ -12,8 +12,16 @@ import shutil
 import sys
 from pathlib import Path
 
-# The fields a paired comparison or a re-count needs; the texts stay in the run folder.
+# The fields a paired comparison or a re-count needs; the texts stay in the run folder, their
+# lengths ("chars") come along (`jaxevo compare` reports the answers' median length).
 KEEP = ("id", "kind", "correct", "prediction", "formatted", "finish", "refined_correct", "refined_prediction")
+
+
+def reduced(row: dict) -> dict:
+    out = {k: row[k] for k in KEEP if k in row}
+    if isinstance(row.get("completion"), str):
+        out["chars"] = len(row["completion"])
+    return out
 
 
 def fail(message: str) -> None:
@@ -37,7 +45,7 @@ def main() -> None:
             continue  # an unfinished stage
         try:
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            kept = "".join(json.dumps({k: r[k] for k in KEEP if k in r}) + "\n" for r in rows)
+            kept = "".join(json.dumps(reduced(r)) + "\n" for r in rows)
         except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError
             fail(f"{path}: not an evaluation's results ({e}); nothing was written for it")
         out = args.dest / path.relative_to(args.run)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jaxevo.cli import main
+from jaxevo.commands.compare import compare
 from jaxevo.stats import sign_test, wilson
 
 
@@ -86,12 +87,55 @@ def test_a_kept_copy_of_a_run_compares_as_the_run_does(tmp_path):
     subprocess.run([sys.executable, str(script), str(run), str(tmp_path / "kept")], check=True)
     kept = tmp_path / "kept"
     row = json.loads((kept / "round_001" / "eval" / "results.jsonl").read_text().splitlines()[0])
-    assert row == {"id": "q0", "correct": True, "prediction": "4"}
+    assert row == {"id": "q0", "correct": True, "prediction": "4", "chars": 16}  # len("The answer is 4.")
     assert not (kept / "round_002").exists()
     assert main(["compare", str(run), str(ctrl)]) == 0 and main(["compare", str(kept), str(ctrl)]) == 0
     a, b = (json.loads((d / "comparison.json").read_text()) for d in (kept, run))
     assert a.pop("run") == str(kept) and b.pop("run") == str(run)
     assert a == b and a["seen templates"]["wins"] == 2  # q0, q3 against the control's q2
+    assert a["seen templates"]["median_chars"] == 16  # from the kept lengths as from the texts
     (run / "round_001" / "eval" / "results.jsonl").write_text('{"id": "q0", "correct": tr')  # cut off
     bad = subprocess.run([sys.executable, str(script), str(run), str(tmp_path / "kept2")], capture_output=True, text=True)
     assert bad.returncode == 2 and "round_001/eval/results.jsonl: not an evaluation's results" in bad.stderr
+
+
+def _answers(root, rounds: dict[int, list[tuple[bool, bool, str]]]):
+    """A run folder whose seen-template results carry (correct, formatted, completion) per item."""
+    root.mkdir(parents=True)
+    (root / "manifest.json").write_text("{}")
+    for r, rows in rounds.items():
+        d = root / f"round_{r:03d}" / "eval"
+        d.mkdir(parents=True)
+        (d / "results.jsonl").write_text("".join(
+            json.dumps({"id": f"q{i}", "correct": c, "formatted": f, "completion": text}) + "\n"
+            for i, (c, f, text) in enumerate(rows)))
+    return root
+
+
+def test_compare_shows_what_the_answers_look_like_and_names_a_collapsed_control(tmp_path):
+    """A format-only control can reach the format by answering "The answer is 2." and nothing
+    else; the report then says its lead is partly that collapse (hand-computed medians)."""
+    t, f = True, False
+    working = "3 + 4 = 7, so 7 + 2 = 9. The answer is 9."  # 41 characters
+    start = [(t, t, "x" * 300), (f, f, "x" * 200), (f, f, "x" * 100), (f, t, "x" * 250)]  # 25%
+    run = _answers(tmp_path / "run", {0: start, 1: [(t, t, working), (t, t, working), (f, t, working), (f, f, "x" * 60)]})
+    short = "The answer is 2."  # 16 characters: under half of the run's median 41
+    ctrl = _answers(tmp_path / "ctrl", {1: [(t, t, short), (f, t, short), (f, t, short), (f, t, short)]})
+    md, out = compare(run, ctrl)
+    seen = out["seen templates"]
+    assert (seen["formatted"], seen["median_chars"]) == (0.75, 41)  # lengths 41, 41, 41, 60
+    assert (seen["control_formatted"], seen["control_median_chars"]) == (1.0, 16)
+    assert "| seen templates | run round 0 | 50.0% | 225 |" in md  # median of 100, 200, 250, 300
+    assert "| seen templates | ctrl round 1 | 100.0% | 16 |" in md
+    assert out["control_collapsed"] and "**The control collapsed:**" in md  # 25% <= the start's 25%
+    # the same short answers, right more often than the start model: formatting, not a collapse
+    better = _answers(tmp_path / "better", {1: [(t, t, short), (t, t, short), (f, t, short), (f, t, short)]})
+    md, out = compare(run, better)
+    assert not out["control_collapsed"] and "collapsed" not in md
+    # answers as long as the run's are no collapse, however wrong
+    wordy = _answers(tmp_path / "wordy", {1: [(f, t, working)] * 4})
+    assert not compare(run, wordy)[1]["control_collapsed"]
+    # without the start model's evaluation there is nothing to say it fell back to
+    no_start = _answers(tmp_path / "no_start", {1: [(t, t, working)] * 4})
+    md, out = compare(no_start, ctrl)
+    assert not out["control_collapsed"] and "round 0" not in md
