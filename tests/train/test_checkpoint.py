@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -104,8 +103,8 @@ def test_cli_dpo_end_to_end_then_nan_stop(tmp_path, tiny_model_dir):
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["steps"] == 4 and summary["final_metrics"]["rewards/accuracies"] >= 0.5
-    path = summary["cpu_paths"]["train step dots (E32 F64 float32)"]  # what the step ran on
-    assert re.fullmatch(r"(xla|ynnpack_dot) \((measured|cached)\)", path)
+    # what the step ran on: the suite's pinned path (tests/conftest.py), as the environment set it
+    assert summary["cpu_paths"]["train step dots (E32 F64 float32)"] == "xla (env)"
     assert "train preference" in proc.stderr  # tqdm bar
     assert "INFO jaxevo.train.builder: data: {'examples': 8, " in proc.stderr  # the command's INFO lines
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
