@@ -86,18 +86,20 @@ def collapsed(run: dict, control: dict, start: dict | None) -> bool:
     a, b = answer_shape(run)["median_chars"], answer_shape(control)["median_chars"]
     if start is None or a is None or b is None:
         return False
-    acc = lambda rows: sum(r["correct"] for r in rows.values()) / len(rows)
-    return b <= a / 2 and acc(control) <= acc(start)
+    return b <= a / 2 and _accuracy(control) <= _accuracy(start)
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _accuracy(rows: dict[str, dict]) -> float:
+    return sum(row["correct"] for row in rows.values()) / len(rows)
+
+
 def _acc(rows: dict[str, dict]) -> str:
-    k, n = sum(row["correct"] for row in rows.values()), len(rows)
-    lo, hi = wilson(k, n)
-    return f"{_pct(k / n)} ({_pct(lo)}-{_pct(hi)})"
+    lo, hi = wilson(sum(row["correct"] for row in rows.values()), len(rows))
+    return f"{_pct(_accuracy(rows))} ({_pct(lo)}-{_pct(hi)})"
 
 
 def paired(a: dict[str, bool], b: dict[str, bool]) -> dict[str, float]:
